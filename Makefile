@@ -1,0 +1,45 @@
+# A newcomer's two commands: `make demo` and `make test`. Each sets up what it needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml constraints.txt | sha1sum | cut -c1-12)
+KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/libs
+
+.PHONY: test demo lint typecheck schemas-check unit integration install kafka-jars postgres clean
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP)
+
+kafka-jars: install
+	$(BIN)/python -c "from hub.harness.kafka import ensure_kafka_jars; print(ensure_kafka_jars())"
+
+postgres:
+	@bash deploy/postgres/ensure-postgres.sh > /dev/null
+
+lint: install
+	$(BIN)/ruff check services tests
+	$(BIN)/ruff format --check services tests
+
+typecheck: install
+	$(BIN)/mypy
+
+schemas-check: install
+	$(BIN)/hub schemas check
+
+test: lint typecheck schemas-check kafka-jars postgres
+	HUB_TEST_POSTGRES_URL=$$(bash deploy/postgres/ensure-postgres.sh) $(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest tests/unit tests/component
+
+demo: kafka-jars
+	$(BIN)/hub demo
+
+clean:
+	rm -rf $(VENV) .hub .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The after-sales repair integration hub: its kernel, contracts, CLI and broker harness."""

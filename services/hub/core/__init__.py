@@ -1,0 +1,1 @@
+"""The kernel every service shares: envelope, registry, settings, logging, reliability."""

@@ -1,0 +1,118 @@
+"""The CloudEvents 1.0 envelope in Kafka binary mode, and deterministic output ids."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from hub.core.errors import UndecodableError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+# Fixed forever: changing it would change every derived id and break deduplication.
+HUB_ID_NAMESPACE = uuid.UUID("6f1d3b0e-8c2a-5b7e-9a41-0d5e2f7c9b13")
+
+SPECVERSION = "1.0"
+CONTENT_TYPE = "application/json"
+REQUIRED_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")
+
+
+def derive_event_id(input_id: str, role: str) -> str:
+    """The id of the output playing `role` for input `input_id`: the same on every reprocessing."""
+    return str(uuid.uuid5(HUB_ID_NAMESPACE, f"{input_id}/{role}"))
+
+
+def new_traceparent() -> str:
+    """A fresh W3C traceparent for an event that starts a trace."""
+    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The CloudEvents attributes of one message, carried as `ce_*` Kafka headers."""
+
+    id: str
+    source: str
+    type: str
+    time: datetime
+    subject: str | None = None
+    dataschema: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    traceparent: str | None = None
+    specversion: str = SPECVERSION
+    content_type: str = CONTENT_TYPE
+
+    def to_headers(self) -> list[tuple[str, bytes]]:
+        """The envelope as Kafka headers, in a fixed order."""
+        pairs: list[tuple[str, str | None]] = [
+            ("ce_specversion", self.specversion),
+            ("ce_id", self.id),
+            ("ce_source", self.source),
+            ("ce_type", self.type),
+            ("ce_time", self.time.isoformat()),
+            ("ce_subject", self.subject),
+            ("ce_dataschema", self.dataschema),
+            ("content-type", self.content_type),
+            ("correlationid", self.correlation_id),
+            ("causationid", self.causation_id),
+            ("traceparent", self.traceparent),
+        ]
+        return [(name, value.encode()) for name, value in pairs if value is not None]
+
+    @classmethod
+    def from_headers(cls, headers: Iterable[tuple[str, bytes]]) -> Envelope:
+        """Read the envelope from Kafka headers; raise UndecodableError naming what is wrong."""
+        values: dict[str, str] = {}
+        for name, raw in headers:
+            if name in values:
+                continue  # the first occurrence wins, as in the CloudEvents Kafka binding
+            try:
+                values[name] = raw.decode()
+            except UnicodeDecodeError as error:
+                raise UndecodableError(f"header {name} is not UTF-8") from error
+        missing = [name for name in REQUIRED_HEADERS if not values.get(name)]
+        if missing:
+            raise UndecodableError(f"missing CloudEvents headers: {', '.join(missing)}")
+        if values["ce_specversion"] != SPECVERSION:
+            raise UndecodableError(f"unsupported ce_specversion {values['ce_specversion']!r}")
+        try:
+            time = datetime.fromisoformat(values["ce_time"])
+        except ValueError as error:
+            raise UndecodableError(f"ce_time is not RFC 3339: {values['ce_time']!r}") from error
+        if time.tzinfo is None:
+            raise UndecodableError("ce_time has no timezone")
+        return cls(
+            id=values["ce_id"],
+            source=values["ce_source"],
+            type=values["ce_type"],
+            time=time,
+            subject=values.get("ce_subject"),
+            dataschema=values.get("ce_dataschema"),
+            correlation_id=values.get("correlationid"),
+            causation_id=values.get("causationid"),
+            traceparent=values.get("traceparent"),
+            content_type=values.get("content-type", CONTENT_TYPE),
+        )
+
+    def caused(
+        self, *, event_id: str, source: str, type_: str, dataschema: str, subject: str | None
+    ) -> Envelope:
+        """The envelope of an output caused by this event: same trace and correlation, same time.
+
+        The time is the input's so that reprocessing emits byte-identical outputs.
+        """
+        return replace(
+            self,
+            id=event_id,
+            source=source,
+            type=type_,
+            dataschema=dataschema,
+            subject=subject,
+            correlation_id=self.correlation_id or self.id,
+            causation_id=self.id,
+        )

@@ -1,0 +1,109 @@
+"""Failure classes, decided in one place: transient errors retry, permanent ones dead-letter."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from enum import StrEnum
+from typing import Literal
+
+import httpx
+from aiokafka import errors as kafka_errors
+from pydantic import ValidationError
+
+Stage = Literal["decode", "validate", "handle", "publish"]
+
+
+class FailureClass(StrEnum):
+    """Whether trying again can help."""
+
+    TRANSIENT = "transient"
+    PERMANENT = "permanent"
+
+
+class HubError(Exception):
+    """Base of the hub's own errors."""
+
+
+class PermanentError(HubError):
+    """Trying again cannot help: the message goes straight to the dead letter."""
+
+    stage: Stage = "handle"
+
+
+class TransientError(HubError):
+    """A dependency is unavailable for now: retry in process, then through the retry topics."""
+
+
+class UndecodableError(PermanentError):
+    """The bytes or headers cannot be read as a CloudEvent."""
+
+    stage: Stage = "decode"
+
+
+class UnknownEventTypeError(PermanentError):
+    """`ce_type` names no registered event, or a version this code does not know."""
+
+    stage: Stage = "validate"
+
+
+class SchemaViolationError(PermanentError):
+    """The payload does not satisfy its version's model."""
+
+    stage: Stage = "validate"
+
+
+class DomainRejectionError(PermanentError):
+    """The event is valid but cannot apply (e.g. it does not fit the case's state)."""
+
+    stage: Stage = "handle"
+
+
+_TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def classify(error: BaseException) -> FailureClass:
+    """Whether `error` is worth retrying; unknown errors are permanent (a bug needs a fix)."""
+    if isinstance(error, TransientError):
+        return FailureClass.TRANSIENT
+    if isinstance(error, (PermanentError, ValidationError)):
+        return FailureClass.PERMANENT
+    if isinstance(error, httpx.HTTPStatusError):
+        status = error.response.status_code
+        return (
+            FailureClass.TRANSIENT if status in _TRANSIENT_HTTP_STATUSES else FailureClass.PERMANENT
+        )
+    if isinstance(error, kafka_errors.KafkaError):
+        return FailureClass.TRANSIENT if error.retriable else FailureClass.PERMANENT
+    if isinstance(
+        error, (TimeoutError, asyncio.TimeoutError, ConnectionError, httpx.TransportError)
+    ):
+        return FailureClass.TRANSIENT
+    return FailureClass.PERMANENT
+
+
+def stage_of(error: BaseException, default: Stage = "handle") -> Stage:
+    """The processing stage an error belongs to."""
+    if isinstance(error, PermanentError):
+        return error.stage
+    if isinstance(error, ValidationError):
+        return "validate"
+    return default
+
+
+_VOLATILE = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|0x[0-9a-f]+|\d+",
+    re.IGNORECASE,
+)
+
+
+def normalise_message(message: str) -> str:
+    """The error message with ids and numbers replaced, so that alike failures group together."""
+    return _VOLATILE.sub("#", message)[:300]
+
+
+def fingerprint(error_class: str, message: str, stage: Stage) -> str:
+    """A short stable id of a kind of failure: class, normalised message and stage."""
+    digest = hashlib.sha256(f"{error_class}|{normalise_message(message)}|{stage}".encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,251 @@
+"""FastStream adapter: runs a Service's pipeline on Kafka and commits each offset after its work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from faststream import AckPolicy, FastStream
+from faststream.kafka import KafkaBroker
+
+from hub.core.pipeline import Outcome, Pipeline
+from hub.core.store.base import KafkaRecord
+from hub.core.store.factory import open_store
+from hub.core.topics import HUB_RECORD_MAX_BYTES
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import TracebackType
+
+    from aiokafka import ConsumerRecord
+    from faststream.kafka.annotations import KafkaMessage
+
+    from hub.core.handler import Service
+    from hub.core.outbound import OutRecord, RecordSink
+    from hub.core.registry import Registry
+    from hub.core.settings import HubSettings
+    from hub.core.store.base import StateStore
+
+log = structlog.get_logger(__name__)
+
+UNRESOLVED_BACKOFF_S = 1.0
+
+
+def kafka_security(settings: HubSettings) -> dict[str, Any]:
+    """Aiokafka connection options for the configured authentication."""
+    if settings.kafka_username is None or settings.kafka_password is None:
+        return {}
+    return {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": settings.kafka_username,
+        "sasl_plain_password": settings.kafka_password.get_secret_value(),
+    }
+
+
+class KafkaSink:
+    """An idempotent aiokafka producer with acks=all; headers are produced byte for byte."""
+
+    def __init__(self, settings: HubSettings, *, client_id: str) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap_servers,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=2,
+            max_request_size=HUB_RECORD_MAX_BYTES + 64 * 1024,
+            **kafka_security(settings),
+        )
+
+    async def start(self) -> None:
+        """Connect to the cluster."""
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        await self._producer.stop()
+
+    async def send(self, records: Sequence[OutRecord]) -> None:
+        """Produce every record, then wait for all acknowledgements."""
+        pending = [
+            await self._producer.send(
+                record.topic, record.value, key=record.key, headers=list(record.headers)
+            )
+            for record in records
+        ]
+        await asyncio.gather(*pending)
+
+
+class BrokerSink:
+    """Publishes through a FastStream broker; for component tests under `TestKafkaBroker`.
+
+    FastStream headers are text, so non-UTF-8 header bytes are replaced: never use it for real.
+    """
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self._broker = broker
+
+    async def send(self, records: Sequence[OutRecord]) -> None:
+        """Publish every record through the broker."""
+        for record in records:
+            await self._broker.publish(
+                record.value,
+                record.topic,
+                key=record.key,
+                headers={name: value.decode(errors="replace") for name, value in record.headers},
+            )
+
+
+def to_record(raw: ConsumerRecord[bytes, bytes]) -> KafkaRecord:
+    """The transport-free view of an aiokafka record."""
+    return KafkaRecord(
+        topic=raw.topic,
+        partition=raw.partition,
+        offset=raw.offset,
+        timestamp_ms=raw.timestamp,
+        key=raw.key,
+        value=raw.value,
+        headers=tuple((name, bytes(value)) for name, value in raw.headers),
+    )
+
+
+class ServiceRuntime:
+    """One running service: its store, sink, pipeline and FastStream subscriber."""
+
+    def __init__(
+        self,
+        service: Service,
+        settings: HubSettings,
+        *,
+        registry: Registry,
+        broker: KafkaBroker | None = None,
+        store: StateStore | None = None,
+        sink: RecordSink | None = None,
+    ) -> None:
+        self.service = service
+        self.settings = settings
+        self.broker = broker or KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            graceful_timeout=settings.shutdown_grace_s,
+            allow_auto_create_topics=False,
+            client_id=f"hub-{service.group}",
+            **kafka_security(settings),
+        )
+        self.store = store or open_store(
+            settings.database_url,
+            default_path=Path(settings.state_dir) / f"{service.group}.db",
+        )
+        self._own_sink = sink is None
+        self.sink: RecordSink = sink or KafkaSink(settings, client_id=f"hub-{service.group}")
+        self.pipeline = Pipeline(
+            service, registry=registry, store=self.store, sink=self.sink, settings=settings
+        )
+        self._resume_handles: set[asyncio.TimerHandle] = set()
+        subscriber = self.broker.subscriber(
+            *self.pipeline.topics,
+            group_id=service.group,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+        )
+        subscriber(self._consume)
+
+    async def _consume(self, message: KafkaMessage) -> None:
+        raw: ConsumerRecord[bytes, bytes] = message.raw_message  # type: ignore[assignment]
+        consumer = message.consumer
+        partition = TopicPartition(raw.topic, raw.partition)
+        try:
+            verdict = await self.pipeline.process(to_record(raw))
+        except Exception:
+            # Not even the dead letter could be written: commit nothing, read it again later.
+            log.exception("message_unresolved", topic=raw.topic, offset=raw.offset)
+            consumer.seek(partition, raw.offset)
+            await asyncio.sleep(UNRESOLVED_BACKOFF_S)
+            return
+        if verdict.outcome is Outcome.NOT_DUE and verdict.due is not None:
+            self._hold(consumer, partition, raw.offset, verdict.due)
+            return
+        await self._commit(consumer, partition, raw.offset + 1)
+
+    @staticmethod
+    async def _commit(consumer: object, partition: TopicPartition, next_offset: int) -> None:
+        if not isinstance(consumer, AIOKafkaConsumer):
+            return  # TestKafkaBroker's fake consumer has no offsets to commit
+        try:
+            await consumer.commit({partition: next_offset})
+        except (CommitFailedError, IllegalStateError) as error:
+            # The partition moved to another member, which will read the record again;
+            # the inbox makes that second delivery a counted duplicate.
+            log.warning("commit_skipped", partition=str(partition), reason=str(error))
+
+    def _hold(
+        self, consumer: object, partition: TopicPartition, offset: int, due: datetime
+    ) -> None:
+        """Wait for a retry record's due time without blocking other partitions."""
+        if not isinstance(consumer, AIOKafkaConsumer):
+            return
+        consumer.seek(partition, offset)
+        consumer.pause(partition)
+        delay = max(0.0, (due - datetime.now(UTC)).total_seconds())
+
+        def resume() -> None:
+            self._resume_handles.discard(handle)
+            with contextlib.suppress(IllegalStateError, KafkaError):
+                # A rebalance may have taken the partition away; its next owner waits instead.
+                if partition in consumer.assignment():
+                    consumer.resume(partition)
+
+        handle = asyncio.get_running_loop().call_later(delay, resume)
+        self._resume_handles.add(handle)
+
+    async def start(self) -> None:
+        """Open the store and producer, then start consuming."""
+        await self.store.open()
+        if self._own_sink and isinstance(self.sink, KafkaSink):
+            await self.sink.start()
+        await self.broker.start()
+        log.info("service_started", group=self.service.group, topics=self.pipeline.topics)
+
+    async def stop(self) -> None:
+        """Drain in-flight messages (up to the grace period), then close everything."""
+        await self.broker.stop()
+        for handle in self._resume_handles:
+            handle.cancel()
+        if self._own_sink and isinstance(self.sink, KafkaSink):
+            await self.sink.stop()
+        await self.store.close()
+        log.info("service_stopped", group=self.service.group, counts=dict(self.pipeline.counts))
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def application(self) -> FastStream:
+        """A FastStream app (SIGTERM/SIGINT drain and stop) around this runtime."""
+
+        async def open_resources() -> None:
+            await self.store.open()
+            if self._own_sink and isinstance(self.sink, KafkaSink):
+                await self.sink.start()
+
+        async def close_resources() -> None:
+            if self._own_sink and isinstance(self.sink, KafkaSink):
+                await self.sink.stop()
+            await self.store.close()
+
+        return FastStream(
+            self.broker, on_startup=[open_resources], after_shutdown=[close_resources]
+        )

@@ -1,0 +1,1 @@
+"""The state store: inbox, per-key state and parked messages, on SQLite or PostgreSQL."""

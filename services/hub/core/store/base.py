@@ -1,0 +1,92 @@
+"""The state-store port every service uses; SQLite and PostgreSQL implement it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+JsonObject = dict[str, Any]
+Headers = tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecord:
+    """A Kafka record as it was read, kept byte for byte (key, value, headers) with its origin."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRecord:
+    """A record waiting behind its key's head message; `seq` orders the followers of one key."""
+
+    seq: int
+    record: KafkaRecord
+
+
+class StateStore(Protocol):
+    """Durable state of one service: processed ids (inbox), per-key state, parked followers.
+
+    Every method is atomic on its own. `group` is the consumer group (the service), so
+    several services may share one database.
+    """
+
+    async def open(self) -> None:
+        """Connect and create the schema if it is missing (idempotent)."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+    # --- inbox and per-key state -------------------------------------------------------
+    async def is_processed(self, group: str, event_id: str) -> bool:
+        """Whether `event_id` was already recorded as processed by `group`."""
+
+    async def load_state(self, group: str, key: str) -> JsonObject | None:
+        """The state document of `key` for `group`, or None when there is none."""
+
+    async def record_processed(
+        self,
+        group: str,
+        event_id: str,
+        *,
+        key: str | None = None,
+        state: JsonObject | None = None,
+    ) -> bool:
+        """Record `event_id` as processed and, in the same transaction, upsert `state` for `key`.
+
+        Returns False and writes nothing when `event_id` was already recorded.
+        """
+
+    async def purge_inbox(self, group: str, older_than: datetime) -> int:
+        """Delete inbox rows of `group` processed before `older_than`; returns how many."""
+
+    async def inbox_size(self, group: str) -> int:
+        """How many processed ids `group` holds."""
+
+    # --- park by key -------------------------------------------------------------------
+    async def park(self, group: str, key: str, head_event_id: str) -> None:
+        """Mark `key` as parked behind `head_event_id` (creates the park or replaces its head)."""
+
+    async def park_head(self, group: str, key: str) -> str | None:
+        """The event id the park of `key` waits for, or None when `key` is not parked."""
+
+    async def append_parked(self, group: str, key: str, record: KafkaRecord) -> bool:
+        """Append `record` behind the park of `key`; False (nothing stored) when not parked."""
+
+    async def next_parked(self, group: str, key: str) -> ParkedRecord | None:
+        """The oldest follower of `key`; when there is none, delete the park and return None."""
+
+    async def remove_parked(self, group: str, key: str, seq: int) -> None:
+        """Remove one follower once it has been handled or handed on."""
+
+    async def parked_keys(self, group: str) -> list[str]:
+        """Every key of `group` that is parked now (for operators and tests)."""

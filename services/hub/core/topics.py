@@ -1,0 +1,195 @@
+"""Topic names and declarations as code, applied idempotently to a cluster."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from datetime import timedelta
+
+    from hub.core.settings import HubSettings
+
+log = structlog.get_logger(__name__)
+
+STOREFRONT_REQUESTS = "storefront.aftersales.requests"
+CASES = "aftersales.cases"
+CASE_STATUS = "aftersales.case-status"
+AUDIT = "hub.ops.audit"
+
+DAY_MS = 24 * 3600 * 1000
+# A record as large as an input topic accepts (1 MiB) must still fit with the hub's headers added.
+HUB_RECORD_MAX_BYTES = 4 * 1024 * 1024
+
+
+def delay_label(delay: timedelta) -> str:
+    """`10s`, `1m`, `2h`: the delay as it appears in a retry topic's name."""
+    seconds = delay.total_seconds()
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds * 1000)}ms"
+
+
+def retry_topic(topic: str, group: str, delay: timedelta) -> str:
+    """The retry tier of `topic` for `group`, e.g. `aftersales.cases.dispatch.retry.30s`."""
+    return f"{topic}.{group}.retry.{delay_label(delay)}"
+
+
+def dead_letter_topic(topic: str, group: str) -> str:
+    """Where `group` dead-letters what it read from `topic`."""
+    return f"{topic}.{group}.dlq"
+
+
+def replay_topic(group: str) -> str:
+    """Where operators replay dead letters for `group` only."""
+    return f"{group}.replay"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """One topic as the hub wants it."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """The input topics of one consumer group; its retry, dead-letter, replay topics follow."""
+
+    group: str
+    topics: tuple[str, ...]
+
+
+def declare(
+    settings: HubSettings,
+    subscriptions: Iterable[Subscription],
+    extra_topics: Iterable[str] = (),
+) -> list[TopicSpec]:
+    """Every topic these subscriptions need, with partitions, replication and configs."""
+    base = {
+        "min.insync.replicas": str(settings.min_insync_replicas),
+        "retention.ms": str(7 * DAY_MS),
+    }
+    carrying = {**base, "max.message.bytes": str(HUB_RECORD_MAX_BYTES)}
+    long_lived = {**carrying, "retention.ms": str(30 * DAY_MS)}
+    compacted = {**base, "cleanup.policy": "compact", "retention.ms": "-1"}
+
+    def spec(name: str, configs: Mapping[str, str]) -> TopicSpec:
+        return TopicSpec(name, settings.partitions, settings.replication_factor, configs)
+
+    wanted: dict[str, TopicSpec] = {}
+    for name in (STOREFRONT_REQUESTS, CASES, *extra_topics):
+        wanted[name] = spec(name, base)
+    wanted[CASE_STATUS] = spec(CASE_STATUS, compacted)
+    wanted[AUDIT] = spec(AUDIT, {**base, "retention.ms": str(30 * DAY_MS)})
+    for subscription in subscriptions:
+        wanted[replay_topic(subscription.group)] = spec(replay_topic(subscription.group), carrying)
+        for topic in subscription.topics:
+            wanted.setdefault(topic, spec(topic, base))
+            for delay in settings.retry_delays:
+                name = retry_topic(topic, subscription.group, delay)
+                wanted[name] = spec(name, carrying)
+            dlq = dead_letter_topic(topic, subscription.group)
+            wanted[dlq] = spec(dlq, long_lived)
+    return [wanted[name] for name in sorted(wanted)]
+
+
+@dataclass(slots=True)
+class ApplyReport:
+    """What `apply_topics` did."""
+
+    created: list[str] = field(default_factory=list)
+    reconfigured: list[str] = field(default_factory=list)
+    repartitioned: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _check(response: object, what: str) -> None:
+    for topic, code, *rest in getattr(response, "topic_errors", ()):
+        # 36 TOPIC_ALREADY_EXISTS: another applier won the race; that is the state we want.
+        if code not in {0, 36}:
+            message = rest[-1] if rest else ""
+            raise RuntimeError(f"{what} {topic} failed: error {code} {message}")
+
+
+async def _current_configs(
+    admin: AIOKafkaAdminClient, names: list[str]
+) -> dict[str, dict[str, str]]:
+    if not names:
+        return {}
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    current: dict[str, dict[str, str]] = {}
+    for response in await admin.describe_configs(resources):
+        described: list[Any] = getattr(response, "resources", [])
+        for _code, _message, _type, name, entries in described:
+            current[name] = {entry[0]: entry[1] for entry in entries}
+    return current
+
+
+async def apply_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> ApplyReport:
+    """Create missing topics, align configs, add partitions; running it twice changes nothing."""
+    report = ApplyReport()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="hub-topics")
+    await admin.start()
+    try:
+        existing = {topic["topic"]: topic for topic in await admin.describe_topics()}
+        specs = list(specs)
+        missing = [spec for spec in specs if spec.name not in existing]
+        if missing:
+            response = await admin.create_topics(
+                [
+                    NewTopic(
+                        spec.name,
+                        spec.partitions,
+                        spec.replication_factor,
+                        topic_configs=dict(spec.configs),
+                    )
+                    for spec in missing
+                ],
+                timeout_ms=30_000,
+            )
+            _check(response, "create")
+            report.created = [spec.name for spec in missing]
+        present = [spec for spec in specs if spec.name in existing]
+        current = await _current_configs(admin, [spec.name for spec in present])
+        for spec in present:
+            have = current.get(spec.name, {})
+            if any(have.get(key) != value for key, value in spec.configs.items()):
+                resource = ConfigResource(ConfigResourceType.TOPIC, spec.name, dict(spec.configs))
+                await admin.alter_configs([resource])
+                report.reconfigured.append(spec.name)
+            partitions = len(existing[spec.name]["partitions"])
+            if partitions < spec.partitions:
+                response = await admin.create_partitions(
+                    {spec.name: NewPartitions(spec.partitions)}, timeout_ms=30_000
+                )
+                _check(response, "add partitions to")
+                report.repartitioned.append(spec.name)
+            elif partitions > spec.partitions:
+                report.warnings.append(
+                    f"{spec.name} has {partitions} partitions, more than the {spec.partitions} "
+                    "declared; Kafka cannot remove partitions, so it stays as it is"
+                )
+            if spec.name not in report.reconfigured + report.repartitioned:
+                report.unchanged.append(spec.name)
+    finally:
+        await admin.close()
+    log.info(
+        "topics_applied",
+        created=len(report.created),
+        reconfigured=len(report.reconfigured),
+        repartitioned=len(report.repartitioned),
+        unchanged=len(report.unchanged),
+        warnings=report.warnings,
+    )
+    return report

@@ -1,0 +1,1 @@
+"""A local Apache Kafka broker (KRaft) from Maven Central jars, for tests and the demo."""

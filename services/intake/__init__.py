@@ -1,0 +1,1 @@
+"""The intake service: storefront after-sales requests become cases."""

@@ -1,0 +1,73 @@
+"""A probe service for kernel tests: a handler whose failures a test plans in advance."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hub.core.errors import PermanentError, TransientError
+from hub.core.handler import Decision, Emit, Incoming, Service
+from hub.core.registry import Event, Registry
+
+REGISTRY = Registry()
+
+
+@REGISTRY.register
+class ProbeV1(Event):
+    """An input of the probe service."""
+
+    event_type = "test.probe"
+    version = 1
+
+    seq: int
+    payload: str = ""
+
+
+@REGISTRY.register
+class ProbeDoneV1(Event):
+    """The probe service's output for one input."""
+
+    event_type = "test.probe.done"
+    version = 1
+
+    seq: int
+    handled_count: int
+
+
+@dataclass
+class FaultPlan:
+    """Failures to inject by input `seq`, and the order in which the handler saw inputs."""
+
+    output: str = ""
+    transient: dict[int, int] = field(default_factory=dict)
+    """seq -> how many more calls fail transiently."""
+    permanent: set[int] = field(default_factory=set)
+    seen: list[int] = field(default_factory=list)
+
+    def handle(self, incoming: Incoming[ProbeV1]) -> Decision:
+        seq = incoming.event.seq
+        self.seen.append(seq)
+        if self.transient.get(seq, 0) > 0:
+            self.transient[seq] -= 1
+            raise TransientError(f"courier API timed out for probe {seq}")
+        if seq in self.permanent:
+            raise PermanentError(f"probe {seq} cannot be applied")
+        count = int((incoming.state or {}).get("handled", 0)) + 1
+        return Decision(
+            emits=(
+                Emit(
+                    topic=self.output, role="done", event=ProbeDoneV1(seq=seq, handled_count=count)
+                ),
+            ),
+            state={"handled": count, "last_seq": seq},
+        )
+
+
+def probe_service(group: str, input_topic: str, output_topic: str, plan: FaultPlan) -> Service:
+    """A service reading `input_topic` and emitting one ProbeDoneV1 per input on `output_topic`."""
+    plan.output = output_topic
+    return Service(
+        group=group,
+        inputs=(input_topic,),
+        handlers={ProbeV1.event_type: plan.handle},
+        source="urn:aftersales-hub:test-probe",
+    )

@@ -1,0 +1,112 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from hub.core.envelope import Envelope, derive_event_id
+from hub.core.errors import UndecodableError
+
+
+def an_envelope() -> Envelope:
+    return Envelope(
+        id="evt-1",
+        source="urn:storefront",
+        type="storefront.aftersales.requested.v2",
+        time=datetime(2026, 11, 24, 8, 30, tzinfo=UTC),
+        subject="RQ-1",
+        dataschema="urn:aftersales-hub:schema:storefront.aftersales.requested:2.0",
+        correlation_id="corr-1",
+        causation_id="cause-1",
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+    )
+
+
+def test_headers_round_trip_every_attribute() -> None:
+    envelope = an_envelope()
+    headers = envelope.to_headers()
+    assert [name for name, _ in headers] == [
+        "ce_specversion",
+        "ce_id",
+        "ce_source",
+        "ce_type",
+        "ce_time",
+        "ce_subject",
+        "ce_dataschema",
+        "content-type",
+        "correlationid",
+        "causationid",
+        "traceparent",
+    ]
+    assert Envelope.from_headers(headers) == envelope
+
+
+def test_derived_ids_are_deterministic_and_differ_by_role() -> None:
+    assert derive_event_id("evt-1", "case") == derive_event_id("evt-1", "case")
+    assert derive_event_id("evt-1", "case") != derive_event_id("evt-1", "notify")
+    assert derive_event_id("evt-1", "case") != derive_event_id("evt-2", "case")
+
+
+def test_caused_envelope_keeps_trace_and_time_and_points_at_its_cause() -> None:
+    cause = an_envelope()
+    out = cause.caused(
+        event_id="out-1",
+        source="urn:hub/intake",
+        type_="aftersales.case.opened.v1",
+        dataschema="urn:x",
+        subject="AS1",
+    )
+    assert (out.causation_id, out.correlation_id) == ("evt-1", "corr-1")
+    assert (out.time, out.traceparent) == (cause.time, cause.traceparent)
+
+
+@pytest.mark.parametrize(
+    ("headers", "message"),
+    [
+        ([], "missing CloudEvents headers: ce_specversion, ce_id, ce_source, ce_type, ce_time"),
+        (
+            [
+                ("ce_specversion", b"0.3"),
+                ("ce_id", b"1"),
+                ("ce_source", b"s"),
+                ("ce_type", b"t"),
+                ("ce_time", b"2026-11-24T00:00:00+00:00"),
+            ],
+            "unsupported ce_specversion '0.3'",
+        ),
+        (
+            [
+                ("ce_specversion", b"1.0"),
+                ("ce_id", b"\xff"),
+                ("ce_source", b"s"),
+                ("ce_type", b"t"),
+                ("ce_time", b"2026-11-24T00:00:00+00:00"),
+            ],
+            "header ce_id is not UTF-8",
+        ),
+        (
+            [
+                ("ce_specversion", b"1.0"),
+                ("ce_id", b"1"),
+                ("ce_source", b"s"),
+                ("ce_type", b"t"),
+                ("ce_time", b"yesterday"),
+            ],
+            "ce_time is not RFC 3339: 'yesterday'",
+        ),
+        (
+            [
+                ("ce_specversion", b"1.0"),
+                ("ce_id", b"1"),
+                ("ce_source", b"s"),
+                ("ce_type", b"t"),
+                ("ce_time", b"2026-11-24T00:00:00"),
+            ],
+            "ce_time has no timezone",
+        ),
+    ],
+)
+def test_bad_headers_are_undecodable_with_a_clear_reason(
+    headers: list[tuple[str, bytes]], message: str
+) -> None:
+    with pytest.raises(UndecodableError) as caught:
+        Envelope.from_headers(headers)
+    assert str(caught.value) == message

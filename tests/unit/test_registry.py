@@ -1,0 +1,87 @@
+import json
+
+import pytest
+
+from hub.core.errors import SchemaViolationError, UndecodableError, UnknownEventTypeError
+from hub.core.registry import Event, Registry
+from hub.messages import CATALOGUE
+from hub.messages.storefront import AfterSalesRequestedV1, AfterSalesRequestedV2
+from hub.samples import sample_request_v1
+
+
+def test_v1_request_is_decoded_as_v2_through_the_upcaster() -> None:
+    v1 = sample_request_v1(7)
+    event = CATALOGUE.decode(v1.ce_type(), v1.to_bytes())
+    assert isinstance(event, AfterSalesRequestedV2)
+    assert event.fault.code == "unspecified"
+    assert event.fault.description == v1.fault_description
+    assert event.request_id == v1.request_id
+
+
+def test_unknown_fields_from_a_newer_minor_are_tolerated() -> None:
+    v1 = sample_request_v1(1)
+    body = json.loads(v1.to_bytes())
+    body["loyalty_tier"] = "gold"
+    event = CATALOGUE.decode(v1.ce_type(), json.dumps(body).encode())
+    assert isinstance(event, AfterSalesRequestedV2)
+
+
+def test_unknown_version_and_type_are_named_in_the_error() -> None:
+    with pytest.raises(
+        UnknownEventTypeError,
+        match=r"of storefront\.aftersales\.requested: v9 \(this code knows v1, v2\)",
+    ):
+        CATALOGUE.model_for("storefront.aftersales.requested.v9")
+    with pytest.raises(UnknownEventTypeError, match=r"unknown event type 'parcel\.teleported\.v1'"):
+        CATALOGUE.model_for("parcel.teleported.v1")
+
+
+def test_invalid_payloads_say_which_field_is_wrong() -> None:
+    with pytest.raises(SchemaViolationError, match=r"request_id: Field required"):
+        CATALOGUE.decode(AfterSalesRequestedV1.ce_type(), b'{"order_id": "x"}')
+    with pytest.raises(UndecodableError, match="body is not JSON"):
+        CATALOGUE.decode(AfterSalesRequestedV1.ce_type(), b'{"order_id": ')
+    with pytest.raises(UndecodableError, match="body is JSON list, not an object"):
+        CATALOGUE.decode(AfterSalesRequestedV1.ce_type(), b"[]")
+
+
+def test_check_rejects_a_missing_upcaster_and_a_version_gap() -> None:
+    registry = Registry()
+
+    @registry.register
+    class ThingV1(Event):
+        event_type = "thing"
+        version = 1
+
+    @registry.register
+    class ThingV2(Event):
+        event_type = "thing"
+        version = 2
+
+    with pytest.raises(ValueError, match="thing: no upcaster from v1 to v2"):
+        registry.check()
+
+    gap = Registry()
+
+    @gap.register
+    class GapV3(Event):
+        event_type = "gap"
+        version = 3
+
+    with pytest.raises(ValueError, match=r"gap: versions \[3\] are not 1..3"):
+        gap.check()
+
+
+def test_an_upcaster_must_go_to_the_next_version_of_the_same_family() -> None:
+    registry = Registry()
+
+    class AV1(Event):
+        event_type = "a"
+        version = 1
+
+    class BV2(Event):
+        event_type = "b"
+        version = 2
+
+    with pytest.raises(ValueError, match="from one version to the next"):
+        registry.upcaster(AV1, BV2)
