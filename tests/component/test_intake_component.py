@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING
 
 from faststream.kafka import KafkaBroker, TestKafkaBroker
-from hub.core.store.sqlite import SqliteStateStore
 
 from hub.core.pipeline import Outcome
 from hub.core.service import BrokerSink, ServiceRuntime
 from hub.core.settings import HubSettings
+from hub.core.store.sqlite import SqliteStateStore
 from hub.core.topics import CASES, STOREFRONT_REQUESTS
 from hub.messages import CATALOGUE
 from hub.samples import sample_request_v1, sample_request_v2
@@ -36,8 +35,8 @@ async def test_intake_turns_requests_of_both_versions_into_cases(tmp_path: Path)
     opened: list[dict[str, object]] = []
 
     @broker.subscriber(CASES)
-    async def on_case(body: bytes) -> None:
-        opened.append(json.loads(body))
+    async def on_case(body: dict[str, object]) -> None:
+        opened.append(body)
 
     await store.open()
     try:

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from aiokafka import AIOKafkaProducer
-from hub.core.store.sqlite import SqliteStateStore
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka_io import create_topics, read_records, settle_and_read
 from probe import REGISTRY, FaultPlan, ProbeDoneV1, ProbeV1, probe_service
 
@@ -23,6 +22,7 @@ from hub.core.envelope import Envelope
 from hub.core.outbound import OutRecord, event_record
 from hub.core.pipeline import Outcome
 from hub.core.service import KafkaSink, ServiceRuntime
+from hub.core.store.sqlite import SqliteStateStore
 from hub.core.topics import Subscription, dead_letter_topic
 
 if TYPE_CHECKING:
@@ -276,19 +276,25 @@ def _start_worker(probe: Probe, state_dir: Path) -> subprocess.Popen[bytes]:
     )
 
 
-async def _wait_for_outputs(probe: Probe, at_least: int, timeout_s: float) -> set[str]:
-    """Distinct output ids seen so far, once at least `at_least` exist."""
-    deadline = time.monotonic() + timeout_s
-    ids: set[str] = set()
-    while time.monotonic() < deadline:
-        records = await settle_and_read(
-            probe.settings.kafka_bootstrap_servers, probe.output, quiet_s=0.3, timeout_s=20
+class OutputWatcher:
+    """Follows the output topic and collects distinct output ids as they arrive."""
+
+    def __init__(self, probe: Probe) -> None:
+        self.consumer = AIOKafkaConsumer(
+            probe.output,
+            bootstrap_servers=probe.settings.kafka_bootstrap_servers,
+            auto_offset_reset="earliest",
+            group_id=None,
         )
-        ids = {Envelope.from_headers(r.headers).id for r in records}
-        if len(ids) >= at_least:
-            return ids
-        await asyncio.sleep(0.2)
-    return ids
+        self.ids: set[str] = set()
+
+    async def wait_for(self, at_least: int, timeout_s: float) -> set[str]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.ids) < at_least and time.monotonic() < deadline:
+            batches = await self.consumer.getmany(timeout_ms=100, max_records=50)
+            for batch in batches.values():
+                self.ids.update(Envelope.from_headers(r.headers).id for r in batch)
+        return set(self.ids)
 
 
 async def _effects(state_dir: Path, group: str, keys: Sequence[str]) -> int:
@@ -314,18 +320,23 @@ async def test_a_stopped_consumer_restarts_without_losing_or_repeating_an_effect
     state_dir = tmp_path / "worker-state"
     started = time.monotonic()
 
-    first = _start_worker(probe, state_dir)
-    seen_before_stop = await _wait_for_outputs(probe, 300, timeout_s=90)
-    first.send_signal(stop_signal)
-    first.wait(timeout=30)
-    assert 0 < len(seen_before_stop) < total, "the stop must land in the middle of the stream"
-
-    second = _start_worker(probe, state_dir)
+    watcher = OutputWatcher(probe)
+    await watcher.consumer.start()
     try:
-        ids = await _wait_for_outputs(probe, total, timeout_s=180)
+        first = _start_worker(probe, state_dir)
+        seen_before_stop = await watcher.wait_for(200, timeout_s=90)
+        first.send_signal(stop_signal)
+        _, first_stderr = first.communicate(timeout=30)
+        assert 0 < len(seen_before_stop) < total, first_stderr.decode()[-2000:]
+
+        second = _start_worker(probe, state_dir)
+        try:
+            ids = await watcher.wait_for(total, timeout_s=180)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            _, stderr = second.communicate(timeout=30)
     finally:
-        second.send_signal(signal.SIGTERM)
-        _, stderr = second.communicate(timeout=30)
+        await watcher.consumer.stop()
     elapsed = time.monotonic() - started
 
     records = await settle_and_read(probe.settings.kafka_bootstrap_servers, probe.output)

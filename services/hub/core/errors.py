@@ -65,22 +65,16 @@ _TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 def classify(error: BaseException) -> FailureClass:
     """Whether `error` is worth retrying; unknown errors are permanent (a bug needs a fix)."""
-    if isinstance(error, TransientError):
-        return FailureClass.TRANSIENT
-    if isinstance(error, (PermanentError, ValidationError)):
-        return FailureClass.PERMANENT
     if isinstance(error, httpx.HTTPStatusError):
-        status = error.response.status_code
-        return (
-            FailureClass.TRANSIENT if status in _TRANSIENT_HTTP_STATUSES else FailureClass.PERMANENT
+        transient = error.response.status_code in _TRANSIENT_HTTP_STATUSES
+    elif isinstance(error, kafka_errors.KafkaError):
+        # A client-side timeout is not flagged retriable, but the broker may be back soon.
+        transient = error.retriable or isinstance(error, kafka_errors.KafkaTimeoutError)
+    else:
+        transient = isinstance(
+            error, (TransientError, TimeoutError, ConnectionError, httpx.TransportError)
         )
-    if isinstance(error, kafka_errors.KafkaError):
-        return FailureClass.TRANSIENT if error.retriable else FailureClass.PERMANENT
-    if isinstance(
-        error, (TimeoutError, asyncio.TimeoutError, ConnectionError, httpx.TransportError)
-    ):
-        return FailureClass.TRANSIENT
-    return FailureClass.PERMANENT
+    return FailureClass.TRANSIENT if transient else FailureClass.PERMANENT
 
 
 def stage_of(error: BaseException, default: Stage = "handle") -> Stage:

@@ -223,7 +223,7 @@ class Pipeline:
             stop=stop_after_attempt(settings.inline_attempts)
             | stop_after_delay(settings.inline_deadline_s),
             wait=wait_exponential_jitter(
-                initial=settings.inline_backoff_s, max=settings.inline_deadline_s
+                multiplier=settings.inline_backoff_s, max=settings.inline_deadline_s
             ),
             retry=retry_if_exception(lambda error: classify(error) is FailureClass.TRANSIENT),
             reraise=True,

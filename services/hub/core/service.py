@@ -14,17 +14,20 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 
+# FastStream resolves handler annotations at run time (dependency injection).
+from faststream.kafka.annotations import KafkaMessage  # noqa: TC002
+
 from hub.core.pipeline import Outcome, Pipeline
 from hub.core.store.base import KafkaRecord
 from hub.core.store.factory import open_store
 from hub.core.topics import HUB_RECORD_MAX_BYTES
 
 if TYPE_CHECKING:
+    from faststream.message import StreamMessage
     from collections.abc import Sequence
     from types import TracebackType
 
     from aiokafka import ConsumerRecord
-    from faststream.kafka.annotations import KafkaMessage
 
     from hub.core.handler import Service
     from hub.core.outbound import OutRecord, RecordSink
@@ -53,26 +56,33 @@ class KafkaSink:
     """An idempotent aiokafka producer with acks=all; headers are produced byte for byte."""
 
     def __init__(self, settings: HubSettings, *, client_id: str) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Connect to the cluster (aiokafka needs the running loop, so not in __init__)."""
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap_servers,
-            client_id=client_id,
+            bootstrap_servers=self._settings.kafka_bootstrap_servers,
+            client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
             max_request_size=HUB_RECORD_MAX_BYTES + 64 * 1024,
-            **kafka_security(settings),
+            **kafka_security(self._settings),
         )
-
-    async def start(self) -> None:
-        """Connect to the cluster."""
         await self._producer.start()
 
     async def stop(self) -> None:
         """Flush and disconnect."""
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
     async def send(self, records: Sequence[OutRecord]) -> None:
         """Produce every record, then wait for all acknowledgements."""
+        if self._producer is None:
+            raise RuntimeError("KafkaSink.send before start")
         pending = [
             await self._producer.send(
                 record.topic, record.value, key=record.key, headers=list(record.headers)
@@ -100,6 +110,10 @@ class BrokerSink:
                 key=record.key,
                 headers={name: value.decode(errors="replace") for name, value in record.headers},
             )
+
+
+async def _raw_body(message: StreamMessage[Any]) -> bytes:
+    return message.body
 
 
 def to_record(raw: ConsumerRecord[bytes, bytes]) -> KafkaRecord:
@@ -153,7 +167,8 @@ class ServiceRuntime:
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
         )
-        subscriber(self._consume)
+        # The pipeline decodes; FastStream must not, or a malformed body would fail before it.
+        subscriber(self._consume, decoder=_raw_body)
 
     async def _consume(self, message: KafkaMessage) -> None:
         raw: ConsumerRecord[bytes, bytes] = message.raw_message  # type: ignore[assignment]

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
@@ -54,7 +54,8 @@ class HubSettings(BaseSettings):
         default="auto", description="Log renderer: JSON when not a TTY in `auto` mode."
     )
     log_level: str = Field(default="INFO", description="Minimum log level.")
-    retry_tiers: tuple[str, ...] = Field(
+    # NoDecode: the environment gives `10s,1m,10m`, not JSON.
+    retry_tiers: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("10s", "1m", "10m"),
         description="Delays of the retry topics, in order; the last tier is reused.",
     )
