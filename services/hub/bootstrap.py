@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hub.core.topics import Subscription, declare
+from dispatch.partners import load_partners
+from dispatch.service import build_service as build_dispatch
+from hub.core.topics import Subscription, courier_events_topic, courier_orders_topic, declare
 from intake.service import build_service as build_intake
 
 if TYPE_CHECKING:
@@ -16,10 +18,19 @@ if TYPE_CHECKING:
 
 SERVICES: dict[str, Callable[[HubSettings], Service]] = {
     "intake": build_intake,
+    "dispatch": build_dispatch,
 }
 
 
 def all_topics(settings: HubSettings) -> list[TopicSpec]:
-    """Every topic of every service, as declared in code."""
+    """Every topic of every service, and every courier's order and event topics."""
     services = [build(settings) for build in SERVICES.values()]
-    return declare(settings, [Subscription(s.group, s.inputs) for s in services])
+    couriers = [courier.code for courier in load_partners().couriers]
+    partner_topics = [
+        topic
+        for code in couriers
+        for topic in (courier_orders_topic(code), courier_events_topic(code))
+    ]
+    return declare(
+        settings, [Subscription(s.group, s.all_inputs) for s in services], partner_topics
+    )

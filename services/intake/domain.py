@@ -6,11 +6,12 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from hub.messages.cases import CaseOpenedV1, CaseRejectedV1, RejectionReason
+from hub.messages.cases import CaseCancelledV1, CaseOpenedV1, CaseRejectedV1, RejectionReason
 from hub.messages.common import RequestType, ServiceMode
 
 if TYPE_CHECKING:
-    from hub.messages.storefront import AfterSalesRequestedV2
+    from hub.core.store.base import JsonObject
+    from hub.messages.storefront import AfterSalesCancelledV1, AfterSalesRequestedV2
 
 CASE_NAMESPACE = uuid.UUID("3c8a2f4e-1d7b-5e90-8f16-b2a4c6d8e0f1")
 RETURN_WINDOW = timedelta(days=7)
@@ -41,13 +42,21 @@ def service_mode(request: AfterSalesRequestedV2) -> ServiceMode:
     return ServiceMode.PICKUP
 
 
-def decide(request: AfterSalesRequestedV2, *, at: datetime) -> CaseOpenedV1 | CaseRejectedV1:
-    """Open a case for an eligible request, or reject it with a reason code."""
+def decide(
+    request: AfterSalesRequestedV2, *, at: datetime, item_state: JsonObject | None = None
+) -> tuple[CaseOpenedV1 | CaseRejectedV1, JsonObject | None]:
+    """Open a case for an eligible request, or reject it; and the order item's new state."""
     case_id = case_id_for(request.request_id)
     expires = warranty_expiry(request.item.category, request.item.purchase_date)
     in_warranty = at.date() <= expires
     rejection: tuple[RejectionReason, str] | None = None
-    if request.request_type is RequestType.RETURN:
+    open_case = item_state.get("case_id") if item_state and item_state["status"] == "open" else None
+    if open_case is not None and open_case != case_id:
+        rejection = (
+            RejectionReason.CASE_ALREADY_OPEN,
+            f"order item {request.order_item_id} already has open case {open_case}",
+        )
+    elif request.request_type is RequestType.RETURN:
         if at.date() - request.item.purchase_date > RETURN_WINDOW:
             rejection = (
                 RejectionReason.RETURN_WINDOW_CLOSED,
@@ -57,7 +66,7 @@ def decide(request: AfterSalesRequestedV2, *, at: datetime) -> CaseOpenedV1 | Ca
         rejection = (RejectionReason.WARRANTY_EXPIRED, f"warranty ended on {expires.isoformat()}")
     if rejection is not None:
         code, reason = rejection
-        return CaseRejectedV1(
+        rejected = CaseRejectedV1(
             case_id=case_id,
             request_id=request.request_id,
             order_item_id=request.order_item_id,
@@ -65,7 +74,8 @@ def decide(request: AfterSalesRequestedV2, *, at: datetime) -> CaseOpenedV1 | Ca
             reason=reason,
             rejected_at=at,
         )
-    return CaseOpenedV1(
+        return rejected, None
+    opened = CaseOpenedV1(
         case_id=case_id,
         request_id=request.request_id,
         order_id=request.order_id,
@@ -81,3 +91,23 @@ def decide(request: AfterSalesRequestedV2, *, at: datetime) -> CaseOpenedV1 | Ca
         pickup_window=request.pickup_window,
         opened_at=at,
     )
+    return opened, {"case_id": case_id, "request_id": request.request_id, "status": "open"}
+
+
+def cancel(
+    cancellation: AfterSalesCancelledV1, *, at: datetime, item_state: JsonObject | None
+) -> tuple[CaseCancelledV1, JsonObject] | None:
+    """Cancel the open case of the withdrawn request; None when there is nothing to cancel."""
+    if (
+        item_state is None
+        or item_state["status"] != "open"
+        or item_state["request_id"] != cancellation.request_id
+    ):
+        return None
+    cancelled = CaseCancelledV1(
+        case_id=item_state["case_id"],
+        request_id=cancellation.request_id,
+        reason=cancellation.reason or "withdrawn by the customer",
+        cancelled_at=at,
+    )
+    return cancelled, {**item_state, "status": "cancelled"}

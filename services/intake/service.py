@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING
 
 from hub.core.handler import Decision, Emit, Incoming, Service
 from hub.core.topics import CASES, STOREFRONT_REQUESTS
-from hub.messages.storefront import AfterSalesRequestedV2
-from intake.domain import decide
+from hub.messages.storefront import AfterSalesCancelledV1, AfterSalesRequestedV2
+from intake.domain import cancel, decide
 
 if TYPE_CHECKING:
+    from hub.core.registry import Event
     from hub.core.settings import HubSettings
 
 GROUP = "intake"
@@ -17,8 +18,27 @@ GROUP = "intake"
 
 def handle_request(incoming: Incoming[AfterSalesRequestedV2]) -> Decision:
     """A request becomes a case opened or rejected, keyed by its case id."""
-    outcome = decide(incoming.event, at=incoming.envelope.time)
-    return Decision(emits=(Emit(topic=CASES, role="case", event=outcome, key=outcome.case_id),))
+    outcome, state = decide(incoming.event, at=incoming.envelope.time, item_state=incoming.state)
+    return Decision(
+        emits=(Emit(topic=CASES, role="case", event=outcome, key=outcome.case_id),), state=state
+    )
+
+
+def handle_cancellation(incoming: Incoming[AfterSalesCancelledV1]) -> Decision:
+    """A withdrawn request cancels its open case; anything else has nothing to cancel."""
+    result = cancel(incoming.event, at=incoming.envelope.time, item_state=incoming.state)
+    if result is None:
+        return Decision()
+    cancelled, state = result
+    return Decision(
+        emits=(Emit(topic=CASES, role="cancel", event=cancelled, key=cancelled.case_id),),
+        state=state,
+    )
+
+
+def order_item_of(event: Event) -> str | None:
+    """Intake keeps its state per order item: one open case per item at a time."""
+    return getattr(event, "order_item_id", None)
 
 
 def build_service(settings: HubSettings) -> Service:
@@ -26,6 +46,10 @@ def build_service(settings: HubSettings) -> Service:
     return Service(
         group=GROUP,
         inputs=(STOREFRONT_REQUESTS,),
-        handlers={AfterSalesRequestedV2.event_type: handle_request},
+        handlers={
+            AfterSalesRequestedV2.event_type: handle_request,
+            AfterSalesCancelledV1.event_type: handle_cancellation,
+        },
         source=f"{settings.source}/{GROUP}",
+        state_key=order_item_of,
     )

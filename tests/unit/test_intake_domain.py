@@ -2,8 +2,9 @@ from datetime import UTC, date, datetime, timedelta
 
 from hub.messages.cases import CaseOpenedV1, CaseRejectedV1, RejectionReason
 from hub.messages.common import RequestType, ServiceMode
+from hub.messages.storefront import AfterSalesCancelledV1
 from hub.samples import sample_request_v2
-from intake.domain import case_id_for, decide, warranty_expiry
+from intake.domain import cancel, case_id_for, decide, warranty_expiry
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
@@ -15,7 +16,7 @@ def test_case_id_is_deterministic_per_request() -> None:
 
 
 def test_in_warranty_repair_opens_a_pickup_case() -> None:
-    result = decide(sample_request_v2(0, now=NOW), at=NOW)
+    result = decide(sample_request_v2(0, now=NOW), at=NOW)[0]
     assert isinstance(result, CaseOpenedV1)
     assert result.service_mode is ServiceMode.PICKUP
     assert result.in_warranty
@@ -26,7 +27,7 @@ def test_expired_warranty_is_rejected_with_its_end_date() -> None:
     old = request.model_copy(
         update={"item": request.item.model_copy(update={"purchase_date": date(2020, 1, 10)})}
     )
-    result = decide(old, at=NOW)
+    result = decide(old, at=NOW)[0]
     assert isinstance(result, CaseRejectedV1)
     assert result.reason_code is RejectionReason.WARRANTY_EXPIRED
     assert result.reason == "warranty ended on 2021-01-10"
@@ -48,8 +49,8 @@ def test_no_reason_return_closes_after_seven_days() -> None:
             )
         }
     )
-    assert isinstance(decide(recent, at=NOW), CaseOpenedV1)
-    rejected = decide(late, at=NOW)
+    assert isinstance(decide(recent, at=NOW)[0], CaseOpenedV1)
+    rejected = decide(late, at=NOW)[0]
     assert isinstance(rejected, CaseRejectedV1)
     assert rejected.reason_code is RejectionReason.RETURN_WINDOW_CLOSED
 
@@ -59,7 +60,7 @@ def test_large_appliances_get_an_onsite_technician() -> None:
     fridge = request.model_copy(
         update={"item": request.item.model_copy(update={"category": "large_appliance"})}
     )
-    result = decide(fridge, at=NOW)
+    result = decide(fridge, at=NOW)[0]
     assert isinstance(result, CaseOpenedV1)
     assert result.service_mode is ServiceMode.ONSITE
 
@@ -67,3 +68,29 @@ def test_large_appliances_get_an_onsite_technician() -> None:
 def test_warranty_months_depend_on_category() -> None:
     assert warranty_expiry("large_appliance", date(2024, 3, 31)) == date(2027, 3, 28)
     assert warranty_expiry("phone", date(2025, 12, 5)) == date(2026, 12, 5)
+
+
+def test_a_second_request_for_an_item_with_an_open_case_is_rejected() -> None:
+    first, state = decide(sample_request_v2(1, now=NOW), at=NOW)
+    assert isinstance(first, CaseOpenedV1)
+    again = sample_request_v2(1, now=NOW).model_copy(update={"request_id": "RQ-other"})
+    second, unchanged = decide(again, at=NOW, item_state=state)
+    assert isinstance(second, CaseRejectedV1)
+    assert second.reason_code is RejectionReason.CASE_ALREADY_OPEN
+    assert second.reason == f"order item OI-00000001-1 already has open case {first.case_id}"
+    assert unchanged is None
+
+
+def test_a_withdrawn_request_cancels_its_open_case_once() -> None:
+    request = sample_request_v2(3, now=NOW)
+    opened, state = decide(request, at=NOW)
+    withdrawal = AfterSalesCancelledV1(
+        request_id=request.request_id, order_item_id=request.order_item_id, cancelled_at=NOW
+    )
+    result = cancel(withdrawal, at=NOW, item_state=state)
+    assert result is not None
+    cancelled, after = result
+    assert cancelled.case_id == opened.case_id
+    assert cancelled.reason == "withdrawn by the customer"
+    assert cancel(withdrawal, at=NOW, item_state=after) is None
+    assert cancel(withdrawal, at=NOW, item_state=None) is None

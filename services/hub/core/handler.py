@@ -7,8 +7,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from hub.core.registry import Event
+from hub.core.topics import timer_topic
 
 if TYPE_CHECKING:
+    from datetime import timedelta
+
     from hub.core.envelope import Envelope
     from hub.core.store.base import JsonObject
 
@@ -36,6 +39,16 @@ class Emit:
     """Defaults to the input's key (the case id keeps a case in one partition)."""
     subject: str | None = None
     """`ce_subject`; defaults to the output key."""
+    delay: timedelta | None = None
+    """A timer: deliver the event back to this group after `delay` (one of `Service.timers`).
+
+    Due at the input's time plus `delay`, so reprocessing schedules the same timer.
+    """
+
+    @classmethod
+    def timer(cls, role: str, event: Event, delay: timedelta) -> Emit:
+        """`event` back to this group after `delay` (its topic follows from the delay)."""
+        return cls(topic="", role=role, event=event, delay=delay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,3 +74,17 @@ class Service:
     inputs: tuple[str, ...]
     handlers: Mapping[str, Handler]
     source: str
+    state_key: Callable[[Any], str | None] | None = None
+    """Which state document an event reads and writes; by default the record key (the case)."""
+    timers: tuple[timedelta, ...] = ()
+    """Delays the handlers may set on an Emit; each has a topic `<group>.timer.<delay>`."""
+
+    @property
+    def timer_topics(self) -> tuple[str, ...]:
+        """The topics that carry this group's timers."""
+        return tuple(timer_topic(self.group, delay) for delay in self.timers)
+
+    @property
+    def all_inputs(self) -> tuple[str, ...]:
+        """Inputs and timer topics: each gets retry tiers and a dead-letter topic."""
+        return (*self.inputs, *self.timer_topics)

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import structlog
 from tenacity import (
@@ -27,7 +27,7 @@ from hub.core.envelope import Envelope, derive_event_id
 from hub.core.errors import FailureClass, PermanentError, Stage, classify, stage_of
 from hub.core.handler import Decision, Emit, Handler, Incoming, Service
 from hub.core.outbound import OutRecord, RecordSink
-from hub.core.topics import dead_letter_topic, replay_topic, retry_topic
+from hub.core.topics import dead_letter_topic, replay_topic, retry_topic, timer_topic
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -95,15 +95,17 @@ class Pipeline:
         self._delays = settings.retry_delays
         self._tier_of = {
             retry_topic(topic, service.group, delay): tier
-            for topic in service.inputs
+            for topic in service.all_inputs
             for tier, delay in enumerate(self._delays)
         }
+        # Records on these topics carry a due time and wait for it.
+        self._scheduled = {*self._tier_of, *service.timer_topics}
         self.counts: Counter[Outcome] = Counter()
 
     @property
     def topics(self) -> list[str]:
         """Every topic the group reads: inputs, their retry tiers, and its replay topic."""
-        return [*self.service.inputs, *self._tier_of, replay_topic(self.service.group)]
+        return [*self.service.all_inputs, *self._tier_of, replay_topic(self.service.group)]
 
     async def process(self, record: KafkaRecord) -> Verdict:
         """Take one record to an outcome; raises only when even dead-lettering failed."""
@@ -112,7 +114,7 @@ class Pipeline:
             topic=record.topic, partition=record.partition, offset=record.offset
         ):
             tier = self._tier_of.get(record.topic)
-            due = deadletter.due_at(record) if tier is not None else None
+            due = deadletter.due_at(record) if record.topic in self._scheduled else None
             if due is not None and due > self._clock():
                 return Verdict(Outcome.NOT_DUE, due)
             origin = deadletter.origin_of(record)
@@ -143,7 +145,7 @@ class Pipeline:
 
     def _home_topic(self, topic: str) -> str:
         # A replay without origin headers still belongs to this group's first input.
-        return topic if topic in self.service.inputs else self.service.inputs[0]
+        return topic if topic in self.service.all_inputs else self.service.inputs[0]
 
     async def _run(
         self,
@@ -265,15 +267,22 @@ class Pipeline:
     ) -> None:
         group = self.service.group
         tracker.stage = "handle"
-        state = await self._store.load_state(group, key) if key is not None else None
+        state_key = self.service.state_key(event) if self.service.state_key else key
+        state = await self._store.load_state(group, state_key) if state_key is not None else None
         answer = handler(Incoming(event=event, envelope=envelope, key=key, state=state))
         decision: Decision = await answer if inspect.isawaitable(answer) else answer
         tracker.stage = "publish"
         await self._sink.send([self._render(emit, envelope, key) for emit in decision.emits])
-        await self._store.record_processed(group, envelope.id, key=key, state=decision.state)
+        await self._store.record_processed(group, envelope.id, key=state_key, state=decision.state)
 
     def _render(self, emit: Emit, envelope: Envelope, key: str | None) -> OutRecord:
         out_key = emit.key if emit.key is not None else key
+        topic, extra = emit.topic, cast("Headers", ())
+        if emit.delay is not None:
+            if emit.delay not in self.service.timers:
+                raise ValueError(f"{self.service.group} declares no timer of {emit.delay}")
+            topic = timer_topic(self.service.group, emit.delay)
+            extra = ((deadletter.DUE_AT, (envelope.time + emit.delay).isoformat().encode()),)
         out = envelope.caused(
             event_id=derive_event_id(envelope.id, emit.role),
             source=self.service.source,
@@ -282,10 +291,10 @@ class Pipeline:
             subject=emit.subject or out_key,
         )
         return OutRecord(
-            topic=emit.topic,
+            topic=topic,
             key=out_key.encode() if out_key is not None else None,
             value=emit.event.to_bytes(),
-            headers=tuple(out.to_headers()),
+            headers=(*out.to_headers(), *extra),
         )
 
     async def _release(self, key: str) -> None:

@@ -23,11 +23,11 @@ from hub.core.store.factory import open_store
 from hub.core.topics import HUB_RECORD_MAX_BYTES
 
 if TYPE_CHECKING:
-    from faststream.message import StreamMessage
     from collections.abc import Sequence
     from types import TracebackType
 
     from aiokafka import ConsumerRecord
+    from faststream.message import StreamMessage
 
     from hub.core.handler import Service
     from hub.core.outbound import OutRecord, RecordSink

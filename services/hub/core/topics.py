@@ -36,6 +36,16 @@ def delay_label(delay: timedelta) -> str:
     return f"{int(seconds * 1000)}ms"
 
 
+def courier_orders_topic(courier: str) -> str:
+    """Pickup orders for one courier."""
+    return f"courier.{courier}.pickup-orders"
+
+
+def courier_events_topic(courier: str) -> str:
+    """Acceptance and tracking from one courier."""
+    return f"courier.{courier}.events"
+
+
 def retry_topic(topic: str, group: str, delay: timedelta) -> str:
     """The retry tier of `topic` for `group`, e.g. `aftersales.cases.dispatch.retry.30s`."""
     return f"{topic}.{group}.retry.{delay_label(delay)}"
@@ -44,6 +54,11 @@ def retry_topic(topic: str, group: str, delay: timedelta) -> str:
 def dead_letter_topic(topic: str, group: str) -> str:
     """Where `group` dead-letters what it read from `topic`."""
     return f"{topic}.{group}.dlq"
+
+
+def timer_topic(group: str, delay: timedelta) -> str:
+    """Where `group` schedules its timers of one delay, e.g. `dispatch.timer.2m`."""
+    return f"{group}.timer.{delay_label(delay)}"
 
 
 def replay_topic(group: str) -> str:

@@ -9,6 +9,7 @@ from pydantic import AwareDatetime
 
 from hub.core.registry import Event
 from hub.messages.catalogue import CATALOGUE
+from hub.messages.courier import Leg
 from hub.messages.common import (
     Address,
     Customer,
@@ -67,3 +68,124 @@ class CaseRejectedV1(Event):
     reason_code: RejectionReason
     reason: str
     rejected_at: AwareDatetime
+
+
+@CATALOGUE.register
+class CaseCancelledV1(Event):
+    """The customer withdrew the request before pickup; any courier order is to be cancelled."""
+
+    event_type = "aftersales.case.cancelled"
+    version = 1
+
+    case_id: NonEmpty
+    request_id: NonEmpty
+    reason: str
+    cancelled_at: AwareDatetime
+
+
+class TrackingStatus(StrEnum):
+    """Courier tracking, normalised across couriers (each event keeps the courier's raw code)."""
+
+    CREATED = "created"
+    PICKED_UP = "picked_up"
+    IN_TRANSIT = "in_transit"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    DELIVERED = "delivered"
+    FAILED_ATTEMPT = "failed_attempt"
+    EXCEPTION = "exception"
+    RETURNED = "returned"
+    CANCELLED = "cancelled"
+
+
+@CATALOGUE.register
+class PickupRequestedV1(Event):
+    """Dispatch chose a courier and sent it a pickup order; `reason` says why this courier."""
+
+    event_type = "aftersales.pickup.requested"
+    version = 1
+
+    case_id: NonEmpty
+    order_id: NonEmpty
+    courier: NonEmpty
+    leg: Leg
+    attempt: int
+    reason: str
+    requested_at: AwareDatetime
+
+
+@CATALOGUE.register
+class PickupAcceptedV1(Event):
+    """The courier accepted the pickup order: the pickup is scheduled."""
+
+    event_type = "aftersales.pickup.accepted"
+    version = 1
+
+    case_id: NonEmpty
+    order_id: NonEmpty
+    courier: NonEmpty
+    leg: Leg
+    waybill_no: NonEmpty
+    accepted_at: AwareDatetime
+
+
+@CATALOGUE.register
+class PickupFailedV1(Event):
+    """A courier rejected the order or did not accept it in time; dispatch tries the next one."""
+
+    event_type = "aftersales.pickup.failed"
+    version = 1
+
+    case_id: NonEmpty
+    order_id: NonEmpty
+    courier: NonEmpty
+    leg: Leg
+    code: str
+    reason: str
+    failed_at: AwareDatetime
+
+
+@CATALOGUE.register
+class PickupCancelledV1(Event):
+    """The courier order of a cancelled case was withdrawn."""
+
+    event_type = "aftersales.pickup.cancelled"
+    version = 1
+
+    case_id: NonEmpty
+    order_id: NonEmpty
+    courier: NonEmpty
+    reason: str
+    cancelled_at: AwareDatetime
+
+
+@CATALOGUE.register
+class TrackingUpdatedV1(Event):
+    """A normalised tracking event of a case's parcel, with the courier's raw code."""
+
+    event_type = "aftersales.tracking.updated"
+    version = 1
+
+    case_id: NonEmpty
+    order_id: NonEmpty
+    courier: NonEmpty
+    leg: Leg
+    waybill_no: NonEmpty
+    status: TrackingStatus
+    raw_code: str
+    description: str
+    location: str
+    courier_event_id: NonEmpty
+    occurred_at: AwareDatetime
+
+
+@CATALOGUE.register
+class CaseExceptionRaisedV1(Event):
+    """The case cannot go on by itself (no courier left, parcel lost...): people must look."""
+
+    event_type = "aftersales.case.exception"
+    version = 1
+
+    case_id: NonEmpty
+    code: str
+    reason: str
+    raised_at: AwareDatetime

@@ -73,3 +73,16 @@ def upcast_requested_v1_v2(old: AfterSalesRequestedV1) -> AfterSalesRequestedV2:
         fault=Fault(code=UNSPECIFIED_FAULT_CODE, description=old.fault_description),
         requested_at=old.requested_at,
     )
+
+
+@CATALOGUE.register
+class AfterSalesCancelledV1(Event):
+    """The customer withdrew an after-sales request."""
+
+    event_type = "storefront.aftersales.cancelled"
+    version = 1
+
+    request_id: NonEmpty
+    order_item_id: NonEmpty
+    reason: str = ""
+    cancelled_at: AwareDatetime

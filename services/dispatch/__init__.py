@@ -1,0 +1,1 @@
+"""The dispatch service: couriers chosen, pickup orders sent, tracking normalised."""

@@ -1,0 +1,364 @@
+"""Dispatch decisions, pure: which courier, which pickup order, how to read its tracking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from hub.core.errors import PermanentError
+from hub.core.handler import Decision, Emit
+from hub.core.topics import CASES, courier_orders_topic
+from hub.messages.cases import (
+    CaseExceptionRaisedV1,
+    PickupAcceptedV1,
+    PickupCancelledV1,
+    PickupFailedV1,
+    PickupRequestedV1,
+    TrackingStatus,
+    TrackingUpdatedV1,
+)
+from hub.messages.common import ServiceMode
+from hub.messages.courier import Leg, PickupCancelRequestedV1, PickupContact, PickupOrderV1
+from hub.messages.timers import PickupAcceptanceDueV1
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from dispatch.partners import Courier, PartnerTable
+    from hub.core.store.base import JsonObject
+    from hub.messages.cases import CaseCancelledV1, CaseOpenedV1
+    from hub.messages.courier import (
+        CourierOrderAcceptedV1,
+        CourierOrderRejectedV1,
+        CourierTrackingV1,
+    )
+
+INSURE_ABOVE = Decimal("1000.00")
+"""Items worth more travel insured, so only couriers that insure that much may carry them."""
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """A courier that can take the parcel, and why it ranks where it does."""
+
+    courier: Courier
+    reason: str
+
+
+def rank_couriers(
+    table: PartnerTable, *, province: str, category: str, value: Decimal
+) -> list[Choice]:
+    """Couriers that cover the province and carry the category (insured), by SLA then price."""
+    eligible = [
+        courier
+        for courier in table.couriers
+        if courier.covers(province)
+        and courier.carries(category)
+        and (value <= INSURE_ABOVE or courier.max_insured_value >= value)
+    ]
+    ranked = sorted(eligible, key=lambda c: (c.pickup_sla_hours, c.price, c.code))
+    return [
+        Choice(
+            courier,
+            f"covers {province}, carries {category} worth ¥{value}; pickup SLA "
+            f"{courier.pickup_sla_hours}h at ¥{courier.price}; rank {rank} of {len(ranked)}",
+        )
+        for rank, courier in enumerate(ranked, start=1)
+    ]
+
+
+def order_id_for(case_id: str, leg: Leg, attempt: int) -> str:
+    """The pickup order id, our idempotency key at the courier: case, leg and attempt."""
+    return f"{case_id}-{leg.value}-{attempt}"
+
+
+class OrderStatus(StrEnum):
+    """Where the current pickup order stands."""
+
+    REQUESTED = "requested"
+    ACCEPTED = "accepted"
+    CANCELLED = "cancelled"
+    EXCEPTION = "exception"
+
+
+class Shipment(BaseModel):
+    """Dispatch's state of one case: the order in force, the couriers left to try, what was seen."""
+
+    model_config = ConfigDict(frozen=True)
+
+    case_id: str
+    leg: Leg
+    status: OrderStatus
+    attempt: int
+    courier: str
+    order: PickupOrderV1
+    remaining: tuple[str, ...]
+    waybill_no: str | None = None
+    tracking: TrackingStatus | None = None
+    courier_of_order: dict[str, str] = {}
+    seen_events: tuple[str, ...] = ()
+
+    @property
+    def order_id(self) -> str:
+        """The id of the order in force."""
+        return self.order.order_id
+
+    def dump(self) -> JsonObject:
+        """The JSON document the state store keeps."""
+        return self.model_dump(mode="json")
+
+
+def _send(
+    shipment: Shipment, courier: Courier, reason: str, at: datetime
+) -> tuple[list[Emit], Shipment]:
+    order = shipment.order.model_copy(
+        update={
+            "order_id": order_id_for(shipment.case_id, shipment.leg, shipment.attempt),
+            "ordered_at": at,
+        }
+    )
+    sent = shipment.model_copy(
+        update={
+            "order": order,
+            "courier": courier.code,
+            "status": OrderStatus.REQUESTED,
+            "courier_of_order": {**shipment.courier_of_order, order.order_id: courier.code},
+        }
+    )
+    attempt = shipment.attempt
+    emits = [
+        Emit(courier_orders_topic(courier.code), f"order-{attempt}", order),
+        Emit(
+            CASES,
+            f"requested-{attempt}",
+            PickupRequestedV1(
+                case_id=shipment.case_id,
+                order_id=order.order_id,
+                courier=courier.code,
+                leg=shipment.leg,
+                attempt=attempt,
+                reason=reason,
+                requested_at=at,
+            ),
+        ),
+        Emit.timer(
+            f"due-{attempt}",
+            PickupAcceptanceDueV1(
+                case_id=shipment.case_id, order_id=order.order_id, courier=courier.code
+            ),
+            courier.accept_deadline,
+        ),
+    ]
+    return emits, sent
+
+
+def open_shipment(case: CaseOpenedV1, table: PartnerTable, at: datetime) -> Decision:
+    """A case to be picked up gets the best courier's pickup order (or an exception)."""
+    if case.service_mode is not ServiceMode.PICKUP:
+        return Decision()
+    choices = rank_couriers(
+        table, province=case.address.province, category=case.item.category, value=case.item.price
+    )
+    if not choices:
+        exception = CaseExceptionRaisedV1(
+            case_id=case.case_id,
+            code="no_courier",
+            reason=f"no courier covers {case.address.province} for {case.item.category} "
+            f"worth ¥{case.item.price}",
+            raised_at=at,
+        )
+        return Decision(emits=(Emit(CASES, "exception", exception),))
+    sender = PickupContact(
+        name=case.customer.name,
+        phone=case.customer.phone,
+        province=case.address.province,
+        city=case.address.city,
+        district=case.address.district,
+        street=case.address.street,
+    )
+    draft = PickupOrderV1(
+        order_id=order_id_for(case.case_id, Leg.INBOUND, 1),
+        case_id=case.case_id,
+        leg=Leg.INBOUND,
+        sender=sender,
+        receiver=table.repair_center,
+        category=case.item.category,
+        declared_value=case.item.price,
+        insured=case.item.price > INSURE_ABOVE,
+        pickup_window=case.pickup_window,
+        ordered_at=at,
+    )
+    first, *rest = choices
+    shipment = Shipment(
+        case_id=case.case_id,
+        leg=Leg.INBOUND,
+        status=OrderStatus.REQUESTED,
+        attempt=1,
+        courier=first.courier.code,
+        order=draft,
+        remaining=tuple(choice.courier.code for choice in rest),
+    )
+    emits, sent = _send(shipment, first.courier, first.reason, at)
+    return Decision(emits=tuple(emits), state=sent.dump())
+
+
+def _fall_back(
+    shipment: Shipment, table: PartnerTable, *, code: str, reason: str, at: datetime
+) -> Decision:
+    """The order in force failed: tell why, then try the next courier or raise an exception."""
+    failed = PickupFailedV1(
+        case_id=shipment.case_id,
+        order_id=shipment.order_id,
+        courier=shipment.courier,
+        leg=shipment.leg,
+        code=code,
+        reason=reason,
+        failed_at=at,
+    )
+    emits = [Emit(CASES, f"failed-{shipment.attempt}", failed)]
+    if not shipment.remaining:
+        exception = CaseExceptionRaisedV1(
+            case_id=shipment.case_id,
+            code="no_courier_left",
+            reason=f"every eligible courier failed; the last: {shipment.courier} ({code})",
+            raised_at=at,
+        )
+        emits.append(Emit(CASES, "exception", exception))
+        done = shipment.model_copy(update={"status": OrderStatus.EXCEPTION})
+        return Decision(emits=tuple(emits), state=done.dump())
+    following, *rest = shipment.remaining
+    courier = table.courier(following)
+    retry = shipment.model_copy(update={"attempt": shipment.attempt + 1, "remaining": tuple(rest)})
+    sent_emits, sent = _send(retry, courier, f"fallback after {shipment.courier}: {code}", at)
+    return Decision(emits=(*emits, *sent_emits), state=sent.dump())
+
+
+def _load(state: JsonObject | None, what: str) -> Shipment:
+    if state is None:
+        raise PermanentError(f"{what} for a case dispatch has no shipment for")
+    return Shipment.model_validate(state)
+
+
+def _cancel_at_courier(order_id: str, shipment: Shipment, reason: str, role: str) -> Emit:
+    courier = shipment.courier_of_order.get(order_id, shipment.courier)
+    request = PickupCancelRequestedV1(order_id=order_id, case_id=shipment.case_id, reason=reason)
+    return Emit(courier_orders_topic(courier), role, request)
+
+
+def on_accepted(event: CourierOrderAcceptedV1, state: JsonObject | None, at: datetime) -> Decision:
+    """The courier accepted: the pickup is scheduled, unless that order is no longer in force."""
+    shipment = _load(state, "an acceptance")
+    if event.order_id != shipment.order_id or shipment.status is OrderStatus.CANCELLED:
+        # A late acceptance of an order we gave up on: withdraw it, or two couriers would come.
+        stale = _cancel_at_courier(event.order_id, shipment, "superseded", "cancel-superseded")
+        return Decision(emits=(stale,))
+    if shipment.status is not OrderStatus.REQUESTED:
+        return Decision()
+    accepted = PickupAcceptedV1(
+        case_id=shipment.case_id,
+        order_id=event.order_id,
+        courier=shipment.courier,
+        leg=shipment.leg,
+        waybill_no=event.waybill_no,
+        accepted_at=at,
+    )
+    scheduled = shipment.model_copy(
+        update={"status": OrderStatus.ACCEPTED, "waybill_no": event.waybill_no}
+    )
+    return Decision(emits=(Emit(CASES, "accepted", accepted),), state=scheduled.dump())
+
+
+def on_rejected(
+    event: CourierOrderRejectedV1, state: JsonObject | None, table: PartnerTable, at: datetime
+) -> Decision:
+    """The courier refused the order in force: fall back to the next courier."""
+    shipment = _load(state, "a rejection")
+    if event.order_id != shipment.order_id or shipment.status is not OrderStatus.REQUESTED:
+        return Decision()
+    reason = f"{event.reason.value} ({event.raw_code}) {event.detail}".strip()
+    return _fall_back(shipment, table, code=event.reason.value, reason=reason, at=at)
+
+
+def on_acceptance_due(
+    event: PickupAcceptanceDueV1, state: JsonObject | None, table: PartnerTable, at: datetime
+) -> Decision:
+    """No acceptance in time: withdraw the order and fall back to the next courier."""
+    shipment = _load(state, "an acceptance deadline")
+    if event.order_id != shipment.order_id or shipment.status is not OrderStatus.REQUESTED:
+        return Decision()
+    courier = table.courier(shipment.courier)
+    withdrawn = _cancel_at_courier(shipment.order_id, shipment, "not accepted in time", "withdraw")
+    fallback = _fall_back(
+        shipment,
+        table,
+        code="timeout",
+        reason=f"not accepted within {courier.accept_deadline}",
+        at=at,
+    )
+    return Decision(emits=(withdrawn, *fallback.emits), state=fallback.state)
+
+
+def on_tracking(
+    event: CourierTrackingV1, state: JsonObject | None, table: PartnerTable, at: datetime
+) -> Decision:
+    """Normalise a courier's tracking code; a repeated push (same courier event id) is dropped."""
+    del at  # tracking carries its own time
+    shipment = _load(state, "tracking")
+    if event.courier_event_id in shipment.seen_events:
+        return Decision()
+    courier = shipment.courier_of_order.get(event.order_id)
+    if courier is None:
+        raise PermanentError(f"tracking for unknown order {event.order_id}")
+    status = table.courier(courier).tracking_codes.get(event.raw_code)
+    if status is None:
+        raise PermanentError(
+            f"courier {courier} sent unknown tracking code {event.raw_code!r}; "
+            "map it in deploy/partners.yaml, then replay"
+        )
+    updated = TrackingUpdatedV1(
+        case_id=shipment.case_id,
+        order_id=event.order_id,
+        courier=courier,
+        leg=shipment.leg,
+        waybill_no=event.waybill_no,
+        status=status,
+        raw_code=event.raw_code,
+        description=event.description,
+        location=event.location,
+        courier_event_id=event.courier_event_id,
+        occurred_at=event.occurred_at,
+    )
+    seen = shipment.model_copy(
+        update={"tracking": status, "seen_events": (*shipment.seen_events, event.courier_event_id)}
+    )
+    return Decision(
+        emits=(Emit(CASES, f"tracking-{event.courier_event_id}", updated),), state=seen.dump()
+    )
+
+
+PICKED_UP_OR_LATER = frozenset(TrackingStatus) - {TrackingStatus.CREATED, TrackingStatus.CANCELLED}
+
+
+def on_case_cancelled(event: CaseCancelledV1, state: JsonObject | None, at: datetime) -> Decision:
+    """A case cancelled before pickup withdraws its courier order."""
+    if state is None:
+        return Decision()  # never dispatched (self-ship, onsite, or rejected)
+    shipment = Shipment.model_validate(state)
+    if shipment.status not in {OrderStatus.REQUESTED, OrderStatus.ACCEPTED} or (
+        shipment.tracking in PICKED_UP_OR_LATER
+    ):
+        return Decision()
+    withdrawn = _cancel_at_courier(shipment.order_id, shipment, event.reason, "withdraw")
+    cancelled = PickupCancelledV1(
+        case_id=shipment.case_id,
+        order_id=shipment.order_id,
+        courier=shipment.courier,
+        reason=event.reason,
+        cancelled_at=at,
+    )
+    done = shipment.model_copy(update={"status": OrderStatus.CANCELLED})
+    return Decision(emits=(withdrawn, Emit(CASES, "cancelled", cancelled)), state=done.dump())

@@ -1,0 +1,75 @@
+"""The courier partner table (`deploy/partners.yaml`), loaded into frozen models."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from hub.core.settings import parse_duration
+from hub.messages.cases import TrackingStatus
+from hub.messages.courier import PickupContact
+
+DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "deploy" / "partners.yaml"
+EVERYWHERE = "*"
+
+
+class Courier(BaseModel):
+    """One courier partner: where it goes, what it takes, how fast, at what price."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str = Field(pattern=r"^[a-z0-9]+$")
+    name: str
+    integration: Literal["kafka", "http"]
+    coverage: tuple[str, ...]
+    categories: tuple[str, ...]
+    max_insured_value: Decimal
+    pickup_sla_hours: int = Field(gt=0)
+    price: Decimal
+    accept_deadline: timedelta
+    tracking_codes: dict[str, TrackingStatus]
+    api_url_env: str | None = None
+    partner_id_env: str | None = None
+    checkword_env: str | None = None
+
+    @field_validator("accept_deadline", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    def covers(self, province: str) -> bool:
+        """Whether the courier picks up in `province`."""
+        return EVERYWHERE in self.coverage or province in self.coverage
+
+    def carries(self, category: str) -> bool:
+        """Whether the courier takes items of `category`."""
+        return EVERYWHERE in self.categories or category in self.categories
+
+
+class PartnerTable(BaseModel):
+    """Every courier partner."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    couriers: tuple[Courier, ...]
+    repair_center: PickupContact
+
+    def courier(self, code: str) -> Courier:
+        """The courier with `code`."""
+        return next(courier for courier in self.couriers if courier.code == code)
+
+    @property
+    def deadlines(self) -> tuple[timedelta, ...]:
+        """The distinct acceptance deadlines: one timer topic each."""
+        return tuple(sorted({courier.accept_deadline for courier in self.couriers}))
+
+
+def load_partners(path: Path | None = None) -> PartnerTable:
+    """Read and validate the partner table; a mistake names the file and the field."""
+    source = path or DEFAULT_TABLE
+    return PartnerTable.model_validate(yaml.safe_load(source.read_text(encoding="utf-8")))

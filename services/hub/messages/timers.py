@@ -1,0 +1,19 @@
+"""Events a service schedules for itself through the kernel's timers."""
+
+from __future__ import annotations
+
+from hub.core.registry import Event
+from hub.messages.catalogue import CATALOGUE
+from hub.messages.common import NonEmpty
+
+
+@CATALOGUE.register
+class PickupAcceptanceDueV1(Event):
+    """The courier of `order_id` had until now to accept the pickup order."""
+
+    event_type = "dispatch.pickup.acceptance-due"
+    version = 1
+
+    case_id: NonEmpty
+    order_id: NonEmpty
+    courier: NonEmpty

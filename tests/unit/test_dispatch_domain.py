@@ -1,0 +1,218 @@
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from dispatch import domain
+from dispatch.partners import load_partners
+from hub.core.errors import PermanentError
+from hub.core.handler import Decision
+from hub.messages.cases import (
+    CaseCancelledV1,
+    CaseExceptionRaisedV1,
+    CaseOpenedV1,
+    PickupAcceptedV1,
+    PickupCancelledV1,
+    PickupFailedV1,
+    PickupRequestedV1,
+    TrackingStatus,
+    TrackingUpdatedV1,
+)
+from hub.messages.common import ServiceMode
+from hub.messages.courier import (
+    CourierOrderAcceptedV1,
+    CourierOrderRejectedV1,
+    CourierRejection,
+    CourierTrackingV1,
+    PickupCancelRequestedV1,
+    PickupOrderV1,
+)
+from hub.messages.timers import PickupAcceptanceDueV1
+from hub.samples import sample_request_v2
+from intake.domain import decide
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+TABLE = load_partners()
+
+
+def a_case(number: int = 0, **item: object) -> CaseOpenedV1:
+    request = sample_request_v2(number, now=NOW)
+    request = request.model_copy(update={"item": request.item.model_copy(update=item)})
+    opened, _ = decide(request, at=NOW)
+    assert isinstance(opened, CaseOpenedV1)
+    return opened
+
+
+def ranked(province: str, category: str, value: str) -> list[str]:
+    choices = domain.rank_couriers(
+        TABLE, province=province, category=category, value=Decimal(value)
+    )
+    return [choice.courier.code for choice in choices]
+
+
+def test_selection_filters_by_coverage_and_ranks_by_sla_then_price() -> None:
+    assert ranked("浙江省", "phone", "500") == ["jd", "sf", "yd"]
+    assert ranked("新疆维吾尔自治区", "phone", "500") == ["sf", "yd"]  # jd does not go there
+
+
+def test_selection_respects_category_and_insured_value() -> None:
+    assert ranked("浙江省", "large_appliance", "800") == ["jd", "sf"]  # yd takes no appliances
+    assert ranked("浙江省", "phone", "4999") == ["jd", "sf"]  # yd insures up to ¥2000 only
+    assert ranked("新疆维吾尔自治区", "laptop", "40000") == ["sf"]
+    assert ranked("新疆维吾尔自治区", "laptop", "60000") == []
+
+
+def test_the_reason_of_a_choice_is_recorded() -> None:
+    (first, *_) = domain.rank_couriers(
+        TABLE, province="浙江省", category="phone", value=Decimal(500)
+    )
+    assert first.reason == (
+        "covers 浙江省, carries phone worth ¥500; pickup SLA 2h at ¥18.00; rank 1 of 3"
+    )
+
+
+def test_no_courier_for_the_address_raises_an_exception_event() -> None:
+    case = a_case(0, price=Decimal(60000))
+    case = case.model_copy(
+        update={"address": case.address.model_copy(update={"province": "西藏自治区"})}
+    )
+    decision = domain.open_shipment(case, TABLE, NOW)
+    (emit,) = decision.emits
+    assert isinstance(emit.event, CaseExceptionRaisedV1)
+    assert emit.event.code == "no_courier"
+    assert decision.state is None
+
+
+def test_an_opened_pickup_case_sends_an_order_with_only_what_a_courier_needs() -> None:
+    case = a_case(0)
+    decision = domain.open_shipment(case, TABLE, NOW)
+    order, requested, due = (emit.event for emit in decision.emits)
+    assert isinstance(order, PickupOrderV1)
+    assert decision.emits[0].topic == "courier.jd.pickup-orders"
+    assert order.order_id == f"{case.case_id}-inbound-1"
+    assert set(order.sender.model_dump()) == {
+        "name",
+        "phone",
+        "province",
+        "city",
+        "district",
+        "street",
+    }
+    assert order.insured  # a ¥4999 phone travels insured
+    assert isinstance(requested, PickupRequestedV1)
+    assert requested.courier == "jd"
+    assert isinstance(due, PickupAcceptanceDueV1)
+    assert decision.emits[2].delay == timedelta(minutes=2)
+
+
+def test_onsite_and_self_ship_cases_are_not_dispatched() -> None:
+    case = a_case(0).model_copy(update={"service_mode": ServiceMode.SELF_SHIP})
+    assert domain.open_shipment(case, TABLE, NOW).emits == ()
+
+
+def opened_state(number: int = 0) -> tuple[str, dict[str, object]]:
+    case = a_case(number)
+    decision = domain.open_shipment(case, TABLE, NOW)
+    assert decision.state is not None
+    return case.case_id, decision.state
+
+
+def test_rejection_falls_back_to_the_next_courier_then_to_an_exception() -> None:
+    case_id, state = opened_state()
+    reject = CourierOrderRejectedV1(
+        order_id=f"{case_id}-inbound-1",
+        case_id=case_id,
+        reason=CourierRejection.CAPACITY,
+        raw_code="CAPACITY",
+    )
+    decision = domain.on_rejected(reject, state, TABLE, NOW)
+    failed, order, requested, _ = (emit.event for emit in decision.emits)
+    assert isinstance(failed, PickupFailedV1)
+    assert failed.code == "capacity"
+    assert isinstance(order, PickupOrderV1)
+    assert order.order_id == f"{case_id}-inbound-2"
+    assert decision.emits[1].topic == "courier.sf.pickup-orders"
+    assert isinstance(requested, PickupRequestedV1)
+    assert requested.reason == "fallback after jd: capacity"
+    assert decision.state is not None
+
+    last = CourierOrderRejectedV1(
+        order_id=f"{case_id}-inbound-2",
+        case_id=case_id,
+        reason=CourierRejection.OUT_OF_HOURS,
+        raw_code="8096",
+    )
+    final = domain.on_rejected(last, decision.state, TABLE, NOW)
+    assert [type(emit.event) for emit in final.emits] == [PickupFailedV1, CaseExceptionRaisedV1]
+
+
+def test_no_acceptance_in_time_withdraws_the_order_and_falls_back() -> None:
+    case_id, state = opened_state()
+    due = PickupAcceptanceDueV1(case_id=case_id, order_id=f"{case_id}-inbound-1", courier="jd")
+    decision = domain.on_acceptance_due(due, state, TABLE, NOW)
+    withdraw = decision.emits[0]
+    assert isinstance(withdraw.event, PickupCancelRequestedV1)
+    assert withdraw.topic == "courier.jd.pickup-orders"
+    assert isinstance(decision.emits[1].event, PickupFailedV1)
+    assert decision.emits[1].event.code == "timeout"
+    # A late acceptance of the withdrawn order is withdrawn again, never scheduled.
+    late = CourierOrderAcceptedV1(
+        order_id=f"{case_id}-inbound-1", case_id=case_id, waybill_no="JD1", accepted_at=NOW
+    )
+    after = domain.on_accepted(late, decision.state, NOW)
+    (emit,) = after.emits
+    assert isinstance(emit.event, PickupCancelRequestedV1)
+    assert emit.topic == "courier.jd.pickup-orders"
+
+
+def test_a_deadline_after_acceptance_changes_nothing() -> None:
+    case_id, state = opened_state()
+    accept = CourierOrderAcceptedV1(
+        order_id=f"{case_id}-inbound-1", case_id=case_id, waybill_no="JD1", accepted_at=NOW
+    )
+    accepted = domain.on_accepted(accept, state, NOW)
+    assert isinstance(accepted.emits[0].event, PickupAcceptedV1)
+    due = PickupAcceptanceDueV1(case_id=case_id, order_id=f"{case_id}-inbound-1", courier="jd")
+    assert domain.on_acceptance_due(due, accepted.state, TABLE, NOW) == Decision()
+
+
+def tracking(case_id: str, event_id: str, code: str) -> CourierTrackingV1:
+    return CourierTrackingV1(
+        courier_event_id=event_id,
+        order_id=f"{case_id}-inbound-1",
+        case_id=case_id,
+        waybill_no="JD1",
+        raw_code=code,
+        occurred_at=NOW,
+    )
+
+
+def test_tracking_is_normalised_and_a_repeated_push_changes_nothing() -> None:
+    case_id, state = opened_state()
+    first = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), state, TABLE, NOW)
+    (emit,) = first.emits
+    assert isinstance(emit.event, TrackingUpdatedV1)
+    assert (emit.event.status, emit.event.raw_code) == (TrackingStatus.PICKED_UP, "PICKUP")
+    again = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), first.state, TABLE, NOW)
+    assert again.emits == ()
+    assert again.state is None
+
+
+def test_an_unknown_tracking_code_is_a_permanent_error_naming_the_fix() -> None:
+    case_id, state = opened_state()
+    with pytest.raises(PermanentError, match=r"courier jd sent unknown tracking code 'TELEPORTED'"):
+        domain.on_tracking(tracking(case_id, "e9", "TELEPORTED"), state, TABLE, NOW)
+
+
+def test_cancellation_before_pickup_withdraws_the_order_but_not_after_pickup() -> None:
+    case_id, state = opened_state()
+    cancel = CaseCancelledV1(
+        case_id=case_id, request_id="RQ", reason="changed mind", cancelled_at=NOW
+    )
+    decision = domain.on_case_cancelled(cancel, state, NOW)
+    assert [type(emit.event) for emit in decision.emits] == [
+        PickupCancelRequestedV1,
+        PickupCancelledV1,
+    ]
+    picked = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), state, TABLE, NOW)
+    assert domain.on_case_cancelled(cancel, picked.state, NOW).emits == ()
