@@ -9,7 +9,6 @@ from pydantic import AwareDatetime
 
 from hub.core.registry import Event
 from hub.messages.catalogue import CATALOGUE
-from hub.messages.courier import Leg
 from hub.messages.common import (
     Address,
     Customer,
@@ -20,6 +19,7 @@ from hub.messages.common import (
     ServiceMode,
     TimeWindow,
 )
+from hub.messages.courier import Leg
 
 
 @CATALOGUE.register
