@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from hub.harness.bootstrap import kafka_for_tests
 
 from hub.core.logging import configure_logging
 from hub.core.settings import HubSettings
+from hub.harness.bootstrap import kafka_for_tests
 
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 
