@@ -86,8 +86,14 @@ def free_port() -> int:
 
 
 def new_cluster_id() -> str:
-    """A Kafka cluster id: URL-safe base64 of 16 random bytes, unpadded (what StorageTool makes)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: URL-safe base64 of 16 random bytes, unpadded (what StorageTool makes).
+
+    As Kafka's own generator does, never one starting with `-`: that reads as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 @dataclass
@@ -179,8 +185,9 @@ class LocalKafka:
             properties = node.directory / "server.properties"
             properties.write_text(render_properties(node, voters, len(self.specs)))
             if not (node.directory / "data" / "meta.properties").exists():
-                command = self._java(libs, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                                     "-c", str(properties), heap=False)  # fmt: skip
+                command = self._java(libs, "kafka.tools.StorageTool", "format",
+                                     f"--cluster-id={cluster_id}", "--config", str(properties),
+                                     heap=False)  # fmt: skip
                 formats.append(subprocess.Popen(command, stdout=subprocess.PIPE,  # noqa: S603
                                                 stderr=subprocess.STDOUT))  # fmt: skip
         for process in formats:
