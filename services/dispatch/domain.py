@@ -22,7 +22,13 @@ from hub.messages.cases import (
     TrackingUpdatedV1,
 )
 from hub.messages.common import ServiceMode
-from hub.messages.courier import Leg, PickupCancelRequestedV1, PickupContact, PickupOrderV1
+from hub.messages.courier import (
+    Leg,
+    PickupCancelRequestedV1,
+    PickupContact,
+    PickupOrderV1,
+    pickup_order_id,
+)
 from hub.messages.timers import PickupAcceptanceDueV1
 
 if TYPE_CHECKING:
@@ -71,11 +77,6 @@ def rank_couriers(
     ]
 
 
-def order_id_for(case_id: str, leg: Leg, attempt: int) -> str:
-    """The pickup order id, our idempotency key at the courier: case, leg and attempt."""
-    return f"{case_id}-{leg.value}-{attempt}"
-
-
 class OrderStatus(StrEnum):
     """Where the current pickup order stands."""
 
@@ -117,7 +118,7 @@ def _send(
 ) -> tuple[list[Emit], Shipment]:
     order = shipment.order.model_copy(
         update={
-            "order_id": order_id_for(shipment.case_id, shipment.leg, shipment.attempt),
+            "order_id": pickup_order_id(shipment.case_id, shipment.leg, shipment.attempt),
             "ordered_at": at,
         }
     )
@@ -181,7 +182,7 @@ def open_shipment(case: CaseOpenedV1, table: PartnerTable, at: datetime) -> Deci
         street=case.address.street,
     )
     draft = PickupOrderV1(
-        order_id=order_id_for(case.case_id, Leg.INBOUND, 1),
+        order_id=pickup_order_id(case.case_id, Leg.INBOUND, 1),
         case_id=case.case_id,
         leg=Leg.INBOUND,
         sender=sender,
@@ -332,12 +333,26 @@ def on_tracking(
         courier_event_id=event.courier_event_id,
         occurred_at=event.occurred_at,
     )
-    seen = shipment.model_copy(
-        update={"tracking": status, "seen_events": (*shipment.seen_events, event.courier_event_id)}
-    )
-    return Decision(
-        emits=(Emit(CASES, f"tracking-{event.courier_event_id}", updated),), state=seen.dump()
-    )
+    emits = [Emit(CASES, f"tracking-{event.courier_event_id}", updated)]
+    changes: dict[str, object] = {
+        "tracking": status,
+        "seen_events": (*shipment.seen_events, event.courier_event_id),
+    }
+    if event.order_id == shipment.order_id and shipment.status is OrderStatus.REQUESTED:
+        # Tracking of the order in force proves the courier took it, even when its acceptance
+        # is late or lost: that acceptance, when it comes, then changes nothing.
+        accepted = PickupAcceptedV1(
+            case_id=shipment.case_id,
+            order_id=event.order_id,
+            courier=courier,
+            leg=shipment.leg,
+            waybill_no=event.waybill_no,
+            accepted_at=event.occurred_at,
+        )
+        emits.insert(0, Emit(CASES, "accepted", accepted))
+        changes |= {"status": OrderStatus.ACCEPTED, "waybill_no": event.waybill_no}
+    seen = shipment.model_copy(update=changes)
+    return Decision(emits=tuple(emits), state=seen.dump())
 
 
 PICKED_UP_OR_LATER = frozenset(TrackingStatus) - {TrackingStatus.CREATED, TrackingStatus.CANCELLED}

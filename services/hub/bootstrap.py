@@ -12,6 +12,7 @@ from intake.service import build_service as build_intake
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from dispatch.partners import PartnerTable
     from hub.core.handler import Service
     from hub.core.settings import HubSettings
     from hub.core.topics import TopicSpec
@@ -22,15 +23,19 @@ SERVICES: dict[str, Callable[[HubSettings], Service]] = {
 }
 
 
-def all_topics(settings: HubSettings) -> list[TopicSpec]:
-    """Every topic of every service, and every courier's order and event topics."""
-    services = [build(settings) for build in SERVICES.values()]
-    couriers = [courier.code for courier in load_partners().couriers]
+def all_topics(settings: HubSettings, table: PartnerTable | None = None) -> list[TopicSpec]:
+    """Every topic of every service and gateway, and every courier's order and event topics."""
+    table = table or load_partners()
+    services = [build_intake(settings), build_dispatch(settings, table)]
+    subscriptions = [Subscription(s.group, s.all_inputs) for s in services]
+    subscriptions += [
+        Subscription(f"gateway-{courier.code}", (courier_orders_topic(courier.code),))
+        for courier in table.couriers
+        if courier.integration == "http"
+    ]
     partner_topics = [
         topic
-        for code in couriers
-        for topic in (courier_orders_topic(code), courier_events_topic(code))
+        for courier in table.couriers
+        for topic in (courier_orders_topic(courier.code), courier_events_topic(courier.code))
     ]
-    return declare(
-        settings, [Subscription(s.group, s.all_inputs) for s in services], partner_topics
-    )
+    return declare(settings, subscriptions, partner_topics)

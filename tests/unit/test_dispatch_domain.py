@@ -190,12 +190,17 @@ def tracking(case_id: str, event_id: str, code: str) -> CourierTrackingV1:
 def test_tracking_is_normalised_and_a_repeated_push_changes_nothing() -> None:
     case_id, state = opened_state()
     first = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), state, TABLE, NOW)
-    (emit,) = first.emits
+    implied, emit = first.emits
+    assert isinstance(implied.event, PickupAcceptedV1)  # tracking proves the courier took it
     assert isinstance(emit.event, TrackingUpdatedV1)
     assert (emit.event.status, emit.event.raw_code) == (TrackingStatus.PICKED_UP, "PICKUP")
     again = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), first.state, TABLE, NOW)
     assert again.emits == ()
     assert again.state is None
+    late = CourierOrderAcceptedV1(
+        order_id=f"{case_id}-inbound-1", case_id=case_id, waybill_no="JD1", accepted_at=NOW
+    )
+    assert domain.on_accepted(late, first.state, NOW).emits == ()  # no second acceptance
 
 
 def test_an_unknown_tracking_code_is_a_permanent_error_naming_the_fix() -> None:

@@ -120,3 +120,16 @@ class CourierTrackingV1(Event):
     description: str = ""
     location: str = ""
     occurred_at: AwareDatetime
+
+
+def pickup_order_id(case_id: str, leg: Leg, attempt: int) -> str:
+    """Our idempotency key at the courier: case, leg and attempt (`<case_id>-<leg>-<attempt>`)."""
+    return f"{case_id}-{leg.value}-{attempt}"
+
+
+def case_id_of(order_id: str) -> str:
+    """The case id inside a pickup order id; ValueError when it is not one of ours."""
+    case_id, leg, attempt = [*order_id.rsplit("-", 2), "", ""][:3]
+    if not case_id or leg not in set(Leg) or not attempt.isdigit():
+        raise ValueError(f"not a hub pickup order id: {order_id!r}")
+    return case_id

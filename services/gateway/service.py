@@ -1,0 +1,58 @@
+"""The SF gateway as a hub service: pickup orders from Kafka become SF API calls, and back."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hub.core.handler import Decision, Emit, Incoming, Service
+from hub.core.topics import courier_events_topic, courier_orders_topic
+from hub.messages.courier import (
+    CourierOrderAcceptedV1,
+    CourierOrderRejectedV1,
+    PickupCancelRequestedV1,
+    PickupOrderV1,
+)
+
+if TYPE_CHECKING:
+    from gateway.sf_client import SfClient
+    from hub.core.settings import HubSettings
+
+
+def build_gateway_service(settings: HubSettings, client: SfClient, courier: str = "sf") -> Service:
+    """Group `gateway-<courier>`: reads the courier's order topic, reports on its events topic."""
+    events = courier_events_topic(courier)
+
+    async def ordered(incoming: Incoming[PickupOrderV1]) -> Decision:
+        order = incoming.event
+        result = await client.create_order(order)
+        if result.waybill_no is not None:
+            accepted = CourierOrderAcceptedV1(
+                order_id=order.order_id,
+                case_id=order.case_id,
+                waybill_no=result.waybill_no,
+                accepted_at=incoming.envelope.time,
+            )
+            return Decision(emits=(Emit(events, "accepted", accepted, key=order.case_id),))
+        assert result.rejection is not None  # noqa: S101 - the client returns one or the other
+        rejected = CourierOrderRejectedV1(
+            order_id=order.order_id,
+            case_id=order.case_id,
+            reason=result.rejection,
+            raw_code=result.raw_code,
+            detail=result.detail,
+        )
+        return Decision(emits=(Emit(events, "rejected", rejected, key=order.case_id),))
+
+    async def cancel(incoming: Incoming[PickupCancelRequestedV1]) -> Decision:
+        await client.cancel_order(incoming.event.order_id)
+        return Decision()
+
+    return Service(
+        group=f"gateway-{courier}",
+        inputs=(courier_orders_topic(courier),),
+        handlers={
+            PickupOrderV1.event_type: ordered,
+            PickupCancelRequestedV1.event_type: cancel,
+        },
+        source=f"{settings.source}/gateway-{courier}",
+    )

@@ -1,0 +1,102 @@
+"""Receives SF route pushes over HTTP and puts them on `courier.sf.events` as tracking events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Self
+from zoneinfo import ZoneInfo
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from hub.core.outbound import event_record
+from hub.core.topics import courier_events_topic
+from hub.messages.courier import CourierTrackingV1, case_id_of
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from hub.core.outbound import RecordSink
+
+log = structlog.get_logger(__name__)
+CHINA = ZoneInfo("Asia/Shanghai")
+ACKNOWLEDGED = {"return_code": "0000", "return_msg": "成功"}
+
+
+def tracking_of(route: dict[str, Any]) -> CourierTrackingV1:
+    """One SF WaybillRoute as a tracking event (SF times are China local time)."""
+    accepted = datetime.strptime(str(route["acceptTime"]), "%Y-%m-%d %H:%M:%S").replace(
+        tzinfo=CHINA
+    )
+    return CourierTrackingV1(
+        courier_event_id=str(route["id"]),
+        order_id=str(route["orderid"]),
+        case_id=case_id_of(str(route["orderid"])),
+        waybill_no=str(route["mailno"]),
+        raw_code=str(route["opCode"]),
+        description=str(route.get("remark", "")),
+        location=str(route.get("acceptAddress", "")),
+        occurred_at=accepted,
+    )
+
+
+class RoutePushReceiver:
+    """An HTTP endpoint for route pushes; acknowledges only what is safely on Kafka."""
+
+    def __init__(self, sink: RecordSink, *, courier: str = "sf") -> None:
+        self._sink = sink
+        self._courier = courier
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        """Listen on a free port of 127.0.0.1."""
+        app = web.Application()
+        app.router.add_post(f"/{self._courier}/routes", self._receive)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/{self._courier}/routes"
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            routes = body["Body"]["WaybillRoute"]
+            events = [tracking_of(route) for route in routes]
+        except (ValueError, KeyError, TypeError, ValidationError) as error:
+            log.warning("route_push_refused", courier=self._courier, reason=str(error)[:300])
+            return web.json_response(
+                {"return_code": "1000", "return_msg": f"bad route push: {error}"[:300]}, status=400
+            )
+        # The courier's route id makes the message id: a re-pushed route is the same event.
+        records = [
+            event_record(
+                courier_events_topic(self._courier),
+                event,
+                key=event.case_id,
+                source=f"urn:courier:{self._courier}",
+                event_id=f"{self._courier}-route-{event.courier_event_id}",
+            )
+            for event in events
+        ]
+        await self._sink.send(records)  # raises (HTTP 500) unless Kafka has them: SF pushes again
+        return web.json_response(ACKNOWLEDGED)

@@ -1,0 +1,1 @@
+"""Partner simulators: real servers that behave like couriers, with fault knobs."""

@@ -1,0 +1,240 @@
+"""An HTTP courier modelled on SF Express: signed form POSTs, 8016 on repeats, route pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Self
+from zoneinfo import ZoneInfo
+
+import httpx
+import structlog
+from aiohttp import web
+
+from gateway.sf_protocol import (
+    ALREADY_CREATED,
+    API_OK,
+    CREATE_ORDER,
+    SEARCH_ORDER,
+    UPDATE_ORDER,
+    sign,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Coroutine
+    from types import TracebackType
+
+log = structlog.get_logger(__name__)
+
+CHINA = ZoneInfo("Asia/Shanghai")
+ROUTES = ((50, "顺丰速运 已收取快件"), (30, "快件在转运中"), (44, "正在派送途中"), (80, "已签收"))
+
+
+@dataclass(frozen=True, slots=True)
+class SfKnobs:
+    """How the simulated SF API misbehaves."""
+
+    error_rate: float = 0.0
+    """HTTP 500 before doing anything."""
+    timeout_rate: float = 0.0
+    """Hang for `hang_s` (longer than the client waits) before answering."""
+    hang_s: float = 3.0
+    latency_s: float = 0.0
+    rate_limit_per_s: int | None = None
+    capacity_rate: float = 0.0
+    """Business error 8177 (peak capacity)."""
+    out_of_hours: bool = False
+    """Business error 8096."""
+    step_delay_s: float = 0.2
+    duplicate_push_rate: float = 0.0
+    seed: int | None = None
+
+
+@dataclass
+class SfCourierSimulator:
+    """The SF open-platform API on 127.0.0.1, pushing routes to `webhook_url`."""
+
+    partner_id: str
+    checkword: str
+    webhook_url: str | None = None
+    knobs: SfKnobs = field(default_factory=SfKnobs)
+    created: Counter[str] = field(default_factory=Counter)
+    """Orders created, per orderId: exactly 1 each is the promise under test."""
+    requests: Counter[str] = field(default_factory=Counter)
+    pushes: int = 0
+    waybills: dict[str, str] = field(default_factory=dict)
+    cancelled: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._random = random.Random(self.knobs.seed)  # noqa: S311 - a simulation
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._window: list[float] = []
+        self.url = ""
+
+    async def start(self) -> None:
+        """Listen on a free port of 127.0.0.1."""
+        app = web.Application()
+        app.router.add_post("/std/service", self._service)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/std/service"
+
+    async def stop(self) -> None:
+        """Stop pushing and listening."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _rate_limited(self) -> bool:
+        if self.knobs.rate_limit_per_s is None:
+            return False
+        now = time.monotonic()
+        self._window = [seen for seen in self._window if now - seen < 1.0]
+        self._window.append(now)
+        return len(self._window) > self.knobs.rate_limit_per_s
+
+    async def _fault(self) -> web.Response | None:
+        """The misbehaviour the knobs ask for, before any real work."""
+        knobs = self.knobs
+        if knobs.latency_s:
+            await asyncio.sleep(knobs.latency_s)
+        if self._rate_limited():
+            return web.Response(status=429, text="too many requests")
+        if self._random.random() < knobs.error_rate:
+            return web.Response(status=500, text="internal error")
+        if self._random.random() < knobs.timeout_rate:
+            await asyncio.sleep(knobs.hang_s)
+        return None
+
+    async def _service(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        service = str(form.get("serviceCode", ""))
+        self.requests[service] += 1
+        fault = await self._fault()
+        if fault is not None:
+            return fault
+        msg_data = str(form.get("msgData", ""))
+        timestamp = str(form.get("timestamp", ""))
+        if form.get("partnerID") != self.partner_id or form.get("msgDigest") != sign(
+            msg_data, timestamp, self.checkword
+        ):
+            return _api_error("A1002", "签名验证失败 (digest mismatch)")
+        data = json.loads(msg_data)
+        handlers = {
+            CREATE_ORDER: self._create,
+            SEARCH_ORDER: self._search,
+            UPDATE_ORDER: self._update,
+        }
+        if service not in handlers:
+            return _api_error("A1003", f"unknown serviceCode {service}")
+        return handlers[service](data)
+
+    def _search(self, data: dict[str, Any]) -> web.Response:
+        waybill = self.waybills.get(data.get("orderId", ""))
+        if waybill is None:
+            return _business(success=False, code="8018", message="订单不存在")
+        return _business(data={"orderId": data["orderId"], **_waybill_list(waybill)})
+
+    def _update(self, data: dict[str, Any]) -> web.Response:
+        if str(data.get("dealType")) != "2":
+            return _business(success=False, code="8019", message="unsupported dealType")
+        self.cancelled.add(data.get("orderId", ""))
+        return _business(data={"orderId": data.get("orderId")})
+
+    def _create(self, data: dict[str, Any]) -> web.Response:
+        order_id = str(data.get("orderId", ""))
+        if order_id in self.waybills:
+            return _business(success=False, code=ALREADY_CREATED, message="重复下单")
+        if self.knobs.out_of_hours:
+            return _business(success=False, code="8096", message="不在收派时间内")
+        if self._random.random() < self.knobs.capacity_rate:
+            return _business(success=False, code="8177", message="运力紧张,暂无法下单")
+        waybill = f"SF{len(self.waybills) + 1:013d}"
+        self.waybills[order_id] = waybill
+        self.created[order_id] += 1
+        if self.webhook_url:
+            self._spawn(self._push_routes(order_id, waybill))
+        return _business(data={"orderId": order_id, **_waybill_list(waybill)})
+
+    async def _push_routes(self, order_id: str, waybill: str) -> None:
+        async with httpx.AsyncClient(timeout=5.0) as client:
+            for op_code, remark in ROUTES:
+                await asyncio.sleep(self.knobs.step_delay_s)
+                if order_id in self.cancelled:
+                    return
+                route = {
+                    "id": uuid.uuid4().hex, "mailno": waybill, "orderid": order_id,
+                    "acceptTime": datetime.now(CHINA).strftime("%Y-%m-%d %H:%M:%S"),
+                    "acceptAddress": "杭州市", "remark": remark, "opCode": str(op_code),
+                }  # fmt: skip
+                copies = 2 if self._random.random() < self.knobs.duplicate_push_rate else 1
+                for _ in range(copies):
+                    await self._push(client, route)
+
+    async def _push(self, client: httpx.AsyncClient, route: dict[str, str]) -> None:
+        assert self.webhook_url is not None  # noqa: S101 - only spawned with a webhook
+        for attempt in range(5):  # SF re-pushes until the receiver acknowledges
+            try:
+                response = await client.post(
+                    self.webhook_url, json={"Body": {"WaybillRoute": [route]}}
+                )
+                if response.status_code == 200:  # noqa: PLR2004
+                    self.pushes += 1
+                    return
+            except httpx.HTTPError as error:
+                log.info("sf_sim_push_retry", attempt=attempt, error=str(error))
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+
+def _waybill_list(waybill: str) -> dict[str, Any]:
+    return {"waybillNoInfoList": [{"waybillType": 1, "waybillNo": waybill}]}
+
+
+def _business(
+    *, success: bool = True, code: str = "S0000", message: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> web.Response:  # fmt: skip
+    inner = {"success": success, "errorCode": code, "errorMsg": message, "msgData": data}
+    return web.json_response(
+        {
+            "apiResultCode": API_OK,
+            "apiErrorMsg": "",
+            "apiResponseID": uuid.uuid4().hex,
+            "apiResultData": json.dumps(inner, ensure_ascii=False),
+        }
+    )
+
+
+def _api_error(code: str, message: str) -> web.Response:
+    return web.json_response(
+        {"apiResultCode": code, "apiErrorMsg": message, "apiResponseID": uuid.uuid4().hex}
+    )
