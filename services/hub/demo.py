@@ -1,95 +1,144 @@
-"""`make demo`: a sample request travels from the storefront topic through intake to a case."""
+"""`make demo`: requests travel through intake, dispatch and two couriers to the repair center."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer
 
-from hub.bootstrap import SERVICES, all_topics
+from dispatch.partners import load_partners
 from hub.core.envelope import Envelope
 from hub.core.outbound import event_record
-from hub.core.service import KafkaSink, ServiceRuntime
-from hub.core.topics import CASES, STOREFRONT_REQUESTS, apply_topics
-from hub.messages import CATALOGUE
+from hub.core.service import KafkaSink
+from hub.core.topics import CASES, STOREFRONT_REQUESTS
+from hub.local_stack import LocalStack
 from hub.samples import sample_request_v1, sample_request_v2
+from intake.domain import case_id_for
+from simulators.kafka_courier import CourierKnobs
+from simulators.sf_courier import SfKnobs
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from aiokafka import ConsumerRecord
+
+    from hub.core.registry import Event
     from hub.core.settings import HubSettings
-    from hub.messages.storefront import AfterSalesRequestedV1, AfterSalesRequestedV2
+
+FINISHED = {"aftersales.case.rejected.v1", "aftersales.case.exception.v1"}
 
 
 @dataclass(frozen=True, slots=True)
-class CaseLine:
-    """One case event as the demo shows it."""
+class Step:
+    """One line of a case's timeline."""
 
-    ce_type: str
-    case_id: str
-    request_id: str
+    at: datetime
+    what: str
     detail: str
 
 
+def demo_requests() -> list[Event]:
+    """Five requests: JD's and SF's areas, a v1 request, a rejected one, a fallback."""
+    xinjiang = sample_request_v2(5)
+    xinjiang = xinjiang.model_copy(
+        update={"address": xinjiang.address.model_copy(
+            update={"province": "新疆维吾尔自治区", "city": "乌鲁木齐市", "district": "天山区",
+                    "street": "解放北路 88 号"})},
+    )  # fmt: skip
+    expired = sample_request_v2(6)
+    old_item = expired.item.model_copy(update={"purchase_date": date(2019, 3, 1)})
+    expired = expired.model_copy(update={"item": old_item})
+    valuable = sample_request_v2(7)
+    valuable = valuable.model_copy(
+        update={"item": valuable.item.model_copy(update={"price": Decimal("12999.00")})}
+    )
+    return [sample_request_v2(3), sample_request_v1(4), xinjiang, expired, valuable]
+
+
+TEMPLATES = {
+    "case.opened": "mode={service_mode} in_warranty={in_warranty}",
+    "case.rejected": "{reason_code}: {reason}",
+    "case.exception": "{code}: {reason}",
+    "pickup.requested": "{courier} attempt {attempt} ({reason})",
+    "pickup.accepted": "{courier} waybill {waybill_no}",
+    "pickup.failed": "{courier} {code}: {reason}",
+    "pickup.cancelled": "{courier}: {reason}",
+    "tracking.updated": "{status:<17} {courier} code {raw_code} {description} @{location}",
+}
+
+
+def describe(kind: str, body: dict[str, Any]) -> tuple[str, str]:
+    """A short label and detail for one case event."""
+    short = kind.removeprefix("aftersales.").rsplit(".v", 1)[0]
+    return short, TEMPLATES.get(short, "").format_map(body)
+
+
 async def run_demo(
-    settings: HubSettings, *, say: Callable[[str], None], timeout_s: float = 60.0
-) -> list[CaseLine]:
-    """Publish a v1 and a v2 request, run intake, and return the case events it emitted."""
-    report = await apply_topics(settings.kafka_bootstrap_servers, all_topics(settings))
-    say(f"topics: {len(report.created)} created, {len(report.unchanged)} already in place")
-    requests: list[AfterSalesRequestedV1 | AfterSalesRequestedV2] = [
-        sample_request_v1(1),
-        sample_request_v2(2),
-    ]
-    runtime = ServiceRuntime(SERVICES["intake"](settings), settings, registry=CATALOGUE)
-    sink = KafkaSink(settings, client_id="hub-demo-storefront")
+    settings: HubSettings, *, say: Callable[[str], None], timeout_s: float = 90.0
+) -> dict[str, list[Step]]:
+    """Run the local stack, publish the demo requests, and return each case's timeline."""
+    requests = demo_requests()
+    partners = load_partners()
+    # Deadlines short enough to watch a silent courier lose its order during the demo.
+    table = partners.model_copy(update={"couriers": tuple(
+        c.model_copy(update={"accept_deadline": timedelta(seconds=10 if c.code == "sf" else 3)})
+        for c in partners.couriers
+    )})  # fmt: skip
+    stack = LocalStack(
+        settings, table,
+        sf_knobs=SfKnobs(error_rate=0.2, step_delay_s=0.3, duplicate_push_rate=0.3, seed=1),
+        courier_knobs={"jd": CourierKnobs(reject_rate=0.25, step_delay_s=0.3, seed=3)},
+    )  # fmt: skip
+    case_ids = {case_id_for(getattr(r, "request_id", "")): r for r in requests}
+    timelines: dict[str, list[Step]] = {case_id: [] for case_id in case_ids}
+    async with stack:
+        say(f"services: intake, dispatch, gateway-sf; couriers: jd on Kafka, sf on {stack.sf.url}")
+        sink = KafkaSink(settings, client_id="demo-storefront")
+        await sink.start()
+        try:
+            for request in requests:
+                request_id = getattr(request, "request_id", "")
+                await sink.send([event_record(STOREFRONT_REQUESTS, request, key=request_id,
+                                              source="urn:storefront:demo")])  # fmt: skip
+                say(f"storefront published {request.ce_type()} {request_id}")
+        finally:
+            await sink.stop()
+        await _follow(settings, timelines, timeout_s)
+    return timelines
+
+
+async def _follow(
+    settings: HubSettings, timelines: dict[str, list[Step]], timeout_s: float
+) -> None:
     consumer = AIOKafkaConsumer(
-        CASES,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        auto_offset_reset="latest",
-        group_id=None,
+        CASES, bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="earliest"
     )
     await consumer.start()
-    await consumer.seek_to_end()
-    # seek_to_end is lazy: resolve the positions now, so nothing emitted below is skipped.
-    for partition in consumer.assignment():
-        await consumer.position(partition)
-    await sink.start()
-    lines: list[CaseLine] = []
+    finished: set[str] = set()
     try:
-        async with runtime:
-            for request in requests:
-                await sink.send(
-                    [
-                        event_record(
-                            STOREFRONT_REQUESTS,
-                            request,
-                            key=request.request_id,
-                            source="urn:storefront:demo",
-                        )
-                    ]
-                )
-                say(
-                    f"published {request.ce_type()} {request.request_id} "
-                    f"({request.customer.name}, {request.item.title})"
-                )
-            async with asyncio.timeout(timeout_s):
-                while len(lines) < len(requests):
-                    record = await consumer.getone()
-                    envelope = Envelope.from_headers(record.headers)
-                    data = json.loads(record.value or b"{}")
-                    detail = (
-                        f"mode={data['service_mode']} in_warranty={data['in_warranty']}"
-                        if "service_mode" in data
-                        else f"reason={data.get('reason_code')}"
-                    )
-                    lines.append(
-                        CaseLine(envelope.type, data["case_id"], data["request_id"], detail)
-                    )
+        async with asyncio.timeout(timeout_s):
+            while finished < set(timelines):
+                for batch in (await consumer.getmany(timeout_ms=300)).values():
+                    for record in batch:
+                        envelope = Envelope.from_headers(record.headers)
+                        body = json.loads(record.value or b"{}")
+                        if body.get("case_id") not in timelines:
+                            continue
+                        what, detail = describe(envelope.type, body)
+                        timelines[body["case_id"]].append(Step(record_time(record), what, detail))
+                        if envelope.type in FINISHED or body.get("status") == "delivered":
+                            finished.add(body["case_id"])
+    except TimeoutError:
+        pass
     finally:
-        await sink.stop()
         await consumer.stop()
-    return lines
+
+
+def record_time(record: ConsumerRecord[bytes, bytes]) -> datetime:
+    """When the broker took the record."""
+    return datetime.fromtimestamp(record.timestamp / 1000).astimezone()

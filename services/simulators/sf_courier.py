@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 CHINA = ZoneInfo("Asia/Shanghai")
+PICKED_UP = 50
 ROUTES = ((50, "顺丰速运 已收取快件"), (30, "快件在转运中"), (44, "正在派送途中"), (80, "已签收"))
 
 
@@ -182,10 +183,11 @@ class SfCourierSimulator:
         self.waybills[order_id] = waybill
         self.created[order_id] += 1
         if self.webhook_url:
-            self._spawn(self._push_routes(order_id, waybill))
+            contacts = data.get("contactInfoList") or [{}]
+            self._spawn(self._push_routes(order_id, waybill, str(contacts[0].get("city", ""))))
         return _business(data={"orderId": order_id, **_waybill_list(waybill)})
 
-    async def _push_routes(self, order_id: str, waybill: str) -> None:
+    async def _push_routes(self, order_id: str, waybill: str, pickup_city: str) -> None:
         async with httpx.AsyncClient(timeout=5.0) as client:
             for op_code, remark in ROUTES:
                 await asyncio.sleep(self.knobs.step_delay_s)
@@ -194,7 +196,8 @@ class SfCourierSimulator:
                 route = {
                     "id": uuid.uuid4().hex, "mailno": waybill, "orderid": order_id,
                     "acceptTime": datetime.now(CHINA).strftime("%Y-%m-%d %H:%M:%S"),
-                    "acceptAddress": "杭州市", "remark": remark, "opCode": str(op_code),
+                    "acceptAddress": pickup_city if op_code == PICKED_UP else "杭州市",
+                    "remark": remark, "opCode": str(op_code),
                 }  # fmt: skip
                 copies = 2 if self._random.random() < self.knobs.duplicate_push_rate else 1
                 for _ in range(copies):

@@ -40,3 +40,6 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "auto") -> No
     )
     # Libraries (aiokafka, FastStream) log through the standard library: warnings and up only.
     logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr, force=True)
+    # FastStream reports start-up and assignments at INFO and warns that topic creation is off
+    # (on purpose: `hub topics apply` owns topics); the hub logs its own lifecycle instead.
+    logging.getLogger("faststream").setLevel(max(numeric_level, logging.ERROR))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -149,6 +150,10 @@ class ServiceRuntime:
             graceful_timeout=settings.shutdown_grace_s,
             allow_auto_create_topics=False,
             client_id=f"hub-{service.group}",
+            # The pipeline writes one canonical line per message; FastStream's own go to DEBUG,
+            # and its other logs obey the root level configure_logging sets.
+            log_level=logging.DEBUG,
+            logger=logging.getLogger("faststream.hub"),
             **kafka_security(settings),
         )
         self.store = store or open_store(
