@@ -14,6 +14,7 @@ from hub.core.handler import Decision, Emit
 from hub.core.topics import CASES, courier_orders_topic
 from hub.messages.cases import (
     CaseExceptionRaisedV1,
+    CaseOpenedV1,
     PickupAcceptedV1,
     PickupCancelledV1,
     PickupFailedV1,
@@ -29,6 +30,7 @@ from hub.messages.courier import (
     PickupOrderV1,
     pickup_order_id,
 )
+from hub.messages.repair import VisitOutcome
 from hub.messages.timers import PickupAcceptanceDueV1
 
 if TYPE_CHECKING:
@@ -36,12 +38,13 @@ if TYPE_CHECKING:
 
     from dispatch.partners import Courier, PartnerTable
     from hub.core.store.base import JsonObject
-    from hub.messages.cases import CaseCancelledV1, CaseOpenedV1
+    from hub.messages.cases import CaseCancelledV1
     from hub.messages.courier import (
         CourierOrderAcceptedV1,
         CourierOrderRejectedV1,
         CourierTrackingV1,
     )
+    from hub.messages.repair import ReturnShipmentRequestedV1, VisitReportedV1
 
 INSURE_ABOVE = Decimal("1000.00")
 """Items worth more travel insured, so only couriers that insure that much may carry them."""
@@ -157,8 +160,14 @@ def _send(
     return emits, sent
 
 
+DORMANT = "dormant_case"
+"""State key of an onsite case, kept in case its technician visit ends in a pickup."""
+
+
 def open_shipment(case: CaseOpenedV1, table: PartnerTable, at: datetime) -> Decision:
     """A case to be picked up gets the best courier's pickup order (or an exception)."""
+    if case.service_mode is ServiceMode.ONSITE:
+        return Decision(state={DORMANT: case.model_dump(mode="json")})
     if case.service_mode is not ServiceMode.PICKUP:
         return Decision()
     choices = rank_couriers(
@@ -360,7 +369,7 @@ PICKED_UP_OR_LATER = frozenset(TrackingStatus) - {TrackingStatus.CREATED, Tracki
 
 def on_case_cancelled(event: CaseCancelledV1, state: JsonObject | None, at: datetime) -> Decision:
     """A case cancelled before pickup withdraws its courier order."""
-    if state is None:
+    if state is None or DORMANT in state:
         return Decision()  # never dispatched (self-ship, onsite, or rejected)
     shipment = Shipment.model_validate(state)
     if shipment.status not in {OrderStatus.REQUESTED, OrderStatus.ACCEPTED} or (
@@ -377,3 +386,57 @@ def on_case_cancelled(event: CaseCancelledV1, state: JsonObject | None, at: date
     )
     done = shipment.model_copy(update={"status": OrderStatus.CANCELLED})
     return Decision(emits=(withdrawn, Emit(CASES, "cancelled", cancelled)), state=done.dump())
+
+
+def on_visit_needs_workshop(
+    event: VisitReportedV1, state: JsonObject | None, table: PartnerTable, at: datetime
+) -> Decision:
+    """An onsite visit that ends in "needs workshop" becomes a pickup of the item."""
+    if event.outcome is not VisitOutcome.NEEDS_WORKSHOP or state is None or DORMANT not in state:
+        return Decision()
+    case = CaseOpenedV1.model_validate(state[DORMANT])
+    return open_shipment(case.model_copy(update={"service_mode": ServiceMode.PICKUP}), table, at)
+
+
+def on_return_requested(
+    event: ReturnShipmentRequestedV1, state: JsonObject | None, table: PartnerTable, at: datetime
+) -> Decision:
+    """The item goes back: an outbound order from the repair center to the customer."""
+    inbound = _load(state, "a return")
+    if inbound.leg is Leg.OUTBOUND:
+        return Decision()  # already on its way back
+    customer = inbound.order.sender
+    choices = rank_couriers(
+        table,
+        province=customer.province,
+        category=inbound.order.category,
+        value=inbound.order.declared_value,
+    )
+    if not choices:
+        exception = CaseExceptionRaisedV1(
+            case_id=event.case_id,
+            code="no_courier",
+            reason=f"no courier delivers to {customer.province} for the return",
+            raised_at=at,
+        )
+        return Decision(emits=(Emit(CASES, "exception", exception),))
+    first, *rest = choices
+    outbound = inbound.model_copy(
+        update={
+            "leg": Leg.OUTBOUND,
+            "attempt": 1,
+            "waybill_no": None,
+            "tracking": None,
+            "remaining": tuple(choice.courier.code for choice in rest),
+            "order": inbound.order.model_copy(
+                update={
+                    "leg": Leg.OUTBOUND,
+                    "sender": table.repair_center,
+                    "receiver": customer,
+                    "pickup_window": None,
+                }
+            ),
+        }
+    )
+    emits, sent = _send(outbound, first.courier, first.reason, at)
+    return Decision(emits=tuple(emits), state=sent.dump())

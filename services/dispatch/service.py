@@ -10,6 +10,7 @@ from hub.core.handler import Decision, Incoming, Service
 from hub.core.topics import CASES, courier_events_topic
 from hub.messages.cases import CaseCancelledV1, CaseOpenedV1
 from hub.messages.courier import CourierOrderAcceptedV1, CourierOrderRejectedV1, CourierTrackingV1
+from hub.messages.repair import ReturnShipmentRequestedV1, VisitReportedV1
 from hub.messages.timers import PickupAcceptanceDueV1
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ def handlers(table: PartnerTable) -> dict[str, Handler]:
 
     def opened(incoming: Incoming[CaseOpenedV1]) -> Decision:
         if incoming.state is not None:
-            return Decision()  # already dispatched
+            return Decision()  # already dispatched (or kept for an onsite visit)
         return domain.open_shipment(incoming.event, table, incoming.envelope.time)
 
     def accepted(incoming: Incoming[CourierOrderAcceptedV1]) -> Decision:
@@ -44,6 +45,16 @@ def handlers(table: PartnerTable) -> dict[str, Handler]:
     def cancelled(incoming: Incoming[CaseCancelledV1]) -> Decision:
         return domain.on_case_cancelled(incoming.event, incoming.state, incoming.envelope.time)
 
+    def visit(incoming: Incoming[VisitReportedV1]) -> Decision:
+        return domain.on_visit_needs_workshop(
+            incoming.event, incoming.state, table, incoming.envelope.time
+        )
+
+    def back(incoming: Incoming[ReturnShipmentRequestedV1]) -> Decision:
+        return domain.on_return_requested(
+            incoming.event, incoming.state, table, incoming.envelope.time
+        )
+
     return {
         CaseOpenedV1.event_type: opened,
         CourierOrderAcceptedV1.event_type: accepted,
@@ -51,6 +62,8 @@ def handlers(table: PartnerTable) -> dict[str, Handler]:
         PickupAcceptanceDueV1.event_type: due,
         CourierTrackingV1.event_type: tracking,
         CaseCancelledV1.event_type: cancelled,
+        VisitReportedV1.event_type: visit,
+        ReturnShipmentRequestedV1.event_type: back,
     }
 
 

@@ -6,8 +6,18 @@ from typing import TYPE_CHECKING
 
 from dispatch.partners import load_partners
 from dispatch.service import build_service as build_dispatch
-from hub.core.topics import Subscription, courier_events_topic, courier_orders_topic, declare
+from hub.core.topics import (
+    NOTIFICATION_EVENTS,
+    NOTIFICATION_REQUESTS,
+    Subscription,
+    courier_events_topic,
+    courier_orders_topic,
+    declare,
+)
 from intake.service import build_service as build_intake
+from notify.service import build_service as build_notify
+from repair.service import build_service as build_repair
+from repair.service import center_events_topic, center_tickets_topic
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -20,14 +30,24 @@ if TYPE_CHECKING:
 SERVICES: dict[str, Callable[[HubSettings], Service]] = {
     "intake": build_intake,
     "dispatch": build_dispatch,
+    "repair": build_repair,
+    "notify": build_notify,
 }
+EDGE_GROUPS = {"notify-sender": (NOTIFICATION_REQUESTS,)}
+"""Groups whose handlers need I/O clients (built where those clients are): their topics."""
 
 
 def all_topics(settings: HubSettings, table: PartnerTable | None = None) -> list[TopicSpec]:
     """Every topic of every service and gateway, and every courier's order and event topics."""
     table = table or load_partners()
-    services = [build_intake(settings), build_dispatch(settings, table)]
+    services = [
+        build_intake(settings),
+        build_dispatch(settings, table),
+        build_repair(settings),
+        build_notify(settings),
+    ]
     subscriptions = [Subscription(s.group, s.all_inputs) for s in services]
+    subscriptions += [Subscription(group, topics) for group, topics in EDGE_GROUPS.items()]
     subscriptions += [
         Subscription(f"gateway-{courier.code}", (courier_orders_topic(courier.code),))
         for courier in table.couriers
@@ -38,4 +58,5 @@ def all_topics(settings: HubSettings, table: PartnerTable | None = None) -> list
         for courier in table.couriers
         for topic in (courier_orders_topic(courier.code), courier_events_topic(courier.code))
     ]
+    partner_topics += [center_tickets_topic(), center_events_topic(), NOTIFICATION_EVENTS]
     return declare(settings, subscriptions, partner_topics)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -30,7 +31,11 @@ if TYPE_CHECKING:
     from hub.core.registry import Event
     from hub.core.settings import HubSettings
 
-FINISHED = {"aftersales.case.rejected.v1", "aftersales.case.exception.v1"}
+FINISHED = {
+    "aftersales.case.rejected.v1",
+    "aftersales.case.exception.v1",
+    "aftersales.case.closed.v1",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +48,7 @@ class Step:
 
 
 def demo_requests() -> list[Event]:
-    """Five requests: JD's and SF's areas, a v1 request, a rejected one, a fallback."""
+    """A repair, a refund, a replacement, a v1 request, a rejection, an SF-only area."""
     xinjiang = sample_request_v2(5)
     xinjiang = xinjiang.model_copy(
         update={"address": xinjiang.address.model_copy(
@@ -68,7 +73,17 @@ TEMPLATES = {
     "pickup.accepted": "{courier} waybill {waybill_no}",
     "pickup.failed": "{courier} {code}: {reason}",
     "pickup.cancelled": "{courier}: {reason}",
-    "tracking.updated": "{status:<17} {courier} code {raw_code} {description} @{location}",
+    "tracking.updated": "{leg:<8} {status:<17} {courier} {raw_code} {description} @{location}",
+    "repair.item-received": "serial {serial_number} matches={serial_matches}",
+    "repair.diagnosed": "{fault_type}: {resolution} (in warranty: {in_warranty})",
+    "repair.quote-issued": "¥{amount}, waiting for the customer",
+    "repair.work-completed": "repaired={repaired} parts={parts_used}",
+    "refund.requested": "¥{amount} to order {order_id}",
+    "replacement.issued": "new {sku}",
+    "return.requested": "back to the customer",
+    "onsite.visit-scheduled": "technician booked",
+    "onsite.visit-reported": "{outcome} {notes}",
+    "case.closed": "{outcome}",
 }
 
 
@@ -78,10 +93,18 @@ def describe(kind: str, body: dict[str, Any]) -> tuple[str, str]:
     return short, TEMPLATES.get(short, "").format_map(body)
 
 
+@dataclass(frozen=True, slots=True)
+class DemoResult:
+    """Each case's timeline, and the messages each customer received."""
+
+    timelines: dict[str, list[Step]]
+    messages: dict[str, list[str]]
+
+
 async def run_demo(
-    settings: HubSettings, *, say: Callable[[str], None], timeout_s: float = 90.0
-) -> dict[str, list[Step]]:
-    """Run the local stack, publish the demo requests, and return each case's timeline."""
+    settings: HubSettings, *, say: Callable[[str], None], timeout_s: float = 120.0
+) -> DemoResult:
+    """Run the local stack, publish the demo requests, and follow every case to its end."""
     requests = demo_requests()
     partners = load_partners()
     # Deadlines short enough to watch a silent courier lose its order during the demo.
@@ -109,7 +132,26 @@ async def run_demo(
         finally:
             await sink.stop()
         await _follow(settings, timelines, timeout_s)
-    return timelines
+        messages = await _messages(stack, timelines)
+    return DemoResult(timelines, messages)
+
+
+async def _messages(stack: LocalStack, timelines: dict[str, list[Step]]) -> dict[str, list[str]]:
+    """The texts and pushes each customer got, once the closing ones have arrived."""
+    closed = {
+        case_id
+        for case_id, steps in timelines.items()
+        if steps[-1:] and steps[-1].what == "case.closed"
+    }
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(30):
+            while not {f"{case_id}:closed:sms" for case_id in closed} <= set(stack.sms.delivered):  # noqa: ASYNC110 - a polled sink
+                await asyncio.sleep(0.2)
+    messages: dict[str, list[str]] = {case_id: [] for case_id in timelines}
+    for channel, sink in (("sms", stack.sms), ("push", stack.push)):
+        for key, body in sink.delivered.items():
+            messages.setdefault(key.split(":")[0], []).append(f"{channel:<4} {body['text']}")
+    return messages
 
 
 async def _follow(
@@ -131,7 +173,7 @@ async def _follow(
                             continue
                         what, detail = describe(envelope.type, body)
                         timelines[body["case_id"]].append(Step(record_time(record), what, detail))
-                        if envelope.type in FINISHED or body.get("status") == "delivered":
+                        if envelope.type in FINISHED:
                             finished.add(body["case_id"])
     except TimeoutError:
         pass

@@ -1,9 +1,11 @@
-"""The whole inbound flow on one machine: services, courier simulators and the SF webhook."""
+"""The whole flow on one machine: every service, every partner simulator, the SF webhook."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Self
+
+import httpx
 
 from dispatch.service import build_service as build_dispatch
 from gateway.service import build_gateway_service
@@ -13,8 +15,15 @@ from hub.bootstrap import all_topics
 from hub.core.service import KafkaSink, ServiceRuntime
 from hub.core.topics import apply_topics
 from hub.messages import CATALOGUE
+from hub.messages.common import Channel
 from intake.service import build_service as build_intake
+from notify.providers import HttpGatewayProvider, SmtpProvider
+from notify.service import build_sender
+from notify.service import build_service as build_notify
+from repair.service import build_service as build_repair
 from simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
+from simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
+from simulators.repair_center import CenterKnobs, RepairCenterSimulator
 from simulators.sf_courier import SfCourierSimulator, SfKnobs
 
 if TYPE_CHECKING:
@@ -22,21 +31,33 @@ if TYPE_CHECKING:
 
     from dispatch.partners import PartnerTable
     from hub.core.settings import HubSettings
+    from notify.providers import Provider
 
 SIM_PARTNER_ID = "HUB-LOCAL"
 SIM_CHECKWORD = "local-checkword-not-a-secret"
+SENDER = "售后服务 <service@aftersales-hub.local>"
 
 
 @dataclass
 class LocalStack:
-    """intake, dispatch and gateway-sf running against simulated couriers, in this process."""
+    """Every service running against simulated couriers, repair center and message sinks."""
 
     settings: HubSettings
     table: PartnerTable
     sf_knobs: SfKnobs = field(default_factory=SfKnobs)
     courier_knobs: dict[str, CourierKnobs] = field(default_factory=dict)
 
+    center_knobs: CenterKnobs = field(default_factory=CenterKnobs)
+    sms_knobs: SinkKnobs = field(default_factory=SinkKnobs)
+
     def __post_init__(self) -> None:
+        self.center = RepairCenterSimulator(
+            self.settings.kafka_bootstrap_servers, knobs=self.center_knobs
+        )
+        self.sms = HttpGatewaySink(self.sms_knobs)
+        self.push = HttpGatewaySink()
+        self.smtp = SmtpSink()
+        self.http: httpx.AsyncClient | None = None
         self.sink = KafkaSink(self.settings, client_id="hub-webhook-sf")
         self.webhook = RoutePushReceiver(self.sink)
         self.sf = SfCourierSimulator(SIM_PARTNER_ID, SIM_CHECKWORD, knobs=self.sf_knobs)
@@ -65,10 +86,21 @@ class LocalStack:
         await self.client.open()
         for courier in self.couriers.values():
             await courier.start()
+        for partner in (self.center, self.sms, self.push, self.smtp):
+            await partner.start()
+        self.http = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
+        providers: dict[Channel, Provider] = {
+            Channel.SMS: HttpGatewayProvider(self.sms.url, self.http),
+            Channel.APP_PUSH: HttpGatewayProvider(self.push.url, self.http),
+            Channel.EMAIL: SmtpProvider("127.0.0.1", self.smtp.port, SENDER),
+        }
         services = [
             build_intake(self.settings),
             build_dispatch(self.settings, self.table),
             build_gateway_service(self.settings, self.client),
+            build_repair(self.settings),
+            build_notify(self.settings),
+            build_sender(self.settings, providers),
         ]
         self.runtimes = [
             ServiceRuntime(service, self.settings, registry=CATALOGUE) for service in services
@@ -76,12 +108,24 @@ class LocalStack:
         for runtime in self.runtimes:
             await runtime.start()
 
+    async def restart(self, group: str) -> None:
+        """Stop one service (draining it) and start a new instance on the same state."""
+        old = next(runtime for runtime in self.runtimes if runtime.service.group == group)
+        await old.stop()
+        new = ServiceRuntime(old.service, self.settings, registry=CATALOGUE)
+        await new.start()
+        self.runtimes[self.runtimes.index(old)] = new
+
     async def stop(self) -> None:
         """Stop the services first (draining them), then the partners."""
         for runtime in reversed(self.runtimes):
             await runtime.stop()
         for courier in self.couriers.values():
             await courier.stop()
+        for partner in (self.center, self.sms, self.push, self.smtp):
+            await partner.stop()
+        if self.http is not None:
+            await self.http.aclose()
         if self.client is not None:
             await self.client.close()
         await self.sf.stop()

@@ -8,10 +8,15 @@ from typing import TYPE_CHECKING
 
 from hub.messages.cases import CaseCancelledV1, CaseOpenedV1, CaseRejectedV1, RejectionReason
 from hub.messages.common import RequestType, ServiceMode
+from hub.messages.repair import QuoteAnsweredV1
 
 if TYPE_CHECKING:
     from hub.core.store.base import JsonObject
-    from hub.messages.storefront import AfterSalesCancelledV1, AfterSalesRequestedV2
+    from hub.messages.storefront import (
+        AfterSalesCancelledV1,
+        AfterSalesRequestedV2,
+        QuoteAnswerGivenV1,
+    )
 
 CASE_NAMESPACE = uuid.UUID("3c8a2f4e-1d7b-5e90-8f16-b2a4c6d8e0f1")
 RETURN_WINDOW = timedelta(days=7)
@@ -92,6 +97,15 @@ def decide(
         opened_at=at,
     )
     return opened, {"case_id": case_id, "request_id": request.request_id, "status": "open"}
+
+
+def answer_quote(
+    answer: QuoteAnswerGivenV1, *, at: datetime, item_state: JsonObject | None
+) -> QuoteAnsweredV1 | None:
+    """The customer's answer to a quote, for the open case of that request."""
+    if item_state is None or item_state["request_id"] != answer.request_id:
+        return None
+    return QuoteAnsweredV1(case_id=item_state["case_id"], approved=answer.approved, answered_at=at)
 
 
 def cancel(

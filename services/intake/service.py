@@ -6,8 +6,12 @@ from typing import TYPE_CHECKING
 
 from hub.core.handler import Decision, Emit, Incoming, Service
 from hub.core.topics import CASES, STOREFRONT_REQUESTS
-from hub.messages.storefront import AfterSalesCancelledV1, AfterSalesRequestedV2
-from intake.domain import cancel, decide
+from hub.messages.storefront import (
+    AfterSalesCancelledV1,
+    AfterSalesRequestedV2,
+    QuoteAnswerGivenV1,
+)
+from intake.domain import answer_quote, cancel, decide
 
 if TYPE_CHECKING:
     from hub.core.registry import Event
@@ -36,6 +40,14 @@ def handle_cancellation(incoming: Incoming[AfterSalesCancelledV1]) -> Decision:
     )
 
 
+def handle_quote_answer(incoming: Incoming[QuoteAnswerGivenV1]) -> Decision:
+    """The storefront's quote answer becomes a case event for the repair service."""
+    answered = answer_quote(incoming.event, at=incoming.envelope.time, item_state=incoming.state)
+    if answered is None:
+        return Decision()
+    return Decision(emits=(Emit(topic=CASES, role="quote", event=answered, key=answered.case_id),))
+
+
 def order_item_of(event: Event) -> str | None:
     """Intake keeps its state per order item: one open case per item at a time."""
     return getattr(event, "order_item_id", None)
@@ -49,6 +61,7 @@ def build_service(settings: HubSettings) -> Service:
         handlers={
             AfterSalesRequestedV2.event_type: handle_request,
             AfterSalesCancelledV1.event_type: handle_cancellation,
+            QuoteAnswerGivenV1.event_type: handle_quote_answer,
         },
         source=f"{settings.source}/{GROUP}",
         state_key=order_item_of,

@@ -76,7 +76,7 @@ def demo() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        timelines = asyncio.run(run_demo(_settings(), say=say))
+        result = asyncio.run(run_demo(_settings(), say=say))
     else:
         with tempfile.TemporaryDirectory(prefix="hub-demo-") as workdir:
             say("starting a local Kafka broker (KRaft) ...")
@@ -84,14 +84,14 @@ def demo() -> None:
                 say(f"broker ready at {kafka.bootstrap_servers}")
                 os.environ["HUB_KAFKA_BOOTSTRAP_SERVERS"] = kafka.bootstrap_servers
                 os.environ.setdefault("HUB_STATE_DIR", str(Path(workdir) / "state"))
-                timelines = asyncio.run(run_demo(_settings(), say=say))
+                result = asyncio.run(run_demo(_settings(), say=say))
     print()
-    for case_id, steps in timelines.items():
+    for case_id, steps in result.timelines.items():
         print(f"case {case_id}")
         start = steps[0].at if steps else None
         for step in steps:
             offset = (step.at - start).total_seconds() if start else 0.0
-            print(f"  +{offset:5.2f}s  {step.what:<18} {step.detail}")
-        if steps and steps[-1].detail.startswith("delivered"):
-            print("  -> received at the repair center")
+            print(f"  +{offset:5.2f}s  {step.what:<24} {step.detail}")
+        for message in result.messages.get(case_id, []):
+            print(f"  customer got: {message}")
         print()

@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import TYPE_CHECKING, Literal
 
 import structlog
 
 if TYPE_CHECKING:
-    from structlog.typing import Processor
+    from structlog.typing import EventDict, Processor
 
 LogFormat = Literal["auto", "json", "console"]
+
+PRIVATE_KEYS = frozenset({"name", "phone", "mobile", "email", "street", "address", "contact"})
+PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+
+
+def mask_text(text: str) -> str:
+    """Mainland mobile numbers in free text, masked to 138****8000."""
+    return PHONE.sub(r"\1****\2", text)
+
+
+def mask_value(value: object) -> object:
+    """A private value reduced to its first character (enough to tell two apart, no more)."""
+    text = str(value)
+    return f"{text[:1]}***" if text else text
+
+
+def mask_pii(_logger: object, _method: str, event: EventDict) -> EventDict:
+    """Structlog processor: private fields masked, phone numbers in any text masked."""
+    for key, value in event.items():
+        if key in PRIVATE_KEYS and value is not None:
+            event[key] = mask_value(value)
+        elif isinstance(value, str):
+            event[key] = mask_text(value)
+    return event
 
 
 def configure_logging(level: str = "INFO", log_format: LogFormat = "auto") -> None:
@@ -19,6 +44,7 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "auto") -> No
     renderer_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        mask_pii,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),

@@ -21,6 +21,8 @@ STOREFRONT_REQUESTS = "storefront.aftersales.requests"
 CASES = "aftersales.cases"
 CASE_STATUS = "aftersales.case-status"
 AUDIT = "hub.ops.audit"
+NOTIFICATION_REQUESTS = "notifications.requests"
+NOTIFICATION_EVENTS = "notifications.events"
 
 DAY_MS = 24 * 3600 * 1000
 # A record as large as an input topic accepts (1 MiB) must still fit with the hub's headers added.

@@ -86,3 +86,16 @@ class AfterSalesCancelledV1(Event):
     order_item_id: NonEmpty
     reason: str = ""
     cancelled_at: AwareDatetime
+
+
+@CATALOGUE.register
+class QuoteAnswerGivenV1(Event):
+    """The customer approved or declined an out-of-warranty repair quote."""
+
+    event_type = "storefront.aftersales.quote-answered"
+    version = 1
+
+    request_id: NonEmpty
+    order_item_id: NonEmpty
+    approved: bool
+    answered_at: AwareDatetime

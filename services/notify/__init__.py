@@ -1,0 +1,1 @@
+"""The notify service: one message per milestone, case and channel, in the customer's language."""

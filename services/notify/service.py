@@ -1,0 +1,67 @@
+"""Wiring of notify (plans messages from case events) and notify-sender (delivers them)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hub.core.handler import Decision, Emit, Handler, Incoming, Service
+from hub.core.topics import CASES, NOTIFICATION_EVENTS, NOTIFICATION_REQUESTS
+from hub.messages.cases import CaseOpenedV1, PickupAcceptedV1, TrackingUpdatedV1
+from hub.messages.repair import (
+    CaseClosedV1,
+    ItemReceivedV1,
+    NotificationRequestedV1,
+    NotificationSentV1,
+    QuoteIssuedV1,
+    RefundRequestedV1,
+    ReplacementIssuedV1,
+    WorkCompletedV1,
+)
+from notify.domain import plan
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from hub.core.settings import HubSettings
+    from hub.messages.common import Channel
+    from notify.providers import Provider
+
+MILESTONE_EVENTS = (
+    CaseOpenedV1, PickupAcceptedV1, TrackingUpdatedV1, ItemReceivedV1, QuoteIssuedV1,
+    WorkCompletedV1, RefundRequestedV1, ReplacementIssuedV1, CaseClosedV1,
+)  # fmt: skip
+
+
+def _plan(incoming: Incoming[CaseOpenedV1]) -> Decision:
+    return plan(incoming.event, incoming.state)
+
+
+def build_service(settings: HubSettings) -> Service:
+    """Group `notify`: case events in, one notification request per milestone and channel."""
+    handlers: dict[str, Handler] = {model.event_type: _plan for model in MILESTONE_EVENTS}
+    return Service(
+        group="notify", inputs=(CASES,), handlers=handlers, source=f"{settings.source}/notify"
+    )
+
+
+def build_sender(settings: HubSettings, providers: Mapping[Channel, Provider]) -> Service:
+    """Group `notify-sender`: delivers each request through its channel's provider."""
+
+    async def deliver(incoming: Incoming[NotificationRequestedV1]) -> Decision:
+        request = incoming.event
+        message_id = await providers[request.channel].send(request)
+        sent = NotificationSentV1(
+            dedupe_key=request.dedupe_key,
+            case_id=request.case_id,
+            channel=request.channel,
+            provider_message_id=message_id,
+            sent_at=incoming.envelope.time,
+        )
+        return Decision(emits=(Emit(NOTIFICATION_EVENTS, "sent", sent, key=request.case_id),))
+
+    return Service(
+        group="notify-sender",
+        inputs=(NOTIFICATION_REQUESTS,),
+        handlers={NotificationRequestedV1.event_type: deliver},
+        source=f"{settings.source}/notify-sender",
+    )

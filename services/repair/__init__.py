@@ -1,0 +1,1 @@
+"""The repair service: tickets at the repair center, diagnosis, quotes, refunds, replacements."""

@@ -1,0 +1,266 @@
+"""Repair decisions, pure: what each center report or case event means for the case."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
+
+from hub.core.handler import Decision, Emit
+from hub.core.topics import CASES
+from hub.messages.cases import CaseExceptionRaisedV1, TrackingStatus
+from hub.messages.common import Fault, Item, ServiceMode
+from hub.messages.courier import Leg
+from hub.messages.repair import (
+    CaseClosedV1,
+    DiagnosisCompletedV1,
+    ItemReceivedV1,
+    QuoteDecisionV1,
+    QuoteIssuedV1,
+    RefundRequestedV1,
+    RepairTicketV1,
+    ReplacementIssuedV1,
+    Resolution,
+    ReturnShipmentRequestedV1,
+    VisitOutcome,
+    VisitReportedV1,
+    VisitScheduledV1,
+    WorkCompletedV1,
+)
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from hub.core.store.base import JsonObject
+    from hub.messages.cases import CaseOpenedV1, TrackingUpdatedV1
+    from hub.messages.repair import (
+        CenterDiagnosedV1,
+        CenterItemReceivedV1,
+        CenterVisitReportedV1,
+        CenterWorkCompletedV1,
+        QuoteAnsweredV1,
+    )
+
+
+class Stage(StrEnum):
+    """Where the case stands at the repair center."""
+
+    AWAITING_ITEM = "awaiting_item"
+    AT_CENTER = "at_center"
+    QUOTED = "quoted"
+    WORKING = "working"
+    RETURNING = "returning"
+    CLOSED = "closed"
+    EXCEPTION = "exception"
+
+
+class RepairCase(BaseModel):
+    """The repair service's state of one case."""
+
+    model_config = ConfigDict(frozen=True)
+
+    case_id: str
+    order_id: str
+    order_item_id: str
+    item: Item
+    fault: Fault
+    in_warranty: bool
+    stage: Stage
+    resolution: Resolution | None = None
+    repaired: bool = False
+
+    def dump(self) -> JsonObject:
+        """The JSON document the state store keeps."""
+        return self.model_dump(mode="json")
+
+    def moved(self, **changes: object) -> JsonObject:
+        """The state after `changes`, as a document."""
+        return self.model_copy(update=changes).dump()
+
+
+def _load(state: JsonObject | None) -> RepairCase | None:
+    return RepairCase.model_validate(state) if state is not None else None
+
+
+def _ticket(case: RepairCase, tickets: str, *, onsite: bool, waybill: str | None) -> Emit:
+    ticket = RepairTicketV1(
+        case_id=case.case_id,
+        item=case.item,
+        fault=case.fault,
+        in_warranty=case.in_warranty,
+        onsite=onsite,
+        waybill_no=waybill,
+    )
+    return Emit(tickets, "ticket", ticket)
+
+
+def on_case_opened(event: CaseOpenedV1, tickets: str, at: datetime) -> Decision:
+    """Remember the case; an onsite case books a technician right away."""
+    case = RepairCase(
+        case_id=event.case_id,
+        order_id=event.order_id,
+        order_item_id=event.order_item_id,
+        item=event.item,
+        fault=event.fault,
+        in_warranty=event.in_warranty,
+        stage=Stage.AWAITING_ITEM,
+    )
+    if event.service_mode is not ServiceMode.ONSITE:
+        return Decision(state=case.dump())
+    scheduled = VisitScheduledV1(case_id=case.case_id, scheduled_at=at)
+    emits = (_ticket(case, tickets, onsite=True, waybill=None), Emit(CASES, "visit", scheduled))
+    return Decision(emits=emits, state=case.dump())
+
+
+def on_tracking(event: TrackingUpdatedV1, state: JsonObject | None, tickets: str) -> Decision:
+    """Delivered inbound: open the ticket. Delivered outbound: the case is done."""
+    case = _load(state)
+    if case is None or event.status is not TrackingStatus.DELIVERED:
+        return Decision()
+    if event.leg is Leg.INBOUND and case.stage is Stage.AWAITING_ITEM:
+        emit = _ticket(case, tickets, onsite=False, waybill=event.waybill_no)
+        return Decision(emits=(emit,), state=case.moved(stage=Stage.AT_CENTER))
+    if event.leg is Leg.OUTBOUND and case.stage is Stage.RETURNING:
+        outcome = {
+            Resolution.REPLACE: "replaced",
+            Resolution.REPAIR: "repaired" if case.repaired else "returned_unrepaired",
+        }.get(case.resolution or Resolution.REPAIR, "returned")
+        closed = CaseClosedV1(case_id=case.case_id, outcome=outcome, closed_at=event.occurred_at)
+        return Decision(
+            emits=(Emit(CASES, "closed", closed),), state=case.moved(stage=Stage.CLOSED)
+        )
+    return Decision()
+
+
+def on_item_received(
+    event: CenterItemReceivedV1, state: JsonObject | None, at: datetime
+) -> Decision:
+    """The center has the item: a serial that differs from the order's stops the case."""
+    case = _load(state)
+    if case is None or case.stage not in {Stage.AT_CENTER, Stage.AWAITING_ITEM}:
+        return Decision()
+    matches = event.serial_number == case.item.serial_number
+    received = ItemReceivedV1(
+        case_id=case.case_id,
+        serial_number=event.serial_number,
+        serial_matches=matches,
+        received_at=at,
+    )
+    if matches:
+        return Decision(
+            emits=(Emit(CASES, "received", received),), state=case.moved(stage=Stage.AT_CENTER)
+        )
+    exception = CaseExceptionRaisedV1(
+        case_id=case.case_id,
+        code="serial_mismatch",
+        reason=f"received serial {event.serial_number}, ordered {case.item.serial_number}",
+        raised_at=at,
+    )
+    emits = (Emit(CASES, "received", received), Emit(CASES, "exception", exception))
+    return Decision(emits=emits, state=case.moved(stage=Stage.EXCEPTION))
+
+
+def on_diagnosed(event: CenterDiagnosedV1, state: JsonObject | None, at: datetime) -> Decision:
+    """Diagnosis decides the path: quote, refund, replacement, or repair."""
+    case = _load(state)
+    if case is None or case.stage is not Stage.AT_CENTER:
+        return Decision()
+    diagnosed = DiagnosisCompletedV1(
+        case_id=case.case_id,
+        fault_type=event.fault_type,
+        in_warranty=event.in_warranty,
+        resolution=event.resolution,
+        diagnosed_at=at,
+    )
+    emits = [Emit(CASES, "diagnosed", diagnosed)]
+    if event.quote is not None:
+        emits.append(
+            Emit(
+                CASES,
+                "quote",
+                QuoteIssuedV1(case_id=case.case_id, amount=event.quote, issued_at=at),
+            )
+        )
+        stage = Stage.QUOTED
+    elif event.resolution is Resolution.REFUND:
+        refund = RefundRequestedV1(
+            case_id=case.case_id,
+            order_id=case.order_id,
+            order_item_id=case.order_item_id,
+            amount=case.item.price,
+            requested_at=at,
+        )
+        closed = CaseClosedV1(case_id=case.case_id, outcome="refunded", closed_at=at)
+        emits += [Emit(CASES, "refund", refund), Emit(CASES, "closed", closed)]
+        stage = Stage.CLOSED
+    elif event.resolution is Resolution.REPLACE:
+        issued = ReplacementIssuedV1(case_id=case.case_id, sku=case.item.sku, issued_at=at)
+        back = ReturnShipmentRequestedV1(case_id=case.case_id, requested_at=at)
+        emits += [Emit(CASES, "replacement", issued), Emit(CASES, "return", back)]
+        stage = Stage.RETURNING
+    else:
+        stage = Stage.WORKING
+    return Decision(emits=tuple(emits), state=case.moved(stage=stage, resolution=event.resolution))
+
+
+def on_quote_answered(event: QuoteAnsweredV1, state: JsonObject | None, tickets: str) -> Decision:
+    """Pass the customer's answer to the center, which repairs or gives the item back."""
+    case = _load(state)
+    if case is None or case.stage is not Stage.QUOTED:
+        return Decision()
+    decision = QuoteDecisionV1(case_id=case.case_id, approved=event.approved)
+    return Decision(
+        emits=(Emit(tickets, "quote-decision", decision),), state=case.moved(stage=Stage.WORKING)
+    )
+
+
+def on_work_completed(
+    event: CenterWorkCompletedV1, state: JsonObject | None, at: datetime
+) -> Decision:
+    """Work done (or refused): the item goes back to the customer."""
+    case = _load(state)
+    if case is None or case.stage is not Stage.WORKING:
+        return Decision()
+    done = WorkCompletedV1(
+        case_id=case.case_id,
+        resolution=event.resolution,
+        repaired=event.repaired,
+        parts_used=event.parts_used,
+        completed_at=at,
+    )
+    back = ReturnShipmentRequestedV1(case_id=case.case_id, requested_at=at)
+    return Decision(
+        emits=(Emit(CASES, "completed", done), Emit(CASES, "return", back)),
+        state=case.moved(stage=Stage.RETURNING, repaired=event.repaired),
+    )
+
+
+def on_visit_reported(
+    event: CenterVisitReportedV1, state: JsonObject | None, at: datetime
+) -> Decision:
+    """Fixed at home closes the case; "needs workshop" waits for the pickup dispatch now makes."""
+    case = _load(state)
+    if case is None or case.stage is not Stage.AWAITING_ITEM:
+        return Decision()
+    reported = VisitReportedV1(
+        case_id=case.case_id, outcome=event.outcome, notes=event.notes, reported_at=at
+    )
+    if event.outcome is VisitOutcome.NEEDS_WORKSHOP:
+        return Decision(emits=(Emit(CASES, "visit", reported),))
+    done = WorkCompletedV1(
+        case_id=case.case_id,
+        resolution=Resolution.REPAIR,
+        repaired=True,
+        parts_used=(),
+        completed_at=at,
+    )
+    closed = CaseClosedV1(case_id=case.case_id, outcome="fixed_onsite", closed_at=at)
+    return Decision(
+        emits=(
+            Emit(CASES, "visit", reported),
+            Emit(CASES, "completed", done),
+            Emit(CASES, "closed", closed),
+        ),
+        state=case.moved(stage=Stage.CLOSED, resolution=Resolution.REPAIR, repaired=True),
+    )
