@@ -11,7 +11,7 @@ import pytest
 
 from hub.core.logging import configure_logging
 from hub.core.settings import HubSettings
-from hub.harness.bootstrap import kafka_for_tests
+from hub.harness.bootstrap import BROKER_IN_USE, kafka_for_tests
 
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 
@@ -55,3 +55,9 @@ def make_settings(kafka_bootstrap: str, tmp_path: Path) -> Callable[..., HubSett
         return HubSettings.model_validate(values)
 
     return make
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which broker the integration tests ran against: never an in-memory fake."""
+    for broker in BROKER_IN_USE:
+        terminalreporter.write_line(f"integration tests ran against {broker}")

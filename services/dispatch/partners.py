@@ -60,8 +60,12 @@ class PartnerTable(BaseModel):
     repair_center: PickupContact
 
     def courier(self, code: str) -> Courier:
-        """The courier with `code`."""
-        return next(courier for courier in self.couriers if courier.code == code)
+        """The courier with `code`; a ValueError naming the known ones otherwise."""
+        for courier in self.couriers:
+            if courier.code == code:
+                return courier
+        known = ", ".join(courier.code for courier in self.couriers)
+        raise ValueError(f"no courier {code!r} in the partner table (known: {known})")
 
     @property
     def deadlines(self) -> tuple[timedelta, ...]:

@@ -23,9 +23,11 @@ REJECTIONS = {"8177": CourierRejection.CAPACITY, "8096": CourierRejection.OUT_OF
 def sign(msg_data: str, timestamp: str, checkword: str) -> str:
     """The `msgDigest`: Base64(MD5(URLEncode(msgData + timestamp + checkword))).
 
-    URL-encoded as Java's URLEncoder does (UTF-8, space as `+`), which is `quote_plus`.
+    URL-encoded as Java's URLEncoder does (UTF-8, space as `+`, `*` kept, `~` encoded), which
+    is `quote_plus` but for those two characters.
     """
-    encoded = quote_plus(msg_data + timestamp + checkword, encoding="utf-8")
+    encoded = quote_plus(msg_data + timestamp + checkword, safe="*", encoding="utf-8")
+    encoded = encoded.replace("~", "%7E")
     digest = hashlib.md5(encoded.encode(), usedforsecurity=False).digest()
     return base64.b64encode(digest).decode()
 

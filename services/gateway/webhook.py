@@ -44,9 +44,13 @@ def tracking_of(route: dict[str, Any]) -> CourierTrackingV1:
 class RoutePushReceiver:
     """An HTTP endpoint for route pushes; acknowledges only what is safely on Kafka."""
 
-    def __init__(self, sink: RecordSink, *, courier: str = "sf") -> None:
+    def __init__(
+        self, sink: RecordSink, *, courier: str = "sf", host: str = "127.0.0.1", port: int = 0
+    ) -> None:
         self._sink = sink
         self._courier = courier
+        self._host = host
+        self._port = port
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -56,9 +60,9 @@ class RoutePushReceiver:
         app.router.add_post(f"/{self._courier}/routes", self._receive)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        await web.TCPSite(self._runner, self._host, self._port).start()
         port = self._runner.addresses[0][1]
-        self.url = f"http://127.0.0.1:{port}/{self._courier}/routes"
+        self.url = f"http://{self._host}:{port}/{self._courier}/routes"
 
     async def stop(self) -> None:
         """Stop listening."""

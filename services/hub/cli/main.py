@@ -49,16 +49,26 @@ def topics_apply() -> None:
 
 @app.command("run")
 def run(
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}")],
+    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}, gateway-sf")],
+    webhook_port: Annotated[int, typer.Option(help="gateway-*: port of the route webhook.")] = 8080,
 ) -> None:
     """Run one service until SIGTERM or Ctrl-C (in-flight messages are drained first)."""
-    from hub.core.service import ServiceRuntime  # noqa: PLC0415 - keeps `hub --help` fast
+    from dispatch.partners import load_partners  # noqa: PLC0415 - keeps `hub --help` fast
+    from gateway.bootstrap import gateway_runtime  # noqa: PLC0415
+    from hub.core.service import ServiceRuntime  # noqa: PLC0415
     from hub.messages import CATALOGUE  # noqa: PLC0415
 
-    if service not in SERVICES:
-        raise typer.BadParameter(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
     settings = _settings()
-    runtime = ServiceRuntime(SERVICES[service](settings), settings, registry=CATALOGUE)
+    if service.startswith("gateway-"):
+        try:
+            courier = load_partners().courier(service.removeprefix("gateway-"))
+            runtime = gateway_runtime(settings, courier, CATALOGUE, webhook_port)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from error
+    elif service in SERVICES:
+        runtime = ServiceRuntime(SERVICES[service](settings), settings, registry=CATALOGUE)
+    else:
+        raise typer.BadParameter(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
     asyncio.run(runtime.application().run())
 
 

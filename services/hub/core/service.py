@@ -25,6 +25,7 @@ from hub.core.topics import HUB_RECORD_MAX_BYTES
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from contextlib import AbstractAsyncContextManager
     from types import TracebackType
 
     from aiokafka import ConsumerRecord
@@ -79,6 +80,18 @@ class KafkaSink:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.stop()
 
     async def send(self, records: Sequence[OutRecord]) -> None:
         """Produce every record, then wait for all acknowledgements."""
@@ -142,8 +155,11 @@ class ServiceRuntime:
         broker: KafkaBroker | None = None,
         store: StateStore | None = None,
         sink: RecordSink | None = None,
+        resources: Sequence[AbstractAsyncContextManager[object]] = (),
     ) -> None:
         self.service = service
+        self._resources = resources
+        self._stack = contextlib.AsyncExitStack()
         self.settings = settings
         self.broker = broker or KafkaBroker(
             settings.kafka_bootstrap_servers,
@@ -223,11 +239,22 @@ class ServiceRuntime:
         handle = asyncio.get_running_loop().call_later(delay, resume)
         self._resume_handles.add(handle)
 
-    async def start(self) -> None:
-        """Open the store and producer, then start consuming."""
+    async def _open(self) -> None:
         await self.store.open()
         if self._own_sink and isinstance(self.sink, KafkaSink):
             await self.sink.start()
+        for resource in self._resources:
+            await self._stack.enter_async_context(resource)
+
+    async def _close(self) -> None:
+        await self._stack.aclose()
+        if self._own_sink and isinstance(self.sink, KafkaSink):
+            await self.sink.stop()
+        await self.store.close()
+
+    async def start(self) -> None:
+        """Open the store, producer and resources (e.g. an API client), then start consuming."""
+        await self._open()
         await self.broker.start()
         log.info("service_started", group=self.service.group, topics=self.pipeline.topics)
 
@@ -236,9 +263,7 @@ class ServiceRuntime:
         await self.broker.stop()
         for handle in self._resume_handles:
             handle.cancel()
-        if self._own_sink and isinstance(self.sink, KafkaSink):
-            await self.sink.stop()
-        await self.store.close()
+        await self._close()
         log.info("service_stopped", group=self.service.group, counts=dict(self.pipeline.counts))
 
     async def __aenter__(self) -> Self:
@@ -255,17 +280,4 @@ class ServiceRuntime:
 
     def application(self) -> FastStream:
         """A FastStream app (SIGTERM/SIGINT drain and stop) around this runtime."""
-
-        async def open_resources() -> None:
-            await self.store.open()
-            if self._own_sink and isinstance(self.sink, KafkaSink):
-                await self.sink.start()
-
-        async def close_resources() -> None:
-            if self._own_sink and isinstance(self.sink, KafkaSink):
-                await self.sink.stop()
-            await self.store.close()
-
-        return FastStream(
-            self.broker, on_startup=[open_resources], after_shutdown=[close_resources]
-        )
+        return FastStream(self.broker, on_startup=[self._open], after_shutdown=[self._close])

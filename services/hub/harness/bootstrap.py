@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from hub.harness.kafka import LocalKafka
+from hub.harness.kafka import KAFKA_VERSION, LocalKafka
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -33,12 +33,17 @@ def docker_engine_available() -> bool:
     return result.returncode == 0
 
 
+BROKER_IN_USE: list[str] = []
+"""What `kafka_for_tests` started, for the test summary (a session has at most one)."""
+
+
 @contextmanager
 def kafka_for_tests(base_dir: Path) -> Iterator[str]:
     """Yield bootstrap servers of a real broker for a whole test session."""
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if configured:
         log.info("kafka_for_tests", source="KAFKA_BOOTSTRAP_SERVERS", bootstrap=configured)
+        BROKER_IN_USE.append(f"the cluster at KAFKA_BOOTSTRAP_SERVERS={configured}")
         yield configured
         return
     if docker_engine_available():
@@ -47,8 +52,13 @@ def kafka_for_tests(base_dir: Path) -> Iterator[str]:
         with KafkaContainer().with_kraft() as container:
             bootstrap = container.get_bootstrap_server()
             log.info("kafka_for_tests", source="testcontainers", bootstrap=bootstrap)
+            BROKER_IN_USE.append(f"a testcontainers Kafka at {bootstrap}")
             yield bootstrap
         return
     with LocalKafka(base_dir=base_dir, nodes=1) as kafka:
         log.info("kafka_for_tests", source="local harness", bootstrap=kafka.bootstrap_servers)
+        BROKER_IN_USE.append(
+            f"a real Apache Kafka {KAFKA_VERSION} broker (KRaft, local harness) at "
+            f"{kafka.bootstrap_servers}"
+        )
         yield kafka.bootstrap_servers
