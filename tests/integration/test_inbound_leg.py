@@ -76,7 +76,12 @@ class Run:
         self.dead_letters = dead_letters
 
     def of(self, case_id: str, ce_type: str) -> list[dict[str, Any]]:
-        return [body for kind, body in self.events[case_id] if kind == ce_type]
+        """Events of one type for the inbound leg (the stack goes on to repair and return)."""
+        return [
+            body
+            for kind, body in self.events[case_id]
+            if kind == ce_type and "-outbound-" not in body.get("order_id", "")
+        ]
 
 
 async def collect(bootstrap: str, until: set[str], timeout_s: float) -> dict[str, list[Any]]:
@@ -96,7 +101,7 @@ async def collect(bootstrap: str, until: set[str], timeout_s: float) -> dict[str
                         done = kind in {"aftersales.case.rejected.v1",
                                         "aftersales.case.exception.v1"} or (
                             kind == "aftersales.tracking.updated.v1"
-                            and body["status"] == "delivered"
+                            and body["status"] == "delivered" and body["leg"] == "inbound"
                         )  # fmt: skip
                         if done:
                             finished.add(body["case_id"])
@@ -117,7 +122,7 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     )  # fmt: skip
     partners = load_partners()
     # A silent JD must time out quickly; SF's deadline has to cover its gateway's retries.
-    deadlines = {"jd": timedelta(seconds=3), "sf": timedelta(seconds=20)}
+    deadlines = {"jd": timedelta(seconds=8), "sf": timedelta(seconds=20)}
     table = partners.model_copy(update={"couriers": tuple(
         c.model_copy(update={"accept_deadline": deadlines.get(c.code, c.accept_deadline)})
         for c in partners.couriers

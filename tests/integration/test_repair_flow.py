@@ -241,7 +241,8 @@ def test_onsite_visits_fix_at_home_or_turn_into_a_pickup(run: Run) -> None:
 def test_each_milestone_reaches_each_chosen_channel_once(run: Run) -> None:
     sms, smtp = run.stack.sms.delivered, run.stack.smtp
     assert set(smtp.by_message_id.values()) == {1}  # no e-mail twice
-    assert run.stack.push.delivered == {}  # nobody chose app push
+    # Nobody here chose app push (other modules' cases share the topics, hence the filter).
+    assert [key for key in run.stack.push.delivered if key.split(":")[0] in IDS.values()] == []
     for name, case_id in IDS.items():
         texts = {key.split(":")[1] for key in sms if key.startswith(case_id)}
         mails = {mid.split(".")[1] for mid in smtp.by_message_id if case_id in mid}

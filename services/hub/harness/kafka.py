@@ -228,10 +228,16 @@ class LocalKafka:
         self._processes.pop(node_id, None)
         node.pid = None
 
-    def stop(self) -> None:
-        """Stop every node."""
-        for node in self.specs:
-            self.stop_node(node.node_id)
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop every node at once (one by one, the last would wait for a quorum in vain)."""
+        running = [(node, node.pid) for node in self.specs if node.pid is not None]
+        for _, pid in running:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for node, pid in running:
+            _terminate(pid, max(0.0, deadline - time.monotonic()))
+            self._processes.pop(node.node_id, None)
+            node.pid = None
         log.info("kafka_stopped", bootstrap=self.bootstrap_servers)
 
     def alive(self) -> dict[int, bool]:
@@ -325,7 +331,13 @@ def _running(pid: int | None) -> bool:
     return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
 
 
+def _signal(pid: int, signum: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signum)
+
+
 def _terminate(pid: int, timeout_s: float) -> None:
+    """SIGTERM, wait up to `timeout_s` for the exit, then SIGKILL."""
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
