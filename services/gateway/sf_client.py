@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -23,11 +23,10 @@ from gateway.sf_protocol import (
     waybill_of,
 )
 from hub.core.errors import PermanentError, TransientError
+from hub.core.lifecycle import AsyncResource
 from hub.messages.courier import CourierRejection
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from hub.messages.courier import PickupContact, PickupOrderV1
 
 
@@ -71,8 +70,8 @@ def order_message(order: PickupOrderV1) -> dict[str, object]:
     return message
 
 
-class SfClient:
-    """One SF partner account; every call has a timeout; opened and closed by its owner."""
+class SfClient(AsyncResource):
+    """One SF partner account; every call has a timeout; started and stopped by its owner."""
 
     def __init__(self, url: str, partner_id: str, checkword: str, timeout_s: float = 2.0) -> None:
         self._url = url
@@ -81,31 +80,19 @@ class SfClient:
         self._timeout = httpx.Timeout(timeout_s)
         self._http: httpx.AsyncClient | None = None
 
-    async def open(self) -> None:
+    async def start(self) -> None:
         """Create the connection pool."""
         self._http = httpx.AsyncClient(timeout=self._timeout)
 
-    async def close(self) -> None:
+    async def stop(self) -> None:
         """Close the connection pool."""
         if self._http is not None:
             await self._http.aclose()
             self._http = None
 
-    async def __aenter__(self) -> Self:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     async def _call(self, service_code: str, message: dict[str, object]) -> SfResult:
         if self._http is None:
-            raise RuntimeError("SfClient used before open()")
+            raise RuntimeError("SfClient used before start()")
         form = request_form(
             partner_id=self._partner_id,
             request_id=uuid.uuid4().hex,

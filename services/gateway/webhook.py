@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
+from hub.core.lifecycle import AsyncResource, serve_http
 from hub.core.outbound import event_record
 from hub.core.topics import courier_events_topic
 from hub.messages.courier import CourierTrackingV1, case_id_of
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from hub.core.outbound import RecordSink
 
 log = structlog.get_logger(__name__)
@@ -41,7 +40,7 @@ def tracking_of(route: dict[str, Any]) -> CourierTrackingV1:
     )
 
 
-class RoutePushReceiver:
+class RoutePushReceiver(AsyncResource):
     """An HTTP endpoint for route pushes; acknowledges only what is safely on Kafka."""
 
     def __init__(
@@ -58,28 +57,13 @@ class RoutePushReceiver:
         """Listen on a free port of 127.0.0.1."""
         app = web.Application()
         app.router.add_post(f"/{self._courier}/routes", self._receive)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self._host, self._port).start()
-        port = self._runner.addresses[0][1]
+        self._runner, port = await serve_http(app, self._host, self._port)
         self.url = f"http://{self._host}:{port}/{self._courier}/routes"
 
     async def stop(self) -> None:
         """Stop listening."""
         if self._runner is not None:
             await self._runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _receive(self, request: web.Request) -> web.Response:
         try:

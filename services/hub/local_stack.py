@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -12,6 +12,7 @@ from gateway.service import build_gateway_service
 from gateway.sf_client import SfClient
 from gateway.webhook import RoutePushReceiver
 from hub.bootstrap import all_topics
+from hub.core.lifecycle import AsyncResource
 from hub.core.service import KafkaSink, ServiceRuntime
 from hub.core.topics import apply_topics
 from hub.messages import CATALOGUE
@@ -27,8 +28,6 @@ from simulators.repair_center import CenterKnobs, RepairCenterSimulator
 from simulators.sf_courier import SfCourierSimulator, SfKnobs
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from dispatch.partners import PartnerTable
     from hub.core.settings import HubSettings
     from notify.providers import Provider
@@ -39,7 +38,7 @@ SENDER = "售后服务 <service@aftersales-hub.local>"
 
 
 @dataclass
-class LocalStack:
+class LocalStack(AsyncResource):
     """Every service running against simulated couriers, repair center and message sinks."""
 
     settings: HubSettings
@@ -83,7 +82,7 @@ class LocalStack:
         self.sf.webhook_url = self.webhook.url
         await self.sf.start()
         self.client = SfClient(self.sf.url, SIM_PARTNER_ID, SIM_CHECKWORD)
-        await self.client.open()
+        await self.client.start()
         for courier in self.couriers.values():
             await courier.start()
         for partner in (self.center, self.sms, self.push, self.smtp):
@@ -127,19 +126,7 @@ class LocalStack:
         if self.http is not None:
             await self.http.aclose()
         if self.client is not None:
-            await self.client.close()
+            await self.client.stop()
         await self.sf.stop()
         await self.webhook.stop()
         await self.sink.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from hub.core.envelope import Envelope
 from hub.core.errors import HubError
+from hub.core.lifecycle import AsyncResource
 from hub.core.outbound import event_record
 from hub.messages import CATALOGUE
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
-    from types import TracebackType
 
     from hub.core.registry import Event
 
 log = structlog.get_logger(__name__)
 
 
-class KafkaPartner:
+class KafkaPartner(AsyncResource):
     """A partner that consumes `inbox` and publishes to `outbox`, keyed by case id."""
 
     def __init__(
@@ -60,18 +60,6 @@ class KafkaPartner:
             await self._consumer.stop()
         if self._producer is not None:
             await self._producer.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` in the background until the partner stops."""

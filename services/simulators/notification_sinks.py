@@ -7,16 +7,15 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from email import message_from_bytes
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
 
+from hub.core.lifecycle import AsyncResource, serve_http
 from hub.harness.kafka import free_port
 
 if TYPE_CHECKING:
-    from types import TracebackType
-
     from aiosmtpd.smtp import SMTP, Envelope, Session
 
 
@@ -29,7 +28,7 @@ class SinkKnobs:
     seed: int | None = None
 
 
-class HttpGatewaySink:
+class HttpGatewaySink(AsyncResource):
     """An SMS or app-push gateway on 127.0.0.1; idempotent on `client_msg_id`, as real ones are."""
 
     def __init__(self, knobs: SinkKnobs | None = None) -> None:
@@ -46,27 +45,13 @@ class HttpGatewaySink:
         """Listen on a free port of 127.0.0.1."""
         app = web.Application()
         app.router.add_post("/send", self._send)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/send"
+        self._runner, port = await serve_http(app)
+        self.url = f"http://127.0.0.1:{port}/send"
 
     async def stop(self) -> None:
         """Stop listening."""
         if self._runner is not None:
             await self._runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def _send(self, request: web.Request) -> web.Response:
         self.requests += 1
@@ -82,7 +67,7 @@ class HttpGatewaySink:
         return web.json_response({"message_id": self._ids[key]})
 
 
-class SmtpSink:
+class SmtpSink(AsyncResource):
     """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message it is handed."""
 
     def __init__(self) -> None:

@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -25,10 +25,10 @@ from gateway.sf_protocol import (
     UPDATE_ORDER,
     sign,
 )
+from hub.core.lifecycle import AsyncResource, serve_http
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
-    from types import TracebackType
 
 log = structlog.get_logger(__name__)
 
@@ -58,7 +58,7 @@ class SfKnobs:
 
 
 @dataclass
-class SfCourierSimulator:
+class SfCourierSimulator(AsyncResource):
     """The SF open-platform API on 127.0.0.1, pushing routes to `webhook_url`."""
 
     partner_id: str
@@ -83,11 +83,7 @@ class SfCourierSimulator:
         """Listen on a free port of 127.0.0.1."""
         app = web.Application()
         app.router.add_post("/std/service", self._service)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
+        self._runner, port = await serve_http(app)
         self.url = f"http://127.0.0.1:{port}/std/service"
 
     async def stop(self) -> None:
@@ -97,18 +93,6 @@ class SfCourierSimulator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)

@@ -7,7 +7,7 @@ import contextlib
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -18,6 +18,7 @@ from faststream.kafka import KafkaBroker
 # FastStream resolves handler annotations at run time (dependency injection).
 from faststream.kafka.annotations import KafkaMessage  # noqa: TC002
 
+from hub.core.lifecycle import AsyncResource
 from hub.core.pipeline import Outcome, Pipeline
 from hub.core.store.base import KafkaRecord
 from hub.core.store.factory import open_store
@@ -26,7 +27,6 @@ from hub.core.topics import HUB_RECORD_MAX_BYTES
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from contextlib import AbstractAsyncContextManager
-    from types import TracebackType
 
     from aiokafka import ConsumerRecord
     from faststream.message import StreamMessage
@@ -54,7 +54,7 @@ def kafka_security(settings: HubSettings) -> dict[str, Any]:
     }
 
 
-class KafkaSink:
+class KafkaSink(AsyncResource):
     """An idempotent aiokafka producer with acks=all; headers are produced byte for byte."""
 
     def __init__(self, settings: HubSettings, *, client_id: str) -> None:
@@ -80,18 +80,6 @@ class KafkaSink:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     async def send(self, records: Sequence[OutRecord]) -> None:
         """Produce every record, then wait for all acknowledgements."""
@@ -143,7 +131,7 @@ def to_record(raw: ConsumerRecord[bytes, bytes]) -> KafkaRecord:
     )
 
 
-class ServiceRuntime:
+class ServiceRuntime(AsyncResource):
     """One running service: its store, sink, pipeline and FastStream subscriber."""
 
     def __init__(
@@ -265,18 +253,6 @@ class ServiceRuntime:
             handle.cancel()
         await self._close()
         log.info("service_stopped", group=self.service.group, counts=dict(self.pipeline.counts))
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     def application(self) -> FastStream:
         """A FastStream app (SIGTERM/SIGINT drain and stop) around this runtime."""
