@@ -195,7 +195,7 @@ def open_shipment(case: CaseOpenedV1, table: PartnerTable, at: datetime) -> Deci
         case_id=case.case_id,
         leg=Leg.INBOUND,
         sender=sender,
-        receiver=table.repair_center,
+        receiver=table.center_for(case.item.category).contact,
         category=case.item.category,
         declared_value=case.item.price,
         insured=case.item.price > INSURE_ABOVE,
@@ -431,7 +431,7 @@ def on_return_requested(
             "order": inbound.order.model_copy(
                 update={
                     "leg": Leg.OUTBOUND,
-                    "sender": table.repair_center,
+                    "sender": table.center_for(inbound.order.category).contact,
                     "receiver": customer,
                     "pickup_window": None,
                 }

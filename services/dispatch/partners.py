@@ -51,13 +51,36 @@ class Courier(BaseModel):
         return EVERYWHERE in self.categories or category in self.categories
 
 
+class RepairCenter(BaseModel):
+    """A repair center: the categories it repairs, its address, how the hub reaches it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str = Field(pattern=r"^[a-z0-9]+$")
+    integration: Literal["kafka", "http"]
+    categories: tuple[str, ...]
+    contact: PickupContact
+    api_url_env: str | None = None
+
+    def repairs(self, category: str) -> bool:
+        """Whether the center takes items of `category`."""
+        return EVERYWHERE in self.categories or category in self.categories
+
+
 class PartnerTable(BaseModel):
-    """Every courier partner."""
+    """Every courier partner and repair center."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     couriers: tuple[Courier, ...]
-    repair_center: PickupContact
+    repair_centers: tuple[RepairCenter, ...]
+
+    def center_for(self, category: str) -> RepairCenter:
+        """The repair center for items of `category` (the first that takes it)."""
+        for center in self.repair_centers:
+            if center.repairs(category):
+                return center
+        raise ValueError(f"no repair center takes {category!r} (see deploy/partners.yaml)")
 
     def courier(self, code: str) -> Courier:
         """The courier with `code`; a ValueError naming the known ones otherwise."""

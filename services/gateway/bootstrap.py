@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from gateway.center import CenterClient, CenterReportReceiver, build_center_gateway
 from gateway.service import build_gateway_service
 from gateway.sf_client import SfClient
 from gateway.webhook import RoutePushReceiver
@@ -13,7 +14,7 @@ from hub.core.service import KafkaSink, ServiceRuntime
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-    from dispatch.partners import Courier
+    from dispatch.partners import Courier, RepairCenter
     from hub.core.registry import Registry
     from hub.core.settings import HubSettings
 
@@ -40,3 +41,20 @@ def gateway_runtime(
     webhook = RoutePushReceiver(sink, courier=courier.code, host="0.0.0.0", port=webhook_port)  # noqa: S104 - couriers push from outside
     service = build_gateway_service(settings, client, courier.code)
     return ServiceRuntime(service, settings, registry=registry, resources=(client, sink, webhook))
+
+
+def center_gateway_runtime(
+    settings: HubSettings, center: RepairCenter, registry: Registry, webhook_port: int
+) -> ServiceRuntime:
+    """gateway-center-<code>: the service, the center's API client and its report webhook."""
+    url = os.environ.get(center.api_url_env or "")
+    if not url:
+        raise ValueError(
+            f"repair center {center.code} needs {center.api_url_env} in the environment "
+            "(see deploy/partners.yaml)"
+        )
+    client = CenterClient(url)
+    sink = KafkaSink(settings, client_id=f"hub-webhook-center-{center.code}")
+    reports = CenterReportReceiver(sink, center.code, host="0.0.0.0", port=webhook_port)  # noqa: S104 - centers push from outside
+    service = build_center_gateway(settings, center.code, client)
+    return ServiceRuntime(service, settings, registry=registry, resources=(client, sink, reports))

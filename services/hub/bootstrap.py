@@ -10,6 +10,8 @@ from hub.core.topics import (
     NOTIFICATION_EVENTS,
     NOTIFICATION_REQUESTS,
     Subscription,
+    center_events_topic,
+    center_tickets_topic,
     courier_events_topic,
     courier_orders_topic,
     declare,
@@ -17,7 +19,6 @@ from hub.core.topics import (
 from intake.service import build_service as build_intake
 from notify.service import build_service as build_notify
 from repair.service import build_service as build_repair
-from repair.service import center_events_topic, center_tickets_topic
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,11 +44,16 @@ def all_topics(settings: HubSettings, table: PartnerTable | None = None) -> list
     services = [
         build_intake(settings),
         build_dispatch(settings, table),
-        build_repair(settings),
+        build_repair(settings, table),
         build_notify(settings),
     ]
     subscriptions = [Subscription(s.group, s.all_inputs) for s in services]
     subscriptions += [Subscription(group, topics) for group, topics in EDGE_GROUPS.items()]
+    subscriptions += [
+        Subscription(f"gateway-center-{center.code}", (center_tickets_topic(center.code),))
+        for center in table.repair_centers
+        if center.integration == "http"
+    ]
     subscriptions += [
         Subscription(f"gateway-{courier.code}", (courier_orders_topic(courier.code),))
         for courier in table.couriers
@@ -58,5 +64,10 @@ def all_topics(settings: HubSettings, table: PartnerTable | None = None) -> list
         for courier in table.couriers
         for topic in (courier_orders_topic(courier.code), courier_events_topic(courier.code))
     ]
-    partner_topics += [center_tickets_topic(), center_events_topic(), NOTIFICATION_EVENTS]
+    partner_topics += [
+        topic
+        for center in table.repair_centers
+        for topic in (center_tickets_topic(center.code), center_events_topic(center.code))
+    ]
+    partner_topics.append(NOTIFICATION_EVENTS)
     return declare(settings, subscriptions, partner_topics)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from dispatch.service import build_service as build_dispatch
+from gateway.center import CenterClient, CenterReportReceiver, build_center_gateway
 from gateway.service import build_gateway_service
 from gateway.sf_client import SfClient
 from gateway.webhook import RoutePushReceiver
@@ -24,7 +25,11 @@ from notify.service import build_service as build_notify
 from repair.service import build_service as build_repair
 from simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
 from simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
-from simulators.repair_center import CenterKnobs, RepairCenterSimulator
+from simulators.repair_center import (
+    CenterKnobs,
+    HttpRepairCenterSimulator,
+    RepairCenterSimulator,
+)
 from simulators.sf_courier import SfCourierSimulator, SfKnobs
 
 if TYPE_CHECKING:
@@ -35,6 +40,8 @@ if TYPE_CHECKING:
 SIM_PARTNER_ID = "HUB-LOCAL"
 SIM_CHECKWORD = "local-checkword-not-a-secret"
 SENDER = "售后服务 <service@aftersales-hub.local>"
+HTTP_CENTER = "sh"
+"""The repair center the local stack reaches over HTTP (large appliances)."""
 
 
 @dataclass
@@ -50,6 +57,10 @@ class LocalStack(AsyncResource):
     sms_knobs: SinkKnobs = field(default_factory=SinkKnobs)
 
     def __post_init__(self) -> None:
+        self.http_center = HttpRepairCenterSimulator(self.center_knobs)
+        self.center_sink = KafkaSink(self.settings, client_id="hub-webhook-centers")
+        self.center_reports = CenterReportReceiver(self.center_sink, HTTP_CENTER)
+        self.center_client: CenterClient | None = None
         self.center = RepairCenterSimulator(
             self.settings.kafka_bootstrap_servers, knobs=self.center_knobs
         )
@@ -85,8 +96,13 @@ class LocalStack(AsyncResource):
         await self.client.start()
         for courier in self.couriers.values():
             await courier.start()
-        for partner in (self.center, self.sms, self.push, self.smtp):
+        for partner in (self.center, self.sms, self.push, self.smtp, self.center_sink):
             await partner.start()
+        await self.center_reports.start()
+        self.http_center.webhook_url = self.center_reports.url
+        await self.http_center.start()
+        self.center_client = CenterClient(self.http_center.url)
+        await self.center_client.start()
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
         providers: dict[Channel, Provider] = {
             Channel.SMS: HttpGatewayProvider(self.sms.url, self.http),
@@ -97,7 +113,8 @@ class LocalStack(AsyncResource):
             build_intake(self.settings),
             build_dispatch(self.settings, self.table),
             build_gateway_service(self.settings, self.client),
-            build_repair(self.settings),
+            build_repair(self.settings, self.table),
+            build_center_gateway(self.settings, HTTP_CENTER, self.center_client),
             build_notify(self.settings),
             build_sender(self.settings, providers),
         ]
@@ -121,7 +138,10 @@ class LocalStack(AsyncResource):
             await runtime.stop()
         for courier in self.couriers.values():
             await courier.stop()
-        for partner in (self.center, self.sms, self.push, self.smtp):
+        if self.center_client is not None:
+            await self.center_client.stop()
+        for partner in (self.http_center, self.center_reports, self.center, self.sms, self.push,
+                        self.smtp, self.center_sink):  # fmt: skip
             await partner.stop()
         if self.http is not None:
             await self.http.aclose()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from hub.core.handler import Decision, Emit
-from hub.core.topics import CASES
+from hub.core.topics import CASES, center_tickets_topic
 from hub.messages.cases import CaseExceptionRaisedV1, TrackingStatus
 from hub.messages.common import Fault, Item, ServiceMode
 from hub.messages.courier import Leg
@@ -61,6 +61,7 @@ class RepairCase(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     case_id: str
+    center: str
     order_id: str
     order_item_id: str
     item: Item
@@ -83,7 +84,7 @@ def _load(state: JsonObject | None) -> RepairCase | None:
     return RepairCase.model_validate(state) if state is not None else None
 
 
-def _ticket(case: RepairCase, tickets: str, *, onsite: bool, waybill: str | None) -> Emit:
+def _ticket(case: RepairCase, *, onsite: bool, waybill: str | None) -> Emit:
     ticket = RepairTicketV1(
         case_id=case.case_id,
         item=case.item,
@@ -92,13 +93,14 @@ def _ticket(case: RepairCase, tickets: str, *, onsite: bool, waybill: str | None
         onsite=onsite,
         waybill_no=waybill,
     )
-    return Emit(tickets, "ticket", ticket)
+    return Emit(center_tickets_topic(case.center), "ticket", ticket)
 
 
-def on_case_opened(event: CaseOpenedV1, tickets: str, at: datetime) -> Decision:
-    """Remember the case; an onsite case books a technician right away."""
+def on_case_opened(event: CaseOpenedV1, center: str, at: datetime) -> Decision:
+    """Remember the case and its center; an onsite case books a technician right away."""
     case = RepairCase(
         case_id=event.case_id,
+        center=center,
         order_id=event.order_id,
         order_item_id=event.order_item_id,
         item=event.item,
@@ -109,17 +111,17 @@ def on_case_opened(event: CaseOpenedV1, tickets: str, at: datetime) -> Decision:
     if event.service_mode is not ServiceMode.ONSITE:
         return Decision(state=case.dump())
     scheduled = VisitScheduledV1(case_id=case.case_id, scheduled_at=at)
-    emits = (_ticket(case, tickets, onsite=True, waybill=None), Emit(CASES, "visit", scheduled))
+    emits = (_ticket(case, onsite=True, waybill=None), Emit(CASES, "visit", scheduled))
     return Decision(emits=emits, state=case.dump())
 
 
-def on_tracking(event: TrackingUpdatedV1, state: JsonObject | None, tickets: str) -> Decision:
+def on_tracking(event: TrackingUpdatedV1, state: JsonObject | None) -> Decision:
     """Delivered inbound: open the ticket. Delivered outbound: the case is done."""
     case = _load(state)
     if case is None or event.status is not TrackingStatus.DELIVERED:
         return Decision()
     if event.leg is Leg.INBOUND and case.stage is Stage.AWAITING_ITEM:
-        emit = _ticket(case, tickets, onsite=False, waybill=event.waybill_no)
+        emit = _ticket(case, onsite=False, waybill=event.waybill_no)
         return Decision(emits=(emit,), state=case.moved(stage=Stage.AT_CENTER))
     if event.leg is Leg.OUTBOUND and case.stage is Stage.RETURNING:
         outcome = {
@@ -204,14 +206,15 @@ def on_diagnosed(event: CenterDiagnosedV1, state: JsonObject | None, at: datetim
     return Decision(emits=tuple(emits), state=case.moved(stage=stage, resolution=event.resolution))
 
 
-def on_quote_answered(event: QuoteAnsweredV1, state: JsonObject | None, tickets: str) -> Decision:
+def on_quote_answered(event: QuoteAnsweredV1, state: JsonObject | None) -> Decision:
     """Pass the customer's answer to the center, which repairs or gives the item back."""
     case = _load(state)
     if case is None or case.stage is not Stage.QUOTED:
         return Decision()
     decision = QuoteDecisionV1(case_id=case.case_id, approved=event.approved)
     return Decision(
-        emits=(Emit(tickets, "quote-decision", decision),), state=case.moved(stage=Stage.WORKING)
+        emits=(Emit(center_tickets_topic(case.center), "quote-decision", decision),),
+        state=case.moved(stage=Stage.WORKING),
     )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from dispatch.partners import PartnerTable, load_partners
 from hub.core.handler import Decision, Handler, Incoming, Service
-from hub.core.topics import CASES
+from hub.core.topics import CASES, center_events_topic
 from hub.messages.cases import CaseOpenedV1, TrackingUpdatedV1
 from hub.messages.repair import (
     CenterDiagnosedV1,
@@ -20,39 +21,28 @@ if TYPE_CHECKING:
     from hub.core.settings import HubSettings
 
 GROUP = "repair"
-CENTER = "hz"
-"""The one repair center this deployment serves (华东 center, Hangzhou)."""
 
 
-def center_tickets_topic(center: str = CENTER) -> str:
-    """Tickets and quote decisions for one center."""
-    return f"repair.{center}.tickets"
-
-
-def center_events_topic(center: str = CENTER) -> str:
-    """Reports of one center."""
-    return f"repair.{center}.events"
-
-
-def build_service(settings: HubSettings) -> Service:
-    """The repair consumer group."""
-    tickets = center_tickets_topic()
+def build_service(settings: HubSettings, table: PartnerTable | None = None) -> Service:
+    """The repair consumer group, for the repair centers of `table` (deploy/partners.yaml)."""
+    table = table or load_partners()
 
     def opened(incoming: Incoming[CaseOpenedV1]) -> Decision:
         if incoming.state is not None:
             return Decision()
-        return domain.on_case_opened(incoming.event, tickets, incoming.envelope.time)
+        center = table.center_for(incoming.event.item.category).code
+        return domain.on_case_opened(incoming.event, center, incoming.envelope.time)
 
     handlers: dict[str, Handler] = {
         CaseOpenedV1.event_type: opened,
-        TrackingUpdatedV1.event_type: lambda i: domain.on_tracking(i.event, i.state, tickets),
+        TrackingUpdatedV1.event_type: lambda i: domain.on_tracking(i.event, i.state),
         CenterItemReceivedV1.event_type: lambda i: domain.on_item_received(
             i.event, i.state, i.envelope.time
         ),
         CenterDiagnosedV1.event_type: lambda i: domain.on_diagnosed(
             i.event, i.state, i.envelope.time
         ),
-        QuoteAnsweredV1.event_type: lambda i: domain.on_quote_answered(i.event, i.state, tickets),
+        QuoteAnsweredV1.event_type: lambda i: domain.on_quote_answered(i.event, i.state),
         CenterWorkCompletedV1.event_type: lambda i: domain.on_work_completed(
             i.event, i.state, i.envelope.time
         ),
@@ -60,10 +50,10 @@ def build_service(settings: HubSettings) -> Service:
             i.event, i.state, i.envelope.time
         ),
     }
-
+    centers = tuple(center_events_topic(center.code) for center in table.repair_centers)
     return Service(
         group=GROUP,
-        inputs=(CASES, center_events_topic()),
+        inputs=(CASES, *centers),
         handlers=handlers,
         source=f"{settings.source}/{GROUP}",
     )

@@ -1,13 +1,20 @@
-"""A repair center on Kafka: receives tickets, diagnoses by fault code, repairs, quotes, visits."""
+"""Repair centers, on Kafka or over HTTP: tickets in, diagnosis by fault code, reports out."""
 
 from __future__ import annotations
 
 import asyncio
+import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+import httpx
+from aiohttp import web
+
+from hub.core.lifecycle import AsyncResource, serve_http
+from hub.core.topics import center_events_topic, center_tickets_topic
 from hub.messages.repair import (
     CenterDiagnosedV1,
     CenterItemReceivedV1,
@@ -18,7 +25,6 @@ from hub.messages.repair import (
     Resolution,
     VisitOutcome,
 )
-from repair.service import center_events_topic, center_tickets_topic
 from simulators.kafka_partner import KafkaPartner
 
 if TYPE_CHECKING:
@@ -41,52 +47,50 @@ class CenterKnobs:
     seed: int | None = None
 
 
-class RepairCenterSimulator(KafkaPartner):
-    """The 华东 repair center: one ticket per case, decisions from the fault code."""
+Report = Callable[["Event", str], Awaitable[None]]
+"""How a center kind delivers one report: the event and a name unique within its case."""
 
-    def __init__(
-        self, bootstrap_servers: str, center: str = "hz", knobs: CenterKnobs | None = None
-    ) -> None:
-        self.knobs = knobs or CenterKnobs()
-        super().__init__(
-            f"center-{center}",
-            bootstrap_servers,
-            inbox=center_tickets_topic(center),
-            outbox=center_events_topic(center),
-            seed=self.knobs.seed,
-        )
+
+class Workshop:
+    """What a repair center decides and does, whatever way it talks to the hub."""
+
+    def __init__(self, knobs: CenterKnobs) -> None:
+        self.knobs = knobs
+        self.random = random.Random(knobs.seed)  # noqa: S311 - a simulation
         self.tickets: Counter[str] = Counter()
         self.quotes: dict[str, asyncio.Future[bool]] = {}
 
-    async def on_event(self, event: Event, raw: bytes) -> None:
-        """Work a new ticket; pass a quote decision to the ticket waiting for it."""
-        del raw
-        if isinstance(event, RepairTicketV1):
-            # A case may have a visit ticket and then a workshop ticket: one of each, once.
-            ticket = f"{event.case_id}:{'visit' if event.onsite else 'workshop'}"
-            self.tickets[ticket] += 1
-            if self.tickets[ticket] == 1:
-                self.spawn(self._work(event))
-        elif isinstance(event, QuoteDecisionV1):
-            waiting = self.quotes.get(event.case_id)
-            if waiting is not None and not waiting.done():
-                waiting.set_result(event.approved)
+    def accept(self, ticket: RepairTicketV1) -> bool:
+        """Count the ticket; True for the first of its kind (a visit, then maybe a repair)."""
+        key = f"{ticket.case_id}:{'visit' if ticket.onsite else 'workshop'}"
+        self.tickets[key] += 1
+        return self.tickets[key] == 1
 
-    async def _step(self, event: Event, case_id: str, name: str) -> None:
-        await asyncio.sleep(self.knobs.step_delay_s)
-        await self.emit(event, case_id, f"{self.name}-{case_id}-{name}")
+    def decide(self, decision: QuoteDecisionV1) -> None:
+        """Hand the customer's answer to the ticket waiting for it."""
+        waiting = self.quotes.get(decision.case_id)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(decision.approved)
 
-    async def _work(self, ticket: RepairTicketV1) -> None:
+    async def work(self, ticket: RepairTicketV1, report: Report) -> None:
+        """Visit, or receive, diagnose and repair; each step reported after a delay."""
+
+        async def step(event: Event, name: str) -> None:
+            await asyncio.sleep(self.knobs.step_delay_s)
+            await report(event, name)
+
         case_id, code = ticket.case_id, ticket.fault.code
         if ticket.onsite:
             outcome = VisitOutcome.NEEDS_WORKSHOP if code in NEEDS_WORKSHOP else VisitOutcome.FIXED
-            report = CenterVisitReportedV1(case_id=case_id, outcome=outcome, notes="上门检测完成")
-            await self._step(report, case_id, "visit")
+            await step(
+                CenterVisitReportedV1(case_id=case_id, outcome=outcome, notes="上门检测完成"),
+                "visit",
+            )
             return
         serial = ticket.item.serial_number
         if self.random.random() < self.knobs.wrong_serial_rate:
             serial = f"{serial}-X"
-        await self._step(CenterItemReceivedV1(case_id=case_id, serial_number=serial), case_id, "in")
+        await step(CenterItemReceivedV1(case_id=case_id, serial_number=serial), "in")
         resolution = RESOLUTIONS.get(code, Resolution.REPAIR)
         covered = ticket.in_warranty and code not in NOT_COVERED
         quote = None if covered else QUOTE
@@ -97,7 +101,7 @@ class RepairCenterSimulator(KafkaPartner):
             resolution=Resolution.REPAIR if quote else resolution,
             quote=quote,
         )
-        await self._step(diagnosis, case_id, "diagnosis")
+        await step(diagnosis, "diagnosis")
         repaired = True
         if quote is not None:
             self.quotes[case_id] = asyncio.get_running_loop().create_future()
@@ -110,4 +114,95 @@ class RepairCenterSimulator(KafkaPartner):
             repaired=repaired,
             parts_used=("屏幕总成",) if repaired else (),
         )
-        await self._step(done, case_id, "done")
+        await step(done, "done")
+
+
+class RepairCenterSimulator(KafkaPartner):
+    """A repair center on Kafka (华东, Hangzhou): tickets in, reports out."""
+
+    def __init__(
+        self, bootstrap_servers: str, center: str = "hz", knobs: CenterKnobs | None = None
+    ) -> None:
+        super().__init__(
+            f"center-{center}",
+            bootstrap_servers,
+            inbox=center_tickets_topic(center),
+            outbox=center_events_topic(center),
+            seed=None,
+        )
+        self.workshop = Workshop(knobs or CenterKnobs())
+
+    async def on_event(self, event: Event, raw: bytes) -> None:
+        """Work a new ticket; pass a quote decision to the ticket waiting for it."""
+        del raw
+        if isinstance(event, RepairTicketV1) and self.workshop.accept(event):
+            case_id = event.case_id
+
+            async def report(report_event: Event, name: str) -> None:
+                await self.emit(report_event, case_id, f"{self.name}-{case_id}-{name}")
+
+            self.spawn(self.workshop.work(event, report))
+        elif isinstance(event, QuoteDecisionV1):
+            self.workshop.decide(event)
+
+
+class HttpRepairCenterSimulator(AsyncResource):
+    """A repair center with an HTTP API (大家电, Shanghai) that pushes reports to a webhook."""
+
+    def __init__(self, knobs: CenterKnobs | None = None) -> None:
+        self.workshop = Workshop(knobs or CenterKnobs())
+        self.webhook_url: str | None = None
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._http: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        """Listen on a free port of 127.0.0.1."""
+        app = web.Application()
+        app.router.add_post("/tickets", self._ticket)
+        app.router.add_post("/quotes", self._quote)
+        self._runner, port = await serve_http(app)
+        self._http = httpx.AsyncClient(timeout=5.0)
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        """Stop working and listening."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _ticket(self, request: web.Request) -> web.Response:
+        ticket = RepairTicketV1.model_validate(await request.json())
+        if self.workshop.accept(ticket):
+            task = asyncio.create_task(self.workshop.work(ticket, self._push))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return web.json_response({"ticket": ticket.case_id}, status=201)
+        return web.json_response({"ticket": ticket.case_id, "duplicate": True}, status=200)
+
+    async def _quote(self, request: web.Request) -> web.Response:
+        self.workshop.decide(QuoteDecisionV1.model_validate(await request.json()))
+        return web.json_response({"ok": True})
+
+    async def _push(self, event: Event, name: str) -> None:
+        assert self._http is not None  # noqa: S101 - started before any ticket
+        case_id = str(event.model_dump()["case_id"])
+        body = {
+            "report_id": f"{case_id}-{name}",
+            "event_type": event.event_type,
+            "version": event.version,
+            "data": event.model_dump(mode="json"),
+        }
+        for attempt in range(5):  # the center re-pushes until the hub acknowledges
+            try:
+                response = await self._http.post(str(self.webhook_url), json=body)
+                if response.status_code == 200:  # noqa: PLR2004
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2 * (attempt + 1))

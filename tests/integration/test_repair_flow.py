@@ -17,14 +17,13 @@ from hub.core.envelope import Envelope
 from hub.core.outbound import OutRecord, event_record
 from hub.core.service import KafkaSink
 from hub.core.settings import HubSettings
-from hub.core.topics import CASES, STOREFRONT_REQUESTS
+from hub.core.topics import CASES, STOREFRONT_REQUESTS, center_events_topic
 from hub.local_stack import LocalStack
 from hub.messages.common import Channel, Fault
 from hub.messages.repair import CenterDiagnosedV1, Resolution
 from hub.messages.storefront import QuoteAnswerGivenV1
 from hub.samples import sample_request_v2
 from intake.domain import case_id_for
-from repair.service import center_events_topic
 from simulators.notification_sinks import SinkKnobs
 
 if TYPE_CHECKING:
@@ -179,7 +178,7 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
                 resolution=Resolution.REFUND,
             )  # fmt: skip
             await send(settings, [
-                event_record(center_events_topic(), diagnosis, key=IDS["refund"],
+                event_record(center_events_topic("hz"), diagnosis, key=IDS["refund"],
                              source="urn:partner:center-hz", event_id=event_id)
                 for event_id in (f"center-hz-{IDS['refund']}-diagnosis", "center-hz-resent-1")
             ])  # fmt: skip
@@ -227,6 +226,21 @@ def test_a_declined_quote_sends_the_item_back_unrepaired(run: Run) -> None:
     assert Decimal(quote["amount"]) == Decimal("299.00")
     (completed,) = run.timeline.of(IDS["quote"], "repair.work-completed")
     assert completed["repaired"] is False
+
+
+def test_large_appliances_go_to_the_http_center_and_phones_to_the_kafka_one(run: Run) -> None:
+    http_tickets = set(run.stack.http_center.workshop.tickets)
+    assert http_tickets == {
+        f"{IDS['onsite_fixed']}:visit",
+        f"{IDS['onsite_workshop']}:visit",
+        f"{IDS['onsite_workshop']}:workshop",
+    }
+    assert set(run.stack.http_center.workshop.tickets.values()) == {1}
+    kafka_cases = {key.split(":")[0] for key in run.stack.center.workshop.tickets}
+    assert kafka_cases >= {IDS["repair"], IDS["refund"], IDS["replace"], IDS["quote"]}
+    requests = run.timeline.of(IDS["onsite_workshop"], "pickup.requested")
+    (inbound,) = [body for body in requests if body["leg"] == "inbound"]
+    assert inbound["courier"] in {"jd", "sf"}
 
 
 def test_onsite_visits_fix_at_home_or_turn_into_a_pickup(run: Run) -> None:

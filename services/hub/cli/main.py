@@ -49,17 +49,26 @@ def topics_apply() -> None:
 
 @app.command("run")
 def run(
-    service: Annotated[str, typer.Argument(help=f"One of: {', '.join(SERVICES)}, gateway-sf")],
+    service: Annotated[
+        str, typer.Argument(help=f"One of: {', '.join(SERVICES)}, gateway-sf, gateway-center-sh")
+    ],
     webhook_port: Annotated[int, typer.Option(help="gateway-*: port of the route webhook.")] = 8080,
 ) -> None:
     """Run one service until SIGTERM or Ctrl-C (in-flight messages are drained first)."""
     from dispatch.partners import load_partners  # noqa: PLC0415 - keeps `hub --help` fast
-    from gateway.bootstrap import gateway_runtime  # noqa: PLC0415
+    from gateway.bootstrap import center_gateway_runtime, gateway_runtime  # noqa: PLC0415
     from hub.core.service import ServiceRuntime  # noqa: PLC0415
     from hub.messages import CATALOGUE  # noqa: PLC0415
 
     settings = _settings()
-    if service.startswith("gateway-"):
+    if service.startswith("gateway-center-"):
+        try:
+            code = service.removeprefix("gateway-center-")
+            center = next(c for c in load_partners().repair_centers if c.code == code)
+            runtime = center_gateway_runtime(settings, center, CATALOGUE, webhook_port)
+        except (StopIteration, ValueError) as error:
+            raise typer.BadParameter(str(error) or f"no repair center {code!r}") from error
+    elif service.startswith("gateway-"):
         try:
             courier = load_partners().courier(service.removeprefix("gateway-"))
             runtime = gateway_runtime(settings, courier, CATALOGUE, webhook_port)

@@ -48,6 +48,16 @@ def courier_events_topic(courier: str) -> str:
     return f"courier.{courier}.events"
 
 
+def center_tickets_topic(center: str) -> str:
+    """Tickets and quote decisions for one repair center."""
+    return f"repair.{center}.tickets"
+
+
+def center_events_topic(center: str) -> str:
+    """Reports of one repair center."""
+    return f"repair.{center}.events"
+
+
 def retry_topic(topic: str, group: str, delay: timedelta) -> str:
     """The retry tier of `topic` for `group`, e.g. `aftersales.cases.dispatch.retry.30s`."""
     return f"{topic}.{group}.retry.{delay_label(delay)}"

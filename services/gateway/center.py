@@ -1,0 +1,140 @@
+"""HTTP repair centers: tickets from Kafka become API calls; pushed reports come back to Kafka."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import structlog
+from aiohttp import web
+
+from hub.core.errors import HubError
+from hub.core.handler import Decision, Incoming, Service
+from hub.core.lifecycle import AsyncResource, serve_http
+from hub.core.outbound import event_record
+from hub.core.topics import center_events_topic, center_tickets_topic
+from hub.messages import CATALOGUE
+from hub.messages.repair import (
+    CenterDiagnosedV1,
+    CenterItemReceivedV1,
+    CenterVisitReportedV1,
+    CenterWorkCompletedV1,
+    QuoteDecisionV1,
+    RepairTicketV1,
+)
+
+if TYPE_CHECKING:
+    from hub.core.outbound import RecordSink
+    from hub.core.registry import Event
+    from hub.core.settings import HubSettings
+
+log = structlog.get_logger(__name__)
+REPORTS = (CenterItemReceivedV1, CenterDiagnosedV1, CenterWorkCompletedV1, CenterVisitReportedV1)
+
+
+class CenterClient(AsyncResource):
+    """A repair center's API; a ticket it already has counts as created."""
+
+    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+        self._url = url.rstrip("/")
+        self._timeout = httpx.Timeout(timeout_s)
+        self._http: httpx.AsyncClient | None = None
+
+    async def start(self) -> None:
+        """Create the connection pool."""
+        self._http = httpx.AsyncClient(timeout=self._timeout)
+
+    async def stop(self) -> None:
+        """Close the connection pool."""
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def _post(self, path: str, body: str) -> None:
+        if self._http is None:
+            raise RuntimeError("CenterClient used before start()")
+        response = await self._http.post(
+            f"{self._url}{path}", content=body, headers={"content-type": "application/json"}
+        )
+        response.raise_for_status()  # 5xx and 429 retry (transient), other 4xx dead-letter
+
+    async def open_ticket(self, ticket: RepairTicketV1) -> None:
+        """Create the ticket (idempotent on case id and kind at the center)."""
+        await self._post("/tickets", ticket.model_dump_json())
+
+    async def decide_quote(self, decision: QuoteDecisionV1) -> None:
+        """Pass the customer's answer on."""
+        await self._post("/quotes", decision.model_dump_json())
+
+
+def build_center_gateway(settings: HubSettings, center: str, client: CenterClient) -> Service:
+    """Group `gateway-center-<code>`: reads the center's ticket topic, calls its API."""
+
+    async def ticket(incoming: Incoming[RepairTicketV1]) -> Decision:
+        await client.open_ticket(incoming.event)
+        return Decision()
+
+    async def quote(incoming: Incoming[QuoteDecisionV1]) -> Decision:
+        await client.decide_quote(incoming.event)
+        return Decision()
+
+    return Service(
+        group=f"gateway-center-{center}",
+        inputs=(center_tickets_topic(center),),
+        handlers={RepairTicketV1.event_type: ticket, QuoteDecisionV1.event_type: quote},
+        source=f"{settings.source}/gateway-center-{center}",
+    )
+
+
+def read_report(body: dict[str, Any]) -> Event:
+    """The center event a pushed report carries; TypeError when it is not a center report."""
+    ce_type = f"{body['event_type']}.v{body['version']}"
+    report = CATALOGUE.decode(ce_type, json.dumps(body["data"]).encode())
+    if not isinstance(report, REPORTS):
+        raise TypeError(f"{ce_type} is not a repair-center report")
+    return report
+
+
+class CenterReportReceiver(AsyncResource):
+    """Receives a center's pushed reports; acknowledges only what is safely on Kafka."""
+
+    def __init__(
+        self, sink: RecordSink, center: str, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self._sink = sink
+        self._center = center
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        """Listen (port 0: a free one)."""
+        app = web.Application()
+        app.router.add_post(f"/centers/{self._center}/reports", self._receive)
+        self._runner, port = await serve_http(app, self._host, self._port)
+        self.url = f"http://{self._host}:{port}/centers/{self._center}/reports"
+
+    async def stop(self) -> None:
+        """Stop listening."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _receive(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+            report, report_id = read_report(body), str(body["report_id"])
+        except (ValueError, KeyError, TypeError, HubError) as error:
+            log.warning("center_report_refused", center=self._center, reason=str(error)[:300])
+            return web.json_response({"error": str(error)[:300]}, status=400)
+        case_id = str(report.model_dump()["case_id"])
+        record = event_record(
+            center_events_topic(self._center),
+            report,
+            key=case_id,
+            source=f"urn:center:{self._center}",
+            event_id=f"center-{self._center}-{report_id}",  # a re-pushed report is the same event
+        )
+        await self._sink.send([record])
+        return web.json_response({"ok": True})
