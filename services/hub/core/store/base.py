@@ -27,7 +27,11 @@ class KafkaRecord:
 
 @dataclass(frozen=True, slots=True)
 class ParkedRecord:
-    """A record waiting behind its key's head message; `seq` orders the followers of one key."""
+    """A record waiting behind its key's head message.
+
+    `seq` grows in append order and is never reused, so it orders the followers of one key and
+    names exactly one follower for `remove_parked`.
+    """
 
     seq: int
     record: KafkaRecord
@@ -63,11 +67,16 @@ class StateStore(Protocol):
     ) -> bool:
         """Record `event_id` as processed and, in the same transaction, upsert `state` for `key`.
 
-        Returns False and writes nothing when `event_id` was already recorded.
+        Returns False and writes nothing when `event_id` was already recorded. A `state`
+        without a `key` is not stored. A `state` JSON cannot hold (NaN, a datetime) raises
+        ValueError or TypeError, and nothing is recorded.
         """
 
     async def purge_inbox(self, group: str, older_than: datetime) -> int:
-        """Delete inbox rows of `group` processed before `older_than`; returns how many."""
+        """Delete inbox rows of `group` processed before `older_than` (timezone-aware).
+
+        Returns how many rows were deleted; a naive datetime raises ValueError.
+        """
 
     async def inbox_size(self, group: str) -> int:
         """How many processed ids `group` holds."""
@@ -80,7 +89,10 @@ class StateStore(Protocol):
         """The event id the park of `key` waits for, or None when `key` is not parked."""
 
     async def append_parked(self, group: str, key: str, record: KafkaRecord) -> bool:
-        """Append `record` behind the park of `key`; False (nothing stored) when not parked."""
+        """Append `record` behind the park of `key`; False (nothing stored) when not parked.
+
+        Race-free against `next_parked`: once that has deleted the park, appends return False.
+        """
 
     async def next_parked(self, group: str, key: str) -> ParkedRecord | None:
         """The oldest follower of `key`; when there is none, delete the park and return None."""

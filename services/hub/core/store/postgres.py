@@ -2,36 +2,142 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import asyncpg
+import structlog
 
 from hub.core.store.base import JsonObject, KafkaRecord, ParkedRecord
 
 if TYPE_CHECKING:
-    from hub.core.store.base import Headers
+    from collections.abc import AsyncIterator
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS hub_inbox (grp text, event_id text, processed_at timestamptz NOT NULL,
-    PRIMARY KEY (grp, event_id));
-CREATE INDEX IF NOT EXISTS hub_inbox_age ON hub_inbox (grp, processed_at);
-CREATE TABLE IF NOT EXISTS hub_state (grp text, key text, document jsonb NOT NULL,
-    updated_at timestamptz NOT NULL, PRIMARY KEY (grp, key));
-CREATE TABLE IF NOT EXISTS hub_park (grp text, key text, head_event_id text NOT NULL,
-    parked_at timestamptz NOT NULL, PRIMARY KEY (grp, key));
-CREATE TABLE IF NOT EXISTS hub_parked (grp text, key text, seq bigint, topic text NOT NULL,
-    part integer NOT NULL, off bigint NOT NULL, timestamp_ms bigint NOT NULL, rkey bytea,
-    value bytea, header_names text[] NOT NULL, header_values bytea[] NOT NULL,
-    PRIMARY KEY (grp, key, seq));
-"""
-# Two processes creating the schema at once would race on the catalogue; one lock serialises.
+    from asyncpg.pool import PoolConnectionProxy
+
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION = 2
+# Version 1 is the layout before versioning (no hub_schema_version table): followers numbered
+# per key, header names as text (which cannot hold NUL) and the state as jsonb (same).
+LEGACY_VERSION = 1
+# Two processes creating or upgrading the schema at once would race on the catalogue.
 SCHEMA_LOCK = 0x6875625F736368  # "hub_sch"
+COMMAND_TIMEOUT_S = 30.0
+CONNECT_TIMEOUT_S = 10.0
+
+_PARKED_V2 = """
+-- An identity seq is never reused, so a late remove_parked cannot hit a newer follower;
+-- appends of one key are serialised by the park row lock, so seq order is append order.
+CREATE TABLE hub_parked (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    grp text NOT NULL,
+    key text NOT NULL,
+    topic text NOT NULL,
+    part integer NOT NULL,
+    off bigint NOT NULL,
+    timestamp_ms bigint NOT NULL,
+    rkey bytea,
+    value bytea,
+    -- Parallel arrays keep order and duplicate names; names are UTF-8 bytes (NUL allowed).
+    header_names bytea[] NOT NULL,
+    header_values bytea[] NOT NULL
+);
+CREATE INDEX hub_parked_order ON hub_parked (grp, key, seq);
+"""
+_CREATE = """
+CREATE TABLE hub_inbox (
+    grp text NOT NULL,
+    event_id text NOT NULL,
+    processed_at timestamptz NOT NULL,
+    PRIMARY KEY (grp, event_id)
+);
+CREATE INDEX hub_inbox_age ON hub_inbox (grp, processed_at);
+CREATE TABLE hub_state (
+    grp text NOT NULL,
+    key text NOT NULL,
+    -- json, not jsonb: it keeps the text as written, including the NUL escapes jsonb refuses.
+    document json NOT NULL,
+    updated_at timestamptz NOT NULL,
+    PRIMARY KEY (grp, key)
+);
+CREATE TABLE hub_park (
+    grp text NOT NULL,
+    key text NOT NULL,
+    head_event_id text NOT NULL,
+    parked_at timestamptz NOT NULL,
+    PRIMARY KEY (grp, key)
+);
+"""
+_RENAME_LEGACY = """
+CREATE INDEX IF NOT EXISTS hub_inbox_age ON hub_inbox (grp, processed_at);
+ALTER TABLE hub_state ALTER COLUMN document TYPE json USING document::json;
+ALTER TABLE hub_parked RENAME TO hub_parked_v1;
+ALTER TABLE hub_parked_v1 DROP CONSTRAINT hub_parked_pkey;
+"""
+_COPY_LEGACY = """
+-- Per-key order is kept: new seqs are handed out in the old (grp, key, seq) order.
+INSERT INTO hub_parked (grp, key, topic, part, off, timestamp_ms, rkey, value,
+        header_names, header_values)
+    SELECT grp, key, topic, part, off, timestamp_ms, rkey, value,
+        ARRAY(SELECT convert_to(header.name, 'UTF8')
+            FROM unnest(header_names) WITH ORDINALITY AS header (name, position)
+            ORDER BY header.position),
+        header_values
+    FROM hub_parked_v1 ORDER BY grp, key, seq;
+DROP TABLE hub_parked_v1;
+"""
+# Scripts that bring each older version to SCHEMA_VERSION, run in one transaction.
+_MIGRATIONS = {
+    0: (_CREATE, _PARKED_V2),
+    LEGACY_VERSION: (_RENAME_LEGACY, _PARKED_V2, _COPY_LEGACY),
+}
+
+
+def _aware(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("the state store takes timezone-aware datetimes only")
+    return moment
+
+
+def _encode_document(document: JsonObject) -> str:
+    # ASCII escapes make any str storable (even lone surrogates); NaN is not JSON.
+    return json.dumps(document, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
+
+
+def _header_name(name: str) -> bytes:
+    # bytea, not text: a name may hold NUL, and surrogatepass round-trips any str.
+    return name.encode("utf-8", "surrogatepass")
+
+
+def _parked(row: asyncpg.Record) -> ParkedRecord:
+    headers = tuple(
+        (bytes(name).decode("utf-8", "surrogatepass"), bytes(value))
+        for name, value in zip(row["header_names"], row["header_values"], strict=True)
+    )
+    record = KafkaRecord(
+        topic=row["topic"],
+        partition=row["part"],
+        offset=row["off"],
+        timestamp_ms=row["timestamp_ms"],
+        key=row["rkey"],
+        value=row["value"],
+        headers=headers,
+    )
+    return ParkedRecord(seq=row["seq"], record=record)
+
+
+def _where(url: str) -> str:
+    """Host, port and database of `url`, never its password (for logs)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
 
 
 class PostgresStateStore:
-    """The StateStore on PostgreSQL through an asyncpg pool."""
+    """The StateStore on PostgreSQL through an asyncpg pool; safe for several processes."""
 
     def __init__(self, url: str) -> None:
         self._url = url
@@ -45,31 +151,56 @@ class PostgresStateStore:
         return self._pool
 
     async def open(self) -> None:
-        """Connect and create the schema when missing."""
-        self._pool = await asyncpg.create_pool(self._url, min_size=1, max_size=4)
-        async with self._pool.acquire() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
-            await connection.execute(SCHEMA)
+        """Connect and create or upgrade the schema when needed (idempotent)."""
+        if self._pool is not None:
+            return
+        pool = await asyncpg.create_pool(
+            self._url,
+            min_size=1,
+            max_size=4,
+            timeout=CONNECT_TIMEOUT_S,
+            command_timeout=COMMAND_TIMEOUT_S,
+        )
+        try:
+            async with pool.acquire() as connection, connection.transaction():
+                await connection.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)
+                await _migrate(connection)
+        except BaseException:
+            pool.terminate()
+            raise
+        self._pool = pool
+        log.info("state_store_opened", backend="postgres", database=_where(self._url))
 
     async def close(self) -> None:
-        """Close the pool."""
+        """Close the pool (idempotent)."""
         if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            await pool.close()
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[PoolConnectionProxy[asyncpg.Record]]:
+        async with self.pool.acquire() as connection, connection.transaction():
+            yield connection
+
+    # --- inbox and per-key state -------------------------------------------------------
     async def is_processed(self, group: str, event_id: str) -> bool:
-        """Whether `event_id` is in the inbox of `group`."""
+        """Whether `event_id` was already recorded as processed by `group`."""
         found = await self.pool.fetchval(
-            "SELECT 1 FROM hub_inbox WHERE grp = $1 AND event_id = $2", group, event_id
+            "SELECT EXISTS (SELECT 1 FROM hub_inbox WHERE grp = $1 AND event_id = $2)",
+            group,
+            event_id,
         )
-        return found is not None
+        return bool(found)
 
     async def load_state(self, group: str, key: str) -> JsonObject | None:
-        """The state document of `key`, or None."""
-        document = await self.pool.fetchval(
+        """The state document of `key` for `group`, or None when there is none."""
+        text = await self.pool.fetchval(
             "SELECT document FROM hub_state WHERE grp = $1 AND key = $2", group, key
         )
-        return json.loads(document) if document is not None else None
+        if text is None:
+            return None
+        document: JsonObject = json.loads(text)
+        return document
 
     async def record_processed(
         self,
@@ -79,45 +210,55 @@ class PostgresStateStore:
         key: str | None = None,
         state: JsonObject | None = None,
     ) -> bool:
-        """Inbox row and state upsert in one transaction; False if already there."""
+        """Record `event_id` and upsert `state` for `key` in one transaction; False if known."""
+        document = _encode_document(state) if state is not None else None
+        if document is not None and key is None:
+            log.warning("state_without_key_ignored", group=group, event_id=event_id)
         now = datetime.now(UTC)
-        async with self.pool.acquire() as connection, connection.transaction():
+        async with self._transaction() as connection:
+            # A concurrent insert of the same id waits for ours to commit, then does nothing.
             inserted = await connection.fetchval(
-                "INSERT INTO hub_inbox VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1",
+                "INSERT INTO hub_inbox (grp, event_id, processed_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING RETURNING true",
                 group,
                 event_id,
                 now,
             )
             if inserted is None:
                 return False
-            if key is not None and state is not None:
+            if key is not None and document is not None:
                 await connection.execute(
-                    "INSERT INTO hub_state VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (grp, key) "
-                    "DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
+                    "INSERT INTO hub_state (grp, key, document, updated_at)"
+                    " VALUES ($1, $2, $3::json, $4) ON CONFLICT (grp, key) DO UPDATE"
+                    " SET document = excluded.document, updated_at = excluded.updated_at",
                     group,
                     key,
-                    json.dumps(state, ensure_ascii=False),
+                    document,
                     now,
                 )
         return True
 
     async def purge_inbox(self, group: str, older_than: datetime) -> int:
-        """Delete inbox rows older than `older_than`; returns how many."""
-        status: str = await self.pool.execute(
-            "DELETE FROM hub_inbox WHERE grp = $1 AND processed_at < $2", group, older_than
+        """Delete inbox rows of `group` processed before `older_than`; returns how many."""
+        deleted = await self.pool.fetchval(
+            "WITH gone AS (DELETE FROM hub_inbox WHERE grp = $1 AND processed_at < $2"
+            " RETURNING 1) SELECT count(*) FROM gone",
+            group,
+            _aware(older_than),
         )
-        return int(status.rsplit(" ", 1)[-1])
+        return int(deleted)
 
     async def inbox_size(self, group: str) -> int:
         """How many processed ids `group` holds."""
         count = await self.pool.fetchval("SELECT count(*) FROM hub_inbox WHERE grp = $1", group)
         return int(count)
 
+    # --- park by key -------------------------------------------------------------------
     async def park(self, group: str, key: str, head_event_id: str) -> None:
-        """Park `key` behind `head_event_id` (or move its head)."""
+        """Mark `key` as parked behind `head_event_id` (creates the park or replaces its head)."""
         await self.pool.execute(
-            "INSERT INTO hub_park VALUES ($1, $2, $3, $4) ON CONFLICT (grp, key) "
-            "DO UPDATE SET head_event_id = excluded.head_event_id",
+            "INSERT INTO hub_park (grp, key, head_event_id, parked_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (grp, key) DO UPDATE SET head_event_id = excluded.head_event_id",
             group,
             key,
             head_event_id,
@@ -125,24 +266,25 @@ class PostgresStateStore:
         )
 
     async def park_head(self, group: str, key: str) -> str | None:
-        """The event id `key` is parked behind, or None."""
+        """The event id the park of `key` waits for, or None when `key` is not parked."""
         head = await self.pool.fetchval(
             "SELECT head_event_id FROM hub_park WHERE grp = $1 AND key = $2", group, key
         )
         return str(head) if head is not None else None
 
     async def append_parked(self, group: str, key: str, record: KafkaRecord) -> bool:
-        """Append a follower when `key` is parked; False otherwise."""
-        async with self.pool.acquire() as connection, connection.transaction():
-            # The park row lock orders this append against a release that empties the park.
+        """Append `record` behind the park of `key`; False (nothing stored) when not parked."""
+        async with self._transaction() as connection:
+            # The park row lock orders this append against a release that empties the park:
+            # a release that deleted it first makes this find no row.
             parked = await connection.fetchval(
-                "SELECT 1 FROM hub_park WHERE grp = $1 AND key = $2 FOR UPDATE", group, key
+                "SELECT true FROM hub_park WHERE grp = $1 AND key = $2 FOR UPDATE", group, key
             )
             if parked is None:
                 return False
             await connection.execute(
-                "INSERT INTO hub_parked SELECT $1, $2, coalesce(max(seq), 0) + 1, $3, $4, $5, $6, "
-                "$7, $8, $9, $10 FROM hub_parked WHERE grp = $1 AND key = $2",
+                "INSERT INTO hub_parked (grp, key, topic, part, off, timestamp_ms, rkey, value,"
+                " header_names, header_values) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 group,
                 key,
                 record.topic,
@@ -151,20 +293,22 @@ class PostgresStateStore:
                 record.timestamp_ms,
                 record.key,
                 record.value,
-                [name for name, _ in record.headers],
+                [_header_name(name) for name, _ in record.headers],
                 [value for _, value in record.headers],
             )
         return True
 
     async def next_parked(self, group: str, key: str) -> ParkedRecord | None:
-        """The oldest follower; deletes the park when there is none."""
-        async with self.pool.acquire() as connection, connection.transaction():
+        """The oldest follower of `key`; when there is none, delete the park and return None."""
+        async with self._transaction() as connection:
+            # Waits for appends in flight; the next statement's snapshot then sees them.
             await connection.execute(
-                "SELECT 1 FROM hub_park WHERE grp = $1 AND key = $2 FOR UPDATE", group, key
+                "SELECT FROM hub_park WHERE grp = $1 AND key = $2 FOR UPDATE", group, key
             )
             row = await connection.fetchrow(
-                "SELECT seq, topic, part, off, timestamp_ms, rkey, value, header_names, "
-                "header_values FROM hub_parked WHERE grp = $1 AND key = $2 ORDER BY seq LIMIT 1",
+                "SELECT seq, topic, part, off, timestamp_ms, rkey, value, header_names,"
+                " header_values FROM hub_parked WHERE grp = $1 AND key = $2"
+                " ORDER BY seq LIMIT 1",
                 group,
                 key,
             )
@@ -173,25 +317,49 @@ class PostgresStateStore:
                     "DELETE FROM hub_park WHERE grp = $1 AND key = $2", group, key
                 )
                 return None
-        headers: Headers = tuple(zip(row["header_names"], row["header_values"], strict=True))
-        record = KafkaRecord(
-            row["topic"],
-            row["part"],
-            row["off"],
-            row["timestamp_ms"],
-            row["rkey"],
-            row["value"],
-            headers,
-        )
-        return ParkedRecord(row["seq"], record)
+        return _parked(row)
 
     async def remove_parked(self, group: str, key: str, seq: int) -> None:
-        """Remove one follower."""
+        """Remove one follower once it has been handled or handed on."""
         await self.pool.execute(
             "DELETE FROM hub_parked WHERE grp = $1 AND key = $2 AND seq = $3", group, key, seq
         )
 
     async def parked_keys(self, group: str) -> list[str]:
-        """Every parked key of `group`."""
-        rows = await self.pool.fetch("SELECT key FROM hub_park WHERE grp = $1", group)
+        """Every key of `group` that is parked now (for operators and tests)."""
+        rows = await self.pool.fetch("SELECT key FROM hub_park WHERE grp = $1 ORDER BY key", group)
         return [str(row["key"]) for row in rows]
+
+
+async def _migrate(connection: PoolConnectionProxy[asyncpg.Record]) -> None:
+    """Bring the schema to SCHEMA_VERSION; the caller holds the schema lock."""
+    version = await _schema_version(connection)
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"the database has state-store schema {version}; this hub knows only up to "
+            f"{SCHEMA_VERSION}: upgrade the hub"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    for script in _MIGRATIONS[version]:
+        # Without arguments, execute() sends a script as one simple query: many statements.
+        await connection.execute(script)
+    await connection.execute(
+        "CREATE TABLE IF NOT EXISTS hub_schema_version (version integer NOT NULL)"
+    )
+    await connection.execute("DELETE FROM hub_schema_version")
+    await connection.execute("INSERT INTO hub_schema_version (version) VALUES ($1)", SCHEMA_VERSION)
+    log.info(
+        "state_store_schema_migrated",
+        backend="postgres",
+        from_version=version,
+        to_version=SCHEMA_VERSION,
+    )
+
+
+async def _schema_version(connection: PoolConnectionProxy[asyncpg.Record]) -> int:
+    if await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", "hub_schema_version"):
+        return int(await connection.fetchval("SELECT max(version) FROM hub_schema_version"))
+    if await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", "hub_parked"):
+        return LEGACY_VERSION
+    return 0

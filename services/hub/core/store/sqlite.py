@@ -1,33 +1,111 @@
-"""SQLite state store (single instance): one file, WAL, one transaction per call."""
+"""SQLite state store (single instance): one WAL file, one connection, one transaction per call."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiosqlite
+import structlog
 
 from hub.core.store.base import JsonObject, KafkaRecord, ParkedRecord
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from hub.core.store.base import Headers
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS hub_inbox (grp TEXT, event_id TEXT, processed_at TEXT,
-    PRIMARY KEY (grp, event_id));
-CREATE TABLE IF NOT EXISTS hub_state (grp TEXT, key TEXT, document TEXT, updated_at TEXT,
-    PRIMARY KEY (grp, key));
-CREATE TABLE IF NOT EXISTS hub_park (grp TEXT, key TEXT, head_event_id TEXT, parked_at TEXT,
-    PRIMARY KEY (grp, key));
-CREATE TABLE IF NOT EXISTS hub_parked (grp TEXT, key TEXT, seq INTEGER, topic TEXT,
-    part INTEGER, off INTEGER, timestamp_ms INTEGER, rkey BLOB, value BLOB, headers TEXT,
-    PRIMARY KEY (grp, key, seq));
+log = structlog.get_logger(__name__)
+
+SCHEMA_VERSION = 2
+# Version 1 is the layout before versioning (no user_version): followers numbered per key.
+LEGACY_VERSION = 1
+
+_PARKED_V2 = """
+-- AUTOINCREMENT: a seq is never reused, so a late remove_parked cannot hit a newer follower.
+CREATE TABLE hub_parked (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    grp TEXT NOT NULL,
+    key TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    part INTEGER NOT NULL,
+    off INTEGER NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    rkey BLOB,
+    value BLOB,
+    headers TEXT NOT NULL
+);
+CREATE INDEX hub_parked_order ON hub_parked (grp, key, seq);
 """
+# Times are ISO 8601 UTC with microseconds: fixed width, so text order is time order.
+_CREATE = """
+CREATE TABLE hub_inbox (
+    grp TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    processed_at TEXT NOT NULL,
+    PRIMARY KEY (grp, event_id)
+);
+CREATE INDEX hub_inbox_age ON hub_inbox (grp, processed_at);
+CREATE TABLE hub_state (
+    grp TEXT NOT NULL,
+    key TEXT NOT NULL,
+    document TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (grp, key)
+);
+CREATE TABLE hub_park (
+    grp TEXT NOT NULL,
+    key TEXT NOT NULL,
+    head_event_id TEXT NOT NULL,
+    parked_at TEXT NOT NULL,
+    PRIMARY KEY (grp, key)
+);
+"""
+_RENAME_LEGACY = """
+CREATE INDEX IF NOT EXISTS hub_inbox_age ON hub_inbox (grp, processed_at);
+ALTER TABLE hub_parked RENAME TO hub_parked_v1;
+"""
+_COPY_LEGACY = """
+-- Per-key order is kept: new seqs are handed out in the old (grp, key, seq) order.
+INSERT INTO hub_parked (grp, key, topic, part, off, timestamp_ms, rkey, value, headers)
+    SELECT grp, key, topic, part, off, timestamp_ms, rkey, value, headers FROM hub_parked_v1
+    ORDER BY grp, key, seq;
+DROP TABLE hub_parked_v1;
+"""
+# Scripts that bring each older version to SCHEMA_VERSION, run in one transaction.
+_MIGRATIONS = {
+    0: (_CREATE, _PARKED_V2),
+    LEGACY_VERSION: (_RENAME_LEGACY, _PARKED_V2, _COPY_LEGACY),
+}
+
+
+def _statements(script: str) -> list[str]:
+    # Our own scripts: no semicolon inside a literal or a comment.
+    return [statement.strip() for statement in script.split(";") if statement.strip()]
+
+
+def _now() -> str:
+    return _timestamp(datetime.now(UTC))
+
+
+def _timestamp(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        raise ValueError("the state store takes timezone-aware datetimes only")
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _encode_document(document: JsonObject) -> str:
+    # ASCII escapes make any str storable (even lone surrogates); NaN is not JSON.
+    return json.dumps(document, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
 
 
 def _encode_headers(headers: Headers) -> str:
+    # JSON keeps order and duplicate names; names are JSON strings (any str), values hex bytes.
     return json.dumps([[name, value.hex()] for name, value in headers])
 
 
@@ -35,48 +113,148 @@ def _decode_headers(text: str) -> Headers:
     return tuple((name, bytes.fromhex(value)) for name, value in json.loads(text))
 
 
+def _parked(row: sqlite3.Row | tuple[Any, ...]) -> ParkedRecord:
+    seq, topic, partition, offset, timestamp_ms, record_key, value, headers = row
+    record = KafkaRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        timestamp_ms=timestamp_ms,
+        key=record_key,
+        value=value,
+        headers=_decode_headers(headers),
+    )
+    return ParkedRecord(seq=seq, record=record)
+
+
 class SqliteStateStore:
-    """The StateStore on one SQLite file."""
+    """The StateStore on one SQLite file, for a single instance of a service."""
 
     def __init__(self, path: Path | str) -> None:
         self._path = Path(path)
         self._db: aiosqlite.Connection | None = None
+        # Every task of the service shares the one connection: calls take turns, so no task's
+        # statement ever lands inside another task's transaction.
+        self._lock = asyncio.Lock()
 
     @property
-    def db(self) -> aiosqlite.Connection:
-        """The open connection."""
-        if self._db is None:
-            raise RuntimeError("the state store is not open")
-        return self._db
+    def path(self) -> Path:
+        """The database file."""
+        return self._path
 
     async def open(self) -> None:
-        """Open the file (creating it and the schema when missing)."""
+        """Open the file, creating it and its schema when missing (idempotent)."""
+        if self._db is not None:
+            return
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self._path, isolation_level=None)
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.executescript(SCHEMA)
+        db = await aiosqlite.connect(self._path, isolation_level=None)
+        try:
+            # First: switching to WAL needs a lock another process may hold for a moment.
+            await db.execute("PRAGMA busy_timeout = 10000")
+            journal = await db.execute_fetchall("PRAGMA journal_mode = WAL")
+            # FULL syncs the WAL at each commit: a row whose call returned survives a power cut
+            # too, so a Kafka offset committed after it never points past lost state.
+            await db.execute("PRAGMA synchronous = FULL")
+            await self._migrate(db)
+        except BaseException:
+            await db.close()
+            raise
+        self._db = db
+        log.info(
+            "state_store_opened",
+            backend="sqlite",
+            path=str(self._path),
+            journal_mode=next(iter(journal))[0],
+        )
 
     async def close(self) -> None:
-        """Close the connection."""
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        """Close the connection (idempotent)."""
+        async with self._lock:
+            if self._db is not None:
+                db, self._db = self._db, None
+                await db.close()
 
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            version = await self._schema_version(db)
+            if version < SCHEMA_VERSION:
+                # executescript would commit first; statement by statement keeps one transaction.
+                for script in _MIGRATIONS[version]:
+                    for statement in _statements(script):
+                        await db.execute(statement)
+                # PRAGMA takes no bound parameters; the value is our own integer constant.
+                await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+                log.info(
+                    "state_store_schema_migrated",
+                    backend="sqlite",
+                    from_version=version,
+                    to_version=SCHEMA_VERSION,
+                )
+        except BaseException:
+            await _rollback(db)
+            raise
+        await db.execute("COMMIT")
+
+    @staticmethod
+    async def _schema_version(db: aiosqlite.Connection) -> int:
+        rows = list(await db.execute_fetchall("PRAGMA user_version"))
+        version = int(rows[0][0])
+        if version == 0 and await db.execute_fetchall(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'hub_parked'"
+        ):
+            return LEGACY_VERSION
+        if version > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"the state store has schema {version}; this hub knows only up to "
+                f"{SCHEMA_VERSION}: upgrade the hub"
+            )
+        return version
+
+    @contextlib.asynccontextmanager
+    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection for one read statement (its own implicit transaction)."""
+        async with self._lock:
+            if self._db is None:
+                raise RuntimeError("the state store is not open")
+            yield self._db
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction, its lock taken up front so a read inside it stays true."""
+        async with self._lock:
+            if self._db is None:
+                raise RuntimeError("the state store is not open")
+            db = self._db
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                await _rollback(db)
+                raise
+            await db.execute("COMMIT")
+
+    # --- inbox and per-key state -------------------------------------------------------
     async def is_processed(self, group: str, event_id: str) -> bool:
-        """Whether `event_id` is in the inbox of `group`."""
-        async with self.db.execute(
-            "SELECT 1 FROM hub_inbox WHERE grp = ? AND event_id = ?", (group, event_id)
-        ) as cursor:
-            return await cursor.fetchone() is not None
+        """Whether `event_id` was already recorded as processed by `group`."""
+        async with self._reading() as db:
+            rows = await db.execute_fetchall(
+                "SELECT 1 FROM hub_inbox WHERE grp = ? AND event_id = ?", (group, event_id)
+            )
+        return bool(rows)
 
     async def load_state(self, group: str, key: str) -> JsonObject | None:
-        """The state document of `key`, or None."""
-        async with self.db.execute(
-            "SELECT document FROM hub_state WHERE grp = ? AND key = ?", (group, key)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return json.loads(row[0]) if row else None
+        """The state document of `key` for `group`, or None when there is none."""
+        async with self._reading() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT document FROM hub_state WHERE grp = ? AND key = ?", (group, key)
+                )
+            )
+        if not rows:
+            return None
+        document: JsonObject = json.loads(rows[0][0])
+        return document
 
     async def record_processed(
         self,
@@ -86,71 +264,74 @@ class SqliteStateStore:
         key: str | None = None,
         state: JsonObject | None = None,
     ) -> bool:
-        """Inbox row and state upsert in one transaction; False if already there."""
-        now = datetime.now(UTC).isoformat()
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = await self.db.execute(
-                "INSERT OR IGNORE INTO hub_inbox VALUES (?, ?, ?)", (group, event_id, now)
+        """Record `event_id` and upsert `state` for `key` in one transaction; False if known."""
+        document = _encode_document(state) if state is not None else None
+        if document is not None and key is None:
+            log.warning("state_without_key_ignored", group=group, event_id=event_id)
+        now = _now()
+        async with self._writing() as db:
+            cursor = await db.execute(
+                "INSERT INTO hub_inbox (grp, event_id, processed_at) VALUES (?, ?, ?)"
+                " ON CONFLICT DO NOTHING",
+                (group, event_id, now),
             )
-            inserted = cursor.rowcount == 1
-            if inserted and key is not None and state is not None:
-                await self.db.execute(
-                    "INSERT INTO hub_state VALUES (?, ?, ?, ?) ON CONFLICT (grp, key) "
-                    "DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at",
-                    (group, key, json.dumps(state, ensure_ascii=False), now),
+            if cursor.rowcount != 1:
+                return False
+            if key is not None and document is not None:
+                await db.execute(
+                    "INSERT INTO hub_state (grp, key, document, updated_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (grp, key) DO UPDATE"
+                    " SET document = excluded.document, updated_at = excluded.updated_at",
+                    (group, key, document, now),
                 )
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
-        await self.db.execute("COMMIT")
-        return inserted
+        return True
 
     async def purge_inbox(self, group: str, older_than: datetime) -> int:
-        """Delete inbox rows older than `older_than`; returns how many."""
-        cursor = await self.db.execute(
-            "DELETE FROM hub_inbox WHERE grp = ? AND processed_at < ?",
-            (group, older_than.astimezone(UTC).isoformat()),
-        )
+        """Delete inbox rows of `group` processed before `older_than`; returns how many."""
+        cutoff = _timestamp(older_than)
+        async with self._writing() as db:
+            cursor = await db.execute(
+                "DELETE FROM hub_inbox WHERE grp = ? AND processed_at < ?", (group, cutoff)
+            )
         return cursor.rowcount
 
     async def inbox_size(self, group: str) -> int:
         """How many processed ids `group` holds."""
-        async with self.db.execute(
-            "SELECT count(*) FROM hub_inbox WHERE grp = ?", (group,)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return int(row[0]) if row else 0
+        async with self._reading() as db:
+            rows = list(
+                await db.execute_fetchall("SELECT count(*) FROM hub_inbox WHERE grp = ?", (group,))
+            )
+        return int(rows[0][0])
 
+    # --- park by key -------------------------------------------------------------------
     async def park(self, group: str, key: str, head_event_id: str) -> None:
-        """Park `key` behind `head_event_id` (or move its head)."""
-        await self.db.execute(
-            "INSERT INTO hub_park VALUES (?, ?, ?, ?) ON CONFLICT (grp, key) "
-            "DO UPDATE SET head_event_id = excluded.head_event_id",
-            (group, key, head_event_id, datetime.now(UTC).isoformat()),
-        )
+        """Mark `key` as parked behind `head_event_id` (creates the park or replaces its head)."""
+        async with self._writing() as db:
+            await db.execute(
+                "INSERT INTO hub_park (grp, key, head_event_id, parked_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (grp, key) DO UPDATE SET head_event_id = excluded.head_event_id",
+                (group, key, head_event_id, _now()),
+            )
 
     async def park_head(self, group: str, key: str) -> str | None:
-        """The event id `key` is parked behind, or None."""
-        async with self.db.execute(
-            "SELECT head_event_id FROM hub_park WHERE grp = ? AND key = ?", (group, key)
-        ) as cursor:
-            row = await cursor.fetchone()
-        return str(row[0]) if row else None
+        """The event id the park of `key` waits for, or None when `key` is not parked."""
+        async with self._reading() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT head_event_id FROM hub_park WHERE grp = ? AND key = ?", (group, key)
+                )
+            )
+        return str(rows[0][0]) if rows else None
 
     async def append_parked(self, group: str, key: str, record: KafkaRecord) -> bool:
-        """Append a follower when `key` is parked; False otherwise."""
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
-            if await self.park_head(group, key) is None:
-                await self.db.execute("ROLLBACK")
-                return False
-            await self.db.execute(
-                "INSERT INTO hub_parked SELECT ?, ?, coalesce(max(seq), 0) + 1, "
-                "?, ?, ?, ?, ?, ?, ? FROM hub_parked WHERE grp = ? AND key = ?",
+        """Append `record` behind the park of `key`; False (nothing stored) when not parked."""
+        async with self._writing() as db:
+            # One statement: the follower is stored only while the park row exists.
+            cursor = await db.execute(
+                "INSERT INTO hub_parked (grp, key, topic, part, off, timestamp_ms, rkey, value,"
+                " headers) SELECT grp, key, ?, ?, ?, ?, ?, ?, ? FROM hub_park"
+                " WHERE grp = ? AND key = ?",
                 (
-                    group,
-                    key,
                     record.topic,
                     record.partition,
                     record.offset,
@@ -162,47 +343,41 @@ class SqliteStateStore:
                     key,
                 ),
             )
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
-        await self.db.execute("COMMIT")
-        return True
+            return cursor.rowcount == 1
 
     async def next_parked(self, group: str, key: str) -> ParkedRecord | None:
-        """The oldest follower; deletes the park when there is none."""
-        await self.db.execute("BEGIN IMMEDIATE")
-        try:
-            async with self.db.execute(
-                "SELECT seq, topic, part, off, timestamp_ms, rkey, value, headers FROM hub_parked "
-                "WHERE grp = ? AND key = ? ORDER BY seq LIMIT 1",
-                (group, key),
-            ) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
-                await self.db.execute(
-                    "DELETE FROM hub_park WHERE grp = ? AND key = ?", (group, key)
+        """The oldest follower of `key`; when there is none, delete the park and return None."""
+        async with self._writing() as db:
+            rows = list(
+                await db.execute_fetchall(
+                    "SELECT seq, topic, part, off, timestamp_ms, rkey, value, headers"
+                    " FROM hub_parked WHERE grp = ? AND key = ? ORDER BY seq LIMIT 1",
+                    (group, key),
                 )
-        except BaseException:
-            await self.db.execute("ROLLBACK")
-            raise
-        await self.db.execute("COMMIT")
-        if row is None:
-            return None
-        seq, topic, partition, offset, timestamp_ms, record_key, value, headers = row
-        return ParkedRecord(
-            seq,
-            KafkaRecord(
-                topic, partition, offset, timestamp_ms, record_key, value, _decode_headers(headers)
-            ),
-        )
+            )
+            if not rows:
+                await db.execute("DELETE FROM hub_park WHERE grp = ? AND key = ?", (group, key))
+                return None
+        return _parked(rows[0])
 
     async def remove_parked(self, group: str, key: str, seq: int) -> None:
-        """Remove one follower."""
-        await self.db.execute(
-            "DELETE FROM hub_parked WHERE grp = ? AND key = ? AND seq = ?", (group, key, seq)
-        )
+        """Remove one follower once it has been handled or handed on."""
+        async with self._writing() as db:
+            await db.execute(
+                "DELETE FROM hub_parked WHERE grp = ? AND key = ? AND seq = ?", (group, key, seq)
+            )
 
     async def parked_keys(self, group: str) -> list[str]:
-        """Every parked key of `group`."""
-        async with self.db.execute("SELECT key FROM hub_park WHERE grp = ?", (group,)) as cursor:
-            return [str(row[0]) for row in await cursor.fetchall()]
+        """Every key of `group` that is parked now (for operators and tests)."""
+        async with self._reading() as db:
+            rows = await db.execute_fetchall(
+                "SELECT key FROM hub_park WHERE grp = ? ORDER BY key", (group,)
+            )
+        return [str(row[0]) for row in rows]
+
+
+async def _rollback(db: aiosqlite.Connection) -> None:
+    # Queued statements still run after a cancellation, so the transaction may or may not
+    # have begun: always queue the rollback, and accept that there was nothing to undo.
+    with contextlib.suppress(sqlite3.OperationalError):
+        await db.execute("ROLLBACK")
