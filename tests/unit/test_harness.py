@@ -1,42 +1,361 @@
+from __future__ import annotations
+
+import json
+import os
 import re
 import shutil
+import stat
+import subprocess
+import sys
+import types
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
 import pytest
+from typer.testing import CliRunner
 
-from hub.harness import kafka
-from hub.harness.kafka import HarnessError, NodeSpec, new_cluster_id, render_properties
+from hub.cli.kafka import kafka_app
+from hub.harness import bootstrap, kafka
+from hub.harness.kafka import (
+    HarnessError,
+    LocalKafka,
+    NodeSpec,
+    free_ports,
+    new_cluster_id,
+    render_properties,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+CORE_JARS = [f"kafka_2.13-{kafka.KAFKA_VERSION}.jar", f"kafka-tools-{kafka.KAFKA_VERSION}.jar"]
+
+
+def parse(properties: str) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in properties.splitlines())
+
+
+def cluster(tmp_path: Path, nodes: int) -> list[NodeSpec]:
+    return [
+        NodeSpec(node_id=n, port=19091 + n, controller_port=19191 + n, directory=tmp_path / f"n{n}")
+        for n in range(1, nodes + 1)
+    ]
+
+
+@pytest.fixture
+def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.setenv("HUB_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / f"kafka-{kafka.KAFKA_VERSION}"
+
+
+@pytest.fixture
+def fake_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda tool: f"/usr/bin/{tool}")
 
 
 def test_cluster_ids_are_kafka_shaped_and_never_look_like_an_option() -> None:
     ids = [new_cluster_id() for _ in range(2000)]
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{22}", cluster_id) for cluster_id in ids)
     assert not any(cluster_id.startswith("-") for cluster_id in ids)
+    assert len(set(ids)) == len(ids)
 
 
 def test_a_three_node_cluster_replicates_three_ways_with_min_isr_two(tmp_path: Path) -> None:
-    node = NodeSpec(node_id=2, port=19093, controller_port=19193, directory=tmp_path)
-    properties = dict(
-        line.split("=", 1)
-        for line in render_properties(node, "1@a:1,2@b:2,3@c:3", nodes=3).splitlines()
+    nodes = cluster(tmp_path, 3)
+    properties = parse(render_properties(nodes[1], nodes))
+    assert properties["process.roles"] == "broker,controller"
+    assert properties["node.id"] == "2"
+    assert properties["controller.quorum.voters"] == (
+        "1@127.0.0.1:19192,2@127.0.0.1:19193,3@127.0.0.1:19194"
     )
+    assert "controller.quorum.bootstrap.servers" not in properties
+    assert properties["listeners"] == "PLAINTEXT://127.0.0.1:19093,CONTROLLER://127.0.0.1:19193"
+    assert properties["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19093"
     assert properties["default.replication.factor"] == "3"
     assert properties["min.insync.replicas"] == "2"
     assert properties["offsets.topic.replication.factor"] == "3"
-    assert properties["controller.quorum.voters"] == "1@a:1,2@b:2,3@c:3"
-    assert properties["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19093"
+    assert properties["transaction.state.log.replication.factor"] == "3"
+    assert properties["transaction.state.log.min.isr"] == "2"
+    assert properties["log.dirs"] == str(tmp_path / "n2" / "data")
+
+
+def test_a_single_node_is_a_standalone_dynamic_quorum_replicating_once(tmp_path: Path) -> None:
+    (node,) = cluster(tmp_path, 1)
+    properties = parse(render_properties(node, [node]))
+    assert properties["controller.quorum.bootstrap.servers"] == "127.0.0.1:19192"
+    assert "controller.quorum.voters" not in properties
+    assert properties["default.replication.factor"] == "1"
+    assert properties["min.insync.replicas"] == "1"
+    assert properties["offsets.topic.replication.factor"] == "1"
     assert properties["auto.create.topics.enable"] == "false"
+    assert properties["group.initial.rebalance.delay.ms"] == "0"
+    assert properties["num.partitions"] == "3"
+    assert int(properties["offsets.topic.num.partitions"]) <= 10
 
 
-def test_missing_java_or_maven_says_what_to_install_and_the_alternatives(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_a_fixed_port_numbers_the_nodes_from_it(tmp_path: Path) -> None:
+    local = LocalKafka(nodes=3, base_dir=tmp_path, port=19092)
+    assert local.bootstrap_servers == "127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094"
+    assert [node.controller_port for node in local.specs] == [19192, 19193, 19194]
+    assert [node.directory for node in local.specs] == [tmp_path / f"node-{n}" for n in (1, 2, 3)]
+
+
+def test_without_a_port_every_listener_gets_its_own_free_port(tmp_path: Path) -> None:
+    local = LocalKafka(nodes=3, base_dir=tmp_path)
+    ports = [port for node in local.specs for port in (node.port, node.controller_port)]
+    assert len(set(ports)) == 6
+    assert len(set(free_ports(20))) == 20
+
+
+def test_a_cluster_needs_a_node(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one node"):
+        LocalKafka(nodes=0, base_dir=tmp_path)
+
+
+def test_state_survives_a_round_trip_and_a_broken_file_reads_as_none(tmp_path: Path) -> None:
+    local = LocalKafka(nodes=3, base_dir=tmp_path, port=29092)
+    local.specs[0].pid = 4242
+    local.save_state()
+    loaded = LocalKafka.load(tmp_path)
+    assert loaded is not None
+    assert loaded.cluster_id == local.cluster_id
+    assert loaded.specs == local.specs
+    assert loaded.bootstrap_servers == local.bootstrap_servers
+    (tmp_path / "cluster.json").write_text("{not json")
+    assert LocalKafka.load(tmp_path) is None
+    assert LocalKafka.load(tmp_path / "nowhere") is None
+
+
+def test_a_state_file_without_a_cluster_id_takes_it_from_the_formatted_data(
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("HUB_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(shutil, "which", lambda _tool: None)
+    node = {"node_id": 1, "port": 19092, "controller_port": 19192, "pid": None}
+    data = tmp_path / "node-1" / "data"
+    data.mkdir(parents=True)
+    (data / "meta.properties").write_text(
+        "version=1\ncluster.id=AbCdEfGhIjKlMnOpQrStUv\nnode.id=1\n"
+    )
+    state = {"nodes": [{**node, "directory": str(tmp_path / "node-1")}]}
+    (tmp_path / "cluster.json").write_text(json.dumps(state))
+    loaded = LocalKafka.load(tmp_path)
+    assert loaded is not None
+    assert loaded.cluster_id == "AbCdEfGhIjKlMnOpQrStUv"
+
+
+def test_a_pid_that_is_not_the_nodes_jvm_does_not_count_as_alive(tmp_path: Path) -> None:
+    local = LocalKafka(nodes=1, base_dir=tmp_path)
+    local.specs[0].pid = os.getpid()  # alive, but pytest, not this node's broker
+    assert local.alive() == {1: False}
+    local.stop()  # and it is never signalled
+    assert local.specs[0].pid is None
+
+
+def test_missing_maven_says_what_to_install_and_the_alternatives(
+    monkeypatch: pytest.MonkeyPatch, cache: Path
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda tool: None if tool == "mvn" else "/usr/bin/java")
     with pytest.raises(HarnessError) as caught:
         kafka.ensure_kafka_jars()
     message = str(caught.value)
     assert "`mvn` is not installed" in message
-    assert "apt-get install maven" in message
+    assert "apt-get install maven`" in message
     assert "KAFKA_BOOTSTRAP_SERVERS" in message
     assert "Docker" in message
+    assert not cache.joinpath("libs").exists()
+
+
+def test_missing_java_and_maven_are_both_named(
+    monkeypatch: pytest.MonkeyPatch,
+    cache: Path,  # noqa: ARG001 - no jars in the cache
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda _tool: None)
+    with pytest.raises(HarnessError) as caught:
+        kafka.ensure_kafka_jars()
+    message = str(caught.value)
+    assert "`java` and `mvn` are not installed" in message
+    assert "apt-get install openjdk-17-jre-headless maven" in message
+
+
+class FakeMaven:
+    """Stands in for `mvn dependency:copy-dependencies`: records calls, writes fake jars."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.calls: list[list[str]] = []
+        self.fail = fail
+
+    def __call__(self, command: list[str], **_kwargs: Any) -> subprocess.CompletedProcess[str]:
+        self.calls.append(command)
+        if self.fail:
+            return subprocess.CompletedProcess(command, 1, "[ERROR] Could not resolve", "")
+        output = Path(next(a for a in command if a.startswith("-DoutputDirectory=")).split("=")[1])
+        output.mkdir(parents=True)
+        for jar in [*CORE_JARS, "log4j-core-2.24.3.jar"]:
+            (output / jar).write_text("jar")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+
+def test_jars_are_fetched_once_and_a_half_finished_copy_is_redone(
+    monkeypatch: pytest.MonkeyPatch,
+    cache: Path,
+    fake_tools: None,  # noqa: ARG001
+) -> None:
+    maven = FakeMaven()
+    monkeypatch.setattr(subprocess, "run", maven)
+    # A copy that died half-way: jars, but no marker.
+    (cache / "libs").mkdir(parents=True)
+    (cache / "libs" / CORE_JARS[0]).write_text("half")
+
+    libs = kafka.ensure_kafka_jars()
+    assert libs == cache / "libs"
+    assert len(maven.calls) == 1
+    assert "dependency:copy-dependencies" in maven.calls[0]
+    assert "-DincludeScope=runtime" in maven.calls[0]
+    assert sorted(p.name for p in libs.iterdir()) == sorted([*CORE_JARS, "log4j-core-2.24.3.jar"])
+
+    assert kafka.ensure_kafka_jars() == libs
+    assert len(maven.calls) == 1  # the marker says the copy is complete
+
+    (libs / "log4j-core-2.24.3.jar").unlink()  # a pruned cache is fetched again
+    kafka.ensure_kafka_jars()
+    assert len(maven.calls) == 2
+
+
+def test_a_failed_download_is_reported_and_leaves_no_marker(
+    monkeypatch: pytest.MonkeyPatch,
+    cache: Path,
+    fake_tools: None,  # noqa: ARG001
+) -> None:
+    monkeypatch.setattr(subprocess, "run", FakeMaven(fail=True))
+    with pytest.raises(HarnessError, match="Could not resolve"):
+        kafka.ensure_kafka_jars()
+    assert not (cache / "libs.complete").exists()
+
+
+def test_the_class_archive_can_be_switched_off(
+    monkeypatch: pytest.MonkeyPatch,
+    cache: Path,  # noqa: ARG001
+) -> None:
+    monkeypatch.setenv("HUB_KAFKA_CDS", "0")
+    assert kafka.class_archive(sys.executable) is None
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="needs java")
+def test_a_broken_class_archive_is_never_kept(tmp_path: Path) -> None:
+    # A JVM that maps a truncated archive crashes: the harness must try it before keeping it.
+    partial = tmp_path / "classes-0123456789ab.jsa.cafe.partial"
+    partial.write_bytes(b"\0" * 4096)
+    java = shutil.which("java")
+    assert java is not None
+    kafka.adopt_class_archive(partial, java, tmp_path)
+    assert not partial.exists()
+    assert not (tmp_path / "classes-0123456789ab.jsa").exists()
+
+
+def test_configured_bootstrap_servers_win_and_nothing_is_started(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setattr(bootstrap, "docker_engine_available", pytest.fail)
+    monkeypatch.setattr(bootstrap, "BROKER_IN_USE", [])
+    with bootstrap.kafka_for_tests(tmp_path) as servers:
+        assert servers == "kafka-1:9092,kafka-2:9092"
+    assert not any(tmp_path.iterdir())
+
+
+class FakeContainer:
+    started: list[FakeContainer] = []  # noqa: RUF012 - a record of the test run
+
+    def __init__(self) -> None:
+        self.image = "confluentinc/cp-kafka:test"
+        self.env: dict[str, str] = {}
+        self.kraft = False
+
+    def with_kraft(self) -> Self:
+        self.kraft = True
+        return self
+
+    def with_env(self, key: str, value: str) -> Self:
+        self.env[key] = value
+        return self
+
+    def get_bootstrap_server(self) -> str:
+        return "localhost:32768"
+
+    def __enter__(self) -> Self:
+        FakeContainer.started.append(self)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_testcontainers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    module = types.ModuleType("testcontainers.community.kafka")
+    monkeypatch.setattr(module, "KafkaContainer", FakeContainer, raising=False)
+    monkeypatch.setitem(sys.modules, "testcontainers.community.kafka", module)
+    FakeContainer.started.clear()
+    yield
+    FakeContainer.started.clear()
+
+
+@pytest.mark.usefixtures("fake_testcontainers")
+def test_a_docker_engine_means_testcontainers_in_kraft_mode(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setattr(bootstrap, "docker_engine_available", lambda: True)
+    monkeypatch.setattr(bootstrap, "BROKER_IN_USE", [])
+    with bootstrap.kafka_for_tests(tmp_path) as servers:
+        assert servers == "localhost:32768"
+    (container,) = FakeContainer.started
+    assert container.kraft
+    assert container.env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert bootstrap.BROKER_IN_USE == [
+        "a testcontainers Kafka (confluentinc/cp-kafka:test) at localhost:32768"
+    ]
+
+
+def fake_docker(directory: Path, script: str) -> None:
+    directory.mkdir()
+    docker = directory / "docker"
+    docker.write_text(f"#!/bin/sh\n{script}\n")
+    docker.chmod(docker.stat().st_mode | stat.S_IEXEC)
+
+
+def test_a_docker_client_without_an_engine_does_not_count(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert not bootstrap.docker_engine_available()
+    fake_docker(tmp_path / "broken", "echo 'Cannot connect to the Docker daemon' >&2; exit 1")
+    monkeypatch.setenv("PATH", str(tmp_path / "broken"))
+    assert not bootstrap.docker_engine_available()
+    fake_docker(tmp_path / "hanging", "exec sleep 5")
+    monkeypatch.setenv("PATH", str(tmp_path / "hanging"))
+    assert not bootstrap.docker_engine_available(timeout_s=0.2)
+    fake_docker(tmp_path / "working", "exit 0")
+    monkeypatch.setenv("PATH", str(tmp_path / "working"))
+    assert bootstrap.docker_engine_available()
+
+
+def test_status_without_a_cluster_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(kafka_app, ["status", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == {
+        "running": False,
+        "healthy": False,
+        "bootstrap_servers": None,
+        "cluster_id": None,
+        "nodes": [],
+    }
+
+
+def test_up_refuses_a_node_count_other_than_one_or_three(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(kafka_app, ["up", "--nodes", "2"])
+    assert result.exit_code == 2
+    assert not (tmp_path / ".hub" / "kafka").exists()

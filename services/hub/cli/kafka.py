@@ -3,85 +3,137 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
+import structlog
 import typer
 
-from hub.harness.kafka import HarnessError, LocalKafka
+from hub.core.logging import configure_logging
+from hub.harness.kafka import HarnessError, LocalKafka, file_lock
 
 STATE_DIR = Path(".hub") / "kafka"
 DEFAULT_PORT = 19092
 
-kafka_app = typer.Typer(help="A local Apache Kafka broker (KRaft) from Maven jars.")
+kafka_app = typer.Typer(
+    help="A local Apache Kafka broker or 3-node cluster (KRaft) from Maven jars; "
+    "its state lives in .hub/kafka/ under the current directory.",
+    no_args_is_help=True,
+)
 
 
-def _running() -> LocalKafka | None:
-    kafka = LocalKafka.load(STATE_DIR)
-    if kafka is None or not any(kafka.alive().values()):
-        return None
-    return kafka
+@kafka_app.callback()
+def _logging() -> None:
+    # Logs go to stderr: stdout carries only the answer (`export B=$(hub kafka up)` works).
+    if not structlog.is_configured():  # a test process has its own configuration
+        configure_logging(os.environ.get("HUB_LOG_LEVEL", "INFO"), "console")
+
+
+def _state_dir() -> Path:
+    return STATE_DIR.resolve()
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr)
 
 
 @kafka_app.command("up")
 def up(
-    nodes: Annotated[int, typer.Option(help="1, or 3 for replication 3 / min ISR 2.")] = 1,
-    port: Annotated[int, typer.Option(help="First client port; node n listens on port+n-1.")] = (
-        DEFAULT_PORT
-    ),
+    nodes: Annotated[
+        int | None,
+        typer.Option(help="1, or 3 for replication 3 and min ISR 2 (default: as running, or 1)."),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help=f"Client port of node 1 (default {DEFAULT_PORT}); node n: port+n-1."),
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster.")] = 90.0,
 ) -> None:
-    """Start the local cluster (or report the one already running)."""
-    if nodes not in {1, 3}:
-        raise typer.BadParameter("nodes must be 1 or 3")
-    running = _running()
-    if running is not None:
-        print(f"already running: {running.bootstrap_servers}")
-        return
-    shutil.rmtree(STATE_DIR, ignore_errors=True)
-    kafka = LocalKafka(base_dir=STATE_DIR.resolve(), nodes=nodes, port=port)
-    try:
-        kafka.start()
-    except HarnessError as error:
-        kafka.stop()
-        print(f"error: {error}")
-        raise typer.Exit(1) from error
+    """Start the local cluster, or reuse the one running; prints its bootstrap servers."""
+    if nodes not in {None, 1, 3}:
+        raise typer.BadParameter("nodes must be 1 or 3", param_hint="--nodes")
+    state_dir = _state_dir()
+    with file_lock(state_dir.parent / "kafka.lock"):
+        kafka = LocalKafka.load(state_dir)
+        if kafka is not None and (
+            (nodes is not None and kafka.nodes != nodes)
+            or (port is not None and kafka.specs[0].port != port)
+        ):
+            if any(kafka.alive().values()):
+                _note(
+                    f"a {kafka.nodes}-node cluster is running at {kafka.bootstrap_servers}; "
+                    "stop it first with `hub kafka down`"
+                )
+                raise typer.Exit(1)
+            kafka = None  # a stopped cluster of another shape: replaced below
+        if kafka is None:
+            shutil.rmtree(state_dir, ignore_errors=True)
+            kafka = LocalKafka(nodes=nodes or 1, base_dir=state_dir, port=port or DEFAULT_PORT)
+        elif all(kafka.alive().values()):
+            _note(f"already running ({kafka.nodes} node(s), state in {state_dir})")
+        try:
+            # Starts only the nodes that are down (on their existing data) and waits for all.
+            kafka.start(timeout)
+        except HarnessError as error:
+            _note(f"error: {error}")
+            _note(f"node logs: {state_dir}/node-*/kafka.log; clean up with `hub kafka down`")
+            raise typer.Exit(1) from error
     print(kafka.bootstrap_servers)
 
 
 @kafka_app.command("down")
 def down() -> None:
     """Stop the local cluster and delete its data."""
-    kafka = LocalKafka.load(STATE_DIR)
+    state_dir = _state_dir()
+    with file_lock(state_dir.parent / "kafka.lock"):
+        kafka = LocalKafka.load(state_dir)
+        if kafka is not None:
+            kafka.stop()
+        existed = state_dir.exists()
+        shutil.rmtree(state_dir, ignore_errors=True)
     if kafka is None:
-        print("not running")
+        _note("not running" + (" (removed leftover data)" if existed else ""))
         return
-    kafka.stop()
-    shutil.rmtree(STATE_DIR, ignore_errors=True)
-    print("stopped")
+    _note(f"stopped; removed {state_dir}")
 
 
 @kafka_app.command("status")
 def status(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Show nodes, their processes and the bootstrap servers."""
-    kafka = LocalKafka.load(STATE_DIR)
+    """Show the nodes, their processes and the bootstrap servers."""
+    kafka = LocalKafka.load(_state_dir())
     alive = kafka.alive() if kafka else {}
     nodes = [
-        {"node_id": node.node_id, "port": node.port, "pid": node.pid,
-         "alive": alive[node.node_id], "directory": str(node.directory)}
+        {
+            "node_id": node.node_id,
+            "port": node.port,
+            "controller_port": node.controller_port,
+            "pid": node.pid,
+            "alive": alive[node.node_id],
+            "directory": str(node.directory),
+            "log": str(node.log_file),
+        }
         for node in (kafka.specs if kafka else [])
-    ]  # fmt: skip
-    bootstrap = kafka.bootstrap_servers if kafka else None
-    report = {"running": any(alive.values()), "bootstrap_servers": bootstrap, "nodes": nodes}
+    ]
+    report = {
+        "running": any(alive.values()),
+        "healthy": bool(alive) and all(alive.values()),
+        "bootstrap_servers": kafka.bootstrap_servers if kafka else None,
+        "cluster_id": kafka.cluster_id if kafka else None,
+        "nodes": nodes,
+    }
     if as_json:
         print(json.dumps(report, indent=2))
         return
     if kafka is None:
         print("not running (start it with `hub kafka up`)")
         return
-    print(f"bootstrap servers: {bootstrap}")
+    state = "running" if report["healthy"] else "DEGRADED" if report["running"] else "stopped"
+    print(f"{state}: {kafka.nodes} node(s), bootstrap servers {kafka.bootstrap_servers}")
     for node in nodes:
-        state = "up" if node["alive"] else "DOWN"
-        print(f"  node {node['node_id']}  port {node['port']}  pid {node['pid']}  {state}")
+        up_or_down = "up" if node["alive"] else "DOWN"
+        print(f"  node {node['node_id']}  port {node['port']}  pid {node['pid']}  {up_or_down}")
