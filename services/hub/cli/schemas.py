@@ -1,4 +1,4 @@
-"""`hub schemas export|check`: JSON Schema files in step with the message models."""
+"""`hub schemas export|check`: the JSON Schema files in step with the message models."""
 
 from __future__ import annotations
 
@@ -7,32 +7,44 @@ from typing import Annotated
 
 import typer
 
-from hub.core.schemas import check, export
+from hub.core.schemas import IncompatibleSchemaError, check, export
 from hub.messages import CATALOGUE
 
-schemas_app = typer.Typer(help="JSON Schema of every published message version.")
-DirOption = Annotated[Path, typer.Option("--dir", help="The schema directory.")]
+schemas_app = typer.Typer(
+    help="The JSON Schema of every published message version, kept in schemas/.",
+    no_args_is_help=True,
+)
+DirectoryOption = Annotated[
+    Path, typer.Option("--dir", help="The schema directory.", file_okay=False)
+]
 
 
 @schemas_app.command("export")
-def export_command(directory: DirOption = Path("schemas")) -> None:
-    """Write the schema files; refuses a change that would break consumers."""
+def export_command(directory: DirectoryOption = Path("schemas")) -> None:
+    """Write the schema files; refuses, writing nothing, a change that would break consumers."""
     try:
-        written = export(CATALOGUE, directory)
-    except ValueError as error:
-        print(f"refused, nothing written:\n{error}")
+        changes = export(CATALOGUE, directory)
+    except IncompatibleSchemaError as error:
+        print(f"refused, nothing written to {directory}:")
+        for problem in error.problems:
+            print(f"  {problem}")
         raise typer.Exit(1) from error
-    for file in written:
-        print(f"wrote {directory / file}")
-    print(f"{len(written)} file(s) written")
+    for change in changes:
+        print(change)
+    # Export never deletes a file: a published version going away needs a person's decision.
+    for problem in check(CATALOGUE, directory):
+        print(f"still to do: {problem}")
+    print(f"{directory}: {len(changes)} file(s) written")
 
 
 @schemas_app.command("check")
-def check_command(directory: DirOption = Path("schemas")) -> None:
-    """Fail when a file is stale, missing, orphaned, or a published version was broken."""
+def check_command(directory: DirectoryOption = Path("schemas")) -> None:
+    """Fail when a file is missing, stale or orphaned, or a published version changed badly."""
     problems = check(CATALOGUE, directory)
     for problem in problems:
-        print(f"{'BREAKING' if problem.breaking else 'stale'}  {problem}")
+        print(problem)
     if problems:
+        print(f"{directory}: {len(problems)} problem(s)")
         raise typer.Exit(1)
-    print(f"schemas in step: {sum(len(v) for v in CATALOGUE.families().values())} versions")
+    versions = sum(len(models) for models in CATALOGUE.families().values())
+    print(f"{directory}: OK, {versions} versions in step with the models")
