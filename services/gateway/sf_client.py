@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
+import structlog
 
 from gateway.sf_protocol import (
     ALREADY_CREATED,
@@ -28,6 +29,8 @@ from hub.messages.courier import CourierRejection
 
 if TYPE_CHECKING:
     from hub.messages.courier import PickupContact, PickupOrderV1
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,16 +76,25 @@ def order_message(order: PickupOrderV1) -> dict[str, object]:
 class SfClient(AsyncResource):
     """One SF partner account; every call has a timeout; started and stopped by its owner."""
 
-    def __init__(self, url: str, partner_id: str, checkword: str, timeout_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        partner_id: str,
+        checkword: str,
+        timeout_s: float = 2.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self._url = url
         self._partner_id = partner_id
         self._checkword = checkword
         self._timeout = httpx.Timeout(timeout_s)
+        self._transport = transport
+        """Tests put an `httpx.MockTransport` here; otherwise the network."""
         self._http: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
         """Create the connection pool."""
-        self._http = httpx.AsyncClient(timeout=self._timeout)
+        self._http = httpx.AsyncClient(timeout=self._timeout, transport=self._transport)
 
     async def stop(self) -> None:
         """Close the connection pool."""
@@ -101,24 +113,32 @@ class SfClient(AsyncResource):
             msg_data=json.dumps(message, ensure_ascii=False),
             checkword=self._checkword,
         )
+        # Timeouts and connection errors propagate: the kernel classifies them as transient.
         response = await self._http.post(self._url, data=form)
         response.raise_for_status()  # 5xx and 429 are transient to the kernel, 4xx permanent
         try:
             return parse_response(response.text)
         except SfProtocolError as error:
+            if error.transient:
+                raise TransientError(str(error)) from error
             raise PermanentError(str(error)) from error
 
     async def create_order(self, order: PickupOrderV1) -> SfCreateResult:
         """Create the order; a repeat (8016) is success and its waybill is looked up."""
         result = await self._call(CREATE_ORDER, order_message(order))
-        if result.success:
-            return SfCreateResult(waybill_no=waybill_of(result), raw_code=result.error_code)
-        if result.error_code == ALREADY_CREATED:
+        waybill = waybill_of(result)
+        if result.success and waybill is not None:
+            log.debug("sf_order_created", order_id=order.order_id, waybill_no=waybill)
+            return SfCreateResult(waybill_no=waybill, raw_code=result.error_code)
+        if result.success or result.error_code == ALREADY_CREATED:
+            # An earlier attempt got through (its answer was lost): look the waybill up.
             found = await self._call(SEARCH_ORDER, {"orderId": order.order_id, "searchType": "1"})
             waybill = waybill_of(found)
             if waybill is None:
                 raise TransientError(f"SF says {order.order_id} exists but does not show it yet")
-            return SfCreateResult(waybill_no=waybill, raw_code=ALREADY_CREATED)
+            log.info("sf_order_already_created", order_id=order.order_id, waybill_no=waybill)
+            return SfCreateResult(waybill_no=waybill, raw_code=result.error_code)
+        log.info("sf_order_refused", order_id=order.order_id, code=result.error_code)
         return SfCreateResult(
             rejection=REJECTIONS.get(result.error_code, CourierRejection.REFUSED),
             raw_code=result.error_code,

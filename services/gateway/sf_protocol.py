@@ -15,6 +15,11 @@ CREATE_ORDER = "EXP_RECE_CREATE_ORDER"
 SEARCH_ORDER = "EXP_RECE_SEARCH_ORDER_RESP"
 UPDATE_ORDER = "EXP_RECE_UPDATE_ORDER"
 API_OK = "A1000"
+API_MISSING_PARAMETER = "A1001"
+API_NO_SERVICE = "A1004"
+API_DIGEST_INVALID = "A1006"
+API_TRANSIENT = frozenset({"A1005", "A1009", "A1099"})
+"""Platform answers that pass: flow control, target service unreachable, system error."""
 BUSINESS_OK = "S0000"
 ALREADY_CREATED = "8016"
 REJECTIONS = {"8177": CourierRejection.CAPACITY, "8096": CourierRejection.OUT_OF_HOURS}
@@ -58,29 +63,44 @@ class SfResult:
 
 
 class SfProtocolError(ValueError):
-    """The partner answered something that is not SF's documented shape."""
+    """The platform refused the call (`api_code`), or answered outside SF's documented shape."""
+
+    def __init__(self, message: str, api_code: str = "") -> None:
+        super().__init__(message)
+        self.api_code = api_code
+
+    @property
+    def transient(self) -> bool:
+        """Whether calling again later can help (flow control, platform trouble)."""
+        return self.api_code in API_TRANSIENT
 
 
 def parse_response(body: str) -> SfResult:
     """Read an API response: transport errors are SfProtocolError, business errors a result."""
     try:
         outer = json.loads(body)
-        if outer.get("apiResultCode") != API_OK:
+        code = str(outer.get("apiResultCode"))
+        if code != API_OK:
             raise SfProtocolError(
-                f"SF API refused the call: {outer.get('apiResultCode')} {outer.get('apiErrorMsg')}"
+                f"SF API refused the call: {code} {outer.get('apiErrorMsg')}", api_code=code
             )
         inner = json.loads(outer["apiResultData"])
+        data = inner.get("msgData") or {}
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
         raise SfProtocolError(f"unreadable SF response: {body[:200]!r}") from error
+    if not isinstance(data, dict):
+        raise SfProtocolError(f"unreadable SF response, msgData is no object: {body[:200]!r}")
     return SfResult(
-        success=bool(inner.get("success")),
+        success=inner.get("success") is True,
         error_code=str(inner.get("errorCode") or BUSINESS_OK),
         error_message=str(inner.get("errorMsg") or ""),
-        data=inner.get("msgData") or {},
+        data=data,
     )
 
 
 def waybill_of(result: SfResult) -> str | None:
     """The first waybill number of a create or search answer."""
-    waybills = result.data.get("waybillNoInfoList") or []
-    return str(waybills[0]["waybillNo"]) if waybills else None
+    for waybill in result.data.get("waybillNoInfoList") or []:
+        if isinstance(waybill, dict) and waybill.get("waybillNo"):
+            return str(waybill["waybillNo"])
+    return None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
 import random
 import time
 import uuid
@@ -19,6 +21,9 @@ from aiohttp import web
 
 from gateway.sf_protocol import (
     ALREADY_CREATED,
+    API_DIGEST_INVALID,
+    API_MISSING_PARAMETER,
+    API_NO_SERVICE,
     API_OK,
     CREATE_ORDER,
     SEARCH_ORDER,
@@ -26,6 +31,7 @@ from gateway.sf_protocol import (
     sign,
 )
 from hub.core.lifecycle import AsyncResource, serve_http
+from simulators.process import run
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -65,6 +71,8 @@ class SfCourierSimulator(AsyncResource):
     checkword: str
     webhook_url: str | None = None
     knobs: SfKnobs = field(default_factory=SfKnobs)
+    port: int = 0
+    """0: a free port."""
     created: Counter[str] = field(default_factory=Counter)
     """Orders created, per orderId: exactly 1 each is the promise under test."""
     requests: Counter[str] = field(default_factory=Counter)
@@ -83,7 +91,7 @@ class SfCourierSimulator(AsyncResource):
         """Listen on a free port of 127.0.0.1."""
         app = web.Application()
         app.router.add_post("/std/service", self._service)
-        self._runner, port = await serve_http(app)
+        self._runner, port = await serve_http(app, port=self.port)
         self.url = f"http://127.0.0.1:{port}/std/service"
 
     async def stop(self) -> None:
@@ -132,15 +140,20 @@ class SfCourierSimulator(AsyncResource):
         if form.get("partnerID") != self.partner_id or form.get("msgDigest") != sign(
             msg_data, timestamp, self.checkword
         ):
-            return _api_error("A1002", "签名验证失败 (digest mismatch)")
-        data = json.loads(msg_data)
+            return _api_error(API_DIGEST_INVALID, "数字签名无效")
         handlers = {
             CREATE_ORDER: self._create,
             SEARCH_ORDER: self._search,
             UPDATE_ORDER: self._update,
         }
         if service not in handlers:
-            return _api_error("A1003", f"unknown serviceCode {service}")
+            return _api_error(API_NO_SERVICE, f"无对应服务权限: {service}")
+        try:
+            data = json.loads(msg_data)
+        except json.JSONDecodeError:
+            data = None
+        if not isinstance(data, dict):
+            return _api_error(API_MISSING_PARAMETER, "msgData 不是 JSON 对象")
         return handlers[service](data)
 
     def _search(self, data: dict[str, Any]) -> web.Response:
@@ -225,3 +238,35 @@ def _api_error(code: str, message: str) -> web.Response:
     return web.json_response(
         {"apiResultCode": code, "apiErrorMsg": message, "apiResponseID": uuid.uuid4().hex}
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m simulators.sf_courier --port 8701 --webhook-url ...`: credentials from env."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--webhook-url", default=None, help="where route pushes go")
+    for knob, default in (("error-rate", 0.0), ("timeout-rate", 0.0), ("latency", 0.0),
+                          ("capacity-rate", 0.0), ("step-delay", 2.0),
+                          ("duplicate-push-rate", 0.0)):  # fmt: skip
+        parser.add_argument(f"--{knob}", type=float, default=default)
+    parser.add_argument("--rate-limit", type=int, default=None, help="requests per second")
+    parser.add_argument("--out-of-hours", action="store_true")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    partner_id, checkword = (
+        os.environ.get(name) for name in ("HUB_COURIER_SF_PARTNER_ID", "HUB_COURIER_SF_CHECKWORD")
+    )
+    if not partner_id or not checkword:
+        parser.error("set HUB_COURIER_SF_PARTNER_ID and HUB_COURIER_SF_CHECKWORD")
+    knobs = SfKnobs(
+        error_rate=args.error_rate, timeout_rate=args.timeout_rate, latency_s=args.latency,
+        rate_limit_per_s=args.rate_limit, capacity_rate=args.capacity_rate,
+        out_of_hours=args.out_of_hours, step_delay_s=args.step_delay,
+        duplicate_push_rate=args.duplicate_push_rate, seed=args.seed,
+    )  # fmt: skip
+    sim = SfCourierSimulator(partner_id, checkword, args.webhook_url, knobs, port=args.port)
+    run(sim, lambda: {"url": sim.url, "created": len(sim.created), "pushes": sim.pushes})
+
+
+if __name__ == "__main__":
+    main()
