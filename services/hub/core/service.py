@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +26,7 @@ from hub.core.store.factory import open_store
 from hub.core.topics import HUB_RECORD_MAX_BYTES
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Callable, Sequence
     from contextlib import AbstractAsyncContextManager
 
     from aiokafka import ConsumerRecord
@@ -118,6 +119,29 @@ async def _raw_body(message: StreamMessage[Any]) -> bytes:
     return message.body
 
 
+def _text_or_empty(value: bytes | None) -> bytes:
+    if value is None:
+        return b""
+    try:
+        value.decode()
+    except UnicodeDecodeError:
+        return b""
+    return value
+
+
+async def _tolerant_parse(
+    raw: ConsumerRecord[bytes, bytes],
+    original: Callable[[ConsumerRecord[bytes, bytes]], Awaitable[StreamMessage[Any]]],
+) -> StreamMessage[Any]:
+    # FastStream decodes every header value as UTF-8 before our handler runs, and a null or
+    # non-UTF-8 value would fail there, out of the pipeline's reach (the record would be skipped
+    # when a later offset commits). It reads only a cleaned copy; the pipeline gets the original.
+    cleaned = [(name, _text_or_empty(value)) for name, value in raw.headers]
+    message = await original(dataclasses.replace(raw, headers=cleaned))
+    message.raw_message = raw
+    return message
+
+
 def to_record(raw: ConsumerRecord[bytes, bytes]) -> KafkaRecord:
     """The transport-free view of an aiokafka record."""
     return KafkaRecord(
@@ -127,7 +151,11 @@ def to_record(raw: ConsumerRecord[bytes, bytes]) -> KafkaRecord:
         timestamp_ms=raw.timestamp,
         key=raw.key,
         value=raw.value,
-        headers=tuple((name, bytes(value)) for name, value in raw.headers),
+        # Kafka allows a null header value; reading it as empty keeps the record (and its
+        # partition) moving: the envelope check then judges it like any other bad header.
+        headers=tuple(
+            (name, b"" if value is None else bytes(value)) for name, value in raw.headers
+        ),
     )
 
 
@@ -176,8 +204,8 @@ class ServiceRuntime(AsyncResource):
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
         )
-        # The pipeline decodes; FastStream must not, or a malformed body would fail before it.
-        subscriber(self._consume, decoder=_raw_body)
+        # The pipeline decodes; FastStream must not, or a malformed record would fail before it.
+        subscriber(self._consume, parser=_tolerant_parse, decoder=_raw_body)
 
     async def _consume(self, message: KafkaMessage) -> None:
         raw: ConsumerRecord[bytes, bytes] = message.raw_message  # type: ignore[assignment]
