@@ -14,6 +14,7 @@ import typer
 from hub.bootstrap import SERVICES, all_topics
 from hub.cli.kafka import kafka_app
 from hub.cli.schemas import schemas_app
+from hub.core.connection import kafka_security
 from hub.core.logging import configure_logging
 from hub.core.settings import HubSettings
 from hub.core.topics import apply_topics
@@ -23,6 +24,10 @@ topics_app = typer.Typer(help="Topics declared as code.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(topics_app, name="topics")
+acls_app = typer.Typer(
+    help="Kafka ACLs declared as code (a secured cluster).", no_args_is_help=True
+)
+app.add_typer(acls_app, name="acls")
 
 
 def _settings() -> HubSettings:
@@ -35,7 +40,11 @@ def _settings() -> HubSettings:
 def topics_apply() -> None:
     """Create missing topics and align their configs (safe to run again)."""
     settings = _settings()
-    report = asyncio.run(apply_topics(settings.kafka_bootstrap_servers, all_topics(settings)))
+    report = asyncio.run(
+        apply_topics(
+            settings.kafka_bootstrap_servers, all_topics(settings), kafka_security(settings)
+        )
+    )
     for name in report.created:
         print(f"created       {name}")
     for name in report.reconfigured:
@@ -45,6 +54,29 @@ def topics_apply() -> None:
     for warning in report.warnings:
         print(f"warning       {warning}")
     print(f"{len(report.unchanged)} topics unchanged")
+
+
+@acls_app.command("apply")
+def acls_apply(
+    show: Annotated[bool, typer.Option("--show", help="Print every binding.")] = False,
+) -> None:
+    """Grant each service, partner and operations user exactly its rights (safe to run again).
+
+    Runs as the user in HUB_KAFKA_USERNAME, which must be a super user of the cluster.
+    """
+    from hub.access import all_bindings  # noqa: PLC0415 - keeps `hub --help` fast
+    from hub.core.acls import apply_acls  # noqa: PLC0415
+
+    settings = _settings()
+    bindings = all_bindings(settings)
+    config = {"bootstrap_servers": settings.kafka_bootstrap_servers, **kafka_security(settings)}
+    applied = asyncio.run(apply_acls(config, bindings))
+    for binding in bindings if show else ():
+        print(
+            f"{binding.principal:28} {binding.operation.name:8} "
+            f"{binding.resource_type.name.lower()} {binding.resource_name}"
+        )
+    print(f"{applied} ACL bindings in place")
 
 
 @app.command("run")

@@ -19,6 +19,7 @@ from faststream.kafka import KafkaBroker
 # FastStream resolves handler annotations at run time (dependency injection).
 from faststream.kafka.annotations import KafkaMessage  # noqa: TC002
 
+from hub.core.connection import faststream_security, kafka_security, raise_if_refused
 from hub.core.lifecycle import AsyncResource
 from hub.core.pipeline import Outcome, Pipeline
 from hub.core.store.base import KafkaRecord
@@ -43,18 +44,6 @@ log = structlog.get_logger(__name__)
 UNRESOLVED_BACKOFF_S = 1.0
 
 
-def kafka_security(settings: HubSettings) -> dict[str, Any]:
-    """Aiokafka connection options for the configured authentication."""
-    if settings.kafka_username is None or settings.kafka_password is None:
-        return {}
-    return {
-        "security_protocol": "SASL_PLAINTEXT",
-        "sasl_mechanism": "SCRAM-SHA-512",
-        "sasl_plain_username": settings.kafka_username,
-        "sasl_plain_password": settings.kafka_password.get_secret_value(),
-    }
-
-
 class KafkaSink(AsyncResource):
     """An idempotent aiokafka producer with acks=all; headers are produced byte for byte."""
 
@@ -74,7 +63,11 @@ class KafkaSink(AsyncResource):
             max_request_size=HUB_RECORD_MAX_BYTES + 64 * 1024,
             **kafka_security(self._settings),
         )
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except KafkaError:
+            await raise_if_refused(self._settings)
+            raise
 
     async def stop(self) -> None:
         """Flush and disconnect."""
@@ -186,7 +179,7 @@ class ServiceRuntime(AsyncResource):
             # and its other logs obey the root level configure_logging sets.
             log_level=logging.DEBUG,
             logger=logging.getLogger("faststream.hub"),
-            **kafka_security(settings),
+            security=faststream_security(settings),
         )
         self.store = store or open_store(
             settings.database_url,

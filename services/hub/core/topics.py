@@ -78,6 +78,11 @@ def replay_topic(group: str) -> str:
     return f"{group}.replay"
 
 
+def parking_topic(group: str) -> str:
+    """Where a replay sets aside dead letters of `group` replayed too often, instead of looping."""
+    return f"{group}.parked"
+
+
 @dataclass(frozen=True, slots=True)
 class TopicSpec:
     """One topic as the hub wants it."""
@@ -120,6 +125,8 @@ def declare(
     wanted[AUDIT] = spec(AUDIT, {**base, "retention.ms": str(30 * DAY_MS)})
     for subscription in subscriptions:
         wanted[replay_topic(subscription.group)] = spec(replay_topic(subscription.group), carrying)
+        parked = parking_topic(subscription.group)
+        wanted[parked] = spec(parked, long_lived)
         for topic in subscription.topics:
             wanted.setdefault(topic, spec(topic, base))
             for delay in settings.retry_delays:
@@ -163,10 +170,19 @@ async def _current_configs(
     return current
 
 
-async def apply_topics(bootstrap_servers: str, specs: Iterable[TopicSpec]) -> ApplyReport:
-    """Create missing topics, align configs, add partitions; running it twice changes nothing."""
+async def apply_topics(
+    bootstrap_servers: str,
+    specs: Iterable[TopicSpec],
+    security: Mapping[str, Any] | None = None,
+) -> ApplyReport:
+    """Create missing topics, align configs, add partitions; running it twice changes nothing.
+
+    `security`: aiokafka's SASL options, when the cluster asks for a login.
+    """
     report = ApplyReport()
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers, client_id="hub-topics")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap_servers, client_id="hub-topics", **(security or {})
+    )
     await admin.start()
     try:
         existing = {topic["topic"]: topic for topic in await admin.describe_topics()}

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -27,7 +27,7 @@ from aiokafka.conn import create_conn
 from aiokafka.protocol.metadata import MetadataRequest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine, Iterator, Sequence
+    from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
     from types import TracebackType
 
 log = structlog.get_logger(__name__)
@@ -58,6 +58,9 @@ STATE_FILE = "cluster.json"
 LOG_FILE = "kafka.log"
 LAST_NODE_GRACE = 1.0  # seconds the last node of a stopping cluster gets once it is alone
 CONTROLLER_PORT_OFFSET = 100  # with a fixed port, node n's controller listens on port+100+n-1
+ADMIN_USER = "admin"
+"""The secured cluster's super user: brokers and controllers talk to each other as this user."""
+SCRAM_MECHANISM = "SCRAM-SHA-512"
 
 
 class HarnessError(RuntimeError):
@@ -246,10 +249,51 @@ class NodeSpec:
         return (self.directory / "data" / "meta.properties").exists()
 
 
-def render_properties(node: NodeSpec, cluster: Sequence[NodeSpec]) -> str:
+@dataclass(frozen=True)
+class Credentials:
+    """A SASL/SCRAM user name and password; the password never appears in repr or logs."""
+
+    username: str
+    password: str = field(repr=False)
+
+
+def _jaas(module: str, username: str, password: str, **users: str) -> str:
+    extra = "".join(f' user_{name}="{secret}"' for name, secret in users.items())
+    return f'{module} required username="{username}" password="{password}"{extra};'
+
+
+def security_properties(admin_password: str) -> dict[str, object]:
+    """SASL/SCRAM-SHA-512 for clients and between brokers, ACLs by StandardAuthorizer.
+
+    SCRAM users live in the cluster metadata, which controllers cannot read before the quorum
+    stands: the controller listener authenticates the nodes with PLAIN and a static user instead.
+    """
+    scram = _jaas("org.apache.kafka.common.security.scram.ScramLoginModule", ADMIN_USER,
+                  admin_password)  # fmt: skip
+    plain = _jaas("org.apache.kafka.common.security.plain.PlainLoginModule", ADMIN_USER,
+                  admin_password, **{ADMIN_USER: admin_password})  # fmt: skip
+    return {
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+        "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scram,
+        "sasl.mechanism.controller.protocol": "PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config": plain,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": f"User:{ADMIN_USER}",
+        "allow.everyone.if.no.acl.found": "false",
+    }
+
+
+def render_properties(
+    node: NodeSpec, cluster: Sequence[NodeSpec], *, admin_password: str | None = None
+) -> str:
     """server.properties of `node` in `cluster`; three nodes replicate 3 ways with min ISR 2.
 
     A single node is a dynamic quorum (`format --standalone`), several use static voters.
+    With `admin_password` the cluster is secured (see `security_properties`).
     """
     count = len(cluster)
     replication = min(count, 3)
@@ -259,12 +303,13 @@ def render_properties(node: NodeSpec, cluster: Sequence[NodeSpec]) -> str:
     else:
         voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in cluster)
         quorum = {"controller.quorum.voters": voters}
+    client = "PLAINTEXT" if admin_password is None else "SASL_PLAINTEXT"
     settings: dict[str, object] = {
         "process.roles": "broker,controller",
         "node.id": node.node_id,
         **quorum,
-        "listeners": f"PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{node.port}",
+        "listeners": f"{client}://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
+        "advertised.listeners": f"{client}://{HOST}:{node.port}",
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
@@ -292,6 +337,8 @@ def render_properties(node: NodeSpec, cluster: Sequence[NodeSpec]) -> str:
         # The cleaner's default 128 MiB dedupe buffer would be most of a test node's heap.
         "log.cleaner.dedupe.buffer.size": 32 * 1024 * 1024,
     }
+    if admin_password is not None:
+        settings.update(security_properties(admin_password))
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -311,9 +358,14 @@ class LocalKafka:
         port: int | None = None,
         cluster_id: str | None = None,
         specs: Sequence[NodeSpec] | None = None,
+        scram_users: Mapping[str, str] | None = None,
     ) -> None:
+        """`scram_users` (name to password, `admin` among them) secures the cluster."""
         if nodes < 1:
             raise ValueError(f"a cluster needs at least one node, not {nodes}")
+        if scram_users is not None and ADMIN_USER not in scram_users:
+            raise ValueError(f"a secured cluster needs the user {ADMIN_USER!r}")
+        self.scram_users = dict(scram_users or {})
         self.base_dir = base_dir
         self.nodes = len(specs) if specs else nodes
         self.cluster_id = cluster_id or new_cluster_id()
@@ -333,6 +385,18 @@ class LocalKafka:
                      directory=base_dir / f"node-{i + 1}")
             for i, (client, controller) in enumerate(pairs)
         ]  # fmt: skip
+
+    @property
+    def admin(self) -> Credentials | None:
+        """The super user of a secured cluster; None for a PLAINTEXT one."""
+        password = self.scram_users.get(ADMIN_USER)
+        return None if password is None else Credentials(ADMIN_USER, password)
+
+    def _properties(self, node: NodeSpec) -> str:
+        admin = self.admin
+        return render_properties(
+            node, self.specs, admin_password=None if admin is None else admin.password
+        )
 
     @property
     def bootstrap_servers(self) -> str:
@@ -421,11 +485,20 @@ class LocalKafka:
         formats: list[tuple[NodeSpec, subprocess.Popen[bytes]]] = []
         for node in nodes:
             node.directory.mkdir(parents=True, exist_ok=True)
-            node.properties.write_text(render_properties(node, self.specs))
+            node.properties.write_text(self._properties(node))
             standalone = ["--standalone"] if self.nodes == 1 else []
+            # SCRAM users are written into the first metadata, before any client can connect.
+            users = [
+                argument
+                for name, password in self.scram_users.items()
+                for argument in (
+                    "--add-scram",
+                    f"{SCRAM_MECHANISM}=[name={name},password={password}]",
+                )
+            ]
             command = self._java(libs, (*TOOL_JVM, *shared), "kafka.tools.StorageTool", "format",
                                  "--cluster-id", self.cluster_id, "--config", str(node.properties),
-                                 *standalone)  # fmt: skip
+                                 *standalone, *users)  # fmt: skip
             process = subprocess.Popen(  # noqa: S603 - our own java command line
                 command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
@@ -445,7 +518,7 @@ class LocalKafka:
     def _launch(self, node: NodeSpec, libs: Path, archive: Path | None) -> None:
         # Written on every start: a cluster started by an older harness gets today's settings.
         node.directory.mkdir(parents=True, exist_ok=True)
-        node.properties.write_text(render_properties(node, self.specs))
+        node.properties.write_text(self._properties(node))
         cds: tuple[str, ...] = ()
         if archive is not None and archive.exists():
             cds = (*CDS_QUIET, f"-XX:SharedArchiveFile={archive}")
@@ -495,7 +568,7 @@ class LocalKafka:
                 # Not listening yet: a metadata request would only log connection errors.
                 last_problem = f"node(s) {closed} not listening yet"
             else:
-                answers = _run_async(functools.partial(_metadata_of_each, live))
+                answers = _run_async(functools.partial(_metadata_of_each, live, self.admin))
                 problem = self._readiness_problem(answers, expected)
                 if problem is None:
                     return
@@ -674,15 +747,25 @@ MetadataAnswer = tuple[str | None, set[int]] | str
 """(cluster id, ids of registered brokers) as one node sees them, or what went wrong."""
 
 
-async def _metadata_of_each(nodes: Sequence[NodeSpec]) -> dict[int, MetadataAnswer]:
-    answers = await asyncio.gather(*(_metadata(node.port) for node in nodes))
+async def _metadata_of_each(
+    nodes: Sequence[NodeSpec], admin: Credentials | None
+) -> dict[int, MetadataAnswer]:
+    answers = await asyncio.gather(*(_metadata(node.port, admin) for node in nodes))
     return {node.node_id: answer for node, answer in zip(nodes, answers, strict=True)}
 
 
-async def _metadata(port: int) -> MetadataAnswer:
+async def _metadata(port: int, admin: Credentials | None) -> MetadataAnswer:
     # A connection to this one node: through a client, another node could answer instead.
+    sasl: dict[str, Any] = {}
+    if admin is not None:
+        sasl = {
+            "security_protocol": "SASL_PLAINTEXT",
+            "sasl_mechanism": SCRAM_MECHANISM,
+            "sasl_plain_username": admin.username,
+            "sasl_plain_password": admin.password,
+        }
     try:
-        connection = await create_conn(HOST, port, request_timeout_ms=3000)
+        connection = await create_conn(HOST, port, request_timeout_ms=3000, **sasl)
     except Exception as error:  # noqa: BLE001 - any failure here means "not yet"
         return f"{type(error).__name__}: {error}"
     try:
