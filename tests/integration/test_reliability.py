@@ -22,6 +22,7 @@ from hub.core.envelope import Envelope
 from hub.core.outbound import OutRecord, event_record
 from hub.core.pipeline import Outcome
 from hub.core.service import KafkaSink, ServiceRuntime
+from hub.core.store.factory import open_store
 from hub.core.store.sqlite import SqliteStateStore
 from hub.core.topics import Subscription, dead_letter_topic
 
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from hub.core.settings import HubSettings
 
 pytestmark = pytest.mark.integration
+pytest_plugins = ("store_fixtures",)
 
 WORKER = Path(__file__).parents[1] / "support" / "probe_worker.py"
 
@@ -356,4 +358,45 @@ async def test_a_stopped_consumer_restarts_without_losing_or_repeating_an_effect
         f"\n{stop_signal.name}: {total} inputs, {len(records)} output records, "
         f"{len(records) - total} redelivered duplicates (same ids), {len(ids)} distinct, "
         f"stopped after {len(seen_before_stop)}, {elapsed:.1f}s"
+    )
+
+
+async def test_two_instances_share_the_load_and_a_rebalance_loses_and_repeats_nothing(
+    make_settings: Callable[..., HubSettings], unique: str, postgres_url: str
+) -> None:
+    total = 1800
+    keys = [f"case-{n}" for n in range(60)]
+    probe = Probe(make_settings(database_url=postgres_url, partitions=6), unique)
+    await probe.create_topics()
+    await probe.publish([probe.record(seq, keys[seq % len(keys)]) for seq in range(total)])
+
+    watcher = OutputWatcher(probe)
+    await watcher.consumer.start()
+    first, second = probe.runtime(), probe.runtime()
+    try:
+        await first.start()
+        await watcher.wait_for(200, timeout_s=90)
+        await second.start()  # joins the group: partitions move while messages are in flight
+        await watcher.wait_for(900, timeout_s=120)
+        await first.stop()  # leaves: its partitions move back to the second
+        ids = await watcher.wait_for(total, timeout_s=180)
+        await second.stop()
+    finally:
+        await watcher.consumer.stop()
+
+    records = await settle_and_read(probe.settings.kafka_bootstrap_servers, probe.output)
+    assert len(ids) == total
+    assert {seq_of(record) for record in records} == set(range(total))  # none lost
+    handled = [runtime.pipeline.counts[Outcome.PROCESSED] for runtime in (first, second)]
+    assert min(handled) > 0  # both instances did work
+    store = open_store(postgres_url, default_path=Path("unused.db"))
+    await store.open()
+    try:
+        states = [await store.load_state(probe.group, key) for key in keys]
+    finally:
+        await store.close()
+    # Every key's counter equals its inputs: no effect lost or applied twice by either instance.
+    assert [int(state["handled"]) for state in states if state] == [total // len(keys)] * len(keys)
+    print(  # noqa: T201 - the closing note quotes this line
+        f"\nscale-out: {total} inputs, {len(records)} output records, handled {handled}"
     )
