@@ -19,6 +19,7 @@ from hub.core.topics import (
 from intake.service import build_service as build_intake
 from notify.service import build_service as build_notify
 from repair.service import build_service as build_repair
+from tracker.service import build_service as build_tracker
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -27,18 +28,22 @@ if TYPE_CHECKING:
     from hub.core.handler import Service
     from hub.core.settings import HubSettings
     from hub.core.topics import TopicSpec
+    from tracker.sla import SlaTable
 
 SERVICES: dict[str, Callable[[HubSettings], Service]] = {
     "intake": build_intake,
     "dispatch": build_dispatch,
     "repair": build_repair,
     "notify": build_notify,
+    "tracker": build_tracker,
 }
 EDGE_GROUPS = {"notify-sender": (NOTIFICATION_REQUESTS,)}
 """Groups whose handlers need I/O clients (built where those clients are): their topics."""
 
 
-def all_topics(settings: HubSettings, table: PartnerTable | None = None) -> list[TopicSpec]:
+def all_topics(
+    settings: HubSettings, table: PartnerTable | None = None, sla: SlaTable | None = None
+) -> list[TopicSpec]:
     """Every topic of every service and gateway, and every courier's order and event topics."""
     table = table or load_partners()
     services = [
@@ -46,6 +51,7 @@ def all_topics(settings: HubSettings, table: PartnerTable | None = None) -> list
         build_dispatch(settings, table),
         build_repair(settings, table),
         build_notify(settings),
+        build_tracker(settings, sla),
     ]
     subscriptions = [Subscription(s.group, s.all_inputs) for s in services]
     subscriptions += [Subscription(group, topics) for group, topics in EDGE_GROUPS.items()]

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +18,14 @@ from hub.core.outbound import event_record
 from hub.core.service import KafkaSink
 from hub.core.topics import CASES, STOREFRONT_REQUESTS
 from hub.local_stack import LocalStack
+from hub.messages.storefront import ComplaintFiledV1, RatingGivenV1
 from hub.samples import sample_request_v1, sample_request_v2
 from intake.domain import case_id_for
 from simulators.kafka_courier import CourierKnobs
 from simulators.sf_courier import SfKnobs
+from tracker.sla import load_sla
+from tracker.snapshots import read_snapshots
+from tracker.stats import Stats, compute_stats
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -99,6 +103,8 @@ class DemoResult:
 
     timelines: dict[str, list[Step]]
     messages: dict[str, list[str]]
+    stats: Stats | None = None
+    """The tracker's statistics over the demo's cases."""
 
 
 async def run_demo(
@@ -112,15 +118,27 @@ async def run_demo(
         c.model_copy(update={"accept_deadline": timedelta(seconds=10 if c.code == "sf" else 3)})
         for c in partners.couriers
     )})  # fmt: skip
+    # SLA thresholds in seconds, so that the tracker escalates slow cases while you watch.
+    sla = load_sla()
+    quick = sla.default.model_copy(
+        update={
+            "repair": (timedelta(seconds=2), timedelta(seconds=30)),
+            "turnaround": (timedelta(seconds=3), timedelta(seconds=30)),
+        }
+    )
     stack = LocalStack(
         settings, table,
         sf_knobs=SfKnobs(error_rate=0.2, step_delay_s=0.3, duplicate_push_rate=0.3, seed=1),
         courier_knobs={"jd": CourierKnobs(reject_rate=0.25, step_delay_s=0.3, seed=3)},
+        sla=sla.model_copy(update={"default": quick, "categories": {}}),
     )  # fmt: skip
     case_ids = {case_id_for(getattr(r, "request_id", "")): r for r in requests}
     timelines: dict[str, list[Step]] = {case_id: [] for case_id in case_ids}
     async with stack:
-        say(f"services: intake, dispatch, gateway-sf; couriers: jd on Kafka, sf on {stack.sf.url}")
+        say(
+            f"services: intake, dispatch, gateway-sf, repair, notify, tracker; couriers: jd on "
+            f"Kafka, sf on {stack.sf.url}"
+        )
         sink = KafkaSink(settings, client_id="demo-storefront")
         await sink.start()
         try:
@@ -132,8 +150,59 @@ async def run_demo(
         finally:
             await sink.stop()
         await _follow(settings, timelines, timeout_s)
+        await _rate_and_complain(settings, timelines, case_ids, say)
         messages = await _messages(stack, timelines)
-    return DemoResult(timelines, messages)
+        stats = await _stats(settings, set(case_ids))
+    return DemoResult(timelines, messages, stats)
+
+
+async def _rate_and_complain(
+    settings: HubSettings,
+    timelines: dict[str, list[Step]],
+    requests: dict[str, Event],
+    say: Callable[[str], None],
+) -> None:
+    """The first closed case gets five stars; another case a complaint (to arbitration)."""
+    ended = [case_id for case_id, steps in timelines.items() if steps[-1:]]
+    closed = [case_id for case_id in ended if timelines[case_id][-1].what == "case.closed"]
+    if not closed:
+        return
+    now = datetime.now(UTC)
+    rated = requests[closed[0]]
+    feedback: list[Event] = [RatingGivenV1(
+        request_id=getattr(rated, "request_id", ""),
+        order_item_id=getattr(rated, "order_item_id", ""),
+        score=5, comment="修得又快又好", rated_at=now)]  # fmt: skip
+    if len(closed) > 1:
+        other = requests[closed[1]]
+        feedback.append(ComplaintFiledV1(
+            request_id=getattr(other, "request_id", ""),
+            order_item_id=getattr(other, "order_item_id", ""),
+            complaint="取件比约定晚了两天", filed_at=now))  # fmt: skip
+    sink = KafkaSink(settings, client_id="demo-storefront")
+    await sink.start()
+    try:
+        for event in feedback:
+            request_id = getattr(event, "request_id", "")
+            await sink.send([event_record(STOREFRONT_REQUESTS, event, key=request_id,
+                                          source="urn:storefront:demo")])  # fmt: skip
+            say(f"storefront published {event.ce_type()} {request_id}")
+    finally:
+        await sink.stop()
+
+
+async def _stats(settings: HubSettings, case_ids: set[str]) -> Stats:
+    """The tracker's figures over the demo's cases, once it has recorded the rating."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(15):
+            while True:
+                snapshots = await read_snapshots(settings)
+                ours = [s for s in snapshots.values() if s.case_id in case_ids]
+                if any(s.rating for s in ours) and any(s.in_arbitration for s in ours):
+                    break
+                await asyncio.sleep(0.5)
+    snapshots = await read_snapshots(settings)
+    return compute_stats(s for s in snapshots.values() if s.case_id in case_ids)
 
 
 async def _messages(stack: LocalStack, timelines: dict[str, list[Step]]) -> dict[str, list[str]]:

@@ -31,11 +31,13 @@ from simulators.repair_center import (
     RepairCenterSimulator,
 )
 from simulators.sf_courier import SfCourierSimulator, SfKnobs
+from tracker.service import build_service as build_tracker
 
 if TYPE_CHECKING:
     from dispatch.partners import PartnerTable
     from hub.core.settings import HubSettings
     from notify.providers import Provider
+    from tracker.sla import SlaTable
 
 SIM_PARTNER_ID = "HUB-LOCAL"
 SIM_CHECKWORD = "local-checkword-not-a-secret"
@@ -55,6 +57,8 @@ class LocalStack(AsyncResource):
 
     center_knobs: CenterKnobs = field(default_factory=CenterKnobs)
     sms_knobs: SinkKnobs = field(default_factory=SinkKnobs)
+    sla: SlaTable | None = None
+    """The tracker's SLA table; None reads deploy/sla.yaml."""
 
     def __post_init__(self) -> None:
         self.http_center = HttpRepairCenterSimulator(self.center_knobs)
@@ -86,7 +90,7 @@ class LocalStack(AsyncResource):
     async def start(self) -> None:
         """Apply topics, start the partners, then the services."""
         await apply_topics(
-            self.settings.kafka_bootstrap_servers, all_topics(self.settings, self.table)
+            self.settings.kafka_bootstrap_servers, all_topics(self.settings, self.table, self.sla)
         )
         await self.sink.start()
         await self.webhook.start()
@@ -117,6 +121,7 @@ class LocalStack(AsyncResource):
             build_center_gateway(self.settings, HTTP_CENTER, self.center_client),
             build_notify(self.settings),
             build_sender(self.settings, providers),
+            build_tracker(self.settings, self.sla),
         ]
         self.runtimes = [
             ServiceRuntime(service, self.settings, registry=CATALOGUE) for service in services

@@ -9,13 +9,16 @@ from typing import TYPE_CHECKING
 from hub.messages.cases import CaseCancelledV1, CaseOpenedV1, CaseRejectedV1, RejectionReason
 from hub.messages.common import RequestType, ServiceMode
 from hub.messages.repair import QuoteAnsweredV1
+from hub.messages.tracker import ComplaintEscalatedV1, RatingSubmittedV1
 
 if TYPE_CHECKING:
     from hub.core.store.base import JsonObject
     from hub.messages.storefront import (
         AfterSalesCancelledV1,
         AfterSalesRequestedV2,
+        ComplaintFiledV1,
         QuoteAnswerGivenV1,
+        RatingGivenV1,
     )
 
 CASE_NAMESPACE = uuid.UUID("3c8a2f4e-1d7b-5e90-8f16-b2a4c6d8e0f1")
@@ -125,3 +128,26 @@ def cancel(
         cancelled_at=at,
     )
     return cancelled, {**item_state, "status": "cancelled"}
+
+
+def rate(rating: RatingGivenV1, *, item_state: JsonObject | None) -> RatingSubmittedV1 | None:
+    """The customer's rating, for the tracker to record once the case is closed."""
+    if item_state is None or item_state["request_id"] != rating.request_id:
+        return None
+    return RatingSubmittedV1(
+        case_id=item_state["case_id"],
+        score=rating.score,
+        comment=rating.comment,
+        rated_at=rating.rated_at,
+    )
+
+
+def escalate(
+    complaint: ComplaintFiledV1, *, at: datetime, item_state: JsonObject | None
+) -> ComplaintEscalatedV1 | None:
+    """A complaint about a case goes to the platform's arbitration."""
+    if item_state is None or item_state["request_id"] != complaint.request_id:
+        return None
+    return ComplaintEscalatedV1(
+        case_id=item_state["case_id"], complaint=complaint.complaint, escalated_at=at
+    )

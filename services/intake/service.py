@@ -9,9 +9,11 @@ from hub.core.topics import CASES, STOREFRONT_REQUESTS
 from hub.messages.storefront import (
     AfterSalesCancelledV1,
     AfterSalesRequestedV2,
+    ComplaintFiledV1,
     QuoteAnswerGivenV1,
+    RatingGivenV1,
 )
-from intake.domain import answer_quote, cancel, decide
+from intake.domain import answer_quote, cancel, decide, escalate, rate
 
 if TYPE_CHECKING:
     from hub.core.registry import Event
@@ -48,6 +50,26 @@ def handle_quote_answer(incoming: Incoming[QuoteAnswerGivenV1]) -> Decision:
     return Decision(emits=(Emit(topic=CASES, role="quote", event=answered, key=answered.case_id),))
 
 
+def handle_rating(incoming: Incoming[RatingGivenV1]) -> Decision:
+    """A rating goes to the tracker, which knows whether the case is closed."""
+    submitted = rate(incoming.event, item_state=incoming.state)
+    if submitted is None:
+        return Decision()
+    return Decision(
+        emits=(Emit(topic=CASES, role="rating", event=submitted, key=submitted.case_id),)
+    )
+
+
+def handle_complaint(incoming: Incoming[ComplaintFiledV1]) -> Decision:
+    """A complaint escalates its case to the platform's arbitration."""
+    escalated = escalate(incoming.event, at=incoming.envelope.time, item_state=incoming.state)
+    if escalated is None:
+        return Decision()
+    return Decision(
+        emits=(Emit(topic=CASES, role="complaint", event=escalated, key=escalated.case_id),)
+    )
+
+
 def order_item_of(event: Event) -> str | None:
     """Intake keeps its state per order item: one open case per item at a time."""
     return getattr(event, "order_item_id", None)
@@ -62,6 +84,8 @@ def build_service(settings: HubSettings) -> Service:
             AfterSalesRequestedV2.event_type: handle_request,
             AfterSalesCancelledV1.event_type: handle_cancellation,
             QuoteAnswerGivenV1.event_type: handle_quote_answer,
+            RatingGivenV1.event_type: handle_rating,
+            ComplaintFiledV1.event_type: handle_complaint,
         },
         source=f"{settings.source}/{GROUP}",
         state_key=order_item_of,

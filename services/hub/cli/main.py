@@ -10,10 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 
 from hub.bootstrap import SERVICES, all_topics
+from hub.cli.dlq import dlq_app
 from hub.cli.kafka import kafka_app
 from hub.cli.schemas import schemas_app
+from hub.cli.stats import case_app, render_stats, stats_command
 from hub.core.connection import kafka_security
 from hub.core.logging import configure_logging
 from hub.core.settings import HubSettings
@@ -22,8 +25,11 @@ from hub.core.topics import apply_topics
 app = typer.Typer(help="After-sales repair integration hub.", no_args_is_help=True)
 topics_app = typer.Typer(help="Topics declared as code.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
+app.add_typer(dlq_app, name="dlq")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(topics_app, name="topics")
+app.add_typer(case_app, name="case")
+app.command("stats")(stats_command)
 acls_app = typer.Typer(
     help="Kafka ACLs declared as code (a secured cluster).", no_args_is_help=True
 )
@@ -146,3 +152,5 @@ def demo() -> None:
         for message in result.messages.get(case_id, []):
             print(f"  customer got: {message}")
         print()
+    if result.stats is not None:
+        render_stats(result.stats, Console(), "tracker statistics over the demo cases")

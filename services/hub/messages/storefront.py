@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field
 
 from hub.core.registry import Event
 from hub.messages.catalogue import CATALOGUE
@@ -99,3 +101,30 @@ class QuoteAnswerGivenV1(Event):
     order_item_id: NonEmpty
     approved: bool
     answered_at: AwareDatetime
+
+
+@CATALOGUE.register
+class RatingGivenV1(Event):
+    """The customer rated the service of a request (1 to 5 stars, an optional comment)."""
+
+    event_type = "storefront.aftersales.rated"
+    version = 1
+
+    request_id: NonEmpty
+    order_item_id: NonEmpty
+    score: Annotated[int, Field(ge=1, le=5)]
+    comment: Annotated[str, Field(max_length=2000)] = ""
+    rated_at: AwareDatetime
+
+
+@CATALOGUE.register
+class ComplaintFiledV1(Event):
+    """The customer complained about the handling of a request."""
+
+    event_type = "storefront.aftersales.complained"
+    version = 1
+
+    request_id: NonEmpty
+    order_item_id: NonEmpty
+    complaint: Annotated[str, Field(min_length=1, max_length=2000)]
+    filed_at: AwareDatetime

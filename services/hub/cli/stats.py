@@ -1,0 +1,164 @@
+"""`hub stats` and `hub case show`: figures and timelines from the tracker's case snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hub.core.logging import configure_logging
+from hub.core.settings import HubSettings
+
+if TYPE_CHECKING:
+    from hub.messages.tracker import CaseStatusV1
+    from tracker.stats import Stats
+
+case_app = typer.Typer(help="One case as the tracker sees it.", no_args_is_help=True)
+
+
+def _settings() -> HubSettings:
+    settings = HubSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _snapshots(settings: HubSettings) -> dict[str, CaseStatusV1]:
+    from tracker.snapshots import read_snapshots  # noqa: PLC0415 - keeps `hub --help` fast
+
+    return asyncio.run(read_snapshots(settings))
+
+
+def _when(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise typer.BadParameter(f"not an ISO date or time: {text!r}") from error
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _local(at: datetime | None) -> str:
+    return at.astimezone().strftime("%Y-%m-%d %H:%M:%S") if at else "-"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    hours, rest = divmod(round(seconds), 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def render_stats(stats: Stats, console: Console, title: str) -> None:
+    """The statistics as rich tables."""
+    console.print(f"[bold]{title}[/bold]: {stats.cases} cases")
+    faults = Table(title="fault types", title_justify="left")
+    faults.add_column("fault type")
+    faults.add_column("cases", justify="right")
+    for fault, count in stats.fault_types.items():
+        faults.add_row(fault, str(count))
+    stages = Table(title="handling time per stage", title_justify="left")
+    for column in ("stage", "cases", "p50", "p90"):
+        stages.add_column(column, justify="left" if column == "stage" else "right")
+    for stage, times in stats.stages.items():
+        stages.add_row(stage, str(times.cases), _duration(times.p50_s), _duration(times.p90_s))
+    couriers = Table(title="couriers", title_justify="left")
+    for column in ("courier", "orders", "accepted", "rate", "pickups", "delay p50",
+                   "delay p90", "SLA"):  # fmt: skip
+        couriers.add_column(column, justify="left" if column == "courier" else "right")
+    for code, figures in stats.couriers.items():
+        rate = figures.acceptance_rate
+        couriers.add_row(
+            code,
+            str(figures.orders),
+            str(figures.accepted),
+            "-" if rate is None else f"{rate:.0%}",
+            str(figures.pickups),
+            _duration(figures.pickup_delay_p50_s),
+            _duration(figures.pickup_delay_p90_s),
+            str(figures.sla_breaches),
+        )
+    ratings = Table(title="ratings and SLA", title_justify="left")
+    ratings.add_column("figure")
+    ratings.add_column("value", justify="right")
+    mean = stats.ratings.mean
+    ratings.add_row("ratings", str(stats.ratings.count))
+    ratings.add_row("mean score", "-" if mean is None else f"{mean:.2f}")
+    for score, count in stats.ratings.by_score.items():
+        ratings.add_row(f"  {'★' * score}", str(count))
+    for clock, count in stats.sla_breaches.items():
+        ratings.add_row(f"{clock} SLA breached (cases)", str(count))
+    ratings.add_row("complaints (in arbitration)", str(stats.complaints))
+    for table in (faults, stages, couriers, ratings):
+        console.print(table)
+
+
+def stats_command(
+    since: Annotated[
+        str | None, typer.Option(help="Cases opened at or after (ISO date/time, UTC if naive).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Cases opened before (ISO date/time).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
+) -> None:
+    """Fault types, handling times per stage, courier performance and ratings."""
+    from tracker.stats import compute_stats  # noqa: PLC0415 - keeps `hub --help` fast
+
+    settings = _settings()
+    start, end = _when(since), _when(until)
+    stats = compute_stats(_snapshots(settings).values(), since=start, until=end)
+    if as_json:
+        print(json.dumps(dataclasses.asdict(stats), ensure_ascii=False, indent=2))
+        return
+    span = f"{start.isoformat() if start else 'start'} .. {end.isoformat() if end else 'now'}"
+    render_stats(stats, Console(), f"cases opened {span}")
+
+
+@case_app.command("show")
+def case_show(
+    case_id: Annotated[str, typer.Argument(help="The case id, e.g. AS1A2B3C...")],
+    as_json: Annotated[bool, typer.Option("--json", help="The snapshot as JSON.")] = False,
+) -> None:
+    """A case's status, clocks and timeline."""
+    snapshot = _snapshots(_settings()).get(case_id)
+    if snapshot is None:
+        print(f"no case {case_id} on the tracker's status topic")
+        raise typer.Exit(1)
+    if as_json:
+        print(snapshot.model_dump_json(indent=2))
+        return
+    console = Console()
+    console.print(
+        f"[bold]{snapshot.case_id}[/bold] {snapshot.status}  {snapshot.request_type} "
+        f"{snapshot.service_mode} {snapshot.category}  fault {snapshot.fault_type or '-'} "
+        f"courier {snapshot.courier or '-'}"
+        + ("  [red]in arbitration[/red]" if snapshot.in_arbitration else "")
+    )
+    timeline = Table(title="timeline", title_justify="left")
+    for column in ("at", "event", "status", "detail"):
+        timeline.add_column(column)
+    for entry in snapshot.timeline:
+        style = None if entry.applied else "dim"
+        detail = entry.detail if entry.applied else f"not applied: {entry.detail}"
+        timeline.add_row(
+            _local(entry.at),
+            entry.kind,
+            entry.status,
+            detail,
+            style=style,
+        )
+    console.print(timeline)
+    for clock in snapshot.clocks:
+        levels = ", ".join(f"L{level}" for level in clock.breached_levels) or "none"
+        console.print(
+            f"SLA {clock.clock}: started {_local(clock.started_at)}, "
+            f"stopped {_local(clock.stopped_at)}, breached {levels}"
+        )
+    if snapshot.rating is not None:
+        console.print(f"rating {snapshot.rating.score}/5 {snapshot.rating.comment}")

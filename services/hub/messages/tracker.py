@@ -1,0 +1,164 @@
+"""The tracker's messages: case status snapshots, SLA clocks and breaches, ratings, complaints."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AwareDatetime, Field
+
+from hub.core.registry import Event
+from hub.messages.catalogue import CATALOGUE
+from hub.messages.common import NonEmpty, Value
+
+Score = Annotated[int, Field(ge=1, le=5)]
+Comment = Annotated[str, Field(max_length=2000)]
+
+
+class SlaClock(StrEnum):
+    """The service-level clocks of a case."""
+
+    PICKUP = "pickup"
+    """From the end of the pickup window to the first picked-up event."""
+    REPAIR = "repair"
+    """From the item's arrival at the center to the work completed."""
+    TURNAROUND = "turnaround"
+    """From the case's opening to its closing."""
+
+
+# --- case events (`aftersales.cases`) ----------------------------------------------------
+@CATALOGUE.register
+class RatingSubmittedV1(Event):
+    """The customer rated the service of a case (from the storefront, via intake)."""
+
+    event_type = "aftersales.rating.submitted"
+    version = 1
+
+    case_id: NonEmpty
+    score: Score
+    comment: Comment = ""
+    rated_at: AwareDatetime
+
+
+@CATALOGUE.register
+class RatingRejectedV1(Event):
+    """A rating was not recorded, e.g. because the case is not closed yet."""
+
+    event_type = "aftersales.rating.rejected"
+    version = 1
+
+    case_id: NonEmpty
+    status: NonEmpty
+    reason: str
+    rejected_at: AwareDatetime
+
+
+@CATALOGUE.register
+class ComplaintEscalatedV1(Event):
+    """The customer complained: the case goes to the platform's arbitration."""
+
+    event_type = "aftersales.complaint.escalated"
+    version = 1
+
+    case_id: NonEmpty
+    complaint: Comment
+    escalated_to: NonEmpty = "platform_arbitration"
+    escalated_at: AwareDatetime
+
+
+@CATALOGUE.register
+class SlaBreachedV1(Event):
+    """A case's SLA clock ran past the threshold of `level` (1 is the first, mildest)."""
+
+    event_type = "aftersales.sla.breached"
+    version = 1
+
+    case_id: NonEmpty
+    clock: SlaClock
+    level: Annotated[int, Field(ge=1)]
+    threshold_s: float
+    elapsed_s: float
+    category: NonEmpty
+    courier: str | None = None
+    started_at: AwareDatetime
+    breached_at: AwareDatetime
+
+
+# --- the tracker's own timers ------------------------------------------------------------
+@CATALOGUE.register
+class SlaCheckDueV1(Event):
+    """A timer: look at `clock` of the case again at `due_at`."""
+
+    event_type = "tracker.sla.check-due"
+    version = 1
+
+    case_id: NonEmpty
+    clock: SlaClock
+    level: Annotated[int, Field(ge=1)]
+    due_at: AwareDatetime
+
+
+# --- the snapshot (`aftersales.case-status`, compacted, key case id) ----------------------
+class TimelineEntry(Value):
+    """One line of a case's history; `applied` is false for an event that did not fit."""
+
+    at: AwareDatetime
+    kind: NonEmpty
+    status: NonEmpty
+    """The case status after this entry."""
+    detail: str = ""
+    applied: bool = True
+
+
+class ClockState(Value):
+    """One SLA clock: when it started and stopped, and the breach levels reached."""
+
+    clock: SlaClock
+    started_at: AwareDatetime | None = None
+    stopped_at: AwareDatetime | None = None
+    breached_levels: tuple[int, ...] = ()
+
+
+class PickupOrderState(Value):
+    """One pickup order of a case and what its courier made of it."""
+
+    order_id: NonEmpty
+    courier: NonEmpty
+    leg: NonEmpty
+    outcome: NonEmpty
+    """`requested`, `accepted` or `failed`."""
+
+
+class RatingState(Value):
+    """The customer's rating of a closed case."""
+
+    score: Score
+    comment: Comment = ""
+    rated_at: AwareDatetime
+
+
+@CATALOGUE.register
+class CaseStatusV1(Event):
+    """The latest status of a case, its milestones, clocks and timeline: what the customer sees."""
+
+    event_type = "aftersales.case.status"
+    version = 1
+
+    case_id: NonEmpty
+    status: NonEmpty
+    seq: int
+    """Grows by one with every snapshot of the case."""
+    updated_at: AwareDatetime
+    request_type: str = ""
+    service_mode: str = ""
+    category: str = ""
+    fault_code: str = ""
+    fault_type: str | None = None
+    courier: str | None = None
+    pickup_window_end: AwareDatetime | None = None
+    milestones: dict[str, AwareDatetime] = Field(default_factory=dict)
+    pickup_orders: tuple[PickupOrderState, ...] = ()
+    clocks: tuple[ClockState, ...] = ()
+    rating: RatingState | None = None
+    in_arbitration: bool = False
+    timeline: tuple[TimelineEntry, ...] = ()

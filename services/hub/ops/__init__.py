@@ -1,0 +1,1 @@
+"""On-call tooling for dead letters: read, select, group, replay, edit, purge, audit."""

@@ -1,0 +1,347 @@
+"""Replay dead letters to their group's replay topic: lineage, parking, checkpoints, rate limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import structlog
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from hub.core.deadletter import header
+from hub.core.outbound import OutRecord
+from hub.core.topics import parking_topic, replay_topic
+from hub.ops.dlq import (
+    REPLAY_AT,
+    REPLAY_BY,
+    REPLAY_COUNT,
+    REPLAY_ID,
+    DeadLetter,
+    Generations,
+    Selection,
+)
+from hub.ops.kafka_io import parse_partition_key, partition_key
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
+    from aiokafka import TopicPartition
+
+    from hub.core.outbound import RecordSink
+    from hub.core.store.base import KafkaRecord
+    from hub.ops.kafka_io import TopicReader
+
+log = structlog.get_logger(__name__)
+
+ORIGIN_PREFIX = "x-hub-origin-"
+DEFAULT_MAX_REPLAYS = 3
+CHECKPOINT_DIR = Path("ops") / "replays"
+REFS_KEPT = 1000
+# Record timestamps are the producer's clock, which is ours; the margin only covers rounding.
+IN_FLIGHT_MARGIN_MS = 1000
+
+Route = Literal["replay", "park"]
+
+
+def new_replay_id() -> str:
+    """A short id naming one replay run (and its checkpoint file)."""
+    return uuid.uuid4().hex[:12]
+
+
+def route(letter: DeadLetter, max_replays: int) -> Route:
+    """A letter already replayed `max_replays` times is parked, so that a bad one cannot loop."""
+    return "park" if letter.replay_count >= max_replays else "replay"
+
+
+def replay_record(
+    letter: DeadLetter,
+    *,
+    replay_id: str,
+    by: str,
+    at: datetime,
+    value: bytes | None = None,
+) -> OutRecord:
+    """The copy of `letter` for its group's replay topic.
+
+    The original key, value and headers come first, byte for byte (`value` replaces the body
+    for an edit). The origin headers follow: the pipeline reads them to treat the record as
+    the original from its input topic, so a new failure is dead-lettered to the same place.
+    Error, attempt and due headers are left behind: a replay starts a fresh retry budget.
+    Lineage comes last, its count one higher than the letter's.
+    """
+    origin = tuple((n, v) for n, v in letter.record.headers if n.startswith(ORIGIN_PREFIX))
+    lineage = (
+        (REPLAY_ID, replay_id.encode()),
+        (REPLAY_COUNT, str(letter.replay_count + 1).encode()),
+        (REPLAY_BY, by.encode()),
+        (REPLAY_AT, at.astimezone(UTC).isoformat().encode()),
+    )
+    return OutRecord(
+        topic=replay_topic(letter.group),
+        key=letter.record.key,
+        value=letter.record.value if value is None else value,
+        headers=(*letter.original_headers, *origin, *lineage),
+    )
+
+
+def park_record(letter: DeadLetter) -> OutRecord:
+    """The letter as it is, on its group's parking topic, for a person to look at."""
+    record = letter.record
+    return OutRecord(parking_topic(letter.group), record.key, record.value, record.headers)
+
+
+class Checkpoint(BaseModel):
+    """Progress of one replay run, saved after every acknowledged chunk so it can resume."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    replay_id: str
+    actor: str
+    reason: str = ""
+    selection: dict[str, str] = Field(default_factory=dict)
+    max_replays: int = DEFAULT_MAX_REPLAYS
+    rate: float | None = None
+    started_at: AwareDatetime
+    updated_at: AwareDatetime
+    start: dict[str, int] = Field(default_factory=dict)
+    """Per dead-letter partition, the first offset when the run started."""
+    end: dict[str, int] = Field(default_factory=dict)
+    """Per dead-letter partition, the end offset when the run started: later letters wait."""
+    position: dict[str, int] = Field(default_factory=dict)
+    """Per partition, the next offset to look at."""
+    sent: int = 0
+    parked: int = 0
+    superseded: int = 0
+    """Selected letters skipped because a newer generation of the same message exists."""
+    in_flight: list[str] = Field(default_factory=list)
+    """Groups of the chunk being sent when this was saved; empty once the broker acknowledged."""
+    in_flight_since_ms: int | None = None
+    scanned: int = 0
+    refs: list[str] = Field(default_factory=list)
+    done: bool = False
+
+    @property
+    def remaining(self) -> int:
+        """Records still to scan."""
+        return sum(max(0, self.end[key] - self.position.get(key, 0)) for key in self.end)
+
+    def save(self, state_dir: Path) -> Path:
+        """Write atomically (a rename), so an interruption never leaves half a checkpoint."""
+        path = checkpoint_path(state_dir, self.replay_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(self.model_dump_json(indent=2), encoding="utf-8")
+        temporary.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, state_dir: Path, replay_id: str) -> Checkpoint:
+        """The saved progress of `replay_id`; FileNotFoundError when there is none."""
+        text = checkpoint_path(state_dir, replay_id).read_text(encoding="utf-8")
+        return cls.model_validate_json(text)
+
+
+def checkpoint_path(state_dir: Path, replay_id: str) -> Path:
+    """Where the checkpoint of `replay_id` lives."""
+    if not replay_id.isalnum():
+        raise ValueError(f"a replay id is letters and digits only: {replay_id!r}")
+    return state_dir / CHECKPOINT_DIR / f"{replay_id}.json"
+
+
+class RateLimiter:
+    """At most `rate` records per second on average (None: as fast as the broker takes them)."""
+
+    def __init__(self, rate: float | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._clock = clock
+        self._start: float | None = None
+        self._count = 0
+
+    async def acquire(self, count: int) -> None:
+        """Wait until `count` more records fit the rate."""
+        if not self._rate or count <= 0:
+            return
+        now = self._clock()
+        if self._start is None:
+            self._start = now
+        self._count += count
+        # The first chunk goes at once; each later one waits for its share of time.
+        wait = self._start + (self._count - count) / self._rate - now
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+
+def chunk_size(rate: float | None) -> int:
+    """Records per acknowledged send: a tenth of a second's worth, between 1 and 200."""
+    return 200 if not rate else max(1, min(200, int(rate / 10)))
+
+
+class _ReplayRun:
+    """One pass of a replay over its dead-letter partitions, chunk by acknowledged chunk."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        *,
+        sink: RecordSink,
+        state_dir: Path,
+        progress: Callable[[Checkpoint], None] | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.selection = Selection.from_description(checkpoint.selection)
+        self.end: Mapping[TopicPartition, int] = {
+            parse_partition_key(key): offset for key, offset in checkpoint.end.items()
+        }
+        self.generations = Generations()
+        self._sink = sink
+        self._state_dir = state_dir
+        self._progress = progress
+        self._clock = clock
+        self._limiter = RateLimiter(checkpoint.rate)
+        self.size = chunk_size(checkpoint.rate)
+        self.pending: list[DeadLetter] = []
+        self._scanned: dict[str, int] = {}
+        self._superseded = 0
+        self._delivered: dict[tuple[str, str, int, int], Route] = {}
+
+    async def learn_generations(self, reader: TopicReader) -> None:
+        """Read every letter once to know the newest generation of each message."""
+        first = {tp: self.checkpoint.start.get(partition_key(tp), 0) for tp in self.end}
+        async for batch in reader.scan(first, self.end):
+            for record in batch:
+                self.generations.add(DeadLetter.from_record(record))
+
+    async def reconcile(self, reader: TopicReader) -> None:
+        """After a crash mid-chunk, learn which of that chunk's records did reach the broker.
+
+        They are recognised on the replay and parking topics by their origin (and, on the
+        replay topic, this run's id), and skipped instead of sent again.
+        """
+        checkpoint = self.checkpoint
+        if not checkpoint.in_flight or checkpoint.in_flight_since_ms is None:
+            return
+        topics = [
+            topic
+            for group in sorted(set(checkpoint.in_flight))
+            for topic in (replay_topic(group), parking_topic(group))
+        ]
+        for record in await reader.read_since(topics, checkpoint.in_flight_since_ms):
+            on_replay = record.topic.endswith(".replay")
+            if on_replay and header(record.headers, REPLAY_ID) != checkpoint.replay_id:
+                continue
+            self._delivered[DeadLetter.from_record(record).identity] = (
+                "replay" if on_replay else "park"
+            )
+        log.info(
+            "replay_reconciled", replay_id=checkpoint.replay_id, delivered=len(self._delivered)
+        )
+
+    def take(self, record: KafkaRecord) -> None:
+        """Look at one record: pending when selected and newest, else only scanned."""
+        letter = DeadLetter.from_record(record)
+        if not self.selection.matches(letter):
+            pass
+        elif not self.generations.is_newest(letter):
+            self._superseded += 1
+        elif (delivered := self._delivered.pop(letter.identity, None)) is not None:
+            # Sent just before a crash: count it, do not send it again.
+            if delivered == "park":
+                self.checkpoint.parked += 1
+            else:
+                self.checkpoint.sent += 1
+        else:
+            self.pending.append(letter)
+        self._scanned[f"{record.topic}:{record.partition}"] = record.offset + 1
+
+    async def flush(self) -> None:
+        """Send the pending chunk, wait for the acks, then save the checkpoint."""
+        checkpoint, at = self.checkpoint, self._clock()
+        routes = [route(letter, checkpoint.max_replays) for letter in self.pending]
+        out = [
+            park_record(letter)
+            if way == "park"
+            else replay_record(letter, replay_id=checkpoint.replay_id, by=checkpoint.actor, at=at)
+            for letter, way in zip(self.pending, routes, strict=True)
+        ]
+        if out:
+            await self._limiter.acquire(len(out))
+            # Saved before sending: a crash in between leaves a trace for `reconcile`.
+            checkpoint.in_flight = sorted({letter.group for letter in self.pending})
+            checkpoint.in_flight_since_ms = int(at.timestamp() * 1000) - IN_FLIGHT_MARGIN_MS
+            checkpoint.save(self._state_dir)
+            await self._sink.send(out)
+        checkpoint.in_flight = []
+        checkpoint.in_flight_since_ms = None
+        parked = routes.count("park")
+        checkpoint.sent += len(out) - parked
+        checkpoint.parked += parked
+        checkpoint.superseded += self._superseded
+        room = max(0, REFS_KEPT - len(checkpoint.refs))
+        checkpoint.refs.extend(str(letter.ref) for letter in self.pending[:room])
+        checkpoint.scanned += sum(
+            offset - checkpoint.position.get(key, checkpoint.start.get(key, 0))
+            for key, offset in self._scanned.items()
+        )
+        checkpoint.position.update(self._scanned)
+        checkpoint.updated_at = self._clock()
+        checkpoint.save(self._state_dir)
+        self.pending.clear()
+        self._scanned.clear()
+        self._superseded = 0
+        if self._progress is not None:
+            self._progress(checkpoint)
+
+    def finish(self) -> None:
+        """Mark the run done and save it."""
+        checkpoint = self.checkpoint
+        checkpoint.position.update({partition_key(tp): end for tp, end in self.end.items()})
+        checkpoint.done = True
+        checkpoint.updated_at = self._clock()
+        checkpoint.save(self._state_dir)
+
+
+async def run_replay(
+    checkpoint: Checkpoint,
+    *,
+    reader: TopicReader,
+    sink: RecordSink,
+    state_dir: Path,
+    stop: asyncio.Event | None = None,
+    progress: Callable[[Checkpoint], None] | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> Checkpoint:
+    """Send the checkpoint's selection from its positions on; save progress after each chunk.
+
+    Only the newest generation of each message is sent (see `Generations`). `stop` ends the
+    run at the next chunk boundary (nothing in flight), ready to resume.
+    """
+    run = _ReplayRun(checkpoint, sink=sink, state_dir=state_dir, progress=progress, clock=clock)
+    await run.learn_generations(reader)
+    await run.reconcile(reader)
+    start = {tp: checkpoint.position.get(partition_key(tp), 0) for tp in run.end}
+    async for batch in reader.scan(start, run.end):
+        for record in batch:
+            run.take(record)
+            if len(run.pending) >= run.size:
+                await run.flush()
+                if stop is not None and stop.is_set():
+                    log.info("replay_interrupted", replay_id=checkpoint.replay_id)
+                    return checkpoint
+        await run.flush()
+        if stop is not None and stop.is_set():
+            log.info("replay_interrupted", replay_id=checkpoint.replay_id)
+            return checkpoint
+    run.finish()
+    log.info(
+        "replay_finished",
+        replay_id=checkpoint.replay_id,
+        sent=checkpoint.sent,
+        parked=checkpoint.parked,
+        superseded=checkpoint.superseded,
+    )
+    return checkpoint

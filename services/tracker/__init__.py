@@ -1,0 +1,1 @@
+"""The tracker service: case status and timeline, SLA clocks, ratings and statistics."""

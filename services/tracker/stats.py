@@ -1,0 +1,161 @@
+"""Statistics over the tracker's records, pure: fault types, stage times, couriers, ratings."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from hub.messages.tracker import SlaClock
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from datetime import datetime
+
+    from hub.messages.tracker import CaseStatusV1
+
+STAGES: dict[str, tuple[str, str]] = {
+    "pickup": ("opened", "picked_up"),
+    "inbound_transit": ("picked_up", "received"),
+    "repair": ("received", "work_completed"),
+    "return": ("return_requested", "delivered"),
+    "total": ("opened", "closed"),
+}
+"""Each stage runs from one milestone to another; a case counts once it reached both."""
+
+
+def percentile(values: Iterable[float], p: float) -> float | None:
+    """The nearest-rank percentile `p` (0-100) of `values`; None when there are none."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class StageTimes:
+    """Handling time of one stage, in seconds."""
+
+    cases: int
+    p50_s: float | None
+    p90_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CourierFigures:
+    """How one courier did: orders, acceptance, pickup delay past the window, SLA breaches."""
+
+    orders: int
+    accepted: int
+    acceptance_rate: float | None
+    pickups: int
+    pickup_delay_p50_s: float | None
+    pickup_delay_p90_s: float | None
+    sla_breaches: int
+    """Cases this courier picked up whose pickup clock passed at least one level."""
+
+
+@dataclass(frozen=True, slots=True)
+class RatingFigures:
+    """Customer ratings of closed cases."""
+
+    count: int
+    mean: float | None
+    by_score: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Figures over the cases opened in a time range."""
+
+    cases: int
+    by_status: dict[str, int]
+    fault_types: dict[str, int]
+    stages: dict[str, StageTimes]
+    couriers: dict[str, CourierFigures]
+    ratings: RatingFigures
+    sla_breaches: dict[str, int]
+    """Cases whose clock reached at least one level, per clock."""
+    complaints: int
+    """Cases escalated to the platform's arbitration."""
+
+
+def opened_at(snapshot: CaseStatusV1) -> datetime:
+    """When the case opened (when it was first seen, for a case opened before the tracker)."""
+    return snapshot.milestones.get("opened") or snapshot.updated_at
+
+
+def in_range(snapshot: CaseStatusV1, since: datetime | None, until: datetime | None) -> bool:
+    """Whether the case opened in [since, until)."""
+    at = opened_at(snapshot)
+    return (since is None or at >= since) and (until is None or at < until)
+
+
+def compute_stats(
+    snapshots: Iterable[CaseStatusV1],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Stats:
+    """The statistics of the cases opened in [since, until), from their latest snapshots."""
+    cases = [s for s in snapshots if in_range(s, since, until)]
+    durations: dict[str, list[float]] = {stage: [] for stage in STAGES}
+    orders: Counter[str] = Counter()
+    accepted: Counter[str] = Counter()
+    delays: dict[str, list[float]] = defaultdict(list)
+    courier_breaches: Counter[str] = Counter()
+    clock_breaches: Counter[str] = Counter()
+    for case in cases:
+        for stage, (start, end) in STAGES.items():
+            if start in case.milestones and end in case.milestones:
+                elapsed = case.milestones[end] - case.milestones[start]
+                durations[stage].append(elapsed.total_seconds())
+        for order in case.pickup_orders:
+            orders[order.courier] += 1
+            accepted[order.courier] += order.outcome == "accepted"
+        clocks = {clock.clock: clock for clock in case.clocks}
+        for clock in clocks.values():
+            clock_breaches[clock.clock.value] += bool(clock.breached_levels)
+        pickup = clocks.get(SlaClock.PICKUP)
+        if case.courier and pickup and pickup.started_at and pickup.stopped_at:
+            late = (pickup.stopped_at - pickup.started_at).total_seconds()
+            delays[case.courier].append(max(0.0, late))
+            courier_breaches[case.courier] += bool(pickup.breached_levels)
+    scores = [case.rating.score for case in cases if case.rating is not None]
+    return Stats(
+        cases=len(cases),
+        by_status=dict(sorted(Counter(case.status for case in cases).items())),
+        # The center's diagnosis, else what the customer reported; rejected requests have neither.
+        fault_types=dict(
+            Counter(
+                case.fault_type or case.fault_code
+                for case in cases
+                if case.fault_type or case.fault_code
+            ).most_common()
+        ),
+        stages={
+            stage: StageTimes(len(values), percentile(values, 50), percentile(values, 90))
+            for stage, values in durations.items()
+        },
+        couriers={
+            courier: CourierFigures(
+                orders=orders[courier],
+                accepted=accepted[courier],
+                acceptance_rate=accepted[courier] / orders[courier] if orders[courier] else None,
+                pickups=len(delays[courier]),
+                pickup_delay_p50_s=percentile(delays[courier], 50),
+                pickup_delay_p90_s=percentile(delays[courier], 90),
+                sla_breaches=courier_breaches[courier],
+            )
+            for courier in sorted(orders)
+        },
+        ratings=RatingFigures(
+            count=len(scores),
+            mean=round(sum(scores) / len(scores), 2) if scores else None,
+            by_score=dict(sorted(Counter(scores).items())),
+        ),
+        sla_breaches={clock.value: clock_breaches[clock.value] for clock in SlaClock},
+        complaints=sum(case.in_arbitration for case in cases),
+    )
