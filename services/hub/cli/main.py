@@ -85,10 +85,45 @@ def acls_apply(
     print(f"{applied} ACL bindings in place")
 
 
+@app.command("chaos")
+def chaos(  # noqa: PLR0917 - typer options are parameters
+    cases: Annotated[int, typer.Option(help="Cases to put through the whole flow.")] = 10_000,
+    rate: Annotated[float, typer.Option(help="Storefront requests per second.")] = 50.0,
+    kill_every: Annotated[float, typer.Option(help="Seconds between two SIGKILLs.")] = 15.0,
+    broker_down: Annotated[float, typer.Option(help="Seconds broker node 2 stays down.")] = 15.0,
+    failure_rate: Annotated[float, typer.Option(help="Share of partner calls that fail.")] = 0.3,
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
+) -> None:
+    """The fault suite: cases on a 3-node cluster while brokers, services and partners fail."""
+    from hub.chaos import ChaosPlan, run_chaos  # noqa: PLC0415 - keeps `hub --help` fast
+
+    os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
+    _settings()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    plan = ChaosPlan(
+        cases=cases,
+        rate_per_s=rate,
+        partner_failure_rate=failure_rate,
+        kill_every_s=kill_every,
+        broker_down_s=broker_down,
+        timeout_s=timeout,
+    )
+    with tempfile.TemporaryDirectory(prefix="hub-chaos-") as workdir:
+        report = asyncio.run(run_chaos(plan, Path(workdir), say=print))
+    print()
+    for line in report.lines():
+        print(line)
+    failed = report.lost or report.duplicate_pickups or report.duplicate_refunds
+    raise typer.Exit(1 if failed or report.duplicate_notifications else 0)
+
+
 @app.command("run")
 def run(
     service: Annotated[
-        str, typer.Argument(help=f"One of: {', '.join(SERVICES)}, gateway-sf, gateway-center-sh")
+        str,
+        typer.Argument(
+            help=f"One of: {', '.join(SERVICES)}, notify-sender, gateway-sf, gateway-center-sh"
+        ),
     ],
     webhook_port: Annotated[int, typer.Option(help="gateway-*: port of the route webhook.")] = 8080,
 ) -> None:
@@ -110,6 +145,13 @@ def run(
         try:
             courier = load_partners().courier(service.removeprefix("gateway-"))
             runtime = gateway_runtime(settings, courier, CATALOGUE, webhook_port)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from error
+    elif service == "notify-sender":
+        from notify.bootstrap import sender_runtime  # noqa: PLC0415
+
+        try:
+            runtime = sender_runtime(settings, CATALOGUE)
         except ValueError as error:
             raise typer.BadParameter(str(error)) from error
     elif service in SERVICES:

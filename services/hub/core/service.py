@@ -171,7 +171,8 @@ class ServiceRuntime(AsyncResource):
         self._stack = contextlib.AsyncExitStack()
         self.settings = settings
         self.broker = broker or KafkaBroker(
-            settings.kafka_bootstrap_servers,
+            # A list: FastStream wraps a string as one server, "a:1,b:2" included.
+            settings.kafka_bootstrap_servers.split(","),
             graceful_timeout=settings.shutdown_grace_s,
             allow_auto_create_topics=False,
             client_id=f"hub-{service.group}",

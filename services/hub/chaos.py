@@ -1,0 +1,393 @@
+"""The fault suite: whole cases on a 3-node cluster while brokers, services and partners fail.
+
+Every service runs as its own `hub run` process, so that a SIGKILL is a real one; the partner
+simulators run here and keep what they received, which is what the counts are made from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+from aiokafka import AIOKafkaConsumer
+
+from dispatch.partners import load_partners
+from hub.bootstrap import SERVICES, all_topics
+from hub.core.envelope import Envelope
+from hub.core.errors import UndecodableError
+from hub.core.outbound import event_record
+from hub.core.service import KafkaSink
+from hub.core.settings import HubSettings
+from hub.core.topics import CASES, NOTIFICATION_EVENTS, STOREFRONT_REQUESTS, apply_topics
+from hub.harness.kafka import LocalKafka, free_port
+from hub.messages import CATALOGUE
+from hub.messages.cases import CaseCancelledV1, CaseRejectedV1, PickupAcceptedV1
+from hub.messages.repair import CaseClosedV1, NotificationSentV1, RefundRequestedV1
+from hub.samples import sample_request_v2
+from intake.domain import case_id_for
+from simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
+from simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
+from simulators.repair_center import HttpRepairCenterSimulator, RepairCenterSimulator
+from simulators.sf_courier import SfCourierSimulator, SfKnobs
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from aiokafka import ConsumerRecord
+
+log = structlog.get_logger(__name__)
+
+HUB = Path(sys.executable).with_name("hub")
+SF_PARTNER_ID = "HUB-CHAOS"
+SF_CHECKWORD = "chaos-checkword-not-a-secret"
+HTTP_CENTER = "sh"
+TERMINAL = {CaseClosedV1.ce_type(), CaseRejectedV1.ce_type(), CaseCancelledV1.ce_type()}
+# Gateways own the webhooks partners push to; partners re-push for seconds, not for a restart.
+UNKILLED = ("gateway-sf", f"gateway-center-{HTTP_CENTER}")
+RETRY_TIERS = ("2s", "5s")
+
+
+@dataclass(frozen=True, slots=True)
+class ChaosPlan:
+    """How many cases, how fast, and how much goes wrong meanwhile."""
+
+    cases: int = 10_000
+    rate_per_s: float = 50.0
+    partner_failure_rate: float = 0.3
+    kill_every_s: float = 15.0
+    broker_down_s: float = 15.0
+    timeout_s: float = 3600.0
+    seed: int = 7
+
+
+@dataclass
+class ChaosReport:
+    """What the counts say once every case has ended (or time ran out)."""
+
+    cases: int
+    seconds: float = 0.0
+    kills: Counter[str] = field(default_factory=Counter)
+    broker_restarts: int = 0
+    ended: Counter[str] = field(default_factory=Counter)
+    accepted_pickups: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    refunds: dict[str, set[str]] = field(default_factory=dict)
+    notifications: Counter[str] = field(default_factory=Counter)
+    """Distinct `notifications.sent` events per dedupe key (case, milestone, channel)."""
+    gateway_deliveries: Counter[str] = field(default_factory=Counter)
+    """Messages the SMS and push gateways delivered, by dedupe key."""
+    partner_calls: Counter[str] = field(default_factory=Counter)
+    email_deliveries: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def lost(self) -> int:
+        """Cases that never reached closed, rejected or cancelled."""
+        return self.cases - sum(self.ended.values())
+
+    @property
+    def duplicate_pickups(self) -> int:
+        """Legs with more than one accepted pickup order."""
+        return sum(len(ids) - 1 for ids in self.accepted_pickups.values() if len(ids) > 1)
+
+    @property
+    def duplicate_refunds(self) -> int:
+        """Cases refunded more than once."""
+        return sum(len(ids) - 1 for ids in self.refunds.values() if len(ids) > 1)
+
+    @property
+    def duplicate_notifications(self) -> int:
+        """Milestones told more than once on one channel (hub events, gateway deliveries)."""
+        repeated = [*self.notifications.values(), *self.gateway_deliveries.values()]
+        return sum(count - 1 for count in repeated if count > 1)
+
+    def lines(self) -> list[str]:
+        """The report as text, one figure a line."""
+        return [
+            f"cases                 {self.cases} in {self.seconds:.0f}s",
+            f"ended                 {dict(self.ended)}",
+            f"lost                  {self.lost}",
+            f"pickup legs accepted  {len(self.accepted_pickups)}, duplicated "
+            + str(self.duplicate_pickups),
+            f"refunds               {len(self.refunds)}, duplicated {self.duplicate_refunds}",
+            f"notifications         {len(self.notifications)} milestone x channel, duplicated "
+            + str(self.duplicate_notifications),
+            "e-mails sent twice    "
+            + str(sum(c - 1 for c in self.email_deliveries.values() if c > 1)),
+            f"SIGKILLs              {sum(self.kills.values())} {dict(self.kills)}",
+            f"broker restarts       {self.broker_restarts}",
+            f"partner calls         {dict(self.partner_calls)} (a share of them failed on purpose)",
+        ]
+
+
+class Services:
+    """One `hub run` process per group; any of them can be killed and started again."""
+
+    def __init__(self, environment: dict[str, str], log_dir: Path, ports: dict[str, int]) -> None:
+        self.environment = environment
+        self.log_dir = log_dir
+        self.ports = ports
+        self.names = [*SERVICES, "notify-sender", *UNKILLED]
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        """Start `name` (its log appended to `<log_dir>/<name>.log`)."""
+        command = [str(HUB), "run", name]
+        if name in self.ports:
+            command += ["--webhook-port", str(self.ports[name])]
+        with (self.log_dir / f"{name}.log").open("ab") as output:
+            self.processes[name] = subprocess.Popen(  # noqa: S603 - our own CLI
+                command, env=self.environment, stdout=output, stderr=output,
+                stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+
+    def start_all(self) -> None:
+        """Start every group."""
+        for name in self.names:
+            self.start(name)
+
+    def kill_and_restart(self, name: str) -> None:
+        """SIGKILL `name` and start it again on the same state."""
+        process = self.processes[name]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        self.start(name)
+
+    def stop_all(self) -> None:
+        """SIGTERM everyone, then wait (they drain in-flight messages)."""
+        for process in self.processes.values():
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+class Partners:
+    """Every partner simulator, failing a share of calls; they outlive the services."""
+
+    def __init__(
+        self, bootstrap: str, failure_rate: float, seed: int, ports: dict[str, int]
+    ) -> None:
+        table = load_partners()
+        self.sf = SfCourierSimulator(
+            SF_PARTNER_ID,
+            SF_CHECKWORD,
+            f"http://127.0.0.1:{ports['gateway-sf']}/sf/routes",
+            SfKnobs(error_rate=failure_rate, step_delay_s=0.2, duplicate_push_rate=0.2, seed=seed),
+        )
+        self.couriers = [
+            KafkaCourierSimulator(c.code, bootstrap,
+                                  CourierKnobs(reject_rate=failure_rate, step_delay_s=0.2,
+                                               duplicate_push_rate=0.2, seed=seed + n))
+            for n, c in enumerate(table.couriers) if c.integration == "kafka"
+        ]  # fmt: skip
+        self.center = RepairCenterSimulator(bootstrap)
+        self.http_center = HttpRepairCenterSimulator()
+        self.http_center.webhook_url = (
+            f"http://127.0.0.1:{ports[f'gateway-center-{HTTP_CENTER}']}/centers/"
+            f"{HTTP_CENTER}/reports"
+        )
+        self.sms = HttpGatewaySink(SinkKnobs(error_rate=failure_rate, seed=seed))
+        self.push = HttpGatewaySink(SinkKnobs(error_rate=failure_rate, seed=seed + 1))
+        self.smtp = SmtpSink()
+
+    @property
+    def all(self) -> list[KafkaCourierSimulator | RepairCenterSimulator | SfCourierSimulator
+                        | HttpRepairCenterSimulator | HttpGatewaySink | SmtpSink]:  # fmt: skip
+        """Every simulator, in start order."""
+        return [self.sf, *self.couriers, self.center, self.http_center, self.sms, self.push,
+                self.smtp]  # fmt: skip
+
+    def environment(self) -> dict[str, str]:
+        """What the services need to reach the simulators."""
+        return {
+            "HUB_COURIER_SF_URL": self.sf.url,
+            "HUB_COURIER_SF_PARTNER_ID": SF_PARTNER_ID,
+            "HUB_COURIER_SF_CHECKWORD": SF_CHECKWORD,
+            "HUB_CENTER_SH_URL": self.http_center.url,
+            "HUB_SMS_GATEWAY_URL": self.sms.url,
+            "HUB_PUSH_GATEWAY_URL": self.push.url,
+            "HUB_SMTP_HOST": "127.0.0.1",
+            "HUB_SMTP_PORT": str(self.smtp.port),
+        }
+
+
+class Ledger:
+    """Follows the case and notification topics and keeps what the report counts."""
+
+    def __init__(self, report: ChaosReport) -> None:
+        self.report = report
+        self.case_ids: set[str] = set()
+        self._sent: dict[str, set[str]] = {}
+        self._ended: dict[str, str] = {}
+        self.all_ended = asyncio.Event()
+        """Set once every published case has reached a terminal state."""
+
+    def take(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        """Account for one record (repeats of one event id count once)."""
+        try:
+            envelope = Envelope.from_headers(record.headers)
+            event = CATALOGUE.decode(envelope.type, record.value or b"")
+        except (UndecodableError, ValueError):
+            return
+        report = self.report
+        if isinstance(event, PickupAcceptedV1):
+            report.accepted_pickups.setdefault((event.case_id, event.leg), set()).add(envelope.id)
+        elif isinstance(event, RefundRequestedV1):
+            report.refunds.setdefault(event.case_id, set()).add(envelope.id)
+        elif isinstance(event, NotificationSentV1):
+            self._sent.setdefault(event.dedupe_key, set()).add(envelope.id)
+        elif envelope.type in TERMINAL and envelope.subject in self.case_ids:
+            self._ended[envelope.subject or ""] = envelope.type.split(".")[2]
+            if len(self._ended) == report.cases:
+                self.all_ended.set()
+
+    def settle(self) -> None:
+        """Fold the sets into the report's counters."""
+        self.report.notifications = Counter({k: len(v) for k, v in self._sent.items()})
+        self.report.ended = Counter(self._ended.values())
+
+
+async def _follow(bootstrap: str, ledger: Ledger, stop: asyncio.Event) -> None:
+    consumer = AIOKafkaConsumer(CASES, NOTIFICATION_EVENTS, bootstrap_servers=bootstrap,
+                                auto_offset_reset="earliest", group_id=None)  # fmt: skip
+    await consumer.start()
+    try:
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=500, max_records=500)
+            for batch in batches.values():
+                for record in batch:
+                    ledger.take(record)
+    finally:
+        await consumer.stop()
+
+
+async def _publish(settings: HubSettings, plan: ChaosPlan, ledger: Ledger) -> None:
+    sink = KafkaSink(settings, client_id="chaos-storefront")
+    await sink.start()
+    try:
+        started = time.monotonic()
+        now = datetime.now(UTC)
+        for number in range(plan.cases):
+            request = sample_request_v2(number, now=now - timedelta(minutes=1))
+            ledger.case_ids.add(case_id_for(request.request_id))
+            await sink.send([event_record(STOREFRONT_REQUESTS, request, key=request.request_id,
+                                          source="urn:storefront:chaos")])  # fmt: skip
+            lag = started + (number + 1) / plan.rate_per_s - time.monotonic()
+            if lag > 0:
+                await asyncio.sleep(lag)
+    finally:
+        await sink.stop()
+
+
+async def _kills(
+    services: Services, plan: ChaosPlan, report: ChaosReport, stop: asyncio.Event,
+    say: Callable[[str], None],
+) -> None:  # fmt: skip
+    chooser = random.Random(plan.seed)  # noqa: S311 - picking a victim, not a secret
+    killable = [name for name in services.names if name not in UNKILLED]
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=plan.kill_every_s)
+        if stop.is_set():
+            return
+        victim = chooser.choice(killable)
+        await asyncio.to_thread(services.kill_and_restart, victim)
+        report.kills[victim] += 1
+        say(f"SIGKILL {victim} (restarted)")
+
+
+async def _broker_outage(
+    kafka: LocalKafka, plan: ChaosPlan, report: ChaosReport, say: Callable[[str], None]
+) -> None:
+    """Node 2 goes away while the cases are in full flow, and comes back."""
+    await asyncio.sleep(plan.kill_every_s)
+    say("stopping broker node 2")
+    await asyncio.to_thread(kafka.stop_node, 2)
+    await asyncio.sleep(plan.broker_down_s)
+    await asyncio.to_thread(kafka.start_node, 2)
+    report.broker_restarts += 1
+    say("broker node 2 is back")
+
+
+async def run_chaos(plan: ChaosPlan, base_dir: Path, say: Callable[[str], None]) -> ChaosReport:
+    """Run the plan on a fresh 3-node cluster under `base_dir` and count what happened."""
+    report = ChaosReport(cases=plan.cases)
+    started = time.monotonic()
+    kafka = LocalKafka(nodes=3, base_dir=base_dir / "kafka")
+    await asyncio.to_thread(kafka.start)
+    try:
+        say(f"3-node cluster at {kafka.bootstrap_servers}")
+        # The services' own settings (they get them as HUB_* variables below): same topics.
+        settings = HubSettings(
+            kafka_bootstrap_servers=kafka.bootstrap_servers,
+            replication_factor=3,
+            min_insync_replicas=2,
+            retry_tiers=RETRY_TIERS,
+            state_dir=str(base_dir / "state"),
+        )
+        await apply_topics(settings.kafka_bootstrap_servers, all_topics(settings))
+        ports = {name: free_port() for name in UNKILLED}
+        partners = Partners(kafka.bootstrap_servers, plan.partner_failure_rate, plan.seed, ports)
+        for partner in partners.all:
+            await partner.start()
+        log_dir = base_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        environment = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "KAFKA_"))},
+            **partners.environment(),
+            "HUB_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "HUB_REPLICATION_FACTOR": "3",
+            "HUB_MIN_INSYNC_REPLICAS": "2",
+            "HUB_STATE_DIR": str(base_dir / "state"),
+            "HUB_RETRY_TIERS": ",".join(RETRY_TIERS),
+            "HUB_LOG_FORMAT": "json",
+            "HUB_LOG_LEVEL": "WARNING",
+        }
+        services = Services(environment, log_dir, ports)
+        services.start_all()
+        ledger = Ledger(report)
+        stop = asyncio.Event()
+        following = asyncio.create_task(_follow(kafka.bootstrap_servers, ledger, stop))
+        kills = asyncio.create_task(_kills(services, plan, report, stop, say))
+        outage = asyncio.create_task(_broker_outage(kafka, plan, report, say))
+        try:
+            await _publish(settings, plan, ledger)
+            say(f"published {plan.cases} requests")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ledger.all_ended.wait(), timeout=plan.timeout_s)
+            stop.set()
+            await asyncio.gather(kills, outage)
+            await asyncio.sleep(3.0)  # the last notifications of the last cases
+        finally:
+            stop.set()
+            await following
+            await asyncio.to_thread(services.stop_all)
+            for partner in reversed(partners.all):
+                await partner.stop()
+        ledger.settle()
+        for sink in (partners.sms, partners.push):
+            report.gateway_deliveries.update(sink.delivered.keys())
+        report.partner_calls.update(
+            sf=sum(partners.sf.requests.values()),
+            sms=partners.sms.requests,
+            push=partners.push.requests,
+        )
+        report.email_deliveries = partners.smtp.by_message_id
+    finally:
+        await asyncio.to_thread(kafka.stop)
+    report.seconds = time.monotonic() - started
+    log.info("chaos_finished", lost=report.lost, duplicate_pickups=report.duplicate_pickups)
+    return report
