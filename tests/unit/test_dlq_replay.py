@@ -6,8 +6,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
+import structlog
 from probe import REGISTRY, FaultPlan, ProbeDoneV1, ProbeV1, probe_service
 
+from hub.core import pipeline as pipeline_module
 from hub.core.outbound import OutRecord, event_record
 from hub.core.pipeline import Outcome, Pipeline
 from hub.core.settings import HubSettings
@@ -190,3 +192,28 @@ def test_chunks_are_a_tenth_of_a_second_of_the_rate() -> None:
     assert chunk_size(500) == 50
     assert chunk_size(3) == 1
     assert chunk_size(1_000_000) == 200
+
+
+async def test_a_record_that_does_not_decode_is_not_logged_as_the_case_before_it(
+    pipeline_parts: tuple[Pipeline, FaultPlan, CollectingSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline, _, _ = pipeline_parts
+    good = event_record(INPUT, ProbeV1(seq=1), key="case-1", source="urn:t", event_id="e-1")
+    assert (await pipeline.process(as_read(good, offset=1))).outcome is Outcome.PROCESSED
+    warnings: list[dict[str, object]] = []
+
+    class Recorder:
+        """Stands in for the pipeline's logger: what a warning would carry, context included."""
+
+        def warning(self, event: str, **values: object) -> None:
+            warnings.append({**structlog.contextvars.get_contextvars(), **values, "event": event})
+
+        info = debug = error = exception = warning
+
+    monkeypatch.setattr(pipeline_module, "log", Recorder())
+    bad = KafkaRecord(INPUT, 0, 2, 1_000, b"case-2", b"not json", ())
+    assert (await pipeline.process(bad)).outcome is Outcome.DEAD_LETTERED
+    (logged,) = [w for w in warnings if w["event"] == "message_dead_lettered"]
+    assert logged["offset"] == 2
+    assert "case_id" not in logged
+    assert "ce_id" not in logged

@@ -110,6 +110,8 @@ class Pipeline:
     async def process(self, record: KafkaRecord) -> Verdict:
         """Take one record to an outcome; raises only when even dead-lettering failed."""
         started = time.perf_counter()
+        # What the last record bound once it was read must not describe this one's failures.
+        structlog.contextvars.unbind_contextvars("ce_id", "ce_type", "case_id")
         with structlog.contextvars.bound_contextvars(
             topic=record.topic, partition=record.partition, offset=record.offset
         ):
