@@ -139,16 +139,7 @@ async def run_demo(
             f"services: intake, dispatch, gateway-sf, repair, notify, tracker; couriers: jd on "
             f"Kafka, sf on {stack.sf.url}"
         )
-        sink = KafkaSink(settings, client_id="demo-storefront")
-        await sink.start()
-        try:
-            for request in requests:
-                request_id = getattr(request, "request_id", "")
-                await sink.send([event_record(STOREFRONT_REQUESTS, request, key=request_id,
-                                              source="urn:storefront:demo")])  # fmt: skip
-                say(f"storefront published {request.ce_type()} {request_id}")
-        finally:
-            await sink.stop()
+        await _publish(settings, requests, say)
         await _follow(settings, timelines, timeout_s)
         await _rate_and_complain(settings, timelines, case_ids, say)
         messages = await _messages(stack, timelines)
@@ -179,10 +170,15 @@ async def _rate_and_complain(
             request_id=getattr(other, "request_id", ""),
             order_item_id=getattr(other, "order_item_id", ""),
             complaint="取件比约定晚了两天", filed_at=now))  # fmt: skip
+    await _publish(settings, feedback, say)
+
+
+async def _publish(settings: HubSettings, events: list[Event], say: Callable[[str], None]) -> None:
+    """Publish storefront events in order, each keyed by its request id."""
     sink = KafkaSink(settings, client_id="demo-storefront")
     await sink.start()
     try:
-        for event in feedback:
+        for event in events:
             request_id = getattr(event, "request_id", "")
             await sink.send([event_record(STOREFRONT_REQUESTS, event, key=request_id,
                                           source="urn:storefront:demo")])  # fmt: skip

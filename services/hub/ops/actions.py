@@ -6,12 +6,13 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from hub.core.envelope import Envelope
 from hub.core.errors import PermanentError
+from hub.core.lifecycle import AsyncResource
 from hub.core.service import KafkaSink
 from hub.core.topics import AUDIT
 from hub.messages.ops import FieldChange, OpsAction, OpsActionAuditedV1
@@ -40,7 +41,6 @@ from hub.ops.replay import (
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Callable, Mapping, Sequence
-    from types import TracebackType
 
     from aiokafka import TopicPartition
 
@@ -82,7 +82,7 @@ class NotFoundError(LookupError):
     """No dead letter answers the reference."""
 
 
-class Ops:
+class Ops(AsyncResource):
     """The tooling's session: the cluster, a producer for replays and audits, who acts and why."""
 
     def __init__(
@@ -101,17 +101,13 @@ class Ops:
         self.sink: RecordSink = sink or KafkaSink(settings, client_id="hub-ops")
         self._clock = clock
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        """Connect the audit and replay producer, unless the caller brought a sink."""
         if self._own_sink and isinstance(self.sink, KafkaSink):
             await self.sink.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
+        """Flush and disconnect the producer this object started."""
         if self._own_sink and isinstance(self.sink, KafkaSink):
             await self.sink.stop()
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from hub.core.connection import kafka_security
+from hub.core.lifecycle import AsyncResource
 from hub.core.service import to_record
 from hub.ops.dlq import DeadLetter, Ref, is_dead_letter_topic
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterable, Mapping
-    from types import TracebackType
 
     from hub.core.settings import HubSettings
     from hub.core.store.base import KafkaRecord
@@ -35,7 +35,7 @@ def parse_partition_key(text: str) -> TopicPartition:
     return TopicPartition(topic, int(number))
 
 
-class TopicReader:
+class TopicReader(AsyncResource):
     """Reads topics between offsets with a group-less consumer: it never commits anything."""
 
     def __init__(self, settings: HubSettings) -> None:
@@ -54,17 +54,13 @@ class TopicReader:
             **kafka_security(settings),
         )
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
+        """Connect the consumer and the admin client."""
         await self._consumer.start()
         await self._admin.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def stop(self) -> None:
+        """Disconnect both."""
         await self._admin.close()
         await self._consumer.stop()
 
