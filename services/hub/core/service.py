@@ -22,6 +22,7 @@ from faststream.kafka.annotations import KafkaMessage  # noqa: TC002
 from hub.core.connection import faststream_security, kafka_security, raise_if_refused
 from hub.core.lifecycle import AsyncResource
 from hub.core.pipeline import Outcome, Pipeline
+from hub.core.settings import parse_duration
 from hub.core.store.base import KafkaRecord
 from hub.core.store.factory import open_store
 from hub.core.topics import HUB_RECORD_MAX_BYTES
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 UNRESOLVED_BACKOFF_S = 1.0
+INBOX_PURGE_EVERY_S = 3600.0
 
 
 class KafkaSink(AsyncResource):
@@ -192,6 +194,7 @@ class ServiceRuntime(AsyncResource):
             service, registry=registry, store=self.store, sink=self.sink, settings=settings
         )
         self._resume_handles: set[asyncio.TimerHandle] = set()
+        self._purging: asyncio.Task[None] | None = None
         subscriber = self.broker.subscriber(
             *self.pipeline.topics,
             group_id=service.group,
@@ -255,12 +258,37 @@ class ServiceRuntime(AsyncResource):
             await self.sink.start()
         for resource in self._resources:
             await self._stack.enter_async_context(resource)
+        self._purging = asyncio.create_task(self._purge_inbox_periodically())
 
     async def _close(self) -> None:
+        if self._purging is not None:
+            self._purging.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._purging
+            self._purging = None
         await self._stack.aclose()
         if self._own_sink and isinstance(self.sink, KafkaSink):
             await self.sink.stop()
         await self.store.close()
+
+    async def purge_inbox(self) -> int:
+        """Forget processed ids older than `inbox_retention`; returns how many went.
+
+        A duplicate arriving later than the retention is no longer recognised, so the retention
+        outlives every redelivery, retry tier and dead-letter replay window.
+        """
+        cutoff = datetime.now(UTC) - parse_duration(self.settings.inbox_retention)
+        removed = await self.store.purge_inbox(self.service.group, cutoff)
+        log.info("inbox_purged", group=self.service.group, removed=removed, before=str(cutoff))
+        return removed
+
+    async def _purge_inbox_periodically(self) -> None:
+        while True:
+            try:
+                await self.purge_inbox()
+            except Exception:  # a busy database must not stop the service; next round retries
+                log.exception("inbox_purge_failed", group=self.service.group)
+            await asyncio.sleep(INBOX_PURGE_EVERY_S)
 
     async def start(self) -> None:
         """Open the store, producer and resources (e.g. an API client), then start consuming."""

@@ -1,0 +1,42 @@
+"""The inbox keeps processed ids for `inbox_retention`, then forgets them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from probe import REGISTRY, FaultPlan, probe_service
+
+from hub.core.service import ServiceRuntime
+from hub.core.settings import HubSettings
+from hub.core.store.sqlite import SqliteStateStore
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+async def runtime_with(retention: str, tmp_path: Path) -> ServiceRuntime:
+    settings = HubSettings(inbox_retention=retention, state_dir=str(tmp_path))
+    service = probe_service("probe", "test.in", "test.out", FaultPlan())
+    store = SqliteStateStore(tmp_path / "probe.db")
+    await store.open()
+    await store.record_processed("probe", "e-1")
+    await store.record_processed("probe", "e-2")
+    await store.record_processed("other-group", "e-1")
+    return ServiceRuntime(service, settings, registry=REGISTRY, store=store)
+
+
+async def test_ids_older_than_the_retention_are_forgotten_and_only_this_groups(
+    tmp_path: Path,
+) -> None:
+    runtime = await runtime_with("0s", tmp_path)
+    assert await runtime.purge_inbox() == 2
+    assert not await runtime.store.is_processed("probe", "e-1")
+    assert await runtime.store.is_processed("other-group", "e-1")
+    await runtime.store.close()
+
+
+async def test_ids_within_the_retention_are_kept(tmp_path: Path) -> None:
+    runtime = await runtime_with("336h", tmp_path)
+    assert await runtime.purge_inbox() == 0
+    assert await runtime.store.inbox_size("probe") == 2
+    await runtime.store.close()
