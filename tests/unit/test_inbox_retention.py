@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from probe import REGISTRY, FaultPlan, probe_service
 
 from hub.core.service import ServiceRuntime
-from hub.core.settings import HubSettings
+from hub.core.settings import HubSettings, parse_duration
 from hub.core.store.sqlite import SqliteStateStore
+from hub.core.topics import Subscription, dead_letter_topic, declare
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,7 +38,14 @@ async def test_ids_older_than_the_retention_are_forgotten_and_only_this_groups(
 
 
 async def test_ids_within_the_retention_are_kept(tmp_path: Path) -> None:
-    runtime = await runtime_with("336h", tmp_path)
+    runtime = await runtime_with("720h", tmp_path)
     assert await runtime.purge_inbox() == 0
     assert await runtime.store.inbox_size("probe") == 2
     await runtime.store.close()
+
+
+def test_processed_ids_outlive_the_dead_letters_an_operator_may_replay() -> None:
+    settings = HubSettings()
+    letters = {spec.name: spec for spec in declare(settings, [Subscription("g", ("t",))])}
+    kept_ms = int(letters[dead_letter_topic("t", "g")].configs["retention.ms"])
+    assert parse_duration(settings.inbox_retention) >= timedelta(milliseconds=kept_ms)

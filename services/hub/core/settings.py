@@ -79,8 +79,9 @@ class HubSettings(BaseSettings):
         default=15.0, gt=0, description="How long SIGTERM waits for in-flight messages to finish."
     )
     inbox_retention: str = Field(
-        default="336h",
-        description="How long processed ids are kept for duplicate detection.",
+        default="720h",
+        description="How long processed ids are kept for duplicate detection: at least as long "
+        "as dead letters are kept (30 days), so a replay repeated late is still recognised.",
     )
     partitions: int = Field(
         default=3, ge=1, description="Partitions of topics declared by the hub."
