@@ -30,6 +30,7 @@ from hub.core.errors import UndecodableError
 from hub.core.outbound import event_record
 from hub.core.service import KafkaSink
 from hub.core.settings import HubSettings
+from hub.core.store.postgres import scratch_database
 from hub.core.topics import CASES, NOTIFICATION_EVENTS, STOREFRONT_REQUESTS, apply_topics
 from hub.harness.kafka import LocalKafka, free_port
 from hub.messages import CATALOGUE
@@ -70,6 +71,10 @@ class ChaosPlan:
     broker_down_s: float = 15.0
     timeout_s: float = 3600.0
     seed: int = 7
+    instances: int = 1
+    """Processes per service group; more than one share a PostgreSQL state store."""
+    postgres_server_url: str | None = None
+    """Where to create the run's own database, needed for more than one instance."""
 
 
 @dataclass
@@ -131,20 +136,26 @@ class ChaosReport:
 
 
 class Services:
-    """One `hub run` process per group; any of them can be killed and started again."""
+    """`hub run` processes, `instances` per group, one per gateway (it owns a webhook port)."""
 
-    def __init__(self, environment: dict[str, str], log_dir: Path, ports: dict[str, int]) -> None:
+    def __init__(
+        self, environment: dict[str, str], log_dir: Path, ports: dict[str, int], instances: int
+    ) -> None:
         self.environment = environment
         self.log_dir = log_dir
         self.ports = ports
-        self.names = [*SERVICES, "notify-sender", *UNKILLED]
+        self.names = [
+            *(f"{group}#{n}" for group in (*SERVICES, "notify-sender") for n in range(instances)),
+            *UNKILLED,
+        ]
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, name: str) -> None:
-        """Start `name` (its log appended to `<log_dir>/<name>.log`)."""
-        command = [str(HUB), "run", name]
-        if name in self.ports:
-            command += ["--webhook-port", str(self.ports[name])]
+        """Start process `name` (`group#n`; its log appended to `<log_dir>/<name>.log`)."""
+        group = name.partition("#")[0]
+        command = [str(HUB), "run", group]
+        if group in self.ports:
+            command += ["--webhook-port", str(self.ports[group])]
         with (self.log_dir / f"{name}.log").open("ab") as output:
             self.processes[name] = subprocess.Popen(  # noqa: S603 - our own CLI
                 command, env=self.environment, stdout=output, stderr=output,
@@ -324,6 +335,17 @@ async def _broker_outage(
 
 async def run_chaos(plan: ChaosPlan, base_dir: Path, say: Callable[[str], None]) -> ChaosReport:
     """Run the plan on a fresh 3-node cluster under `base_dir` and count what happened."""
+    if plan.instances == 1:
+        return await _run(plan, base_dir, say, database_url=None)
+    if plan.postgres_server_url is None:
+        raise ValueError("several instances of a group share a PostgreSQL store: give its URL")
+    async with scratch_database(plan.postgres_server_url, "hub_chaos") as database_url:
+        return await _run(plan, base_dir, say, database_url=database_url)
+
+
+async def _run(
+    plan: ChaosPlan, base_dir: Path, say: Callable[[str], None], *, database_url: str | None
+) -> ChaosReport:
     report = ChaosReport(cases=plan.cases)
     started = time.monotonic()
     kafka = LocalKafka(nodes=3, base_dir=base_dir / "kafka")
@@ -356,7 +378,9 @@ async def run_chaos(plan: ChaosPlan, base_dir: Path, say: Callable[[str], None])
             "HUB_LOG_FORMAT": "json",
             "HUB_LOG_LEVEL": "WARNING",
         }
-        services = Services(environment, log_dir, ports)
+        if database_url is not None:
+            environment["HUB_DATABASE_URL"] = database_url
+        services = Services(environment, log_dir, ports, plan.instances)
         services.start_all()
         ledger = Ledger(report)
         stop = asyncio.Event()

@@ -8,12 +8,11 @@ import subprocess
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
 from hub.core.store.factory import open_store
+from hub.core.store.postgres import create_database, drop_database
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -33,20 +32,11 @@ def postgres_url() -> Iterator[str]:
     The server outlives test runs (and clones): tables an older layout left there must never
     meet this run's code, so every session starts from an empty database.
     """
-    server_url = _postgres_server_url()
-    database = f"hub_test_{uuid.uuid4().hex[:12]}"
-    # An identifier cannot be a bound parameter; this one is our own hex token.
-    asyncio.run(_admin(server_url, f"CREATE DATABASE {database}"))
-    yield urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
-    asyncio.run(_admin(server_url, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-
-
-async def _admin(server_url: str, statement: str) -> None:
-    connection = await asyncpg.connect(server_url)
+    url = asyncio.run(create_database(_postgres_server_url(), "hub_test"))
     try:
-        await connection.execute(statement)
+        yield url
     finally:
-        await connection.close()
+        asyncio.run(drop_database(url))
 
 
 def _postgres_server_url() -> str:

@@ -93,6 +93,11 @@ def chaos(  # noqa: PLR0917 - typer options are parameters
     broker_down: Annotated[float, typer.Option(help="Seconds broker node 2 stays down.")] = 15.0,
     failure_rate: Annotated[float, typer.Option(help="Share of partner calls that fail.")] = 0.3,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
+    instances: Annotated[int, typer.Option(help="Processes per service group.")] = 1,
+    postgres: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL server for --instances > 1 (the run makes its database)."),
+    ] = None,
 ) -> None:
     """The fault suite: cases on a 3-node cluster while brokers, services and partners fail."""
     from hub.chaos import ChaosPlan, run_chaos  # noqa: PLC0415 - keeps `hub --help` fast
@@ -107,6 +112,8 @@ def chaos(  # noqa: PLR0917 - typer options are parameters
         kill_every_s=kill_every,
         broker_down_s=broker_down,
         timeout_s=timeout,
+        instances=instances,
+        postgres_server_url=postgres,
     )
     with tempfile.TemporaryDirectory(prefix="hub-chaos-") as workdir:
         report = asyncio.run(run_chaos(plan, Path(workdir), say=print))

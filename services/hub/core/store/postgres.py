@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import structlog
@@ -363,3 +364,36 @@ async def _schema_version(connection: PoolConnectionProxy[asyncpg.Record]) -> in
     if await connection.fetchval("SELECT to_regclass($1) IS NOT NULL", "hub_parked"):
         return LEGACY_VERSION
     return 0
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(server_url: str, prefix: str) -> AsyncIterator[str]:
+    """A new, empty database on the server of `server_url`, dropped on exit; yields its URL."""
+    url = await create_database(server_url, prefix)
+    try:
+        yield url
+    finally:
+        await drop_database(url)
+
+
+async def create_database(server_url: str, prefix: str) -> str:
+    """Create `<prefix>_<random>` on the server of `server_url`; returns the new database's URL."""
+    database = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    # An identifier cannot be a bound parameter; this one is a prefix of ours and a hex token.
+    await _admin(server_url, f"CREATE DATABASE {database}")
+    return urlunsplit(urlsplit(server_url)._replace(path=f"/{database}"))
+
+
+async def drop_database(url: str) -> None:
+    """Drop the database `url` names (its sessions are ended first)."""
+    database = urlsplit(url).path.strip("/")
+    await _admin(url, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    # Connected to the server's maintenance database: a database cannot drop itself.
+    connection = await asyncpg.connect(urlunsplit(urlsplit(server_url)._replace(path="/postgres")))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
