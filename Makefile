@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/libs
 
-.PHONY: test demo chaos lint typecheck schemas-check unit integration install kafka-jars postgres clean
+.PHONY: test demo bench chaos lint typecheck schemas-check unit integration install kafka-jars postgres clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ demo: kafka-jars
 # The long fault suite (make test runs a bounded one): 10,000 cases; CASES=... to change.
 chaos: kafka-jars
 	$(BIN)/hub chaos --cases $(or $(CASES),10000)
+
+# The hub's hop next to raw aiokafka and bare FastStream, e2e latency, Kafka's own reference.
+# Options: make bench BENCH_ARGS="--rounds 5 --e2e-seconds 120"; --help lists them.
+bench: kafka-jars
+	$(BIN)/python -m hub.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .hub .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,419 @@
+"""One measured variant per process: its own event loop and heap, so its peak RSS is its own.
+
+Run by the bench runner as `python -m hub.bench.worker SPEC_JSON`; it prints the result as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+
+# FastStream resolves handler annotations at run time (dependency injection).
+from faststream.kafka.annotations import KafkaMessage  # noqa: TC002
+from pydantic import BaseModel, ConfigDict
+
+from hub.bench.fixtures import storefront_request
+from hub.core.handler import Decision, Incoming
+from hub.core.logging import configure_logging
+from hub.core.service import ServiceRuntime
+from hub.core.settings import HubSettings
+from hub.messages import CATALOGUE
+from intake.domain import case_id_for
+from intake.service import build_service as build_intake
+
+if TYPE_CHECKING:
+    from faststream.message import StreamMessage
+
+    from hub.core.handler import Handler, Service
+
+log = structlog.get_logger(__name__)
+
+Variant = Literal["raw", "faststream", "hub", "replay", "e2e"]
+PRODUCER_OPTIONS: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
+"""The client's limit: acks=all and idempotence as the hub, otherwise aiokafka's defaults."""
+DRAIN_S = 15.0
+"""How long the cases still in flight when the offer ends may take to come through."""
+
+
+class WorkerSpec(BaseModel):
+    """What one worker process measures."""
+
+    model_config = ConfigDict(frozen=True)
+
+    variant: Variant
+    bootstrap: str
+    group: str = ""
+    input_topic: str = ""
+    output_topic: str = ""
+    count: int = 0
+    timeout_s: float = 120.0
+    rate: float = 0.0
+    duration_s: float = 0.0
+    warmup: int = 0
+    first_number: int = 0
+    result_topics: tuple[str, ...] = ()
+
+
+class Throughput(BaseModel):
+    """Messages handled between the first record's arrival and the last record's commit."""
+
+    variant: str
+    messages: int
+    seconds: float
+    rate: float
+    complete: bool
+
+
+class Latency(BaseModel):
+    """End-to-end latency of cases offered at a fixed rate (ms, from the scheduled send time).
+
+    Cases still missing when the drain ends count with the time they waited so far.
+    """
+
+    offered_rate: float
+    achieved_rate: float
+    duration_s: float
+    sent: int
+    received: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+class _Clock:
+    """First arrival, last completion, and how many completed."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.done = 0
+        self.first: float | None = None
+        self.last = 0.0
+        self.finished = asyncio.Event()
+
+    def arrived(self) -> None:
+        if self.first is None:
+            self.first = time.perf_counter()
+
+    def completed(self) -> None:
+        self.done += 1
+        self.last = time.perf_counter()
+        if self.done >= self.expected:
+            self.finished.set()
+
+    def result(self, variant: str) -> Throughput:
+        seconds = self.last - self.first if self.first is not None else 0.0
+        rate = self.done / seconds if seconds > 0 else 0.0
+        return Throughput(
+            variant=variant,
+            messages=self.done,
+            seconds=round(seconds, 3),
+            rate=round(rate, 1),
+            complete=self.done >= self.expected,
+        )
+
+
+async def _wait(clock: _Clock, timeout_s: float) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            await clock.finished.wait()
+    except TimeoutError:
+        log.warning("bench_worker_timed_out", done=clock.done, expected=clock.expected)
+
+
+# --- 1. raw aiokafka -----------------------------------------------------------------------
+async def run_raw(spec: WorkerSpec) -> Throughput:
+    """Consume, produce (acks=all), wait for the ack, commit offset+1: one record at a time."""
+    consumer = AIOKafkaConsumer(
+        spec.input_topic,
+        bootstrap_servers=spec.bootstrap,
+        group_id=spec.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=spec.bootstrap, **PRODUCER_OPTIONS)
+    clock = _Clock(spec.count)
+
+    async def passthrough() -> None:
+        async for record in consumer:
+            clock.arrived()
+            ack = await producer.send(
+                spec.output_topic, record.value, key=record.key, headers=list(record.headers)
+            )
+            await ack
+            partition = TopicPartition(record.topic, record.partition)
+            await consumer.commit({partition: record.offset + 1})
+            clock.completed()
+            if clock.finished.is_set():
+                return
+
+    await producer.start()
+    await consumer.start()
+    try:
+        task = asyncio.create_task(passthrough())
+        await _wait(clock, spec.timeout_s)
+        task.cancel()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return clock.result(spec.variant)
+
+
+# --- 2. bare FastStream --------------------------------------------------------------------
+async def _raw_body(message: StreamMessage[Any]) -> bytes:
+    return message.body
+
+
+async def run_faststream(spec: WorkerSpec) -> Throughput:
+    """A FastStream subscriber that publishes each body on and commits offset+1, as the hub does."""
+    broker = KafkaBroker(
+        spec.bootstrap,
+        # Quiet as the hub's broker: no per-message lines from FastStream itself.
+        log_level=logging.DEBUG,
+        logger=logging.getLogger("faststream.bench"),
+        **PRODUCER_OPTIONS,
+    )
+    publisher = broker.publisher(spec.output_topic)
+    clock = _Clock(spec.count)
+
+    async def passthrough(message: KafkaMessage) -> None:
+        clock.arrived()
+        raw = message.raw_message
+        if isinstance(raw, tuple):
+            raise TypeError("a batch subscriber was not asked for")
+        await publisher.publish(message.body, key=raw.key, headers=message.headers)
+        consumer = message.consumer
+        if isinstance(consumer, AIOKafkaConsumer):
+            await consumer.commit({TopicPartition(raw.topic, raw.partition): raw.offset + 1})
+        clock.completed()
+
+    subscriber = broker.subscriber(
+        spec.input_topic,
+        group_id=spec.group,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+    )
+    subscriber(passthrough, decoder=_raw_body)
+    await broker.start()
+    try:
+        await _wait(clock, spec.timeout_s)
+    finally:
+        await broker.stop()
+    return clock.result(spec.variant)
+
+
+# --- 3 and 5. the hub's hop and the replay path --------------------------------------------
+class TimedRuntime(ServiceRuntime):
+    """The kernel's ServiceRuntime, unchanged, with a clock around each record."""
+
+    clock: _Clock
+
+    async def _consume(self, message: KafkaMessage) -> None:
+        self.clock.arrived()
+        await super()._consume(message)
+        self.clock.completed()
+
+
+def retarget(handler: Handler, topic: str) -> Handler:
+    """`handler` with its outputs sent to `topic`, so a bench run leaves the real topics alone."""
+
+    def handle(incoming: Incoming[Any]) -> Decision:
+        decision = handler(incoming)
+        if not isinstance(decision, Decision):
+            raise TypeError("intake's handlers are synchronous")
+        emits = tuple(replace(emit, topic=topic) for emit in decision.emits)
+        return replace(decision, emits=emits)
+
+    return handle
+
+
+def bench_intake(settings: HubSettings, spec: WorkerSpec) -> Service:
+    """The intake service under its own group and topics."""
+    intake = build_intake(settings)
+    handlers = {name: retarget(h, spec.output_topic) for name, h in intake.handlers.items()}
+    return replace(intake, group=spec.group, inputs=(spec.input_topic,), handlers=handlers)
+
+
+async def run_hub(spec: WorkerSpec) -> Throughput:
+    """Intake through ServiceRuntime: envelope, upcast, validation, inbox, state, DLQ, logs."""
+    settings = HubSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    runtime = TimedRuntime(bench_intake(settings, spec), settings, registry=CATALOGUE)
+    runtime.clock = _Clock(spec.count)
+    await runtime.start()
+    try:
+        await _wait(runtime.clock, spec.timeout_s)
+    finally:
+        await runtime.stop()
+    return runtime.clock.result(spec.variant)
+
+
+# --- 4. end-to-end latency -----------------------------------------------------------------
+def percentile(values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of `values` (sorted ascending)."""
+    if not values:
+        return math.nan
+    rank = max(1, math.ceil(fraction * len(values)))
+    return values[rank - 1]
+
+
+class _CaseClock:
+    """When each case was due to be sent, and when its pickup order arrived (loop time)."""
+
+    def __init__(self) -> None:
+        self.scheduled: dict[str, float] = {}
+        self.arrived: dict[str, float] = {}
+        self._waiting: set[str] = set()
+        self.all_in = asyncio.Event()
+
+    def expect(self, cases: list[str]) -> None:
+        self._waiting = {case for case in cases if case not in self.arrived}
+        if self._waiting:
+            self.all_in.clear()
+        else:
+            self.all_in.set()
+
+    def seen(self, case_id: str, at: float) -> None:
+        if case_id in self.scheduled and case_id not in self.arrived:
+            self.arrived[case_id] = at
+            self._waiting.discard(case_id)
+            if not self._waiting:
+                self.all_in.set()
+
+    async def drain(self, cases: list[str], timeout_s: float) -> None:
+        self.expect(cases)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.all_in.wait(), timeout_s)
+
+    def latencies_ms(self, cases: list[str], until: float) -> list[float]:
+        """Sorted latencies; a case that never arrived counts as waiting `until` (a lower bound)."""
+        return sorted(
+            (self.arrived.get(case, until) - self.scheduled[case]) * 1000 for case in cases
+        )
+
+
+class _Load:
+    """Offers storefront requests at a fixed rate and watches the pickup-order topics."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.producer = AIOKafkaProducer(bootstrap_servers=spec.bootstrap, **PRODUCER_OPTIONS)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=spec.bootstrap, group_id=None, auto_offset_reset="latest"
+        )
+        self.clock = _CaseClock()
+        self.loop = asyncio.get_running_loop()
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.consumer.start()
+        # Without a group, subscribe assigns every partition; read from their ends on.
+        self.consumer.subscribe(list(self.spec.result_topics))
+        async with asyncio.timeout(30):
+            while not self.consumer.assignment():  # noqa: ASYNC110 - aiokafka has no event for it
+                await asyncio.sleep(0.05)
+        await self.consumer.seek_to_end(*self.consumer.assignment())
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def watch(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=100)
+            now = self.loop.time()
+            for batch in batches.values():
+                for record in batch:
+                    self.clock.seen(record.key.decode() if record.key else "", now)
+
+    async def offer(self, first: int, count: int, rate: float) -> list[str]:
+        records = [storefront_request(first + i) for i in range(count)]
+        cases = [case_id_for(f"RQ-{first + i:08d}") for i in range(count)]
+        started = self.loop.time()
+        pending = []
+        for i, (record, case_id) in enumerate(zip(records, cases, strict=True)):
+            due = started + i / rate
+            await asyncio.sleep(max(0.0, due - self.loop.time()))
+            self.clock.scheduled[case_id] = due
+            pending.append(
+                await self.producer.send(
+                    record.topic, record.value, key=record.key, headers=list(record.headers)
+                )
+            )
+        await asyncio.gather(*pending)
+        return cases
+
+
+async def run_e2e(spec: WorkerSpec) -> Latency:
+    """Offer storefront requests at a fixed rate; time each until its pickup order is on Kafka.
+
+    Latency counts from the scheduled send time, so a stalled sender cannot hide queueing.
+    """
+    load = _Load(spec)
+    await load.start()
+    try:
+        watcher = asyncio.create_task(load.watch())
+        # Warm-up: both services have joined their groups once these cases came through.
+        warm = await load.offer(spec.first_number, spec.warmup, rate=50.0)
+        await load.clock.drain(warm, spec.timeout_s)
+        if not load.clock.all_in.is_set():
+            raise RuntimeError("the warm-up cases did not come through: are the services up?")
+        total = int(spec.rate * spec.duration_s)
+        started = load.loop.time()
+        cases = await load.offer(spec.first_number + spec.warmup, total, spec.rate)
+        offered_s = load.loop.time() - started
+        await load.clock.drain(cases, DRAIN_S)
+        watcher.cancel()
+        ended = load.loop.time()
+    finally:
+        await load.stop()
+    latencies = load.clock.latencies_ms(cases, ended)
+    return Latency(
+        offered_rate=spec.rate,
+        achieved_rate=round(total / offered_s, 1),
+        duration_s=round(offered_s, 1),
+        sent=total,
+        received=sum(case in load.clock.arrived for case in cases),
+        p50_ms=round(percentile(latencies, 0.50), 1),
+        p95_ms=round(percentile(latencies, 0.95), 1),
+        p99_ms=round(percentile(latencies, 0.99), 1),
+        max_ms=round(latencies[-1], 1) if latencies else math.nan,
+    )
+
+
+async def run(spec: WorkerSpec) -> BaseModel:
+    """Measure the variant `spec` names."""
+    match spec.variant:
+        case "raw":
+            return await run_raw(spec)
+        case "faststream":
+            return await run_faststream(spec)
+        case "hub" | "replay":
+            return await run_hub(spec)
+        case "e2e":
+            return await run_e2e(spec)
+
+
+def main() -> None:
+    """Entry point of a worker process."""
+    spec = WorkerSpec.model_validate_json(sys.argv[1])
+    if spec.variant not in {"hub", "replay"}:
+        configure_logging(os.environ.get("HUB_LOG_LEVEL", "WARNING"), "json")
+    result = asyncio.run(run(spec))
+    sys.stdout.write(result.model_dump_json() + "\n")
+
+
+if __name__ == "__main__":
+    main()
