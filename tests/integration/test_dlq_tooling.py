@@ -229,9 +229,10 @@ async def test_dry_run_predicts_exactly_which_pass_and_repeat_failures_are_parke
                 len(odd),
                 len(odd),
             )
-    parked = await read_records(
-        settings.kafka_bootstrap_servers, parking_topic(group.group), count=len(odd)
-    )
+            # A third: what is parked stays parked, once.
+            third = await ops.replay(await ops.plan_replay(selection, max_replays=1))
+            assert (third.parked, third.already_parked) == (0, len(odd))
+    parked = await settle_and_read(settings.kafka_bootstrap_servers, parking_topic(group.group))
     assert len(parked) == len(odd)
     assert {ProbeV1.model_validate_json(r.value or b"").seq for r in parked} == odd
     assert all(headers_of(r)["x-hub-replay-count"] == "1" for r in parked)

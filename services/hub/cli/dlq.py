@@ -444,7 +444,7 @@ def replay_command(  # noqa: PLR0917 - typer passes options by keyword; one per 
     elif checkpoint.done:
         console.print(
             f"replay {checkpoint.replay_id}: {checkpoint.sent} sent, "
-            f"{checkpoint.parked} parked, done"
+            f"{checkpoint.parked} parked ({checkpoint.already_parked} parked before), done"
         )
     else:
         console.print(

@@ -278,6 +278,7 @@ class Ops(AsyncResource):
     ) -> Checkpoint:
         """Run (or resume) a replay; audit what this run sent, whether it finished or stopped."""
         sent, parked, superseded = checkpoint.sent, checkpoint.parked, checkpoint.superseded
+        already_parked = checkpoint.already_parked
         refs_before = len(checkpoint.refs)
         try:
             async with TopicReader(self.settings) as reader:
@@ -295,6 +296,7 @@ class Ops(AsyncResource):
                 "sent": checkpoint.sent - sent,
                 "parked": checkpoint.parked - parked,
                 "superseded": checkpoint.superseded - superseded,
+                "already_parked": checkpoint.already_parked - already_parked,
                 "done": int(checkpoint.done),
             }
             await self.audit(

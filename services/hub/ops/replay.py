@@ -23,6 +23,7 @@ from hub.ops.dlq import (
     DeadLetter,
     Generations,
     Selection,
+    group_of_topic,
 )
 from hub.ops.kafka_io import parse_partition_key, partition_key
 
@@ -117,6 +118,8 @@ class Checkpoint(BaseModel):
     parked: int = 0
     superseded: int = 0
     """Selected letters skipped because a newer generation of the same message exists."""
+    already_parked: int = 0
+    """Selected letters skipped because an earlier run parked them."""
     in_flight: list[str] = Field(default_factory=list)
     """Groups of the chunk being sent when this was saved; empty once the broker acknowledged."""
     in_flight_since_ms: int | None = None
@@ -208,6 +211,7 @@ class _ReplayRun:
         self._scanned: dict[str, int] = {}
         self._superseded = 0
         self._delivered: dict[tuple[str, str, int, int], Route] = {}
+        self._parked_before: set[tuple[str, str, int, int]] = set()
 
     async def learn_generations(self, reader: TopicReader) -> None:
         """Read every letter once to know the newest generation of each message."""
@@ -215,6 +219,10 @@ class _ReplayRun:
         async for batch in reader.scan(first, self.end):
             for record in batch:
                 self.generations.add(DeadLetter.from_record(record))
+        # A letter parked by an earlier run stays parked: parking it again would copy it twice.
+        parking = sorted({parking_topic(group_of_topic(tp.topic)) for tp in self.end})
+        for record in await reader.read_since(parking, 0):
+            self._parked_before.add(DeadLetter.from_record(record).identity)
 
     async def reconcile(self, reader: TopicReader) -> None:
         """After a crash mid-chunk, learn which of that chunk's records did reach the broker.
@@ -248,6 +256,8 @@ class _ReplayRun:
             pass
         elif not self.generations.is_newest(letter):
             self._superseded += 1
+        elif letter.identity in self._parked_before:
+            self.checkpoint.already_parked += 1
         elif (delivered := self._delivered.pop(letter.identity, None)) is not None:
             # Sent just before a crash: count it, do not send it again.
             if delivered == "park":
