@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
-from aiokafka import AIOKafkaConsumer
 
 from dispatch.partners import load_partners
 from hub.bootstrap import SERVICES, all_topics
@@ -31,11 +30,23 @@ from hub.core.outbound import event_record
 from hub.core.service import KafkaSink
 from hub.core.settings import HubSettings
 from hub.core.store.postgres import scratch_database
-from hub.core.topics import CASES, NOTIFICATION_EVENTS, STOREFRONT_REQUESTS, apply_topics
+from hub.core.topics import (
+    CASES,
+    NOTIFICATION_EVENTS,
+    NOTIFICATION_REQUESTS,
+    STOREFRONT_REQUESTS,
+    apply_topics,
+)
 from hub.harness.kafka import LocalKafka, free_port
 from hub.messages import CATALOGUE
 from hub.messages.cases import CaseCancelledV1, CaseRejectedV1, PickupAcceptedV1
-from hub.messages.repair import CaseClosedV1, NotificationSentV1, RefundRequestedV1
+from hub.messages.repair import (
+    CaseClosedV1,
+    NotificationRequestedV1,
+    NotificationSentV1,
+    RefundRequestedV1,
+)
+from hub.ops.kafka_io import TopicReader
 from hub.samples import sample_request_v2
 from intake.domain import case_id_for
 from simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
@@ -46,7 +57,9 @@ from simulators.sf_courier import SfCourierSimulator, SfKnobs
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from aiokafka import ConsumerRecord
+    from aiokafka import TopicPartition
+
+    from hub.core.store.base import KafkaRecord
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +71,8 @@ TERMINAL = {CaseClosedV1.ce_type(), CaseRejectedV1.ce_type(), CaseCancelledV1.ce
 # Gateways own the webhooks partners push to; partners re-push for seconds, not for a restart.
 UNKILLED = ("gateway-sf", f"gateway-center-{HTTP_CENTER}")
 RETRY_TIERS = ("2s", "5s")
+SETTLE_S = 3.0
+"""Quiet time, once every planned notification was sent, before the counting."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +105,8 @@ class ChaosReport:
     refunds: dict[str, set[str]] = field(default_factory=dict)
     notifications: Counter[str] = field(default_factory=Counter)
     """Distinct `notifications.sent` events per dedupe key (case, milestone, channel)."""
+    notifications_planned: set[str] = field(default_factory=set)
+    """Dedupe keys notify asked notify-sender to deliver."""
     gateway_deliveries: Counter[str] = field(default_factory=Counter)
     """Messages the SMS and push gateways delivered, by dedupe key."""
     partner_calls: Counter[str] = field(default_factory=Counter)
@@ -111,6 +128,11 @@ class ChaosReport:
         return sum(len(ids) - 1 for ids in self.refunds.values() if len(ids) > 1)
 
     @property
+    def undelivered_notifications(self) -> int:
+        """Planned messages no provider accepted."""
+        return len(self.notifications_planned - set(self.notifications))
+
+    @property
     def duplicate_notifications(self) -> int:
         """Milestones told more than once on one channel (hub events, gateway deliveries)."""
         repeated = [*self.notifications.values(), *self.gateway_deliveries.values()]
@@ -125,7 +147,8 @@ class ChaosReport:
             f"pickup legs accepted  {len(self.accepted_pickups)}, duplicated "
             + str(self.duplicate_pickups),
             f"refunds               {len(self.refunds)}, duplicated {self.duplicate_refunds}",
-            f"notifications         {len(self.notifications)} milestone x channel, duplicated "
+            f"notifications         {len(self.notifications)} milestone x channel sent of "
+            f"{len(self.notifications_planned)} planned, duplicated "
             + str(self.duplicate_notifications),
             "e-mails sent twice    "
             + str(sum(c - 1 for c in self.email_deliveries.values() if c > 1)),
@@ -245,8 +268,15 @@ class Ledger:
         self._ended: dict[str, str] = {}
         self.all_ended = asyncio.Event()
         """Set once every published case has reached a terminal state."""
+        self.last_news = time.monotonic()
+        """When a notification or a case end last arrived."""
 
-    def take(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    @property
+    def undelivered(self) -> int:
+        """Planned notifications not sent (yet)."""
+        return len(self.report.notifications_planned - self._sent.keys())
+
+    def take(self, record: KafkaRecord) -> None:
         """Account for one record (repeats of one event id count once)."""
         try:
             envelope = Envelope.from_headers(record.headers)
@@ -258,10 +288,15 @@ class Ledger:
             report.accepted_pickups.setdefault((event.case_id, event.leg), set()).add(envelope.id)
         elif isinstance(event, RefundRequestedV1):
             report.refunds.setdefault(event.case_id, set()).add(envelope.id)
+        elif isinstance(event, NotificationRequestedV1):
+            report.notifications_planned.add(event.dedupe_key)
+            self.last_news = time.monotonic()
         elif isinstance(event, NotificationSentV1):
             self._sent.setdefault(event.dedupe_key, set()).add(envelope.id)
+            self.last_news = time.monotonic()
         elif envelope.type in TERMINAL and envelope.subject in self.case_ids:
             self._ended[envelope.subject or ""] = envelope.type.split(".")[2]
+            self.last_news = time.monotonic()
             if len(self._ended) == report.cases:
                 self.all_ended.set()
 
@@ -271,18 +306,26 @@ class Ledger:
         self.report.ended = Counter(self._ended.values())
 
 
-async def _follow(bootstrap: str, ledger: Ledger, stop: asyncio.Event) -> None:
-    consumer = AIOKafkaConsumer(CASES, NOTIFICATION_EVENTS, bootstrap_servers=bootstrap,
-                                auto_offset_reset="earliest", group_id=None)  # fmt: skip
-    await consumer.start()
-    try:
-        while not stop.is_set():
-            batches = await consumer.getmany(timeout_ms=500, max_records=500)
-            for batch in batches.values():
+LEDGER_TOPICS = (CASES, NOTIFICATION_REQUESTS, NOTIFICATION_EVENTS)
+FOLLOW_EVERY_S = 1.0
+
+
+async def _follow(settings: HubSettings, ledger: Ledger, done: asyncio.Event) -> None:
+    """Read what is new on the ledger's topics every second until `done`, then once more."""
+    positions: dict[TopicPartition, int] = {}
+    async with TopicReader(settings) as reader:
+        while True:
+            final = done.is_set()
+            # Up to the end offsets of now: the last pass, after `done`, misses nothing.
+            ends = {tp: end for tp, (_, end) in (await reader.bounds(LEDGER_TOPICS)).items()}
+            async for batch in reader.scan({tp: positions.get(tp, 0) for tp in ends}, ends):
                 for record in batch:
                     ledger.take(record)
-    finally:
-        await consumer.stop()
+            positions.update(ends)
+            if final:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=FOLLOW_EVERY_S)
 
 
 async def _publish(settings: HubSettings, plan: ChaosPlan, ledger: Ledger) -> None:
@@ -321,16 +364,33 @@ async def _kills(
 
 
 async def _broker_outage(
-    kafka: LocalKafka, plan: ChaosPlan, report: ChaosReport, say: Callable[[str], None]
-) -> None:
+    kafka: LocalKafka, plan: ChaosPlan, report: ChaosReport, stop: asyncio.Event,
+    say: Callable[[str], None],
+) -> None:  # fmt: skip
     """Node 2 goes away while the cases are in full flow, and comes back."""
-    await asyncio.sleep(plan.kill_every_s)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=plan.kill_every_s)
+    if stop.is_set():
+        return  # everything ended first: nothing to stop
     say("stopping broker node 2")
     await asyncio.to_thread(kafka.stop_node, 2)
     await asyncio.sleep(plan.broker_down_s)
     await asyncio.to_thread(kafka.start_node, 2)
     report.broker_restarts += 1
     say("broker node 2 is back")
+
+
+async def _settle(ledger: Ledger, *, deadline: float) -> None:
+    """Wait until every planned notification was sent and nothing new came for a while.
+
+    Notify lags the cases it reports on: a send that failed waits in a retry tier, and the
+    case's later messages wait behind it.
+    """
+    # Polling: "all sent, then nothing new for a while" is no event anyone could set.
+    while time.monotonic() < deadline and (  # noqa: ASYNC110
+        ledger.undelivered or time.monotonic() - ledger.last_news < SETTLE_S
+    ):
+        await asyncio.sleep(1.0)
 
 
 async def run_chaos(plan: ChaosPlan, base_dir: Path, say: Callable[[str], None]) -> ChaosReport:
@@ -383,10 +443,11 @@ async def _run(
         services = Services(environment, log_dir, ports, plan.instances)
         services.start_all()
         ledger = Ledger(report)
-        stop = asyncio.Event()
-        following = asyncio.create_task(_follow(kafka.bootstrap_servers, ledger, stop))
+        # The faults stop once every case has ended; the ledger reads on until the counting.
+        stop, counted = asyncio.Event(), asyncio.Event()
+        following = asyncio.create_task(_follow(settings, ledger, counted))
         kills = asyncio.create_task(_kills(services, plan, report, stop, say))
-        outage = asyncio.create_task(_broker_outage(kafka, plan, report, say))
+        outage = asyncio.create_task(_broker_outage(kafka, plan, report, stop, say))
         try:
             await _publish(settings, plan, ledger)
             say(f"published {plan.cases} requests")
@@ -394,9 +455,10 @@ async def _run(
                 await asyncio.wait_for(ledger.all_ended.wait(), timeout=plan.timeout_s)
             stop.set()
             await asyncio.gather(kills, outage)
-            await asyncio.sleep(3.0)  # the last notifications of the last cases
+            await _settle(ledger, deadline=started + plan.timeout_s)
         finally:
             stop.set()
+            counted.set()
             await following
             await asyncio.to_thread(services.stop_all)
             for partner in reversed(partners.all):

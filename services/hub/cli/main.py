@@ -121,7 +121,8 @@ def chaos(  # noqa: PLR0917 - typer options are parameters
     for line in report.lines():
         print(line)
     failed = report.lost or report.duplicate_pickups or report.duplicate_refunds
-    raise typer.Exit(1 if failed or report.duplicate_notifications else 0)
+    told = report.undelivered_notifications or report.duplicate_notifications
+    raise typer.Exit(1 if failed or told else 0)
 
 
 @app.command("run")
