@@ -1,4 +1,9 @@
-"""SQLite state store (single instance): one WAL file, one connection, one transaction per call."""
+"""SQLite state store (single instance): one WAL file, one connection, one transaction per call.
+
+The connection lives on one thread of its own and every call runs there as one function: one
+thread hop a call (not one a statement), and a call's statements can never interleave with
+another task's.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,21 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiosqlite
 import structlog
 
 from hub.core.store.base import JsonObject, KafkaRecord, ParkedRecord
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import Callable
 
     from hub.core.store.base import Headers
+
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -132,10 +139,8 @@ class SqliteStateStore:
 
     def __init__(self, path: Path | str) -> None:
         self._path = Path(path)
-        self._db: aiosqlite.Connection | None = None
-        # Every task of the service shares the one connection: calls take turns, so no task's
-        # statement ever lands inside another task's transaction.
-        self._lock = asyncio.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
 
     @property
     def path(self) -> Path:
@@ -147,113 +152,57 @@ class SqliteStateStore:
         if self._db is not None:
             return
         self._path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(self._path, isolation_level=None)
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-sqlite")
         try:
-            # First: switching to WAL needs a lock another process may hold for a moment.
-            await db.execute("PRAGMA busy_timeout = 10000")
-            journal = await db.execute_fetchall("PRAGMA journal_mode = WAL")
-            # FULL syncs the WAL at each commit: a row whose call returned survives a power cut
-            # too, so a Kafka offset committed after it never points past lost state.
-            await db.execute("PRAGMA synchronous = FULL")
-            await self._migrate(db)
+            db, journal, migrated_from = await asyncio.get_running_loop().run_in_executor(
+                thread, _connect, self._path
+            )
         except BaseException:
-            await db.close()
+            thread.shutdown(wait=False)
             raise
-        self._db = db
-        log.info(
-            "state_store_opened",
-            backend="sqlite",
-            path=str(self._path),
-            journal_mode=next(iter(journal))[0],
-        )
+        self._db, self._thread = db, thread
+        if migrated_from is not None:
+            log.info("state_store_schema_migrated", backend="sqlite",
+                     from_version=migrated_from, to_version=SCHEMA_VERSION)  # fmt: skip
+        log.info("state_store_opened", backend="sqlite", path=str(self._path), journal_mode=journal)
 
     async def close(self) -> None:
-        """Close the connection (idempotent)."""
-        async with self._lock:
-            if self._db is not None:
-                db, self._db = self._db, None
-                await db.close()
+        """Close the connection (idempotent); calls already queued finish first."""
+        if self._db is None or self._thread is None:
+            return
+        db, thread = self._db, self._thread
+        self._db = self._thread = None
+        await asyncio.get_running_loop().run_in_executor(thread, db.close)
+        thread.shutdown(wait=True)
 
-    async def _migrate(self, db: aiosqlite.Connection) -> None:
-        await db.execute("BEGIN IMMEDIATE")
-        try:
-            version = await self._schema_version(db)
-            if version < SCHEMA_VERSION:
-                # executescript would commit first; statement by statement keeps one transaction.
-                for script in _MIGRATIONS[version]:
-                    for statement in _statements(script):
-                        await db.execute(statement)
-                # PRAGMA takes no bound parameters; the value is our own integer constant.
-                await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
-                log.info(
-                    "state_store_schema_migrated",
-                    backend="sqlite",
-                    from_version=version,
-                    to_version=SCHEMA_VERSION,
-                )
-        except BaseException:
-            await _rollback(db)
-            raise
-        await db.execute("COMMIT")
+    async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` on the connection's thread (reads: one implicit transaction each)."""
+        if self._db is None or self._thread is None:
+            raise RuntimeError("the state store is not open")
+        db = self._db
+        # A cancelled caller stops waiting; the call itself runs to its end (or its rollback).
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, db)
 
-    @staticmethod
-    async def _schema_version(db: aiosqlite.Connection) -> int:
-        rows = list(await db.execute_fetchall("PRAGMA user_version"))
-        version = int(rows[0][0])
-        if version == 0 and await db.execute_fetchall(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'hub_parked'"
-        ):
-            return LEGACY_VERSION
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(
-                f"the state store has schema {version}; this hub knows only up to "
-                f"{SCHEMA_VERSION}: upgrade the hub"
-            )
-        return version
-
-    @contextlib.asynccontextmanager
-    async def _reading(self) -> AsyncIterator[aiosqlite.Connection]:
-        """The connection for one read statement (its own implicit transaction)."""
-        async with self._lock:
-            if self._db is None:
-                raise RuntimeError("the state store is not open")
-            yield self._db
-
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction, its lock taken up front so a read inside it stays true."""
-        async with self._lock:
-            if self._db is None:
-                raise RuntimeError("the state store is not open")
-            db = self._db
-            await db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                await _rollback(db)
-                raise
-            await db.execute("COMMIT")
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` as one write transaction, its lock taken up front."""
+        return await self._call(lambda db: _transaction(db, work))
 
     # --- inbox and per-key state -------------------------------------------------------
     async def is_processed(self, group: str, event_id: str) -> bool:
         """Whether `event_id` was already recorded as processed by `group`."""
-        async with self._reading() as db:
-            rows = await db.execute_fetchall(
-                "SELECT 1 FROM hub_inbox WHERE grp = ? AND event_id = ?", (group, event_id)
-            )
-        return bool(rows)
+        row = await self._call(lambda db: db.execute(
+            "SELECT 1 FROM hub_inbox WHERE grp = ? AND event_id = ?", (group, event_id)
+        ).fetchone())  # fmt: skip
+        return row is not None
 
     async def load_state(self, group: str, key: str) -> JsonObject | None:
         """The state document of `key` for `group`, or None when there is none."""
-        async with self._reading() as db:
-            rows = list(
-                await db.execute_fetchall(
-                    "SELECT document FROM hub_state WHERE grp = ? AND key = ?", (group, key)
-                )
-            )
-        if not rows:
+        row = await self._call(lambda db: db.execute(
+            "SELECT document FROM hub_state WHERE grp = ? AND key = ?", (group, key)
+        ).fetchone())  # fmt: skip
+        if row is None:
             return None
-        document: JsonObject = json.loads(rows[0][0])
+        document: JsonObject = json.loads(row[0])
         return document
 
     async def record_processed(
@@ -269,8 +218,9 @@ class SqliteStateStore:
         if document is not None and key is None:
             log.warning("state_without_key_ignored", group=group, event_id=event_id)
         now = _now()
-        async with self._writing() as db:
-            cursor = await db.execute(
+
+        def record(db: sqlite3.Connection) -> bool:
+            cursor = db.execute(
                 "INSERT INTO hub_inbox (grp, event_id, processed_at) VALUES (?, ?, ?)"
                 " ON CONFLICT DO NOTHING",
                 (group, event_id, now),
@@ -278,106 +228,145 @@ class SqliteStateStore:
             if cursor.rowcount != 1:
                 return False
             if key is not None and document is not None:
-                await db.execute(
+                db.execute(
                     "INSERT INTO hub_state (grp, key, document, updated_at) VALUES (?, ?, ?, ?)"
                     " ON CONFLICT (grp, key) DO UPDATE"
                     " SET document = excluded.document, updated_at = excluded.updated_at",
                     (group, key, document, now),
                 )
-        return True
+            return True
+
+        return await self._write(record)
 
     async def purge_inbox(self, group: str, older_than: datetime) -> int:
         """Delete inbox rows of `group` processed before `older_than`; returns how many."""
         cutoff = _timestamp(older_than)
-        async with self._writing() as db:
-            cursor = await db.execute(
-                "DELETE FROM hub_inbox WHERE grp = ? AND processed_at < ?", (group, cutoff)
-            )
-        return cursor.rowcount
+        return await self._write(lambda db: db.execute(
+            "DELETE FROM hub_inbox WHERE grp = ? AND processed_at < ?", (group, cutoff)
+        ).rowcount)  # fmt: skip
 
     async def inbox_size(self, group: str) -> int:
         """How many processed ids `group` holds."""
-        async with self._reading() as db:
-            rows = list(
-                await db.execute_fetchall("SELECT count(*) FROM hub_inbox WHERE grp = ?", (group,))
-            )
-        return int(rows[0][0])
+        row = await self._call(lambda db: db.execute(
+            "SELECT count(*) FROM hub_inbox WHERE grp = ?", (group,)
+        ).fetchone())  # fmt: skip
+        return int(row[0])
 
     # --- park by key -------------------------------------------------------------------
     async def park(self, group: str, key: str, head_event_id: str) -> None:
         """Mark `key` as parked behind `head_event_id` (creates the park or replaces its head)."""
-        async with self._writing() as db:
-            await db.execute(
-                "INSERT INTO hub_park (grp, key, head_event_id, parked_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (grp, key) DO UPDATE SET head_event_id = excluded.head_event_id",
-                (group, key, head_event_id, _now()),
-            )
+        now = _now()
+        await self._write(lambda db: db.execute(
+            "INSERT INTO hub_park (grp, key, head_event_id, parked_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (grp, key) DO UPDATE SET head_event_id = excluded.head_event_id",
+            (group, key, head_event_id, now),
+        ))  # fmt: skip
 
     async def park_head(self, group: str, key: str) -> str | None:
         """The event id the park of `key` waits for, or None when `key` is not parked."""
-        async with self._reading() as db:
-            rows = list(
-                await db.execute_fetchall(
-                    "SELECT head_event_id FROM hub_park WHERE grp = ? AND key = ?", (group, key)
-                )
-            )
-        return str(rows[0][0]) if rows else None
+        row = await self._call(lambda db: db.execute(
+            "SELECT head_event_id FROM hub_park WHERE grp = ? AND key = ?", (group, key)
+        ).fetchone())  # fmt: skip
+        return str(row[0]) if row is not None else None
 
     async def append_parked(self, group: str, key: str, record: KafkaRecord) -> bool:
         """Append `record` behind the park of `key`; False (nothing stored) when not parked."""
-        async with self._writing() as db:
-            # One statement: the follower is stored only while the park row exists.
-            cursor = await db.execute(
-                "INSERT INTO hub_parked (grp, key, topic, part, off, timestamp_ms, rkey, value,"
-                " headers) SELECT grp, key, ?, ?, ?, ?, ?, ?, ? FROM hub_park"
-                " WHERE grp = ? AND key = ?",
-                (
-                    record.topic,
-                    record.partition,
-                    record.offset,
-                    record.timestamp_ms,
-                    record.key,
-                    record.value,
-                    _encode_headers(record.headers),
-                    group,
-                    key,
-                ),
-            )
-            return cursor.rowcount == 1
+        headers = _encode_headers(record.headers)
+        # One statement: the follower is stored only while the park row exists.
+        return await self._write(lambda db: db.execute(
+            "INSERT INTO hub_parked (grp, key, topic, part, off, timestamp_ms, rkey, value,"
+            " headers) SELECT grp, key, ?, ?, ?, ?, ?, ?, ? FROM hub_park"
+            " WHERE grp = ? AND key = ?",
+            (record.topic, record.partition, record.offset, record.timestamp_ms, record.key,
+             record.value, headers, group, key),
+        ).rowcount == 1)  # fmt: skip
 
     async def next_parked(self, group: str, key: str) -> ParkedRecord | None:
         """The oldest follower of `key`; when there is none, delete the park and return None."""
-        async with self._writing() as db:
-            rows = list(
-                await db.execute_fetchall(
-                    "SELECT seq, topic, part, off, timestamp_ms, rkey, value, headers"
-                    " FROM hub_parked WHERE grp = ? AND key = ? ORDER BY seq LIMIT 1",
-                    (group, key),
-                )
-            )
-            if not rows:
-                await db.execute("DELETE FROM hub_park WHERE grp = ? AND key = ?", (group, key))
+
+        def oldest(db: sqlite3.Connection) -> ParkedRecord | None:
+            row = db.execute(
+                "SELECT seq, topic, part, off, timestamp_ms, rkey, value, headers"
+                " FROM hub_parked WHERE grp = ? AND key = ? ORDER BY seq LIMIT 1",
+                (group, key),
+            ).fetchone()
+            if row is None:
+                db.execute("DELETE FROM hub_park WHERE grp = ? AND key = ?", (group, key))
                 return None
-        return _parked(rows[0])
+            return _parked(row)
+
+        return await self._write(oldest)
 
     async def remove_parked(self, group: str, key: str, seq: int) -> None:
         """Remove one follower once it has been handled or handed on."""
-        async with self._writing() as db:
-            await db.execute(
-                "DELETE FROM hub_parked WHERE grp = ? AND key = ? AND seq = ?", (group, key, seq)
-            )
+        await self._write(lambda db: db.execute(
+            "DELETE FROM hub_parked WHERE grp = ? AND key = ? AND seq = ?", (group, key, seq)
+        ))  # fmt: skip
 
     async def parked_keys(self, group: str) -> list[str]:
         """Every key of `group` that is parked now (for operators and tests)."""
-        async with self._reading() as db:
-            rows = await db.execute_fetchall(
-                "SELECT key FROM hub_park WHERE grp = ? ORDER BY key", (group,)
-            )
+        rows = await self._call(lambda db: db.execute(
+            "SELECT key FROM hub_park WHERE grp = ? ORDER BY key", (group,)
+        ).fetchall())  # fmt: skip
         return [str(row[0]) for row in rows]
 
 
-async def _rollback(db: aiosqlite.Connection) -> None:
-    # Queued statements still run after a cancellation, so the transaction may or may not
-    # have begun: always queue the rollback, and accept that there was nothing to undo.
-    with contextlib.suppress(sqlite3.OperationalError):
-        await db.execute("ROLLBACK")
+def _connect(path: Path) -> tuple[sqlite3.Connection, str, int | None]:
+    """On the store's thread: open, set the pragmas, migrate; (connection, journal, from)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        # First: switching to WAL needs a lock another process may hold for a moment.
+        db.execute("PRAGMA busy_timeout = 10000")
+        journal = str(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        # FULL syncs the WAL at each commit: a row whose call returned survives a power cut
+        # too, so a Kafka offset committed after it never points past lost state.
+        db.execute("PRAGMA synchronous = FULL")
+        migrated_from = _transaction(db, _migrate)
+    except BaseException:
+        db.close()
+        raise
+    return db, journal, migrated_from
+
+
+def _migrate(db: sqlite3.Connection) -> int | None:
+    """Bring the schema to SCHEMA_VERSION; the version it came from, or None when current."""
+    version = _schema_version(db)
+    if version >= SCHEMA_VERSION:
+        return None
+    # executescript would commit first; statement by statement keeps one transaction.
+    for script in _MIGRATIONS[version]:
+        for statement in _statements(script):
+            db.execute(statement)
+    # PRAGMA takes no bound parameters; the value is our own integer constant.
+    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+    return version
+
+
+def _schema_version(db: sqlite3.Connection) -> int:
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if (
+        version == 0
+        and db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'hub_parked'"
+        ).fetchone()
+    ):
+        return LEGACY_VERSION
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"the state store has schema {version}; this hub knows only up to "
+            f"{SCHEMA_VERSION}: upgrade the hub"
+        )
+    return version
+
+
+def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """`work` between BEGIN IMMEDIATE and COMMIT; rolled back on any error."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(db)
+    except BaseException:
+        with contextlib.suppress(sqlite3.OperationalError):
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return result
