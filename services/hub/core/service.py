@@ -16,7 +16,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
 
-# FastStream resolves handler annotations at run time (dependency injection).
+# A broker passed in (TestKafkaBroker in component tests) resolves annotations at run time.
 from faststream.kafka.annotations import KafkaMessage  # noqa: TC002
 
 from hub.core.connection import faststream_security, kafka_security, raise_if_refused
