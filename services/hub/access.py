@@ -58,42 +58,34 @@ def service_outputs(group: str, table: PartnerTable) -> tuple[str, ...]:
 def partner_bindings(table: PartnerTable) -> list[AclBinding]:
     """Kafka-native partners: each reads its own order topic in its own group, writes its events."""
     bindings: list[AclBinding] = []
-    for code, orders, events in _kafka_partners(table):
+    for code, orders, events, _ in _partners(table, "kafka"):
         principal = user(partner_user(code))
         bindings += [*reads(principal, [orders]), *writes_to(principal, [events])]
         bindings.append(joins(principal, partner_user(code)))
     return bindings
 
 
-def _kafka_partners(table: PartnerTable) -> list[tuple[str, str, str]]:
+def _partners(table: PartnerTable, integration: str) -> list[tuple[str, str, str, str]]:
+    """(code, order or ticket topic, events topic, gateway group) of each partner so integrated."""
     couriers = [
-        (c.code, courier_orders_topic(c.code), courier_events_topic(c.code))
+        (c.code, courier_orders_topic(c.code), courier_events_topic(c.code), f"gateway-{c.code}")
         for c in table.couriers
-        if c.integration == "kafka"
+        if c.integration == integration
     ]
     centers = [
-        (c.code, center_tickets_topic(c.code), center_events_topic(c.code))
+        (c.code, center_tickets_topic(c.code), center_events_topic(c.code),
+         f"gateway-center-{c.code}")
         for c in table.repair_centers
-        if c.integration == "kafka"
-    ]
+        if c.integration == integration
+    ]  # fmt: skip
     return couriers + centers
 
 
 def _gateways(table: PartnerTable) -> list[tuple[Service, str]]:
     """The groups that call HTTP partners on the hub's side: each with the topic it writes."""
-    couriers = [
-        (f"gateway-{c.code}", courier_orders_topic(c.code), courier_events_topic(c.code))
-        for c in table.couriers
-        if c.integration == "http"
-    ]
-    centers = [
-        (f"gateway-center-{c.code}", center_tickets_topic(c.code), center_events_topic(c.code))
-        for c in table.repair_centers
-        if c.integration == "http"
-    ]
     return [
         (Service(group=group, inputs=(orders,), handlers={}, source=""), events)
-        for group, orders, events in couriers + centers
+        for _, orders, events, group in _partners(table, "http")
     ]
 
 

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from hub.access import OPERATIONS_USER, STOREFRONT_USER, all_bindings, partner_user
 from hub.bootstrap import all_topics
 from hub.core.acls import apply_acls
-from hub.core.connection import KafkaAuthenticationError, kafka_security
+from hub.core.connection import KafkaAuthenticationError, kafka_security, scram_options
 from hub.core.outbound import event_record
 from hub.core.service import KafkaSink, ServiceRuntime
 from hub.core.settings import HubSettings
@@ -44,13 +44,10 @@ class SecuredCluster:
         self.passwords = passwords
         self.bootstrap = kafka.bootstrap_servers
 
-    def sasl(self, name: str, password: str | None = None) -> dict[str, Any]:
+    def sasl(self, name: str) -> dict[str, Any]:
         return {
             "bootstrap_servers": self.bootstrap,
-            "security_protocol": "SASL_PLAINTEXT",
-            "sasl_mechanism": "SCRAM-SHA-512",
-            "sasl_plain_username": name,
-            "sasl_plain_password": password or self.passwords[name],
+            **scram_options(name, self.passwords[name]),
         }
 
 

@@ -21,16 +21,21 @@ class KafkaAuthenticationError(ConnectionError):
     """The cluster refused the configured SASL credentials."""
 
 
+def scram_options(username: str, password: str) -> dict[str, Any]:
+    """Aiokafka connection options for one SASL/SCRAM-SHA-512 user."""
+    return {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": SCRAM_MECHANISM,
+        "sasl_plain_username": username,
+        "sasl_plain_password": password,
+    }
+
+
 def kafka_security(settings: HubSettings) -> dict[str, Any]:
     """Aiokafka connection options for the configured authentication."""
     if settings.kafka_username is None or settings.kafka_password is None:
         return {}
-    return {
-        "security_protocol": "SASL_PLAINTEXT",
-        "sasl_mechanism": SCRAM_MECHANISM,
-        "sasl_plain_username": settings.kafka_username,
-        "sasl_plain_password": settings.kafka_password.get_secret_value(),
-    }
+    return scram_options(settings.kafka_username, settings.kafka_password.get_secret_value())
 
 
 def faststream_security(settings: HubSettings) -> SASLScram512 | None:

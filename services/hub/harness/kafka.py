@@ -26,6 +26,8 @@ import structlog
 from aiokafka.conn import create_conn
 from aiokafka.protocol.metadata import MetadataRequest
 
+from hub.core.connection import SCRAM_MECHANISM, scram_options
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
     from types import TracebackType
@@ -60,7 +62,6 @@ LAST_NODE_GRACE = 1.0  # seconds the last node of a stopping cluster gets once i
 CONTROLLER_PORT_OFFSET = 100  # with a fixed port, node n's controller listens on port+100+n-1
 ADMIN_USER = "admin"
 """The secured cluster's super user: brokers and controllers talk to each other as this user."""
-SCRAM_MECHANISM = "SCRAM-SHA-512"
 
 
 class HarnessError(RuntimeError):
@@ -756,14 +757,7 @@ async def _metadata_of_each(
 
 async def _metadata(port: int, admin: Credentials | None) -> MetadataAnswer:
     # A connection to this one node: through a client, another node could answer instead.
-    sasl: dict[str, Any] = {}
-    if admin is not None:
-        sasl = {
-            "security_protocol": "SASL_PLAINTEXT",
-            "sasl_mechanism": SCRAM_MECHANISM,
-            "sasl_plain_username": admin.username,
-            "sasl_plain_password": admin.password,
-        }
+    sasl = {} if admin is None else scram_options(admin.username, admin.password)
     try:
         connection = await create_conn(HOST, port, request_timeout_ms=3000, **sasl)
     except Exception as error:  # noqa: BLE001 - any failure here means "not yet"
