@@ -368,11 +368,24 @@ async def test_two_instances_share_the_load_and_a_rebalance_loses_and_repeats_no
     keys = [f"case-{n}" for n in range(60)]
     probe = Probe(make_settings(database_url=postgres_url, partitions=6), unique)
     await probe.create_topics()
-    await probe.publish([probe.record(seq, keys[seq % len(keys)]) for seq in range(total)])
+
+    async def offer_steadily() -> None:
+        # A batch kernel drains a preloaded topic before a second member can join: inputs
+        # keep arriving (about 150/s) so that both members, and both rebalances, see traffic.
+        sink = KafkaSink(probe.settings, client_id="test-publisher")
+        await sink.start()
+        try:
+            for start in range(0, total, 30):
+                chunk = range(start, min(start + 30, total))
+                await sink.send([probe.record(seq, keys[seq % len(keys)]) for seq in chunk])
+                await asyncio.sleep(0.2)
+        finally:
+            await sink.stop()
 
     watcher = OutputWatcher(probe)
     await watcher.consumer.start()
     first, second = probe.runtime(), probe.runtime()
+    offering = asyncio.create_task(offer_steadily())
     try:
         await first.start()
         await watcher.wait_for(200, timeout_s=90)
@@ -382,6 +395,7 @@ async def test_two_instances_share_the_load_and_a_rebalance_loses_and_repeats_no
         ids = await watcher.wait_for(total, timeout_s=180)
         await second.stop()
     finally:
+        await offering
         await watcher.consumer.stop()
 
     records = await settle_and_read(probe.settings.kafka_bootstrap_servers, probe.output)

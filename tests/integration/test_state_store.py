@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from hub.core.store.base import KafkaRecord
+from hub.core.store.base import EventId, KafkaRecord, StaleBatchError
 from hub.core.store.factory import open_store
 from hub.core.store.postgres import PostgresStateStore
 from hub.core.store.sqlite import SqliteStateStore
@@ -50,28 +50,78 @@ async def drain(store: StateStore, group: str, key: str) -> list[int]:
     return offsets
 
 
+# --- event identity and batches ----------------------------------------------------------
+async def test_an_event_is_its_source_and_id_together(
+    state_store: StateStore, store_group: str
+) -> None:
+    assert await state_store.record_processed(store_group, EventId("urn:a", "same-id"))
+    assert await state_store.is_processed(store_group, EventId("urn:a", "same-id"))
+    assert not await state_store.is_processed(store_group, EventId("urn:b", "same-id"))
+    assert await state_store.record_processed(store_group, EventId("urn:b", "same-id"))
+
+
+async def test_a_batch_is_read_in_one_call_and_written_in_one_transaction(
+    state_store: StateStore, store_group: str
+) -> None:
+    old, new = EventId("urn:t", "old"), EventId("urn:t", "new")
+    await state_store.record_processed(store_group, old, key="c1", state={"v": 1})
+    await state_store.park(store_group, "c2", "head-2")
+
+    snapshot = await state_store.load_batch(store_group, [old, new], {"c1", "c2", "c3"})
+    assert snapshot.processed == {old}
+    assert snapshot.states == {"c1": {"v": 1}}
+    assert snapshot.park_heads == {"c2": "head-2"}
+
+    events = [new, EventId("urn:t", "n2")]
+    await state_store.commit_batch(store_group, events, {"c1": {"v": 2}, "c3": {"v": "三"}})
+    snapshot = await state_store.load_batch(store_group, events, {"c1", "c3"})
+    assert snapshot.processed == set(events)
+    assert snapshot.states == {"c1": {"v": 2}, "c3": {"v": "三"}}
+
+
+async def test_a_batch_with_an_event_already_recorded_writes_nothing(
+    state_store: StateStore, store_group: str
+) -> None:
+    done = EventId("urn:t", "done")
+    await state_store.record_processed(store_group, done, key="c1", state={"v": 1})
+    fresh = EventId("urn:t", "fresh")
+    with pytest.raises(StaleBatchError):
+        await state_store.commit_batch(store_group, [fresh, done], {"c1": {"v": 99}})
+    assert not await state_store.is_processed(store_group, fresh)
+    assert await state_store.load_state(store_group, "c1") == {"v": 1}
+    with pytest.raises(ValueError, match="JSON"):
+        await state_store.commit_batch(store_group, [fresh], {"c1": {"x": float("nan")}})
+    assert not await state_store.is_processed(store_group, fresh)
+
+
 # --- inbox and per-key state -------------------------------------------------------------
 async def test_an_event_is_recorded_once_and_a_repeat_writes_nothing(
     state_store: StateStore, store_group: str
 ) -> None:
-    assert not await state_store.is_processed(store_group, "e1")
-    assert await state_store.record_processed(store_group, "e1", key="c1", state={"step": 1})
-    assert await state_store.is_processed(store_group, "e1")
+    assert not await state_store.is_processed(store_group, EventId("urn:test", "e1"))
+    assert await state_store.record_processed(
+        store_group, EventId("urn:test", "e1"), key="c1", state={"step": 1}
+    )
+    assert await state_store.is_processed(store_group, EventId("urn:test", "e1"))
 
-    assert not await state_store.record_processed(store_group, "e1", key="c1", state={"step": 9})
-    assert not await state_store.record_processed(store_group, "e1", key="c2", state={"step": 9})
+    assert not await state_store.record_processed(
+        store_group, EventId("urn:test", "e1"), key="c1", state={"step": 9}
+    )
+    assert not await state_store.record_processed(
+        store_group, EventId("urn:test", "e1"), key="c2", state={"step": 9}
+    )
     assert await state_store.load_state(store_group, "c1") == {"step": 1}
     assert await state_store.load_state(store_group, "c2") is None
     assert await state_store.inbox_size(store_group) == 1
 
     # No state: only the inbox row; the key's document stays as it was.
-    assert await state_store.record_processed(store_group, "e2", key="c1")
+    assert await state_store.record_processed(store_group, EventId("urn:test", "e2"), key="c1")
     assert await state_store.load_state(store_group, "c1") == {"step": 1}
     assert await state_store.inbox_size(store_group) == 2
     # Another group has an inbox of its own.
     other = f"{store_group}-other"
-    assert not await state_store.is_processed(other, "e1")
-    assert await state_store.record_processed(other, "e1")
+    assert not await state_store.is_processed(other, EventId("urn:test", "e1"))
+    assert await state_store.record_processed(other, EventId("urn:test", "e1"))
 
 
 async def test_state_round_trips_and_the_last_write_wins(
@@ -84,10 +134,14 @@ async def test_state_round_trips_and_the_last_write_wins(
         "odd": "nul \x00 and a lone surrogate \ud800",
         "lines": [1, 2.5, -(2**62), True, None, [], {}],
     }
-    assert await state_store.record_processed(store_group, "e1", key="案件-1", state=document)
+    assert await state_store.record_processed(
+        store_group, EventId("urn:test", "e1"), key="案件-1", state=document
+    )
     assert await state_store.load_state(store_group, "案件-1") == document
 
-    assert await state_store.record_processed(store_group, "e2", key="案件-1", state={"v": 2})
+    assert await state_store.record_processed(
+        store_group, EventId("urn:test", "e2"), key="案件-1", state={"v": 2}
+    )
     assert await state_store.load_state(store_group, "案件-1") == {"v": 2}
     assert await state_store.load_state(f"{store_group}-other", "案件-1") is None
 
@@ -96,28 +150,30 @@ async def test_a_state_that_is_not_json_records_nothing(
     state_store: StateStore, store_group: str
 ) -> None:
     with pytest.raises(ValueError, match="JSON"):
-        await state_store.record_processed(store_group, "e1", key="c1", state={"x": float("nan")})
-    assert not await state_store.is_processed(store_group, "e1")
+        await state_store.record_processed(
+            store_group, EventId("urn:test", "e1"), key="c1", state={"x": float("nan")}
+        )
+    assert not await state_store.is_processed(store_group, EventId("urn:test", "e1"))
     assert await state_store.load_state(store_group, "c1") is None
 
 
 async def test_the_inbox_is_purged_by_age(state_store: StateStore, store_group: str) -> None:
-    await state_store.record_processed(store_group, "old-1")
-    await state_store.record_processed(store_group, "old-2")
+    await state_store.record_processed(store_group, EventId("urn:test", "old-1"))
+    await state_store.record_processed(store_group, EventId("urn:test", "old-2"))
     await asyncio.sleep(0.01)
     cutoff = datetime.now(UTC)
     await asyncio.sleep(0.01)
-    await state_store.record_processed(store_group, "new")
-    await state_store.record_processed(f"{store_group}-other", "old-1")
+    await state_store.record_processed(store_group, EventId("urn:test", "new"))
+    await state_store.record_processed(f"{store_group}-other", EventId("urn:test", "old-1"))
 
     assert await state_store.purge_inbox(store_group, cutoff - timedelta(hours=1)) == 0
     # Any timezone works; only the instant counts.
     in_beijing = cutoff.astimezone(timezone(timedelta(hours=8)))
     assert await state_store.purge_inbox(store_group, in_beijing) == 2
-    assert not await state_store.is_processed(store_group, "old-1")
-    assert await state_store.is_processed(store_group, "new")
+    assert not await state_store.is_processed(store_group, EventId("urn:test", "old-1"))
+    assert await state_store.is_processed(store_group, EventId("urn:test", "new"))
     assert await state_store.inbox_size(store_group) == 1
-    assert await state_store.is_processed(f"{store_group}-other", "old-1")
+    assert await state_store.is_processed(f"{store_group}-other", EventId("urn:test", "old-1"))
     with pytest.raises(ValueError, match="timezone-aware"):
         await state_store.purge_inbox(store_group, datetime.now())  # noqa: DTZ005 - the point
 
@@ -129,7 +185,9 @@ async def test_two_stores_recording_the_same_events_record_each_once(
     ids = [f"e{number}" for number in range(30)]
     results = await asyncio.gather(
         *(
-            store.record_processed(store_group, event_id, key=event_id, state={"by": name})
+            store.record_processed(
+                store_group, EventId("urn:test", event_id), key=event_id, state={"by": name}
+            )
             for event_id in ids
             for store, name in ((first, "first"), (second, "second"))
         )
@@ -327,15 +385,17 @@ async def test_two_writers_and_a_drainer_see_each_follower_once_in_order(
 # --- durability and schema -----------------------------------------------------------------
 async def test_data_survive_reopening(open_state_store: StoreOpener, store_group: str) -> None:
     first = await open_state_store()
-    await first.record_processed(store_group, "e1", key="c1", state={"v": "一"})
+    await first.record_processed(
+        store_group, EventId("urn:test", "e1"), key="c1", state={"v": "一"}
+    )
     await first.park(store_group, KEY, "head")
     await first.append_parked(store_group, KEY, a_record(5, (("h", b"\x01"),)))
     await first.close()
     await first.close()  # closing twice is harmless
 
     second = await open_state_store()
-    assert await second.is_processed(store_group, "e1")
-    assert not await second.record_processed(store_group, "e1")
+    assert await second.is_processed(store_group, EventId("urn:test", "e1"))
+    assert not await second.record_processed(store_group, EventId("urn:test", "e1"))
     assert await second.load_state(store_group, "c1") == {"v": "一"}
     assert await second.park_head(store_group, KEY) == "head"
     parked = await second.next_parked(store_group, KEY)
@@ -348,6 +408,7 @@ WRITER = textwrap.dedent(
     import asyncio
     import sys
 
+    from hub.core.store.base import EventId
     from hub.core.store.sqlite import SqliteStateStore
 
 
@@ -358,7 +419,8 @@ WRITER = textwrap.dedent(
         while True:
             event_id = f"e-{number}"
             state = {"n": number}
-            await store.record_processed("durability", event_id, key=f"k{number % 7}", state=state)
+            event = EventId("urn:test", event_id)
+            await store.record_processed("durability", event, key=f"k{number % 7}", state=state)
             sys.stdout.write(f"{event_id}\\n")
             sys.stdout.flush()
             number += 1
@@ -404,7 +466,9 @@ async def test_sqlite_keeps_every_returned_write_when_its_process_is_killed(
     await store.open()
     try:
         missing = [
-            event_id for event_id in printed if not await store.is_processed("durability", event_id)
+            event_id
+            for event_id in printed
+            if not await store.is_processed("durability", EventId("urn:test", event_id))
         ]
         assert missing == []
         last = len(printed) - 1
@@ -491,7 +555,11 @@ async def test_a_store_of_the_unversioned_layout_is_upgraded_in_place(
         await store.open()
         cleanup.push_async_callback(store.close)
 
-        assert not await store.record_processed("g", "e1")
+        # An id recorded before the source was kept matches it from any source.
+        assert not await store.record_processed("g", EventId("urn:test", "e1"))
+        assert (await store.load_batch("g", [EventId("urn:x", "e1")], ())).processed == {
+            EventId("urn:x", "e1")
+        }
         assert await store.load_state("g", "c1") == {"v": "旧"}
         assert await store.park_head("g", "k") == "head"
         assert await store.append_parked("g", "k", KafkaRecord("t", 0, 13, 0, None, None, ()))
@@ -510,7 +578,7 @@ async def test_a_store_of_the_unversioned_layout_is_upgraded_in_place(
         # Opened again, the store finds its own version and changes nothing.
         await store.close()
         await store.open()
-        assert await store.is_processed("g", "e1")
+        assert await store.is_processed("g", EventId("urn:test", "e1"))
 
 
 # --- the factory -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from probe import REGISTRY, FaultPlan, ProbeV1, probe_service
 from hub.core.deadletter import Failure, Origin, failure_headers
 from hub.core.errors import PermanentError
 from hub.core.outbound import event_record
-from hub.core.store.base import KafkaRecord
+from hub.core.store.base import EventId, KafkaRecord
 from hub.core.store.sqlite import SqliteStateStore
 from hub.ops.dlq import DeadLetter, Generations
 from hub.ops.dryrun import predict
@@ -97,7 +97,9 @@ async def test_the_dry_run_predicts_each_letter_as_the_pipeline_would(tmp_path: 
     store = SqliteStateStore(tmp_path / "probe.db")
     await store.open()
     try:
-        await store.record_processed("probe", "e-4", key="case-0", state={"handled": 1})
+        await store.record_processed(
+            "probe", EventId("urn:t", "e-4"), key="case-0", state={"handled": 1}
+        )
         letters = [
             good(0, 1),
             good(1, 3),  # the handler still refuses it

@@ -75,7 +75,9 @@ async def pipeline_parts(
 
 async def dead_letter_of(pipeline: Pipeline, sink: CollectingSink) -> DeadLetter:
     original = event_record(INPUT, ProbeV1(seq=7), key="case-7", source="urn:t", event_id="e-7")
-    assert (await pipeline.process(as_read(original, offset=41))).outcome is Outcome.DEAD_LETTERED
+    assert (await pipeline.process_batch([as_read(original, offset=41)])).outcomes == (
+        Outcome.DEAD_LETTERED,
+    )
     (dlq,) = sink.records
     sink.records.clear()
     assert dlq.topic == dead_letter_topic(INPUT, GROUP)
@@ -108,7 +110,7 @@ async def test_the_pipeline_takes_a_replay_as_the_original_and_keeps_its_lineage
     replayed = as_read(replay_record(dead, replay_id="r1", by="alice", at=AT), offset=0)
 
     # Still broken: dead-lettered to the same place, origin unchanged, lineage kept.
-    assert (await pipeline.process(replayed)).outcome is Outcome.DEAD_LETTERED
+    assert (await pipeline.process_batch([replayed])).outcomes == (Outcome.DEAD_LETTERED,)
     (again,) = sink.records
     sink.records.clear()
     second = DeadLetter.from_record(as_read(again, offset=1))
@@ -120,10 +122,10 @@ async def test_the_pipeline_takes_a_replay_as_the_original_and_keeps_its_lineage
 
     # Fixed: processed once, with the output id a first delivery would have had.
     plan.permanent.clear()
-    assert (await pipeline.process(replayed)).outcome is Outcome.PROCESSED
+    assert (await pipeline.process_batch([replayed])).outcomes == (Outcome.PROCESSED,)
     (output,) = sink.records
     assert ProbeDoneV1.model_validate_json(output.value or b"").seq == 7
-    assert (await pipeline.process(replayed)).outcome is Outcome.DUPLICATE
+    assert (await pipeline.process_batch([replayed])).outcomes == (Outcome.DUPLICATE,)
 
 
 async def test_a_letter_replayed_too_often_is_parked_as_it_is(
@@ -133,7 +135,7 @@ async def test_a_letter_replayed_too_often_is_parked_as_it_is(
     dead = await dead_letter_of(pipeline, sink)
     assert route(dead, max_replays=1) == "replay"
     replayed = as_read(replay_record(dead, replay_id="r1", by="alice", at=AT), offset=0)
-    await pipeline.process(replayed)
+    await pipeline.process_batch([replayed])
     (again,) = sink.records
     second = DeadLetter.from_record(as_read(again, offset=1))
     assert route(second, max_replays=1) == "park"
@@ -199,7 +201,9 @@ async def test_a_record_that_does_not_decode_is_not_logged_as_the_case_before_it
 ) -> None:
     pipeline, _, _ = pipeline_parts
     good = event_record(INPUT, ProbeV1(seq=1), key="case-1", source="urn:t", event_id="e-1")
-    assert (await pipeline.process(as_read(good, offset=1))).outcome is Outcome.PROCESSED
+    assert (await pipeline.process_batch([as_read(good, offset=1)])).outcomes == (
+        Outcome.PROCESSED,
+    )
     warnings: list[dict[str, object]] = []
 
     class Recorder:
@@ -212,7 +216,7 @@ async def test_a_record_that_does_not_decode_is_not_logged_as_the_case_before_it
 
     monkeypatch.setattr(pipeline_module, "log", Recorder())
     bad = KafkaRecord(INPUT, 0, 2, 1_000, b"case-2", b"not json", ())
-    assert (await pipeline.process(bad)).outcome is Outcome.DEAD_LETTERED
+    assert (await pipeline.process_batch([bad])).outcomes == (Outcome.DEAD_LETTERED,)
     (logged,) = [w for w in warnings if w["event"] == "message_dead_lettered"]
     assert logged["offset"] == 2
     assert "case_id" not in logged

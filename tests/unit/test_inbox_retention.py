@@ -9,6 +9,7 @@ from probe import REGISTRY, FaultPlan, probe_service
 
 from hub.core.service import ServiceRuntime
 from hub.core.settings import HubSettings, parse_duration
+from hub.core.store.base import EventId
 from hub.core.store.sqlite import SqliteStateStore
 from hub.core.topics import Subscription, dead_letter_topic, declare
 
@@ -21,9 +22,9 @@ async def runtime_with(retention: str, tmp_path: Path) -> ServiceRuntime:
     service = probe_service("probe", "test.in", "test.out", FaultPlan())
     store = SqliteStateStore(tmp_path / "probe.db")
     await store.open()
-    await store.record_processed("probe", "e-1")
-    await store.record_processed("probe", "e-2")
-    await store.record_processed("other-group", "e-1")
+    await store.record_processed("probe", EventId("urn:test", "e-1"))
+    await store.record_processed("probe", EventId("urn:test", "e-2"))
+    await store.record_processed("other-group", EventId("urn:test", "e-1"))
     return ServiceRuntime(service, settings, registry=REGISTRY, store=store)
 
 
@@ -32,8 +33,8 @@ async def test_ids_older_than_the_retention_are_forgotten_and_only_this_groups(
 ) -> None:
     runtime = await runtime_with("0s", tmp_path)
     assert await runtime.purge_inbox() == 2
-    assert not await runtime.store.is_processed("probe", "e-1")
-    assert await runtime.store.is_processed("other-group", "e-1")
+    assert not await runtime.store.is_processed("probe", EventId("urn:test", "e-1"))
+    assert await runtime.store.is_processed("other-group", EventId("urn:test", "e-1"))
     await runtime.store.close()
 
 

@@ -1,6 +1,7 @@
-"""One record in, one outcome out: decode, deduplicate, park, handle, publish, retry or dead-letter.
+"""Records in, one outcome each: decode, deduplicate, park, handle, publish, retry or dead-letter.
 
-Transport-free: the FastStream adapter (`hub.core.service`) feeds records and commits offsets.
+Transport-free: the FastStream adapter (`hub.core.service`) feeds each partition's records as a
+batch and commits after it. Decisions stay per record; the round trips are paid per batch.
 """
 
 from __future__ import annotations
@@ -24,17 +25,25 @@ from tenacity import (
 
 from hub.core import deadletter
 from hub.core.envelope import Envelope, derive_event_id
-from hub.core.errors import FailureClass, PermanentError, Stage, classify, stage_of
+from hub.core.errors import (
+    FailureClass,
+    PermanentError,
+    Stage,
+    UndecodableError,
+    classify,
+    stage_of,
+)
 from hub.core.handler import Decision, Emit, Handler, Incoming, Service
 from hub.core.outbound import OutRecord, RecordSink
+from hub.core.store.base import EventId
 from hub.core.topics import dead_letter_topic, replay_topic, retry_topic, timer_topic
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from hub.core.registry import Event, Registry
     from hub.core.settings import HubSettings
-    from hub.core.store.base import Headers, KafkaRecord, StateStore
+    from hub.core.store.base import Headers, JsonObject, KafkaRecord, ParkedRecord, StateStore
 
 log = structlog.get_logger(__name__)
 
@@ -52,11 +61,38 @@ class Outcome(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
-    """An outcome, and for NOT_DUE the time the record becomes due."""
+class BatchResult:
+    """What became of a partition's batch: an outcome per record handled, in offset order.
 
-    outcome: Outcome
+    `resume_at` is the offset the partition goes on from (every record before it is done);
+    `due` is set when the record at `resume_at` waits for its due time.
+    """
+
+    outcomes: tuple[Outcome, ...]
+    resume_at: int | None
     due: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """One record as read: its original form, retry history, and its event or why not."""
+
+    original: KafkaRecord
+    tier: int | None
+    attempts: int
+    first_failure: datetime | None
+    envelope: Envelope | None = None
+    event: Event | None = None
+    state_key: str | None = None
+    failure: BaseException | None = None
+
+    @property
+    def key(self) -> str | None:
+        return self.original.key.decode(errors="replace") if self.original.key is not None else None
+
+    @property
+    def identity(self) -> EventId | None:
+        return EventId(self.envelope.source, self.envelope.id) if self.envelope else None
 
 
 class _StageTracker:
@@ -107,119 +143,139 @@ class Pipeline:
         """Every topic the group reads: inputs, their retry tiers, and its replay topic."""
         return [*self.service.all_inputs, *self._tier_of, replay_topic(self.service.group)]
 
-    async def process(self, record: KafkaRecord) -> Verdict:
-        """Take one record to an outcome; raises only when even dead-lettering failed."""
-        started = time.perf_counter()
-        # What the last record bound once it was read must not describe this one's failures.
-        structlog.contextvars.unbind_contextvars("ce_id", "ce_type", "case_id")
-        with structlog.contextvars.bound_contextvars(
-            topic=record.topic, partition=record.partition, offset=record.offset
-        ):
-            tier = self._tier_of.get(record.topic)
-            due = deadletter.due_at(record) if record.topic in self._scheduled else None
-            if due is not None and due > self._clock():
-                return Verdict(Outcome.NOT_DUE, due)
+    async def process_batch(self, records: Sequence[KafkaRecord]) -> BatchResult:
+        """Take one partition's records (in offset order) to their outcomes, as one unit of work.
+
+        Stops before the first record that is not yet due. Raises only when the store or the
+        broker fails; then nothing after the last flush is done and the batch is read again.
+        """
+        reads: list[_Read] = []
+        due: datetime | None = None
+        resume_at = records[-1].offset + 1 if records else None
+        for record in records:
+            due = self._not_due_until(record)
+            if due is not None:
+                resume_at = record.offset
+                break
+            reads.append(self._read(record))
+        work = UnitOfWork(self.service.group, self._store, self._sink)
+        await work.preload(
+            events=[identity for read in reads if (identity := read.identity) is not None],
+            keys={key for read in reads for key in (read.key, read.state_key) if key is not None},
+        )
+        outcomes = [await self._process(read, work) for read in reads]
+        await work.flush()
+        return BatchResult(tuple(outcomes), resume_at, due)
+
+    def _not_due_until(self, record: KafkaRecord) -> datetime | None:
+        if record.topic not in self._scheduled:
+            return None
+        try:
+            due = deadletter.due_at(record)
+        except ValueError:
+            return None  # an unreadable due time is judged, and dead-lettered, with the record
+        return due if due is not None and due > self._clock() else None
+
+    def _read(self, record: KafkaRecord) -> _Read:
+        """Read a record; never raises: whatever fails here makes the record a dead letter."""
+        tier = self._tier_of.get(record.topic)
+        try:
             origin = deadletter.origin_of(record)
-            original = replace(
-                record,
-                topic=self._home_topic(origin.topic),
-                partition=origin.partition,
-                offset=origin.offset,
-                timestamp_ms=origin.timestamp_ms,
-                headers=deadletter.original_headers(record.headers),
-            )
             attempts, first_failure = deadletter.previous_failure(record)
-            with structlog.contextvars.bound_contextvars(group=self.service.group):
-                outcome = await self._run(
-                    original,
-                    tier=tier,
-                    attempts=attempts,
-                    first_failure=first_failure,
-                    check_park=tier is None,
-                )
-                self.counts[outcome] += 1
-                log.info(
-                    "message_handled",
-                    outcome=outcome.value,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                )
-        return Verdict(outcome)
+            deadletter.due_at(record)
+        except Exception as error:  # noqa: BLE001 - any header the hub cannot read
+            original = replace(record, headers=deadletter.original_headers(record.headers))
+            reason = UndecodableError(f"hub headers are unreadable: {error}")
+            return _Read(original, tier, 0, None, failure=reason)
+        original = replace(
+            record,
+            topic=self._home_topic(origin.topic),
+            partition=origin.partition,
+            offset=origin.offset,
+            timestamp_ms=origin.timestamp_ms,
+            headers=deadletter.original_headers(record.headers),
+        )
+        read = _Read(original, tier, attempts, first_failure)
+        envelope: Envelope | None = None
+        try:
+            envelope = Envelope.from_headers(original.headers)
+            event = self._registry.decode(envelope.type, original.value or b"")
+            state_key = self.service.state_key(event) if self.service.state_key else read.key
+        except PermanentError as error:
+            return replace(read, envelope=envelope, failure=error)
+        except Exception as error:  # noqa: BLE001 - a reader's surprise is the record's fault
+            # A decoder that chokes in a way nobody foresaw (RecursionError on deep JSON, a
+            # digit limit) must not hold the partition: the record is what cannot be read.
+            reason = UndecodableError(f"unreadable: {type(error).__name__}: {error}")
+            reason.__cause__ = error
+            return replace(read, envelope=envelope, failure=reason)
+        return replace(read, envelope=envelope, event=event, state_key=state_key)
+
+    async def _process(self, read: _Read, work: UnitOfWork) -> Outcome:
+        started = time.perf_counter()
+        record = read.original
+        context: dict[str, object] = {
+            "topic": record.topic, "partition": record.partition, "offset": record.offset,
+            "group": self.service.group,
+        }  # fmt: skip
+        if read.envelope is not None:
+            context.update(ce_id=read.envelope.id, ce_type=read.envelope.type, case_id=read.key)
+        with structlog.contextvars.bound_contextvars(**context):
+            outcome = await self._run(read, work, check_park=read.tier is None)
+            self.counts[outcome] += 1
+            log.info(
+                "message_handled",
+                outcome=outcome.value,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+        return outcome
 
     def _home_topic(self, topic: str) -> str:
         # A replay without origin headers still belongs to this group's first input.
         return topic if topic in self.service.all_inputs else self.service.inputs[0]
 
-    async def _run(
-        self,
-        original: KafkaRecord,
-        *,
-        tier: int | None,
-        attempts: int,
-        first_failure: datetime | None,
-        check_park: bool,
-    ) -> Outcome:
-        group = self.service.group
-        try:
-            envelope = Envelope.from_headers(original.headers)
-            structlog.contextvars.bind_contextvars(ce_id=envelope.id, ce_type=envelope.type)
-            event = self._registry.decode(envelope.type, original.value or b"")
-        except PermanentError as error:
+    async def _run(self, read: _Read, work: UnitOfWork, *, check_park: bool) -> Outcome:
+        original = read.original
+        if read.failure is not None or read.event is None or read.envelope is None:
+            error = read.failure or UndecodableError("no event")
             failure = deadletter.Failure(
-                error, error.stage, attempts + 1, first_failure or self._clock()
+                error,
+                stage_of(error, "decode"),
+                read.attempts + 1,
+                read.first_failure or self._clock(),
             )
-            await self._dead_letter(original, failure, handler_name="-")
+            self._dead_letter(work, original, failure, handler_name="-", envelope=read.envelope)
             return Outcome.DEAD_LETTERED
-
-        key = original.key.decode(errors="replace") if original.key is not None else None
-        structlog.contextvars.bind_contextvars(case_id=key)
+        envelope, event, key = read.envelope, read.event, read.key
         handler = self.service.handlers.get(event.event_type)
         if handler is None:
             return Outcome.IGNORED
-        if await self._store.is_processed(group, envelope.id):
+        identity = EventId(envelope.source, envelope.id)
+        if await work.is_processed(identity):
             log.info("duplicate_skipped", reason="already processed")
-            if key is not None and await self._store.park_head(group, key) == envelope.id:
-                await self._release(key)
+            if key is not None and await work.park_head(key) == envelope.id:
+                await self._release(key, work)
             return Outcome.DUPLICATE
         if check_park and key is not None:
-            head = await self._store.park_head(group, key)
+            head = await work.park_head(key)
             if head == envelope.id:
                 log.info("duplicate_skipped", reason="already waiting in a retry topic")
                 return Outcome.DUPLICATE
-            if head is not None and await self._store.append_parked(group, key, original):
+            if head is not None and await work.append_parked(key, original):
                 log.info("message_parked", behind=head)
                 return Outcome.PARKED
 
-        outcome = await self._attempt(
-            original=original,
-            envelope=envelope,
-            event=event,
-            key=key,
-            handler=handler,
-            tier=tier,
-            attempts=attempts,
-            first_failure=first_failure,
-        )
+        outcome = await self._attempt(read, handler, work)
         if (
             outcome in {Outcome.PROCESSED, Outcome.DEAD_LETTERED}
             and key is not None
-            and tier is not None
-            and await self._store.park_head(group, key) == envelope.id
+            and read.tier is not None
+            and await work.park_head(key) == envelope.id
         ):
-            await self._release(key)
+            await self._release(key, work)
         return outcome
 
-    async def _attempt(
-        self,
-        *,
-        original: KafkaRecord,
-        envelope: Envelope,
-        event: Event,
-        key: str | None,
-        handler: Handler,
-        tier: int | None,
-        attempts: int,
-        first_failure: datetime | None,
-    ) -> Outcome:
+    async def _attempt(self, read: _Read, handler: Handler, work: UnitOfWork) -> Outcome:
         settings = self._settings
         tracker = _StageTracker()
         tries = 0
@@ -236,46 +292,48 @@ class Pipeline:
             async for attempt in retrying:
                 with attempt:
                     tries += 1
-                    await self._handle(envelope, event, key, handler, tracker)
+                    await self._handle(read, handler, tracker, work)
         except Exception as error:  # noqa: BLE001 - every failure is classified and routed below
             failure = deadletter.Failure(
                 error,
                 stage_of(error, tracker.stage),
-                attempts + tries,
-                first_failure or self._clock(),
+                read.attempts + tries,
+                read.first_failure or self._clock(),
             )
             name = _handler_name(handler)
             if (
                 classify(error) is FailureClass.PERMANENT
                 or failure.attempts >= settings.max_attempts
             ):
-                await self._dead_letter(original, failure, handler_name=name, envelope=envelope)
+                self._dead_letter(
+                    work, read.original, failure, handler_name=name, envelope=read.envelope
+                )
                 return Outcome.DEAD_LETTERED
-            next_tier = 0 if tier is None else min(tier + 1, len(self._delays) - 1)
-            await self._schedule_retry(original, failure, next_tier, name, envelope)
-            if key is not None:
-                # Only after the retry record is safe: a park without its head would wait forever.
-                await self._store.park(self.service.group, key, envelope.id)
+            next_tier = 0 if read.tier is None else min(read.tier + 1, len(self._delays) - 1)
+            self._schedule_retry(work, read, failure, next_tier, name)
+            if read.key is not None and read.envelope is not None:
+                # The unit produces the retry record before the park is stored: a park
+                # without its head would wait forever.
+                await work.park(read.key, read.envelope.id)
             return Outcome.RETRYING
         return Outcome.PROCESSED
 
     async def _handle(
-        self,
-        envelope: Envelope,
-        event: Event,
-        key: str | None,
-        handler: Handler,
-        tracker: _StageTracker,
+        self, read: _Read, handler: Handler, tracker: _StageTracker, work: UnitOfWork
     ) -> None:
-        group = self.service.group
+        envelope, event, key = read.envelope, read.event, read.key
+        if envelope is None or event is None:
+            raise UndecodableError("no event")  # _run handles only decoded records
         tracker.stage = "handle"
-        state_key = self.service.state_key(event) if self.service.state_key else key
-        state = await self._store.load_state(group, state_key) if state_key is not None else None
+        state = await work.load_state(read.state_key) if read.state_key is not None else None
         answer = handler(Incoming(event=event, envelope=envelope, key=key, state=state))
         decision: Decision = await answer if inspect.isawaitable(answer) else answer
         tracker.stage = "publish"
-        await self._sink.send([self._render(emit, envelope, key) for emit in decision.emits])
-        await self._store.record_processed(group, envelope.id, key=state_key, state=decision.state)
+        outputs = [self._render(emit, envelope, key) for emit in decision.emits]
+        # Rendered before anything is buffered: a bad output fails the attempt, not the batch.
+        work.record_processed(
+            EventId(envelope.source, envelope.id), outputs, key=read.state_key, state=decision.state
+        )
 
     def _render(self, emit: Emit, envelope: Envelope, key: str | None) -> OutRecord:
         out_key = emit.key if emit.key is not None else key
@@ -299,35 +357,34 @@ class Pipeline:
             headers=(*out.to_headers(), *extra),
         )
 
-    async def _release(self, key: str) -> None:
+    async def _release(self, key: str, work: UnitOfWork) -> None:
         """Handle the followers of a released key in order, until one has to wait again."""
-        group = self.service.group
         released = 0
-        while (parked := await self._store.next_parked(group, key)) is not None:
-            outcome = await self._run(
-                parked.record, tier=None, attempts=0, first_failure=None, check_park=False
-            )
-            await self._store.remove_parked(group, key, parked.seq)
+        while (parked := await work.next_parked(key)) is not None:
+            read = self._read(parked.record)
+            outcome = await self._run(read, work, check_park=False)
+            await work.remove_parked(key, parked.seq)
             self.counts[outcome] += 1
             released += 1
             if outcome is Outcome.RETRYING:
                 break  # that follower is the key's new head; the rest wait behind it
         log.info("park_released", key=key, released=released)
 
-    async def _schedule_retry(
+    def _schedule_retry(
         self,
-        original: KafkaRecord,
+        work: UnitOfWork,
+        read: _Read,
         failure: deadletter.Failure,
         tier: int,
         handler_name: str,
-        envelope: Envelope,
     ) -> None:
+        original = read.original
         delay: timedelta = self._delays[tier]
         topic = retry_topic(original.topic, self.service.group, delay)
         headers = self._failure_headers(
-            original, failure, handler_name, envelope, due=self._clock() + delay
+            original, failure, handler_name, read.envelope, due=self._clock() + delay
         )
-        await self._sink.send([OutRecord(topic, original.key, original.value, headers)])
+        work.send(OutRecord(topic, original.key, original.value, headers))
         log.warning(
             "message_retry_scheduled",
             retry_topic=topic,
@@ -337,17 +394,18 @@ class Pipeline:
             stage=failure.stage,
         )
 
-    async def _dead_letter(
+    def _dead_letter(
         self,
+        work: UnitOfWork,
         original: KafkaRecord,
         failure: deadletter.Failure,
         *,
         handler_name: str,
-        envelope: Envelope | None = None,
+        envelope: Envelope | None,
     ) -> None:
         topic = dead_letter_topic(original.topic, self.service.group)
         headers = self._failure_headers(original, failure, handler_name, envelope)
-        await self._sink.send([OutRecord(topic, original.key, original.value, headers)])
+        work.send(OutRecord(topic, original.key, original.value, headers))
         log.warning(
             "message_dead_lettered",
             dead_letter_topic=topic,
@@ -384,6 +442,116 @@ class Pipeline:
             due=due,
         )
         return original.headers + hub_headers
+
+
+class UnitOfWork:
+    """One batch's reads and writes: state carried in memory, outputs and inbox rows buffered.
+
+    `flush` produces the buffered records (and waits for acks=all), then writes the inbox rows
+    and states in one transaction. Park-by-key operations flush first and then go to the store
+    at once, so that their order against produced records stays what a record at a time had.
+    """
+
+    def __init__(self, group: str, store: StateStore, sink: RecordSink) -> None:
+        self._group = group
+        self._store = store
+        self._sink = sink
+        self._processed: set[EventId] = set()
+        self._checked: set[EventId] = set()
+        self._known_keys: set[str] = set()
+        self._states: dict[str, JsonObject | None] = {}
+        self._heads: dict[str, str | None] = {}
+        self._outputs: list[OutRecord] = []
+        self._new_events: list[EventId] = []
+        self._new_states: dict[str, JsonObject] = {}
+
+    async def preload(self, *, events: Sequence[EventId], keys: set[str]) -> None:
+        """Read what the batch needs in one store call."""
+        if not events and not keys:
+            return
+        snapshot = await self._store.load_batch(self._group, events, keys)
+        self._processed |= snapshot.processed
+        self._checked |= set(events)
+        self._known_keys |= keys
+        self._states.update({key: snapshot.states.get(key) for key in keys})
+        self._heads.update({key: snapshot.park_heads.get(key) for key in keys})
+
+    async def is_processed(self, event: EventId) -> bool:
+        """Whether `event` was processed, by this batch or before it."""
+        if event in self._processed:
+            return True
+        if event in self._checked:
+            return False  # looked up at preload, and this batch has not processed it since
+        return await self._store.is_processed(self._group, event)
+
+    async def load_state(self, key: str) -> JsonObject | None:
+        """The key's state as this batch left it."""
+        if key not in self._known_keys:
+            self._states[key] = await self._store.load_state(self._group, key)
+            self._known_keys.add(key)
+        return self._states[key]
+
+    async def park_head(self, key: str) -> str | None:
+        """The event id `key` is parked behind, or None."""
+        if key not in self._heads:
+            self._heads[key] = await self._store.park_head(self._group, key)
+        return self._heads[key]
+
+    def send(self, record: OutRecord) -> None:
+        """Buffer a record to produce at the next flush."""
+        self._outputs.append(record)
+
+    def record_processed(
+        self,
+        event: EventId,
+        outputs: Sequence[OutRecord],
+        *,
+        key: str | None,
+        state: JsonObject | None,
+    ) -> None:
+        """Buffer an event's outputs, its inbox row and its key's new state."""
+        self._outputs.extend(outputs)
+        self._processed.add(event)
+        self._new_events.append(event)
+        if key is not None and state is not None:
+            self._states[key] = state
+            self._known_keys.add(key)
+            self._new_states[key] = state
+
+    async def park(self, key: str, head_event_id: str) -> None:
+        """Park `key` behind `head_event_id`, after what is buffered is safe."""
+        await self.flush()
+        await self._store.park(self._group, key, head_event_id)
+        self._heads[key] = head_event_id
+
+    async def append_parked(self, key: str, record: KafkaRecord) -> bool:
+        """Store `record` behind the park of `key`; False when the park is gone."""
+        appended = await self._store.append_parked(self._group, key, record)
+        if not appended:
+            self._heads[key] = None  # released meanwhile (by another member, on a retry topic)
+        return appended
+
+    async def next_parked(self, key: str) -> ParkedRecord | None:
+        """The oldest follower of `key`, once what is buffered is safe."""
+        await self.flush()
+        parked = await self._store.next_parked(self._group, key)
+        if parked is None:
+            self._heads[key] = None
+        return parked
+
+    async def remove_parked(self, key: str, seq: int) -> None:
+        """Forget a follower, once its outcome is safe."""
+        await self.flush()
+        await self._store.remove_parked(self._group, key, seq)
+
+    async def flush(self) -> None:
+        """Produce the buffered records, then write inbox rows and states in one transaction."""
+        if self._outputs:
+            outputs, self._outputs = self._outputs, []
+            await self._sink.send(outputs)
+        if self._new_events:
+            await self._store.commit_batch(self._group, self._new_events, self._new_states)
+            self._new_events, self._new_states = [], {}
 
 
 def _handler_name(handler: Handler) -> str:

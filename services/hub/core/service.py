@@ -1,4 +1,8 @@
-"""FastStream adapter: runs a Service's pipeline on Kafka and commits each offset after its work."""
+"""FastStream adapter: a batch subscriber per service, committing each poll after its work.
+
+Each partition's records go through the pipeline as one unit of work; only an outage of the
+store or the broker pauses a partition, and it pauses alone.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import random
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -21,7 +26,7 @@ from faststream.kafka.annotations import KafkaMessage  # noqa: TC002
 
 from hub.core.connection import faststream_security, kafka_security, raise_if_refused
 from hub.core.lifecycle import AsyncResource
-from hub.core.pipeline import Outcome, Pipeline
+from hub.core.pipeline import Pipeline
 from hub.core.settings import parse_duration
 from hub.core.store.base import KafkaRecord
 from hub.core.store.factory import open_store
@@ -42,8 +47,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-UNRESOLVED_BACKOFF_S = 1.0
 INBOX_PURGE_EVERY_S = 3600.0
+OUTAGE_FIRST_BACKOFF_S = 0.5
 
 
 class KafkaSink(AsyncResource):
@@ -127,16 +132,35 @@ def _text_or_empty(value: bytes | None) -> bytes:
 
 
 async def _tolerant_parse(
-    raw: ConsumerRecord[bytes, bytes],
-    original: Callable[[ConsumerRecord[bytes, bytes]], Awaitable[StreamMessage[Any]]],
+    raw: tuple[ConsumerRecord[bytes, bytes], ...],
+    original: Callable[[tuple[ConsumerRecord[bytes, bytes], ...]], Awaitable[StreamMessage[Any]]],
 ) -> StreamMessage[Any]:
     # FastStream decodes every header value as UTF-8 before our handler runs, and a null or
-    # non-UTF-8 value would fail there, out of the pipeline's reach (the record would be skipped
-    # when a later offset commits). It reads only a cleaned copy; the pipeline gets the original.
-    cleaned = [(name, _text_or_empty(value)) for name, value in raw.headers]
-    message = await original(dataclasses.replace(raw, headers=cleaned))
+    # non-UTF-8 value would fail there, out of the pipeline's reach (the whole poll would be
+    # lost to an error log). It reads only cleaned copies; the pipeline gets the originals.
+    cleaned = tuple(
+        dataclasses.replace(record, headers=[(n, _text_or_empty(v)) for n, v in record.headers])
+        for record in raw
+    )
+    message = await original(cleaned)
     message.raw_message = raw
     return message
+
+
+def _chunks(
+    records: list[KafkaRecord], max_records: int, max_bytes: int
+) -> list[list[KafkaRecord]]:
+    """Split one partition's records into units of work bounded by count and bytes."""
+    chunks: list[list[KafkaRecord]] = [[]]
+    size = 0
+    for record in records:
+        weight = len(record.key or b"") + len(record.value or b"")
+        if chunks[-1] and (len(chunks[-1]) >= max_records or size + weight > max_bytes):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(record)
+        size += weight
+    return [chunk for chunk in chunks if chunk]
 
 
 def to_record(raw: ConsumerRecord[bytes, bytes]) -> KafkaRecord:
@@ -197,10 +221,16 @@ class ServiceRuntime(AsyncResource):
             service, registry=registry, store=self.store, sink=self.sink, settings=settings
         )
         self._resume_handles: set[asyncio.TimerHandle] = set()
+        self._outages: dict[TopicPartition, int] = {}
         self._purging: asyncio.Task[None] | None = None
         subscriber = self.broker.subscriber(
             *self.pipeline.topics,
             group_id=service.group,
+            batch=True,
+            max_records=settings.batch_max_records,
+            batch_timeout_ms=settings.batch_wait_ms,
+            max_partition_fetch_bytes=settings.batch_max_bytes,
+            # Acknowledged by the handler: only after every partition of the poll is settled.
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
         )
@@ -210,51 +240,75 @@ class ServiceRuntime(AsyncResource):
         subscriber(self._consume, parser=_tolerant_parse, decoder=_the_message)
 
     async def _consume(self, message: KafkaMessage) -> None:
-        raw: ConsumerRecord[bytes, bytes] = message.raw_message  # type: ignore[assignment]
-        consumer = message.consumer
-        partition = TopicPartition(raw.topic, raw.partition)
+        """Settle every partition of one poll, then commit what was handled through FastStream."""
+        records: tuple[ConsumerRecord[bytes, bytes], ...] = message.raw_message  # type: ignore[assignment]
+        # Pause and resume are aiokafka's; FastStream's consumer protocol has commit and seek only.
+        consumer = cast("AIOKafkaConsumer", message.consumer)
+        by_partition: dict[TopicPartition, list[KafkaRecord]] = {}
+        for raw in records:
+            by_partition.setdefault(TopicPartition(raw.topic, raw.partition), []).append(
+                to_record(raw)
+            )
+        for partition, batch in by_partition.items():
+            await self._settle(consumer, partition, batch)
         try:
-            verdict = await self.pipeline.process(to_record(raw))
-        except Exception:
-            # Not even the dead letter could be written: commit nothing, read it again later.
-            log.exception("message_unresolved", topic=raw.topic, offset=raw.offset)
-            consumer.seek(partition, raw.offset)
-            await asyncio.sleep(UNRESOLVED_BACKOFF_S)
-            return
-        if verdict.outcome is Outcome.NOT_DUE and verdict.due is not None:
-            self._hold(consumer, partition, raw.offset, verdict.due)
-            return
-        await self._commit(consumer, partition, raw.offset + 1)
-
-    @staticmethod
-    async def _commit(consumer: object, partition: TopicPartition, next_offset: int) -> None:
-        if not isinstance(consumer, AIOKafkaConsumer):
-            return  # TestKafkaBroker's fake consumer has no offsets to commit
-        try:
-            await consumer.commit({partition: next_offset})
+            # FastStream's ack commits every partition's position: past each handled record,
+            # and at the first unhandled one of a partition that was sought back and paused.
+            await message.ack()
         except (CommitFailedError, IllegalStateError) as error:
-            # The partition moved to another member, which will read the record again;
+            # The partition moved to another member, which will read the records again;
             # the inbox makes that second delivery a counted duplicate.
-            log.warning("commit_skipped", partition=str(partition), reason=str(error))
+            log.warning("commit_skipped", reason=str(error))
+
+    async def _settle(
+        self, consumer: AIOKafkaConsumer, partition: TopicPartition, records: list[KafkaRecord]
+    ) -> None:
+        """Run one partition's records, chunk by chunk; on a wait or an outage, seek and pause."""
+        for chunk in _chunks(
+            records, self.settings.batch_max_records, self.settings.batch_max_bytes
+        ):
+            try:
+                result = await self.pipeline.process_batch(chunk)
+            except Exception as error:  # noqa: BLE001 - the store or the broker failed: wait, retry
+                outages = self._outages.get(partition, 0) + 1
+                self._outages[partition] = outages
+                delay = min(
+                    self.settings.outage_backoff_max_s, OUTAGE_FIRST_BACKOFF_S * 2 ** (outages - 1)
+                ) * random.uniform(0.8, 1.2)  # noqa: S311 - jitter, not secrecy
+                log.warning(
+                    "partition_paused",
+                    topic=partition.topic,
+                    partition=partition.partition,
+                    offset=chunk[0].offset,
+                    retry_in_s=round(delay, 2),
+                    outages=outages,
+                    error_class=type(error).__name__,
+                    error_message=str(error)[:300],
+                )
+                self._hold(consumer, partition, chunk[0].offset, delay)
+                return
+            self._outages.pop(partition, None)
+            if result.due is not None and result.resume_at is not None:
+                wait = (result.due - datetime.now(UTC)).total_seconds()
+                self._hold(consumer, partition, result.resume_at, wait)
+                return
 
     def _hold(
-        self, consumer: object, partition: TopicPartition, offset: int, due: datetime
+        self, consumer: AIOKafkaConsumer, partition: TopicPartition, offset: int, seconds: float
     ) -> None:
-        """Wait for a retry record's due time without blocking other partitions."""
-        if not isinstance(consumer, AIOKafkaConsumer):
-            return
-        consumer.seek(partition, offset)
-        consumer.pause(partition)
-        delay = max(0.0, (due - datetime.now(UTC)).total_seconds())
+        """Read `partition` again from `offset` after `seconds`; other partitions go on."""
+        with contextlib.suppress(IllegalStateError):
+            # A rebalance may have taken the partition away; its next owner reads it instead.
+            consumer.seek(partition, offset)
+            consumer.pause(partition)
 
         def resume() -> None:
             self._resume_handles.discard(handle)
             with contextlib.suppress(IllegalStateError, KafkaError):
-                # A rebalance may have taken the partition away; its next owner waits instead.
                 if partition in consumer.assignment():
                     consumer.resume(partition)
 
-        handle = asyncio.get_running_loop().call_later(delay, resume)
+        handle = asyncio.get_running_loop().call_later(max(0.0, seconds), resume)
         self._resume_handles.add(handle)
 
     async def _open(self) -> None:

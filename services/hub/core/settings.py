@@ -75,6 +75,28 @@ class HubSettings(BaseSettings):
         gt=0,
         description="First back-off of the in-process retries (doubles, jittered).",
     )
+    batch_max_records: int = Field(
+        default=500,
+        ge=1,
+        description="Most records handled as one unit of work (one store round trip, one "
+        "produce, one commit); a poll returns at most this many.",
+    )
+    batch_max_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Most bytes (keys and values) of one partition's unit of work.",
+    )
+    batch_wait_ms: int = Field(
+        default=100,
+        ge=1,
+        description="How long a poll waits for records when none are there yet.",
+    )
+    outage_backoff_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest pause of a partition whose store or broker is failing (doubles "
+        "from 0.5 s, jittered); other partitions go on.",
+    )
     shutdown_grace_s: float = Field(
         default=15.0, gt=0, description="How long SIGTERM waits for in-flight messages to finish."
     )

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 from hub.core.envelope import Envelope
 from hub.core.errors import FailureClass, PermanentError, classify, stage_of
 from hub.core.handler import Decision, Incoming
+from hub.core.store.base import EventId
 from hub.ops.replay import route
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class _Predictor:
         self.service = service
         self.store = store
         self.states: dict[str, JsonObject | None] = {}
-        self.seen: set[str] = set()
+        self.seen: set[EventId] = set()
 
     async def _state(self, state_key: str | None) -> JsonObject | None:
         if state_key is None:
@@ -59,12 +60,10 @@ class _Predictor:
             self.states[state_key] = await self.store.load_state(self.service.group, state_key)
         return self.states.get(state_key)
 
-    async def _processed(self, event_id: str) -> bool:
-        if event_id in self.seen:
+    async def _processed(self, event: EventId) -> bool:
+        if event in self.seen:
             return True
-        return self.store is not None and await self.store.is_processed(
-            self.service.group, event_id
-        )
+        return self.store is not None and await self.store.is_processed(self.service.group, event)
 
     async def handle(self, letter: DeadLetter, envelope: Envelope, event: Event) -> Prediction:
         service = self.service
@@ -72,7 +71,7 @@ class _Predictor:
         if handler is None:
             reason = f"{service.group} has no handler for {event.event_type}"
             return Prediction(letter.ref, "ignored", "handle", reason)
-        if await self._processed(envelope.id):
+        if await self._processed(EventId(envelope.source, envelope.id)):
             reason = f"{envelope.id} was already processed (the inbox skips it)"
             return Prediction(letter.ref, "duplicate", "handle", reason)
         key = letter.case_id
@@ -86,7 +85,7 @@ class _Predictor:
             _check_emits(service, decision)
         except Exception as error:  # noqa: BLE001 - a prediction reports every failure
             return _failed(letter, error, stage_of(error, "handle"))
-        self.seen.add(envelope.id)
+        self.seen.add(EventId(envelope.source, envelope.id))
         if state_key is not None and decision.state is not None:
             self.states[state_key] = decision.state
         return Prediction(letter.ref, "pass", "handle", "handler accepts it")

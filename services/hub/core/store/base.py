@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
     from datetime import datetime
 
 JsonObject = dict[str, Any]
@@ -23,6 +24,30 @@ class KafkaRecord:
     key: bytes | None
     value: bytes | None
     headers: Headers
+
+
+class EventId(NamedTuple):
+    """An event's identity, as CloudEvents defines it: two sources may use the same id."""
+
+    source: str
+    id: str
+
+
+class StaleBatchError(Exception):
+    """A batch's event was recorded by another instance meanwhile; nothing of it was written.
+
+    Happens when a rebalance hands a partition over mid-batch: re-reading the batch turns
+    the other instance's work into counted duplicates.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class BatchSnapshot:
+    """What a batch needs from the store, read in one call: its processed ids, states, parks."""
+
+    processed: frozenset[EventId]
+    states: Mapping[str, JsonObject]
+    park_heads: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +76,11 @@ class StateStore(Protocol):
         """Release connections."""
 
     # --- inbox and per-key state -------------------------------------------------------
-    async def is_processed(self, group: str, event_id: str) -> bool:
-        """Whether `event_id` was already recorded as processed by `group`."""
+    async def is_processed(self, group: str, event: EventId) -> bool:
+        """Whether `event` was already recorded as processed by `group`.
+
+        An inbox row from before event identity took the source (schema 2) matches any source.
+        """
 
     async def load_state(self, group: str, key: str) -> JsonObject | None:
         """The state document of `key` for `group`, or None when there is none."""
@@ -60,16 +88,30 @@ class StateStore(Protocol):
     async def record_processed(
         self,
         group: str,
-        event_id: str,
+        event: EventId,
         *,
         key: str | None = None,
         state: JsonObject | None = None,
     ) -> bool:
-        """Record `event_id` as processed and, in the same transaction, upsert `state` for `key`.
+        """Record `event` as processed and, in the same transaction, upsert `state` for `key`.
 
-        Returns False and writes nothing when `event_id` was already recorded. A `state`
+        Returns False and writes nothing when `event` was already recorded. A `state`
         without a `key` is not stored. A `state` JSON cannot hold (NaN, a datetime) raises
         ValueError or TypeError, and nothing is recorded.
+        """
+
+    async def load_batch(
+        self, group: str, events: Collection[EventId], keys: Collection[str]
+    ) -> BatchSnapshot:
+        """In one call: which of `events` are processed, and the states and park heads of `keys`."""
+
+    async def commit_batch(
+        self, group: str, events: Sequence[EventId], states: Mapping[str, JsonObject]
+    ) -> None:
+        """Record `events` as processed and upsert `states`, all in one transaction.
+
+        When any of `events` was already recorded, raises StaleBatchError and writes nothing.
+        A state JSON cannot hold raises ValueError or TypeError, and nothing is written.
         """
 
     async def purge_inbox(self, group: str, older_than: datetime) -> int:

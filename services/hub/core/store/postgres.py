@@ -12,16 +12,23 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import structlog
 
-from hub.core.store.base import JsonObject, KafkaRecord, ParkedRecord
+from hub.core.store.base import (
+    BatchSnapshot,
+    EventId,
+    JsonObject,
+    KafkaRecord,
+    ParkedRecord,
+    StaleBatchError,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 
     from asyncpg.pool import PoolConnectionProxy
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 1 is the layout before versioning (no hub_schema_version table): followers numbered
 # per key, header names as text (which cannot hold NUL) and the state as jsonb (same).
 LEGACY_VERSION = 1
@@ -50,11 +57,14 @@ CREATE TABLE hub_parked (
 CREATE INDEX hub_parked_order ON hub_parked (grp, key, seq);
 """
 _CREATE = """
+-- An event is (source, id), and the id comes first so that a lookup of one id, with its source
+-- or the '' of a row written before schema 3, is one index range.
 CREATE TABLE hub_inbox (
     grp text NOT NULL,
     event_id text NOT NULL,
+    source text NOT NULL,
     processed_at timestamptz NOT NULL,
-    PRIMARY KEY (grp, event_id)
+    PRIMARY KEY (grp, event_id, source)
 );
 CREATE INDEX hub_inbox_age ON hub_inbox (grp, processed_at);
 CREATE TABLE hub_state (
@@ -91,11 +101,24 @@ INSERT INTO hub_parked (grp, key, topic, part, off, timestamp_ms, rkey, value,
     FROM hub_parked_v1 ORDER BY grp, key, seq;
 DROP TABLE hub_parked_v1;
 """
+_INBOX_SOURCE = """
+-- The source of an id recorded before schema 3 is unknown: '' matches any source.
+ALTER TABLE hub_inbox ADD COLUMN source text NOT NULL DEFAULT '';
+ALTER TABLE hub_inbox ALTER COLUMN source DROP DEFAULT;
+ALTER TABLE hub_inbox DROP CONSTRAINT hub_inbox_pkey;
+ALTER TABLE hub_inbox ADD PRIMARY KEY (grp, event_id, source);
+"""
 # Scripts that bring each older version to SCHEMA_VERSION, run in one transaction.
 _MIGRATIONS = {
     0: (_CREATE, _PARKED_V2),
-    LEGACY_VERSION: (_RENAME_LEGACY, _PARKED_V2, _COPY_LEGACY),
+    LEGACY_VERSION: (_RENAME_LEGACY, _PARKED_V2, _COPY_LEGACY, _INBOX_SOURCE),
+    2: (_INBOX_SOURCE,),
 }
+# Which of the events in the arrays $2 (ids) and $3 (sources) group $1 has processed.
+_PROCESSED_AMONG = """
+SELECT DISTINCT e.id, e.source FROM unnest($2::text[], $3::text[]) AS e (id, source)
+    JOIN hub_inbox i ON i.grp = $1 AND i.event_id = e.id AND i.source IN (e.source, '')
+"""
 
 
 def _aware(moment: datetime) -> datetime:
@@ -184,12 +207,14 @@ class PostgresStateStore:
             yield connection
 
     # --- inbox and per-key state -------------------------------------------------------
-    async def is_processed(self, group: str, event_id: str) -> bool:
-        """Whether `event_id` was already recorded as processed by `group`."""
+    async def is_processed(self, group: str, event: EventId) -> bool:
+        """Whether `event` was already recorded as processed by `group`."""
         found = await self.pool.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM hub_inbox WHERE grp = $1 AND event_id = $2)",
+            "SELECT EXISTS (SELECT 1 FROM hub_inbox"
+            " WHERE grp = $1 AND event_id = $2 AND source IN ($3, ''))",
             group,
-            event_id,
+            event.id,
+            event.source,
         )
         return bool(found)
 
@@ -206,38 +231,75 @@ class PostgresStateStore:
     async def record_processed(
         self,
         group: str,
-        event_id: str,
+        event: EventId,
         *,
         key: str | None = None,
         state: JsonObject | None = None,
     ) -> bool:
-        """Record `event_id` and upsert `state` for `key` in one transaction; False if known."""
-        document = _encode_document(state) if state is not None else None
-        if document is not None and key is None:
-            log.warning("state_without_key_ignored", group=group, event_id=event_id)
+        """Record `event` and upsert `state` for `key` in one transaction; False if known."""
+        if state is not None and key is None:
+            log.warning("state_without_key_ignored", group=group, event_id=event.id)
+        states = {key: state} if key is not None and state is not None else {}
+        try:
+            await self.commit_batch(group, [event], states)
+        except StaleBatchError:
+            return False
+        return True
+
+    async def load_batch(
+        self, group: str, events: Collection[EventId], keys: Collection[str]
+    ) -> BatchSnapshot:
+        """Processed ids among `events`, and the states and park heads of `keys`, in one call."""
+        ids, sources = [event.id for event in events], [event.source for event in events]
+        key_list = list(keys)
+        async with self._transaction() as connection:
+            processed = await connection.fetch(_PROCESSED_AMONG, group, ids, sources)
+            states = await connection.fetch(
+                "SELECT key, document FROM hub_state WHERE grp = $1 AND key = ANY($2::text[])",
+                group,
+                key_list,
+            )
+            heads = await connection.fetch(
+                "SELECT key, head_event_id FROM hub_park WHERE grp = $1 AND key = ANY($2::text[])",
+                group,
+                key_list,
+            )
+        return BatchSnapshot(
+            processed=frozenset(EventId(row["source"], row["id"]) for row in processed),
+            states={row["key"]: json.loads(row["document"]) for row in states},
+            park_heads={row["key"]: str(row["head_event_id"]) for row in heads},
+        )
+
+    async def commit_batch(
+        self, group: str, events: Sequence[EventId], states: Mapping[str, JsonObject]
+    ) -> None:
+        """Record `events` and upsert `states` in one transaction; StaleBatchError if any known."""
+        documents = [(key, _encode_document(state)) for key, state in states.items()]
+        ids, sources = [event.id for event in events], [event.source for event in events]
         now = datetime.now(UTC)
         async with self._transaction() as connection:
-            # A concurrent insert of the same id waits for ours to commit, then does nothing.
+            known = await connection.fetch(_PROCESSED_AMONG, group, ids, sources)
+            # A concurrent insert of the same id waits for the other commit, then does nothing.
             inserted = await connection.fetchval(
-                "INSERT INTO hub_inbox (grp, event_id, processed_at) VALUES ($1, $2, $3)"
-                " ON CONFLICT DO NOTHING RETURNING true",
+                "WITH added AS (INSERT INTO hub_inbox (grp, event_id, source, processed_at)"
+                " SELECT $1, e.id, e.source, $4 FROM unnest($2::text[], $3::text[])"
+                " AS e (id, source) ON CONFLICT DO NOTHING RETURNING 1)"
+                " SELECT count(*) FROM added",
                 group,
-                event_id,
+                ids,
+                sources,
                 now,
             )
-            if inserted is None:
-                return False
-            if key is not None and document is not None:
-                await connection.execute(
+            if known or inserted != len(set(events)):
+                # Raised inside the transaction: it rolls back, nothing of the batch stays.
+                raise StaleBatchError(f"{len(events) - inserted} event(s) already processed")
+            if documents:
+                await connection.executemany(
                     "INSERT INTO hub_state (grp, key, document, updated_at)"
                     " VALUES ($1, $2, $3::json, $4) ON CONFLICT (grp, key) DO UPDATE"
                     " SET document = excluded.document, updated_at = excluded.updated_at",
-                    group,
-                    key,
-                    document,
-                    now,
+                    [(group, key, document, now) for key, document in documents],
                 )
-        return True
 
     async def purge_inbox(self, group: str, older_than: datetime) -> int:
         """Delete inbox rows of `group` processed before `older_than`; returns how many."""

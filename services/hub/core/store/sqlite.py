@@ -18,10 +18,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 
-from hub.core.store.base import JsonObject, KafkaRecord, ParkedRecord
+from hub.core.store.base import (
+    BatchSnapshot,
+    EventId,
+    JsonObject,
+    KafkaRecord,
+    ParkedRecord,
+    StaleBatchError,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection, Mapping, Sequence
 
     from hub.core.store.base import Headers
 
@@ -29,7 +36,7 @@ T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 1 is the layout before versioning (no user_version): followers numbered per key.
 LEGACY_VERSION = 1
 
@@ -50,14 +57,29 @@ CREATE TABLE hub_parked (
 CREATE INDEX hub_parked_order ON hub_parked (grp, key, seq);
 """
 # Times are ISO 8601 UTC with microseconds: fixed width, so text order is time order.
-_CREATE = """
+_INBOX_V3 = """
+-- An event is (source, id), and the id comes first so that a lookup of one id, with its source
+-- or the '' of a row written before schema 3, is one index range.
 CREATE TABLE hub_inbox (
     grp TEXT NOT NULL,
     event_id TEXT NOT NULL,
+    source TEXT NOT NULL,
     processed_at TEXT NOT NULL,
-    PRIMARY KEY (grp, event_id)
+    PRIMARY KEY (grp, event_id, source)
 );
 CREATE INDEX hub_inbox_age ON hub_inbox (grp, processed_at);
+"""
+_MIGRATE_INBOX_V2 = """
+ALTER TABLE hub_inbox RENAME TO hub_inbox_v2;
+DROP INDEX IF EXISTS hub_inbox_age;
+"""
+_COPY_INBOX_V2 = """
+-- The source of an id recorded before schema 3 is unknown: '' matches any source.
+INSERT INTO hub_inbox (grp, event_id, source, processed_at)
+    SELECT grp, event_id, '', processed_at FROM hub_inbox_v2;
+DROP TABLE hub_inbox_v2;
+"""
+_CREATE = """
 CREATE TABLE hub_state (
     grp TEXT NOT NULL,
     key TEXT NOT NULL,
@@ -74,7 +96,6 @@ CREATE TABLE hub_park (
 );
 """
 _RENAME_LEGACY = """
-CREATE INDEX IF NOT EXISTS hub_inbox_age ON hub_inbox (grp, processed_at);
 ALTER TABLE hub_parked RENAME TO hub_parked_v1;
 """
 _COPY_LEGACY = """
@@ -86,9 +107,14 @@ DROP TABLE hub_parked_v1;
 """
 # Scripts that bring each older version to SCHEMA_VERSION, run in one transaction.
 _MIGRATIONS = {
-    0: (_CREATE, _PARKED_V2),
-    LEGACY_VERSION: (_RENAME_LEGACY, _PARKED_V2, _COPY_LEGACY),
-}
+    0: (_INBOX_V3, _CREATE, _PARKED_V2),
+    LEGACY_VERSION: (
+        _RENAME_LEGACY, _PARKED_V2, _COPY_LEGACY, _MIGRATE_INBOX_V2, _INBOX_V3, _COPY_INBOX_V2
+    ),
+    2: (_MIGRATE_INBOX_V2, _INBOX_V3, _COPY_INBOX_V2),
+}  # fmt: skip
+# Rows of one event id: its own source, or '' (recorded before the source was kept).
+_INBOX_MATCH = "grp = ? AND event_id = ? AND source IN (?, '')"
 
 
 def _statements(script: str) -> list[str]:
@@ -188,12 +214,9 @@ class SqliteStateStore:
         return await self._call(lambda db: _transaction(db, work))
 
     # --- inbox and per-key state -------------------------------------------------------
-    async def is_processed(self, group: str, event_id: str) -> bool:
-        """Whether `event_id` was already recorded as processed by `group`."""
-        row = await self._call(lambda db: db.execute(
-            "SELECT 1 FROM hub_inbox WHERE grp = ? AND event_id = ?", (group, event_id)
-        ).fetchone())  # fmt: skip
-        return row is not None
+    async def is_processed(self, group: str, event: EventId) -> bool:
+        """Whether `event` was already recorded as processed by `group`."""
+        return await self._call(lambda db: _is_processed(db, group, event))
 
     async def load_state(self, group: str, key: str) -> JsonObject | None:
         """The state document of `key` for `group`, or None when there is none."""
@@ -208,35 +231,70 @@ class SqliteStateStore:
     async def record_processed(
         self,
         group: str,
-        event_id: str,
+        event: EventId,
         *,
         key: str | None = None,
         state: JsonObject | None = None,
     ) -> bool:
-        """Record `event_id` and upsert `state` for `key` in one transaction; False if known."""
-        document = _encode_document(state) if state is not None else None
-        if document is not None and key is None:
-            log.warning("state_without_key_ignored", group=group, event_id=event_id)
+        """Record `event` and upsert `state` for `key` in one transaction; False if known."""
+        if state is not None and key is None:
+            log.warning("state_without_key_ignored", group=group, event_id=event.id)
+        states = {key: state} if key is not None and state is not None else {}
+        try:
+            await self.commit_batch(group, [event], states)
+        except StaleBatchError:
+            return False
+        return True
+
+    async def load_batch(
+        self, group: str, events: Collection[EventId], keys: Collection[str]
+    ) -> BatchSnapshot:
+        """Processed ids among `events`, and the states and park heads of `keys`, in one call."""
+
+        def read(db: sqlite3.Connection) -> BatchSnapshot:
+            processed = frozenset(event for event in events if _is_processed(db, group, event))
+            states: dict[str, JsonObject] = {}
+            heads: dict[str, str] = {}
+            for key in keys:
+                row = db.execute(
+                    "SELECT document FROM hub_state WHERE grp = ? AND key = ?", (group, key)
+                ).fetchone()
+                if row is not None:
+                    states[key] = json.loads(row[0])
+                head = db.execute(
+                    "SELECT head_event_id FROM hub_park WHERE grp = ? AND key = ?", (group, key)
+                ).fetchone()
+                if head is not None:
+                    heads[key] = str(head[0])
+            return BatchSnapshot(processed, states, heads)
+
+        # One read transaction: the states and parks are of one moment.
+        return await self._call(lambda db: _read_transaction(db, read))
+
+    async def commit_batch(
+        self, group: str, events: Sequence[EventId], states: Mapping[str, JsonObject]
+    ) -> None:
+        """Record `events` and upsert `states` in one transaction; StaleBatchError if any known."""
+        documents = [(key, _encode_document(state)) for key, state in states.items()]
         now = _now()
 
-        def record(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
-                "INSERT INTO hub_inbox (grp, event_id, processed_at) VALUES (?, ?, ?)"
-                " ON CONFLICT DO NOTHING",
-                (group, event_id, now),
-            )
-            if cursor.rowcount != 1:
-                return False
-            if key is not None and document is not None:
+        def record(db: sqlite3.Connection) -> None:
+            for event in events:
+                if _is_processed(db, group, event):
+                    raise StaleBatchError(f"{event.source} {event.id} is already processed")
                 db.execute(
-                    "INSERT INTO hub_state (grp, key, document, updated_at) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (grp, key) DO UPDATE"
-                    " SET document = excluded.document, updated_at = excluded.updated_at",
-                    (group, key, document, now),
+                    "INSERT INTO hub_inbox (grp, event_id, source, processed_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (group, event.id, event.source, now),
                 )
-            return True
+            db.executemany(
+                "INSERT INTO hub_state (grp, key, document, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (grp, key) DO UPDATE"
+                " SET document = excluded.document, updated_at = excluded.updated_at",
+                [(group, key, document, now) for key, document in documents],
+            )
 
-        return await self._write(record)
+        await self._write(record)
 
     async def purge_inbox(self, group: str, older_than: datetime) -> int:
         """Delete inbox rows of `group` processed before `older_than`; returns how many."""
@@ -357,6 +415,20 @@ def _schema_version(db: sqlite3.Connection) -> int:
             f"{SCHEMA_VERSION}: upgrade the hub"
         )
     return version
+
+
+def _is_processed(db: sqlite3.Connection, group: str, event: EventId) -> bool:
+    query = f"SELECT 1 FROM hub_inbox WHERE {_INBOX_MATCH}"  # noqa: S608 - a constant of ours
+    return db.execute(query, (group, event.id, event.source)).fetchone() is not None
+
+
+def _read_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    """`work` in one deferred (read) transaction."""
+    db.execute("BEGIN")
+    try:
+        return work(db)
+    finally:
+        db.execute("COMMIT")
 
 
 def _transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
