@@ -1,3 +1,4 @@
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -32,10 +33,17 @@ def test_headers_round_trip_every_attribute() -> None:
         "ce_subject",
         "ce_dataschema",
         "content-type",
-        "correlationid",
-        "causationid",
+        "ce_correlationid",
+        "ce_causationid",
         "traceparent",
     ]
+    assert Envelope.from_headers(headers) == envelope
+
+
+def test_the_bare_extension_names_of_the_first_release_are_still_read() -> None:
+    envelope = an_envelope()
+    renamed = {"ce_correlationid": "correlationid", "ce_causationid": "causationid"}
+    headers = [(renamed.get(name, name), value) for name, value in envelope.to_headers()]
     assert Envelope.from_headers(headers) == envelope
 
 
@@ -55,7 +63,30 @@ def test_caused_envelope_keeps_trace_and_time_and_points_at_its_cause() -> None:
         subject="AS1",
     )
     assert (out.causation_id, out.correlation_id) == ("evt-1", "corr-1")
-    assert (out.time, out.traceparent) == (cause.time, cause.traceparent)
+    assert out.time == cause.time
+    # The same trace, a span of its own, the same flags; and the same again on reprocessing.
+    assert out.traceparent is not None
+    version, trace_id, span_id, flags = out.traceparent.split("-")
+    assert (version, trace_id, flags) == ("00", "0af7651916cd43dd8448eb211c80319c", "01")
+    assert len(span_id) == 16
+    assert span_id != "b7ad6b7169203331"
+    again = cause.caused(
+        event_id="out-1", source="urn:x", type_="t", dataschema="urn:x", subject=None
+    )
+    assert again.traceparent == out.traceparent
+
+
+def test_an_output_of_an_input_without_a_valid_traceparent_starts_a_trace() -> None:
+    cause = replace(an_envelope(), traceparent="garbage")
+    first = cause.caused(event_id="o1", source="s", type_="t", dataschema="d", subject=None)
+    second = cause.caused(event_id="o2", source="s", type_="t", dataschema="d", subject=None)
+    assert first.traceparent is not None
+    assert second.traceparent is not None
+    # One new trace for the input's outputs, and the same on reprocessing.
+    assert first.traceparent.split("-")[1] == second.traceparent.split("-")[1]
+    assert first.traceparent.split("-")[2] != second.traceparent.split("-")[2]
+    again = cause.caused(event_id="o1", source="s", type_="t", dataschema="d", subject=None)
+    assert again == first
 
 
 @pytest.mark.parametrize(

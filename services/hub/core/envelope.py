@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from dataclasses import dataclass, replace
@@ -19,6 +20,8 @@ HUB_ID_NAMESPACE = uuid.UUID("6f1d3b0e-8c2a-5b7e-9a41-0d5e2f7c9b13")
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
 REQUIRED_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")
+# W3C trace context, version 00: trace id, parent span id, flags.
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})")
 
 
 def derive_event_id(input_id: str, role: str) -> str:
@@ -29,6 +32,19 @@ def derive_event_id(input_id: str, role: str) -> str:
 def new_traceparent() -> str:
     """A fresh W3C traceparent for an event that starts a trace."""
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+
+
+def child_traceparent(parent: str | None, cause_id: str, event_id: str) -> str:
+    """The traceparent of an output: the input's trace, a span id of its own.
+
+    Ids are derived from the event ids, so reprocessing an input emits byte-identical outputs;
+    without a valid parent, the trace starts at the input (`cause_id`).
+    """
+    match = _TRACEPARENT.fullmatch(parent or "")
+    fresh = uuid.uuid5(HUB_ID_NAMESPACE, f"trace/{cause_id}").hex
+    trace_id, flags = match.group(1, 2) if match else (fresh, "01")
+    span_id = uuid.uuid5(HUB_ID_NAMESPACE, f"span/{event_id}").hex[:16]
+    return f"00-{trace_id}-{span_id}-{flags}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +74,9 @@ class Envelope:
             ("ce_subject", self.subject),
             ("ce_dataschema", self.dataschema),
             ("content-type", self.content_type),
-            ("correlationid", self.correlation_id),
-            ("causationid", self.causation_id),
+            # The Kafka binding prefixes extension attributes too, so CloudEvents SDKs see them.
+            ("ce_correlationid", self.correlation_id),
+            ("ce_causationid", self.causation_id),
             ("traceparent", self.traceparent),
         ]
         return [(name, value.encode()) for name, value in pairs if value is not None]
@@ -93,8 +110,9 @@ class Envelope:
             time=time,
             subject=values.get("ce_subject"),
             dataschema=values.get("ce_dataschema"),
-            correlation_id=values.get("correlationid"),
-            causation_id=values.get("causationid"),
+            # The bare names of the first release are still read, never written.
+            correlation_id=values.get("ce_correlationid") or values.get("correlationid"),
+            causation_id=values.get("ce_causationid") or values.get("causationid"),
             traceparent=values.get("traceparent"),
             content_type=values.get("content-type", CONTENT_TYPE),
         )
@@ -104,11 +122,13 @@ class Envelope:
     ) -> Envelope:
         """The envelope of an output caused by this event: same trace and correlation, same time.
 
-        The time is the input's so that reprocessing emits byte-identical outputs.
+        The time is the input's so that reprocessing emits byte-identical outputs; the span id
+        is the output's own (one span per hop).
         """
         return replace(
             self,
             id=event_id,
+            traceparent=child_traceparent(self.traceparent, self.id, event_id),
             source=source,
             type=type_,
             dataschema=dataschema,
