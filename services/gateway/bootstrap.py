@@ -40,7 +40,10 @@ def gateway_runtime(
     sink = KafkaSink(settings, client_id=f"hub-webhook-{courier.code}")
     webhook = RoutePushReceiver(sink, courier=courier.code, host="0.0.0.0", port=webhook_port)  # noqa: S104 - couriers push from outside
     service = build_gateway_service(settings, client, courier.code)
-    return ServiceRuntime(service, settings, registry=registry, resources=(client, sink, webhook))
+    # One producer for the process: the webhook's and the service's records share it.
+    return ServiceRuntime(
+        service, settings, registry=registry, sink=sink, resources=(sink, client, webhook)
+    )
 
 
 def center_gateway_runtime(
@@ -57,4 +60,6 @@ def center_gateway_runtime(
     sink = KafkaSink(settings, client_id=f"hub-webhook-center-{center.code}")
     reports = CenterReportReceiver(sink, center.code, host="0.0.0.0", port=webhook_port)  # noqa: S104 - centers push from outside
     service = build_center_gateway(settings, center.code, client)
-    return ServiceRuntime(service, settings, registry=registry, resources=(client, sink, reports))
+    return ServiceRuntime(
+        service, settings, registry=registry, sink=sink, resources=(sink, client, reports)
+    )

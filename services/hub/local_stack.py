@@ -62,8 +62,9 @@ class LocalStack(AsyncResource):
 
     def __post_init__(self) -> None:
         self.http_center = HttpRepairCenterSimulator(self.center_knobs)
-        self.center_sink = KafkaSink(self.settings, client_id="hub-webhook-centers")
-        self.center_reports = CenterReportReceiver(self.center_sink, HTTP_CENTER)
+        # One producer for the whole process: the services and both webhooks share it.
+        self.sink = KafkaSink(self.settings, client_id="hub-local")
+        self.center_reports = CenterReportReceiver(self.sink, HTTP_CENTER)
         self.center_client: CenterClient | None = None
         self.center = RepairCenterSimulator(
             self.settings.kafka_bootstrap_servers, knobs=self.center_knobs
@@ -72,7 +73,6 @@ class LocalStack(AsyncResource):
         self.push = HttpGatewaySink()
         self.smtp = SmtpSink()
         self.http: httpx.AsyncClient | None = None
-        self.sink = KafkaSink(self.settings, client_id="hub-webhook-sf")
         self.webhook = RoutePushReceiver(self.sink)
         self.sf = SfCourierSimulator(SIM_PARTNER_ID, SIM_CHECKWORD, knobs=self.sf_knobs)
         self.couriers = {
@@ -100,7 +100,7 @@ class LocalStack(AsyncResource):
         await self.client.start()
         for courier in self.couriers.values():
             await courier.start()
-        for partner in (self.center, self.sms, self.push, self.smtp, self.center_sink):
+        for partner in (self.center, self.sms, self.push, self.smtp):
             await partner.start()
         await self.center_reports.start()
         self.http_center.webhook_url = self.center_reports.url
@@ -124,7 +124,8 @@ class LocalStack(AsyncResource):
             build_tracker(self.settings, self.sla),
         ]
         self.runtimes = [
-            ServiceRuntime(service, self.settings, registry=CATALOGUE) for service in services
+            ServiceRuntime(service, self.settings, registry=CATALOGUE, sink=self.sink)
+            for service in services
         ]
         for runtime in self.runtimes:
             await runtime.start()
@@ -133,7 +134,7 @@ class LocalStack(AsyncResource):
         """Stop one service (draining it) and start a new instance on the same state."""
         old = next(runtime for runtime in self.runtimes if runtime.service.group == group)
         await old.stop()
-        new = ServiceRuntime(old.service, self.settings, registry=CATALOGUE)
+        new = ServiceRuntime(old.service, self.settings, registry=CATALOGUE, sink=self.sink)
         await new.start()
         self.runtimes[self.runtimes.index(old)] = new
 
@@ -146,7 +147,7 @@ class LocalStack(AsyncResource):
         if self.center_client is not None:
             await self.center_client.stop()
         for partner in (self.http_center, self.center_reports, self.center, self.sms, self.push,
-                        self.smtp, self.center_sink):  # fmt: skip
+                        self.smtp):  # fmt: skip
             await partner.stop()
         if self.http is not None:
             await self.http.aclose()

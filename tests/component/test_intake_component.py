@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from faststream.kafka import KafkaBroker, TestKafkaBroker
 
 from hub.core.pipeline import Outcome
-from hub.core.service import BrokerSink, ServiceRuntime
+from hub.core.service import ServiceRuntime
 from hub.core.settings import HubSettings
 from hub.core.store.sqlite import SqliteStateStore
 from hub.core.topics import CASES, STOREFRONT_REQUESTS
@@ -17,7 +17,30 @@ from intake.domain import case_id_for
 from intake.service import build_service
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
+
+    from hub.core.outbound import OutRecord
+
+
+class BrokerSink:
+    """Publishes through a FastStream broker, so TestKafkaBroker routes the outputs in memory.
+
+    FastStream headers are text, so non-UTF-8 header bytes are replaced: a test tool only.
+    """
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self._broker = broker
+
+    async def send(self, records: Sequence[OutRecord]) -> None:
+        """Publish every record through the broker."""
+        for record in records:
+            await self._broker.publish(
+                record.value,
+                record.topic,
+                key=record.key,
+                headers={name: value.decode(errors="replace") for name, value in record.headers},
+            )
 
 
 async def test_intake_turns_requests_of_both_versions_into_cases(tmp_path: Path) -> None:

@@ -126,6 +126,14 @@ async def test_poison_inputs_are_dead_lettered_and_the_consumer_keeps_going(prob
         "null header value": (good.value or b"", with_value("ce_id", None)),
         "header not utf-8": (good.value or b"", with_value("ce_source", b"\xff\xfe")),
         "schema invalid 1 MB": (b'{"seq": "' + b"x" * 1_000_000 + b'"}', valid_headers),
+        # What the standard decoder refuses with other exceptions than JSONDecodeError.
+        "deeply nested json": (b"[" * 200_000 + b"]" * 200_000, valid_headers),
+        "integer past the digit limit": (b'{"seq": ' + b"9" * 5000 + b"}", valid_headers),
+        "invalid utf-8 body": (b'{"seq": "\xff"}', valid_headers),
+        "unreadable hub header": (
+            good.value or b"",
+            [*valid_headers, ("x-hub-origin-topic", b"t"), ("x-hub-origin-partition", b"abc")],
+        ),
     }
     expected_stage = {
         "random bytes": "decode",
@@ -136,6 +144,10 @@ async def test_poison_inputs_are_dead_lettered_and_the_consumer_keeps_going(prob
         "null header value": "decode",
         "header not utf-8": "decode",
         "schema invalid 1 MB": "validate",
+        "deeply nested json": "decode",
+        "integer past the digit limit": "decode",
+        "invalid utf-8 body": "decode",
+        "unreadable hub header": "decode",
     }
     producer = AIOKafkaProducer(
         bootstrap_servers=probe.settings.kafka_bootstrap_servers, max_request_size=4 * 1024 * 1024
@@ -146,12 +158,14 @@ async def test_poison_inputs_are_dead_lettered_and_the_consumer_keeps_going(prob
             await producer.send_and_wait(probe.input, value, key=name.encode(), headers=headers)
     finally:
         await producer.stop()
-    await probe.publish([good])
+    # A valid record on the same partition, behind each poison record.
+    behind = [probe.record(100 + n, name) for n, name in enumerate(poison)]
+    await probe.publish([good, *behind])
 
     async with probe.runtime() as runtime:
-        (output,) = await probe.outputs(1)
+        outputs = await probe.outputs(1 + len(behind))
         letters = await probe.dead_letters(len(poison), timeout_s=60)
-    assert seq_of(output) == 1
+    assert sorted(seq_of(output) for output in outputs) == [1, *range(100, 100 + len(poison))]
     assert runtime.pipeline.counts[Outcome.DEAD_LETTERED] == len(poison)
     by_name = {(letter.key or b"").decode(): letter for letter in letters}
     assert set(by_name) == set(poison)
@@ -159,8 +173,10 @@ async def test_poison_inputs_are_dead_lettered_and_the_consumer_keeps_going(prob
         letter = by_name[name]
         assert letter.value == value, name
         original = [(n, bytes(v)) for n, v in letter.headers if not deadletter.is_transit(n)]
-        # A null header value comes back empty (see to_record); every other byte is kept.
-        assert original == [(n, v or b"") for n, v in headers], name
+        # A null header value comes back empty (see to_record); every other byte is kept
+        # but for what claims to be the hub's own transit headers.
+        kept = [(n, v or b"") for n, v in headers if not deadletter.is_transit(n)]
+        assert original == kept, name
         assert headers_of(letter)["x-hub-error-stage"] == expected_stage[name], name
     assert (
         "unknown event type 'parcel.teleported.v1'"
@@ -168,6 +184,16 @@ async def test_poison_inputs_are_dead_lettered_and_the_consumer_keeps_going(prob
     )
     assert headers_of(by_name["unknown version"])["x-hub-error-message"] == (
         "unknown version of test.probe: v9 (this code knows v1)"
+    )
+    assert headers_of(by_name["deeply nested json"])["x-hub-error-message"].startswith(
+        "body is not JSON: maximum recursion depth exceeded"
+    )
+    assert (
+        "Exceeds the limit (4300 digits)"
+        in (headers_of(by_name["integer past the digit limit"])["x-hub-error-message"])
+    )
+    assert headers_of(by_name["unreadable hub header"])["x-hub-error-message"].startswith(
+        "hub headers are unreadable: invalid literal for int()"
     )
 
 

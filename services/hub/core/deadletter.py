@@ -81,9 +81,14 @@ def previous_failure(record: KafkaRecord) -> tuple[int, datetime | None]:
 
 
 def due_at(record: KafkaRecord) -> datetime | None:
-    """When a retried record may be handled again."""
+    """When a retried record may be handled again; ValueError when the header is unreadable."""
     value = header(record.headers, DUE_AT)
-    return datetime.fromisoformat(value) if value else None
+    if not value:
+        return None
+    due = datetime.fromisoformat(value)
+    if due.tzinfo is None:
+        raise ValueError(f"{DUE_AT} has no timezone: {value!r}")
+    return due
 
 
 def failure_headers(

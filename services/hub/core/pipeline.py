@@ -172,9 +172,9 @@ class Pipeline:
             return None
         try:
             due = deadletter.due_at(record)
+            return due if due is not None and due > self._clock() else None
         except ValueError:
             return None  # an unreadable due time is judged, and dead-lettered, with the record
-        return due if due is not None and due > self._clock() else None
 
     def _read(self, record: KafkaRecord) -> _Read:
         """Read a record; never raises: whatever fails here makes the record a dead letter."""

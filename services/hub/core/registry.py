@@ -130,7 +130,9 @@ class Registry:
         model = self.model_for(ce_type)
         try:
             data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except (ValueError, RecursionError) as error:
+            # Not only JSONDecodeError: invalid UTF-8, an integer past the digit limit
+            # (ValueError) and deep nesting (RecursionError) are the bytes' fault as well.
             raise UndecodableError(f"body is not JSON: {error}") from error
         if not isinstance(data, dict):
             raise UndecodableError(f"body is JSON {type(data).__name__}, not an object")

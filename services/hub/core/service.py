@@ -97,26 +97,6 @@ class KafkaSink(AsyncResource):
         await asyncio.gather(*pending)
 
 
-class BrokerSink:
-    """Publishes through a FastStream broker; for component tests under `TestKafkaBroker`.
-
-    FastStream headers are text, so non-UTF-8 header bytes are replaced: never use it for real.
-    """
-
-    def __init__(self, broker: KafkaBroker) -> None:
-        self._broker = broker
-
-    async def send(self, records: Sequence[OutRecord]) -> None:
-        """Publish every record through the broker."""
-        for record in records:
-            await self._broker.publish(
-                record.value,
-                record.topic,
-                key=record.key,
-                headers={name: value.decode(errors="replace") for name, value in record.headers},
-            )
-
-
 async def _the_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
     return message
 
@@ -210,13 +190,19 @@ class ServiceRuntime(AsyncResource):
             logger=logging.getLogger("faststream.hub"),
             security=faststream_security(settings),
             apply_types=False,
+            # The hub produces through its own sink: FastStream's publishers take headers as
+            # text, one value a name, and a dead letter keeps the original's bytes and repeats.
+            consumer_only=True,
         )
         self.store = store or open_store(
             settings.database_url,
             default_path=Path(settings.state_dir) / f"{service.group}.db",
         )
-        self._own_sink = sink is None
-        self.sink: RecordSink = sink or KafkaSink(settings, client_id=f"hub-{service.group}")
+        # A sink passed in is its owner's to start and stop (shared by a process's services).
+        self._own_sink: KafkaSink | None = None
+        if sink is None:
+            sink = self._own_sink = KafkaSink(settings, client_id=f"hub-{service.group}")
+        self.sink: RecordSink = sink
         self.pipeline = Pipeline(
             service, registry=registry, store=self.store, sink=self.sink, settings=settings
         )
@@ -313,8 +299,8 @@ class ServiceRuntime(AsyncResource):
 
     async def _open(self) -> None:
         await self.store.open()
-        if self._own_sink and isinstance(self.sink, KafkaSink):
-            await self.sink.start()
+        if self._own_sink is not None:
+            await self._own_sink.start()
         for resource in self._resources:
             await self._stack.enter_async_context(resource)
         self._purging = asyncio.create_task(self._purge_inbox_periodically())
@@ -326,8 +312,8 @@ class ServiceRuntime(AsyncResource):
                 await self._purging
             self._purging = None
         await self._stack.aclose()
-        if self._own_sink and isinstance(self.sink, KafkaSink):
-            await self.sink.stop()
+        if self._own_sink is not None:
+            await self._own_sink.stop()
         await self.store.close()
 
     async def purge_inbox(self) -> int:
