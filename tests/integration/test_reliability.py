@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 from kafka_io import create_topics, read_records, settle_and_read
 from probe import REGISTRY, FaultPlan, ProbeDoneV1, ProbeV1, probe_service
 
@@ -27,12 +29,13 @@ from hub.core.store.sqlite import SqliteStateStore
 from hub.core.topics import Subscription, dead_letter_topic
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Collection, Sequence
 
     from aiokafka import ConsumerRecord
 
     from hub.core.handler import Service
     from hub.core.settings import HubSettings
+    from hub.core.store.base import BatchSnapshot, EventId
 
 pytestmark = pytest.mark.integration
 pytest_plugins = ("store_fixtures",)
@@ -440,3 +443,63 @@ async def test_two_instances_share_the_load_and_a_rebalance_loses_and_repeats_no
     print(  # noqa: T201 - the closing note quotes this line
         f"\nscale-out: {total} inputs, {len(records)} output records, handled {handled}"
     )
+
+
+class FlakyStore(SqliteStateStore):
+    """A store that cannot be reached for batches holding one key's events, until mended."""
+
+    def __init__(self, path: Path, unreachable_for: set[str]) -> None:
+        super().__init__(path)
+        self.unreachable_for = unreachable_for
+        self.refused_at: list[float] = []
+
+    async def load_batch(
+        self, group: str, events: Collection[EventId], keys: Collection[str]
+    ) -> BatchSnapshot:
+        if self.unreachable_for & set(keys):
+            self.refused_at.append(time.monotonic())
+            raise ConnectionError("state store unreachable")
+        return await super().load_batch(group, events, keys)
+
+
+async def test_a_store_outage_pauses_only_its_partition_with_backoff(
+    make_settings: Callable[..., HubSettings], unique: str, tmp_path: Path
+) -> None:
+    partitions = 3
+    probe = Probe(make_settings(partitions=partitions), unique)
+    await probe.create_topics()
+
+    def partition_of(key: str) -> int:
+        hashed: int = murmur2(key.encode())
+        return (hashed & 0x7FFFFFFF) % partitions  # the producer's default partitioner
+
+    elsewhere = [
+        f"case-{n}" for n in range(12) if partition_of(f"case-{n}") != partition_of("case-slow")
+    ]
+    assert elsewhere
+    store = FlakyStore(tmp_path / "flaky.db", unreachable_for={"case-slow"})
+    runtime = ServiceRuntime(probe.service, probe.settings, registry=REGISTRY, store=store)
+    slow = [probe.record(seq, "case-slow") for seq in range(5)]
+    fine = [probe.record(100 + n, key) for n, key in enumerate(elsewhere * 3)]
+    await probe.publish([*slow, *fine])
+
+    watcher = OutputWatcher(probe)
+    await watcher.consumer.start()
+    try:
+        async with runtime:
+            # The other partitions flow while the slow one waits for its store.
+            assert len(await watcher.wait_for(len(fine), timeout_s=60)) == len(fine)
+            # ... and the slow one's records stay unhandled for as long as the outage lasts.
+            assert len(await watcher.wait_for(len(fine) + 1, timeout_s=3)) == len(fine)
+            refusals = list(store.refused_at)
+            store.unreachable_for = set()
+            done = await watcher.wait_for(len(fine) + len(slow), timeout_s=60)
+    finally:
+        await watcher.consumer.stop()
+    assert len(done) == len(fine) + len(slow)
+    # Backed off, not spinning: a few tries in those seconds, further and further apart.
+    assert 2 <= len(refusals) <= 6, refusals
+    gaps = [later - earlier for earlier, later in itertools.pairwise(refusals)]
+    assert gaps[0] >= 0.3, gaps
+    assert gaps[-1] > gaps[0], gaps
+    assert runtime.pipeline.counts[Outcome.PROCESSED] == len(fine) + len(slow)
