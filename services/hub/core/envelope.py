@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 import uuid
@@ -24,9 +25,20 @@ REQUIRED_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time"
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})")
 
 
+def uuid5_hex(namespace: uuid.UUID, name: str) -> str:
+    """`uuid.uuid5(namespace, name).hex`, without building a UUID object (a hot path: 3 a hop)."""
+    digest = bytearray(
+        hashlib.sha1(namespace.bytes + name.encode(), usedforsecurity=False).digest()[:16]
+    )
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return digest.hex()
+
+
 def derive_event_id(input_id: str, role: str) -> str:
     """The id of the output playing `role` for input `input_id`: the same on every reprocessing."""
-    return str(uuid.uuid5(HUB_ID_NAMESPACE, f"{input_id}/{role}"))
+    text = uuid5_hex(HUB_ID_NAMESPACE, f"{input_id}/{role}")
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def new_traceparent() -> str:
@@ -41,9 +53,9 @@ def child_traceparent(parent: str | None, cause_id: str, event_id: str) -> str:
     without a valid parent, the trace starts at the input (`cause_id`).
     """
     match = _TRACEPARENT.fullmatch(parent or "")
-    fresh = uuid.uuid5(HUB_ID_NAMESPACE, f"trace/{cause_id}").hex
+    fresh = uuid5_hex(HUB_ID_NAMESPACE, f"trace/{cause_id}")
     trace_id, flags = match.group(1, 2) if match else (fresh, "01")
-    span_id = uuid.uuid5(HUB_ID_NAMESPACE, f"span/{event_id}").hex[:16]
+    span_id = uuid5_hex(HUB_ID_NAMESPACE, f"span/{event_id}")[:16]
     return f"00-{trace_id}-{span_id}-{flags}"
 
 
