@@ -11,7 +11,6 @@ from pydantic import BaseModel, ConfigDict
 
 from hub.core.errors import PermanentError
 from hub.core.handler import Decision, Emit
-from hub.core.topics import CASES, courier_orders_topic
 from hub.messages.cases import (
     CaseExceptionRaisedV1,
     CaseOpenedV1,
@@ -135,9 +134,8 @@ def _send(
     )
     attempt = shipment.attempt
     emits = [
-        Emit(courier_orders_topic(courier.code), f"order-{attempt}", order),
+        Emit(f"order-{attempt}", order, partner=courier.code),
         Emit(
-            CASES,
             f"requested-{attempt}",
             PickupRequestedV1(
                 case_id=shipment.case_id,
@@ -181,7 +179,7 @@ def open_shipment(case: CaseOpenedV1, table: PartnerTable, at: datetime) -> Deci
             f"worth ¥{case.item.price}",
             raised_at=at,
         )
-        return Decision(emits=(Emit(CASES, "exception", exception),))
+        return Decision(emits=(Emit("exception", exception),))
     sender = PickupContact(
         name=case.customer.name,
         phone=case.customer.phone,
@@ -229,7 +227,7 @@ def _fall_back(
         reason=reason,
         failed_at=at,
     )
-    emits = [Emit(CASES, f"failed-{shipment.attempt}", failed)]
+    emits = [Emit(f"failed-{shipment.attempt}", failed)]
     if not shipment.remaining:
         exception = CaseExceptionRaisedV1(
             case_id=shipment.case_id,
@@ -237,7 +235,7 @@ def _fall_back(
             reason=f"every eligible courier failed; the last: {shipment.courier} ({code})",
             raised_at=at,
         )
-        emits.append(Emit(CASES, "exception", exception))
+        emits.append(Emit("exception", exception))
         done = shipment.model_copy(update={"status": OrderStatus.EXCEPTION})
         return Decision(emits=tuple(emits), state=done.dump())
     following, *rest = shipment.remaining
@@ -256,7 +254,7 @@ def _load(state: JsonObject | None, what: str) -> Shipment:
 def _cancel_at_courier(order_id: str, shipment: Shipment, reason: str, role: str) -> Emit:
     courier = shipment.courier_of_order.get(order_id, shipment.courier)
     request = PickupCancelRequestedV1(order_id=order_id, case_id=shipment.case_id, reason=reason)
-    return Emit(courier_orders_topic(courier), role, request)
+    return Emit(role, request, partner=courier)
 
 
 def on_accepted(event: CourierOrderAcceptedV1, state: JsonObject | None, at: datetime) -> Decision:
@@ -279,7 +277,7 @@ def on_accepted(event: CourierOrderAcceptedV1, state: JsonObject | None, at: dat
     scheduled = shipment.model_copy(
         update={"status": OrderStatus.ACCEPTED, "waybill_no": event.waybill_no}
     )
-    return Decision(emits=(Emit(CASES, "accepted", accepted),), state=scheduled.dump())
+    return Decision(emits=(Emit("accepted", accepted),), state=scheduled.dump())
 
 
 def on_rejected(
@@ -342,7 +340,7 @@ def on_tracking(
         courier_event_id=event.courier_event_id,
         occurred_at=event.occurred_at,
     )
-    emits = [Emit(CASES, f"tracking-{event.courier_event_id}", updated)]
+    emits = [Emit(f"tracking-{event.courier_event_id}", updated)]
     changes: dict[str, object] = {
         "tracking": status,
         "seen_events": (*shipment.seen_events, event.courier_event_id),
@@ -358,7 +356,7 @@ def on_tracking(
             waybill_no=event.waybill_no,
             accepted_at=event.occurred_at,
         )
-        emits.insert(0, Emit(CASES, "accepted", accepted))
+        emits.insert(0, Emit("accepted", accepted))
         changes |= {"status": OrderStatus.ACCEPTED, "waybill_no": event.waybill_no}
     seen = shipment.model_copy(update=changes)
     return Decision(emits=tuple(emits), state=seen.dump())
@@ -385,7 +383,7 @@ def on_case_cancelled(event: CaseCancelledV1, state: JsonObject | None, at: date
         cancelled_at=at,
     )
     done = shipment.model_copy(update={"status": OrderStatus.CANCELLED})
-    return Decision(emits=(withdrawn, Emit(CASES, "cancelled", cancelled)), state=done.dump())
+    return Decision(emits=(withdrawn, Emit("cancelled", cancelled)), state=done.dump())
 
 
 def on_visit_needs_workshop(
@@ -419,7 +417,7 @@ def on_return_requested(
             reason=f"no courier delivers to {customer.province} for the return",
             raised_at=at,
         )
-        return Decision(emits=(Emit(CASES, "exception", exception),))
+        return Decision(emits=(Emit("exception", exception),))
     first, *rest = choices
     outbound = inbound.model_copy(
         update={

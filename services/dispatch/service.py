@@ -6,10 +6,25 @@ from typing import TYPE_CHECKING
 
 from dispatch import domain
 from dispatch.partners import PartnerTable, load_partners
-from hub.core.handler import Decision, Incoming, Service
-from hub.core.topics import CASES, courier_events_topic
-from hub.messages.cases import CaseCancelledV1, CaseOpenedV1
-from hub.messages.courier import CourierOrderAcceptedV1, CourierOrderRejectedV1, CourierTrackingV1
+from hub.core.handler import Decision, Incoming, Route, Service, routes
+from hub.core.topics import CASES, courier_events_topic, courier_orders_topic
+from hub.messages.cases import (
+    CaseCancelledV1,
+    CaseExceptionRaisedV1,
+    CaseOpenedV1,
+    PickupAcceptedV1,
+    PickupCancelledV1,
+    PickupFailedV1,
+    PickupRequestedV1,
+    TrackingUpdatedV1,
+)
+from hub.messages.courier import (
+    CourierOrderAcceptedV1,
+    CourierOrderRejectedV1,
+    CourierTrackingV1,
+    PickupCancelRequestedV1,
+    PickupOrderV1,
+)
 from hub.messages.repair import ReturnShipmentRequestedV1, VisitReportedV1
 from hub.messages.timers import PickupAcceptanceDueV1
 
@@ -18,6 +33,10 @@ if TYPE_CHECKING:
     from hub.core.settings import HubSettings
 
 GROUP = "dispatch"
+CASE_OUTPUTS = (
+    PickupRequestedV1, PickupAcceptedV1, PickupFailedV1, PickupCancelledV1, TrackingUpdatedV1,
+    CaseExceptionRaisedV1,
+)  # fmt: skip
 
 
 def handlers(table: PartnerTable) -> dict[str, Handler]:
@@ -76,4 +95,12 @@ def build_service(settings: HubSettings, table: PartnerTable | None = None) -> S
         handlers=handlers(table),
         source=f"{settings.source}/{GROUP}",
         timers=table.deadlines,
+        emits={
+            **routes(Route.to(CASES), *CASE_OUTPUTS),
+            **routes(
+                Route.per_partner(courier_orders_topic, (c.code for c in table.couriers)),
+                PickupOrderV1,
+                PickupCancelRequestedV1,
+            ),
+        },
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hub.core.handler import Decision, Emit, Incoming, Service
+from hub.core.handler import Decision, Emit, Incoming, Route, Service, routes
 from hub.core.topics import courier_events_topic, courier_orders_topic
 from hub.messages.courier import (
     CourierOrderAcceptedV1,
@@ -32,7 +32,7 @@ def build_gateway_service(settings: HubSettings, client: SfClient, courier: str 
                 waybill_no=result.waybill_no,
                 accepted_at=incoming.envelope.time,
             )
-            return Decision(emits=(Emit(events, "accepted", accepted, key=order.case_id),))
+            return Decision(emits=(Emit("accepted", accepted, key=order.case_id),))
         assert result.rejection is not None  # noqa: S101 - the client returns one or the other
         rejected = CourierOrderRejectedV1(
             order_id=order.order_id,
@@ -41,7 +41,7 @@ def build_gateway_service(settings: HubSettings, client: SfClient, courier: str 
             raw_code=result.raw_code,
             detail=result.detail,
         )
-        return Decision(emits=(Emit(events, "rejected", rejected, key=order.case_id),))
+        return Decision(emits=(Emit("rejected", rejected, key=order.case_id),))
 
     async def cancel(incoming: Incoming[PickupCancelRequestedV1]) -> Decision:
         await client.cancel_order(incoming.event.order_id)
@@ -55,4 +55,5 @@ def build_gateway_service(settings: HubSettings, client: SfClient, courier: str 
             PickupCancelRequestedV1.event_type: cancel,
         },
         source=f"{settings.source}/gateway-{courier}",
+        emits=routes(Route.to(events), CourierOrderAcceptedV1, CourierOrderRejectedV1),
     )

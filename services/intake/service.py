@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hub.core.handler import Decision, Emit, Incoming, Service
+from hub.core.handler import Decision, Emit, Incoming, Route, Service, routes
 from hub.core.topics import CASES, STOREFRONT_REQUESTS
+from hub.messages.cases import CaseCancelledV1, CaseOpenedV1, CaseRejectedV1
+from hub.messages.repair import QuoteAnsweredV1
 from hub.messages.storefront import (
     AfterSalesCancelledV1,
     AfterSalesRequestedV2,
@@ -13,6 +15,7 @@ from hub.messages.storefront import (
     QuoteAnswerGivenV1,
     RatingGivenV1,
 )
+from hub.messages.tracker import ComplaintEscalatedV1, RatingSubmittedV1
 from intake.domain import answer_quote, cancel, decide, escalate, rate
 
 if TYPE_CHECKING:
@@ -20,14 +23,16 @@ if TYPE_CHECKING:
     from hub.core.settings import HubSettings
 
 GROUP = "intake"
+OUTPUTS = (
+    CaseOpenedV1, CaseRejectedV1, CaseCancelledV1, QuoteAnsweredV1, RatingSubmittedV1,
+    ComplaintEscalatedV1,
+)  # fmt: skip
 
 
 def handle_request(incoming: Incoming[AfterSalesRequestedV2]) -> Decision:
     """A request becomes a case opened or rejected, keyed by its case id."""
     outcome, state = decide(incoming.event, at=incoming.envelope.time, item_state=incoming.state)
-    return Decision(
-        emits=(Emit(topic=CASES, role="case", event=outcome, key=outcome.case_id),), state=state
-    )
+    return Decision(emits=(Emit(role="case", event=outcome, key=outcome.case_id),), state=state)
 
 
 def handle_cancellation(incoming: Incoming[AfterSalesCancelledV1]) -> Decision:
@@ -37,7 +42,7 @@ def handle_cancellation(incoming: Incoming[AfterSalesCancelledV1]) -> Decision:
         return Decision()
     cancelled, state = result
     return Decision(
-        emits=(Emit(topic=CASES, role="cancel", event=cancelled, key=cancelled.case_id),),
+        emits=(Emit(role="cancel", event=cancelled, key=cancelled.case_id),),
         state=state,
     )
 
@@ -47,7 +52,7 @@ def handle_quote_answer(incoming: Incoming[QuoteAnswerGivenV1]) -> Decision:
     answered = answer_quote(incoming.event, at=incoming.envelope.time, item_state=incoming.state)
     if answered is None:
         return Decision()
-    return Decision(emits=(Emit(topic=CASES, role="quote", event=answered, key=answered.case_id),))
+    return Decision(emits=(Emit(role="quote", event=answered, key=answered.case_id),))
 
 
 def handle_rating(incoming: Incoming[RatingGivenV1]) -> Decision:
@@ -55,9 +60,7 @@ def handle_rating(incoming: Incoming[RatingGivenV1]) -> Decision:
     submitted = rate(incoming.event, item_state=incoming.state)
     if submitted is None:
         return Decision()
-    return Decision(
-        emits=(Emit(topic=CASES, role="rating", event=submitted, key=submitted.case_id),)
-    )
+    return Decision(emits=(Emit(role="rating", event=submitted, key=submitted.case_id),))
 
 
 def handle_complaint(incoming: Incoming[ComplaintFiledV1]) -> Decision:
@@ -65,9 +68,7 @@ def handle_complaint(incoming: Incoming[ComplaintFiledV1]) -> Decision:
     escalated = escalate(incoming.event, at=incoming.envelope.time, item_state=incoming.state)
     if escalated is None:
         return Decision()
-    return Decision(
-        emits=(Emit(topic=CASES, role="complaint", event=escalated, key=escalated.case_id),)
-    )
+    return Decision(emits=(Emit(role="complaint", event=escalated, key=escalated.case_id),))
 
 
 def order_item_of(event: Event) -> str | None:
@@ -89,4 +90,5 @@ def build_service(settings: HubSettings) -> Service:
         },
         source=f"{settings.source}/{GROUP}",
         state_key=order_item_of,
+        emits=routes(Route.to(CASES), *OUTPUTS),
     )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from hub.core.handler import Decision, Emit
-from hub.core.topics import NOTIFICATION_REQUESTS
 from hub.messages.cases import CaseOpenedV1, PickupAcceptedV1, TrackingStatus, TrackingUpdatedV1
 from hub.messages.common import Channel
 from hub.messages.courier import Leg
@@ -84,6 +83,6 @@ def plan(event: Event, state: JsonObject | None) -> Decision:
             subject=message.subject,
             body=message.body,
         )
-        emits.append(Emit(NOTIFICATION_REQUESTS, f"notify-{milestone}-{channel.value}", request))
+        emits.append(Emit(f"notify-{milestone}-{channel.value}", request))
         notified.append(key)
     return Decision(emits=tuple(emits), state={"customer": customer, "notified": notified})

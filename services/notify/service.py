@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hub.core.handler import Decision, Emit, Handler, Incoming, Service
+from hub.core.handler import Decision, Emit, Handler, Incoming, Route, Service, routes
 from hub.core.topics import CASES, NOTIFICATION_EVENTS, NOTIFICATION_REQUESTS
 from hub.messages.cases import CaseOpenedV1, PickupAcceptedV1, TrackingUpdatedV1
 from hub.messages.repair import (
@@ -40,7 +40,11 @@ def build_service(settings: HubSettings) -> Service:
     """Group `notify`: case events in, one notification request per milestone and channel."""
     handlers: dict[str, Handler] = {model.event_type: _plan for model in MILESTONE_EVENTS}
     return Service(
-        group="notify", inputs=(CASES,), handlers=handlers, source=f"{settings.source}/notify"
+        group="notify",
+        inputs=(CASES,),
+        handlers=handlers,
+        source=f"{settings.source}/notify",
+        emits=routes(Route.to(NOTIFICATION_REQUESTS), NotificationRequestedV1),
     )
 
 
@@ -57,11 +61,12 @@ def build_sender(settings: HubSettings, providers: Mapping[Channel, Provider]) -
             provider_message_id=message_id,
             sent_at=incoming.envelope.time,
         )
-        return Decision(emits=(Emit(NOTIFICATION_EVENTS, "sent", sent, key=request.case_id),))
+        return Decision(emits=(Emit("sent", sent, key=request.case_id),))
 
     return Service(
         group="notify-sender",
         inputs=(NOTIFICATION_REQUESTS,),
         handlers={NotificationRequestedV1.event_type: deliver},
         source=f"{settings.source}/notify-sender",
+        emits=routes(Route.to(NOTIFICATION_EVENTS), NotificationSentV1),
     )

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from hub.core.handler import Decision, Emit
-from hub.core.topics import CASES, center_tickets_topic
 from hub.messages.cases import CaseExceptionRaisedV1, TrackingStatus
 from hub.messages.common import Fault, Item, ServiceMode
 from hub.messages.courier import Leg
@@ -93,7 +92,7 @@ def _ticket(case: RepairCase, *, onsite: bool, waybill: str | None) -> Emit:
         onsite=onsite,
         waybill_no=waybill,
     )
-    return Emit(center_tickets_topic(case.center), "ticket", ticket)
+    return Emit("ticket", ticket, partner=case.center)
 
 
 def on_case_opened(event: CaseOpenedV1, center: str, at: datetime) -> Decision:
@@ -111,7 +110,7 @@ def on_case_opened(event: CaseOpenedV1, center: str, at: datetime) -> Decision:
     if event.service_mode is not ServiceMode.ONSITE:
         return Decision(state=case.dump())
     scheduled = VisitScheduledV1(case_id=case.case_id, scheduled_at=at)
-    emits = (_ticket(case, onsite=True, waybill=None), Emit(CASES, "visit", scheduled))
+    emits = (_ticket(case, onsite=True, waybill=None), Emit("visit", scheduled))
     return Decision(emits=emits, state=case.dump())
 
 
@@ -129,9 +128,7 @@ def on_tracking(event: TrackingUpdatedV1, state: JsonObject | None) -> Decision:
             Resolution.REPAIR: "repaired" if case.repaired else "returned_unrepaired",
         }.get(case.resolution or Resolution.REPAIR, "returned")
         closed = CaseClosedV1(case_id=case.case_id, outcome=outcome, closed_at=event.occurred_at)
-        return Decision(
-            emits=(Emit(CASES, "closed", closed),), state=case.moved(stage=Stage.CLOSED)
-        )
+        return Decision(emits=(Emit("closed", closed),), state=case.moved(stage=Stage.CLOSED))
     return Decision()
 
 
@@ -151,7 +148,7 @@ def on_item_received(
     )
     if matches:
         return Decision(
-            emits=(Emit(CASES, "received", received),), state=case.moved(stage=Stage.AT_CENTER)
+            emits=(Emit("received", received),), state=case.moved(stage=Stage.AT_CENTER)
         )
     exception = CaseExceptionRaisedV1(
         case_id=case.case_id,
@@ -159,7 +156,7 @@ def on_item_received(
         reason=f"received serial {event.serial_number}, ordered {case.item.serial_number}",
         raised_at=at,
     )
-    emits = (Emit(CASES, "received", received), Emit(CASES, "exception", exception))
+    emits = (Emit("received", received), Emit("exception", exception))
     return Decision(emits=emits, state=case.moved(stage=Stage.EXCEPTION))
 
 
@@ -175,11 +172,10 @@ def on_diagnosed(event: CenterDiagnosedV1, state: JsonObject | None, at: datetim
         resolution=event.resolution,
         diagnosed_at=at,
     )
-    emits = [Emit(CASES, "diagnosed", diagnosed)]
+    emits = [Emit("diagnosed", diagnosed)]
     if event.quote is not None:
         emits.append(
             Emit(
-                CASES,
                 "quote",
                 QuoteIssuedV1(case_id=case.case_id, amount=event.quote, issued_at=at),
             )
@@ -194,12 +190,12 @@ def on_diagnosed(event: CenterDiagnosedV1, state: JsonObject | None, at: datetim
             requested_at=at,
         )
         closed = CaseClosedV1(case_id=case.case_id, outcome="refunded", closed_at=at)
-        emits += [Emit(CASES, "refund", refund), Emit(CASES, "closed", closed)]
+        emits += [Emit("refund", refund), Emit("closed", closed)]
         stage = Stage.CLOSED
     elif event.resolution is Resolution.REPLACE:
         issued = ReplacementIssuedV1(case_id=case.case_id, sku=case.item.sku, issued_at=at)
         back = ReturnShipmentRequestedV1(case_id=case.case_id, requested_at=at)
-        emits += [Emit(CASES, "replacement", issued), Emit(CASES, "return", back)]
+        emits += [Emit("replacement", issued), Emit("return", back)]
         stage = Stage.RETURNING
     else:
         stage = Stage.WORKING
@@ -213,7 +209,7 @@ def on_quote_answered(event: QuoteAnsweredV1, state: JsonObject | None) -> Decis
         return Decision()
     decision = QuoteDecisionV1(case_id=case.case_id, approved=event.approved)
     return Decision(
-        emits=(Emit(center_tickets_topic(case.center), "quote-decision", decision),),
+        emits=(Emit("quote-decision", decision, partner=case.center),),
         state=case.moved(stage=Stage.WORKING),
     )
 
@@ -234,7 +230,7 @@ def on_work_completed(
     )
     back = ReturnShipmentRequestedV1(case_id=case.case_id, requested_at=at)
     return Decision(
-        emits=(Emit(CASES, "completed", done), Emit(CASES, "return", back)),
+        emits=(Emit("completed", done), Emit("return", back)),
         state=case.moved(stage=Stage.RETURNING, repaired=event.repaired),
     )
 
@@ -250,7 +246,7 @@ def on_visit_reported(
         case_id=case.case_id, outcome=event.outcome, notes=event.notes, reported_at=at
     )
     if event.outcome is VisitOutcome.NEEDS_WORKSHOP:
-        return Decision(emits=(Emit(CASES, "visit", reported),))
+        return Decision(emits=(Emit("visit", reported),))
     done = WorkCompletedV1(
         case_id=case.case_id,
         resolution=Resolution.REPAIR,
@@ -261,9 +257,9 @@ def on_visit_reported(
     closed = CaseClosedV1(case_id=case.case_id, outcome="fixed_onsite", closed_at=at)
     return Decision(
         emits=(
-            Emit(CASES, "visit", reported),
-            Emit(CASES, "completed", done),
-            Emit(CASES, "closed", closed),
+            Emit("visit", reported),
+            Emit("completed", done),
+            Emit("closed", closed),
         ),
         state=case.moved(stage=Stage.CLOSED, resolution=Resolution.REPAIR, repaired=True),
     )

@@ -5,15 +5,27 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from dispatch.partners import PartnerTable, load_partners
-from hub.core.handler import Decision, Handler, Incoming, Service
-from hub.core.topics import CASES, center_events_topic
-from hub.messages.cases import CaseOpenedV1, TrackingUpdatedV1
+from hub.core.handler import Decision, Handler, Incoming, Route, Service, routes
+from hub.core.topics import CASES, center_events_topic, center_tickets_topic
+from hub.messages.cases import CaseExceptionRaisedV1, CaseOpenedV1, TrackingUpdatedV1
 from hub.messages.repair import (
+    CaseClosedV1,
     CenterDiagnosedV1,
     CenterItemReceivedV1,
     CenterVisitReportedV1,
     CenterWorkCompletedV1,
+    DiagnosisCompletedV1,
+    ItemReceivedV1,
     QuoteAnsweredV1,
+    QuoteDecisionV1,
+    QuoteIssuedV1,
+    RefundRequestedV1,
+    RepairTicketV1,
+    ReplacementIssuedV1,
+    ReturnShipmentRequestedV1,
+    VisitReportedV1,
+    VisitScheduledV1,
+    WorkCompletedV1,
 )
 from repair import domain
 
@@ -21,6 +33,11 @@ if TYPE_CHECKING:
     from hub.core.settings import HubSettings
 
 GROUP = "repair"
+CASE_OUTPUTS = (
+    ItemReceivedV1, DiagnosisCompletedV1, QuoteIssuedV1, WorkCompletedV1, RefundRequestedV1,
+    ReplacementIssuedV1, ReturnShipmentRequestedV1, VisitScheduledV1, VisitReportedV1,
+    CaseClosedV1, CaseExceptionRaisedV1,
+)  # fmt: skip
 
 
 def build_service(settings: HubSettings, table: PartnerTable | None = None) -> Service:
@@ -56,4 +73,12 @@ def build_service(settings: HubSettings, table: PartnerTable | None = None) -> S
         inputs=(CASES, *centers),
         handlers=handlers,
         source=f"{settings.source}/{GROUP}",
+        emits={
+            **routes(Route.to(CASES), *CASE_OUTPUTS),
+            **routes(
+                Route.per_partner(center_tickets_topic, (c.code for c in table.repair_centers)),
+                RepairTicketV1,
+                QuoteDecisionV1,
+            ),
+        },
     )

@@ -9,7 +9,6 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from hub.core.handler import Decision, Emit
-from hub.core.topics import CASE_STATUS, CASES, NOTIFICATION_REQUESTS
 from hub.messages.cases import (
     CaseCancelledV1,
     CaseExceptionRaisedV1,
@@ -225,7 +224,7 @@ class Case:
                 "timeline": tuple(self.timeline),
             }
         )
-        emits = (*self.emits, Emit(CASE_STATUS, "status", snapshot))
+        emits = (*self.emits, Emit("status", snapshot))
         state = {"snapshot": snapshot.model_dump(mode="json"), "seen": self.seen}
         return Decision(emits=emits, state=state)
 
@@ -514,8 +513,8 @@ def _escalate(
         body=text,
     )
     case.emits += [
-        Emit(CASES, f"sla-{clock}-{level}", breach),
-        Emit(NOTIFICATION_REQUESTS, f"sla-ops-{clock}-{level}", request),
+        Emit(f"sla-{clock}-{level}", breach),
+        Emit(f"sla-ops-{clock}-{level}", request),
     ]
     case.note(at, "sla.breached", f"{clock} level {level}: ran {elapsed}, threshold {threshold}")
 
@@ -547,6 +546,6 @@ def _rating(case: Case, event: RatingSubmittedV1, when: datetime, at: datetime) 
     rejected = RatingRejectedV1(
         case_id=case.snapshot.case_id, status=case.status, reason=reason, rejected_at=when
     )
-    case.emits.append(Emit(CASES, "rating-rejected", rejected))
+    case.emits.append(Emit("rating-rejected", rejected))
     case.note(when, "rating.rejected", f"{event.score}/5: {reason}", applied=False)
     return Tracked(case.result(at), not_applied=reason)

@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from hub.core.handler import Decision, Handler, Incoming, Service
-from hub.core.topics import CASES
-from hub.messages.tracker import SlaCheckDueV1
+from hub.core.handler import Decision, Handler, Incoming, Route, Service, routes
+from hub.core.topics import CASE_STATUS, CASES, NOTIFICATION_REQUESTS
+from hub.messages.repair import NotificationRequestedV1
+from hub.messages.tracker import CaseStatusV1, RatingRejectedV1, SlaBreachedV1, SlaCheckDueV1
 from tracker import domain
 from tracker.sla import SlaTable, load_sla
 
@@ -47,4 +48,9 @@ def build_service(
         handlers=handlers,
         source=f"{settings.source}/{GROUP}",
         timers=table.timer_delays,
+        emits={
+            **routes(Route.to(CASE_STATUS), CaseStatusV1),
+            **routes(Route.to(CASES), SlaBreachedV1, RatingRejectedV1),
+            **routes(Route.to(NOTIFICATION_REQUESTS), NotificationRequestedV1),
+        },
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from hub.core.errors import PermanentError, TransientError
-from hub.core.handler import Decision, Emit, Incoming, Service
+from hub.core.handler import Decision, Emit, Incoming, Route, Service, routes
 from hub.core.registry import Event, Registry
 
 REGISTRY = Registry()
@@ -53,11 +53,7 @@ class FaultPlan:
             raise PermanentError(f"probe {seq} cannot be applied")
         count = int((incoming.state or {}).get("handled", 0)) + 1
         return Decision(
-            emits=(
-                Emit(
-                    topic=self.output, role="done", event=ProbeDoneV1(seq=seq, handled_count=count)
-                ),
-            ),
+            emits=(Emit(role="done", event=ProbeDoneV1(seq=seq, handled_count=count)),),
             state={"handled": count, "last_seq": seq},
         )
 
@@ -70,4 +66,5 @@ def probe_service(group: str, input_topic: str, output_topic: str, plan: FaultPl
         inputs=(input_topic,),
         handlers={ProbeV1.event_type: plan.handle},
         source="urn:aftersales-hub:test-probe",
+        emits=routes(Route.to(output_topic), ProbeDoneV1),
     )

@@ -88,7 +88,7 @@ def test_an_opened_pickup_case_sends_an_order_with_only_what_a_courier_needs() -
     decision = domain.open_shipment(case, TABLE, NOW)
     order, requested, due = (emit.event for emit in decision.emits)
     assert isinstance(order, PickupOrderV1)
-    assert decision.emits[0].topic == "courier.jd.pickup-orders"
+    assert decision.emits[0].partner == "jd"
     assert order.order_id == f"{case.case_id}-inbound-1"
     assert set(order.sender.model_dump()) == {
         "name",
@@ -131,7 +131,7 @@ def test_rejection_falls_back_to_the_next_courier_then_to_an_exception() -> None
     assert failed.code == "capacity"
     assert isinstance(order, PickupOrderV1)
     assert order.order_id == f"{case_id}-inbound-2"
-    assert decision.emits[1].topic == "courier.sf.pickup-orders"
+    assert decision.emits[1].partner == "sf"
     assert isinstance(requested, PickupRequestedV1)
     assert requested.reason == "fallback after jd: capacity"
     assert decision.state is not None
@@ -152,7 +152,7 @@ def test_no_acceptance_in_time_withdraws_the_order_and_falls_back() -> None:
     decision = domain.on_acceptance_due(due, state, TABLE, NOW)
     withdraw = decision.emits[0]
     assert isinstance(withdraw.event, PickupCancelRequestedV1)
-    assert withdraw.topic == "courier.jd.pickup-orders"
+    assert withdraw.partner == "jd"
     assert isinstance(decision.emits[1].event, PickupFailedV1)
     assert decision.emits[1].event.code == "timeout"
     # A late acceptance of the withdrawn order is withdrawn again, never scheduled.
@@ -162,7 +162,7 @@ def test_no_acceptance_in_time_withdraws_the_order_and_falls_back() -> None:
     after = domain.on_accepted(late, decision.state, NOW)
     (emit,) = after.emits
     assert isinstance(emit.event, PickupCancelRequestedV1)
-    assert emit.topic == "courier.jd.pickup-orders"
+    assert emit.partner == "jd"
 
 
 def test_a_deadline_after_acceptance_changes_nothing() -> None:

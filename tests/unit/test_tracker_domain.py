@@ -14,7 +14,8 @@ from tracker_cases import (
     tracking,
 )
 
-from hub.core.topics import CASE_STATUS, CASES, NOTIFICATION_REQUESTS
+from hub.core.settings import HubSettings
+from hub.core.topics import CASES, NOTIFICATION_REQUESTS
 from hub.messages.cases import CaseCancelledV1, TrackingStatus
 from hub.messages.repair import NotificationRequestedV1
 from hub.messages.tracker import (
@@ -26,6 +27,7 @@ from hub.messages.tracker import (
     SlaClock,
 )
 from tracker.domain import Status, Tracked, business_time, fits, track
+from tracker.service import build_service
 from tracker.sla import OpsRecipient, SlaTable, Thresholds, load_sla
 
 if TYPE_CHECKING:
@@ -88,7 +90,7 @@ def test_a_repair_case_is_folded_from_opening_to_closing() -> None:
         ("inbound", "accepted"),
         ("outbound", "accepted"),
     ]
-    statuses = [e for e in run.emits if e.topic == CASE_STATUS]
+    statuses = [e for e in run.emits if isinstance(e.event, CaseStatusV1)]
     assert [s.event.seq for s in statuses] == list(range(1, len(life) + 1))  # type: ignore[attr-defined]
 
 
@@ -158,7 +160,8 @@ def test_a_late_pickup_escalates_each_passed_level_once_with_an_ops_notification
     (note,) = run.of(NotificationRequestedV1)
     assert note.address == "ops@example.com"
     assert note.dedupe_key == f"{CASE}:sla_pickup_l1:email"
-    topics = {type(e.event).__name__: e.topic for e in run.emits}
+    tracker = build_service(HubSettings(), sla=SLA)
+    topics = {type(e.event).__name__: tracker.topic_for(e) for e in run.emits}
     assert topics["SlaBreachedV1"] == CASES
     assert topics["NotificationRequestedV1"] == NOTIFICATION_REQUESTS
     assert [c.breached_levels for c in run.snapshot.clocks if c.clock is SlaClock.PICKUP] == [(1,)]

@@ -25,7 +25,7 @@ from faststream.kafka.annotations import KafkaMessage  # noqa: TC002
 from pydantic import BaseModel, ConfigDict
 
 from hub.bench.fixtures import storefront_request
-from hub.core.handler import Decision, Incoming
+from hub.core.handler import Route
 from hub.core.logging import configure_logging
 from hub.core.service import ServiceRuntime
 from hub.core.settings import HubSettings
@@ -36,7 +36,7 @@ from intake.service import build_service as build_intake
 if TYPE_CHECKING:
     from faststream.message import StreamMessage
 
-    from hub.core.handler import Handler, Service
+    from hub.core.handler import Service
 
 log = structlog.get_logger(__name__)
 
@@ -226,24 +226,12 @@ class TimedRuntime(ServiceRuntime):
         self.clock.completed()
 
 
-def retarget(handler: Handler, topic: str) -> Handler:
-    """`handler` with its outputs sent to `topic`, so a bench run leaves the real topics alone."""
-
-    def handle(incoming: Incoming[Any]) -> Decision:
-        decision = handler(incoming)
-        if not isinstance(decision, Decision):
-            raise TypeError("intake's handlers are synchronous")
-        emits = tuple(replace(emit, topic=topic) for emit in decision.emits)
-        return replace(decision, emits=emits)
-
-    return handle
-
-
 def bench_intake(settings: HubSettings, spec: WorkerSpec) -> Service:
     """The intake service under its own group and topics."""
     intake = build_intake(settings)
-    handlers = {name: retarget(h, spec.output_topic) for name, h in intake.handlers.items()}
-    return replace(intake, group=spec.group, inputs=(spec.input_topic,), handlers=handlers)
+    # Its outputs go to the bench's own topic, so a bench run leaves the real topics alone.
+    emits = dict.fromkeys(intake.emits, Route.to(spec.output_topic))
+    return replace(intake, group=spec.group, inputs=(spec.input_topic,), emits=emits)
 
 
 async def run_hub(spec: WorkerSpec) -> Throughput:

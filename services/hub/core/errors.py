@@ -53,6 +53,12 @@ class SchemaViolationError(PermanentError):
     stage: Stage = "validate"
 
 
+class UndeclaredOutputError(PermanentError):
+    """A handler emitted an event its service's declaration does not route: a bug to fix."""
+
+    stage: Stage = "publish"
+
+
 class DomainRejectionError(PermanentError):
     """The event is valid but cannot apply (e.g. it does not fit the case's state)."""
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from hub.core.errors import UndeclaredOutputError
 from hub.core.registry import Event
 from hub.core.topics import timer_topic
 
@@ -30,9 +31,11 @@ class Incoming(Generic[EventT_co]):
 
 @dataclass(frozen=True, slots=True)
 class Emit:
-    """One output event; its id is derived from the input id and `role`, so retries repeat it."""
+    """One output event; its id is derived from the input id and `role`, so retries repeat it.
 
-    topic: str
+    It names no topic: the service's declaration routes each event type (see `Route`).
+    """
+
     role: str
     event: Event
     key: str | None = None
@@ -44,11 +47,48 @@ class Emit:
 
     Due at the input's time plus `delay`, so reprocessing schedules the same timer.
     """
+    partner: str | None = None
+    """The courier or repair center the event is addressed to, for a per-partner route."""
 
     @classmethod
     def timer(cls, role: str, event: Event, delay: timedelta) -> Emit:
         """`event` back to this group after `delay` (its topic follows from the delay)."""
-        return cls(topic="", role=role, event=event, delay=delay)
+        return cls(role=role, event=event, delay=delay)
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a service sends one event type: one topic, or its partner's topic of a family."""
+
+    topics: tuple[str, ...]
+    """Every topic the route may choose: what topic declarations and ACLs are derived from."""
+    partner_topic: Callable[[str], str] | None = None
+
+    @classmethod
+    def to(cls, topic: str) -> Route:
+        """Always `topic`."""
+        return cls((topic,))
+
+    @classmethod
+    def per_partner(cls, partner_topic: Callable[[str], str], partners: Iterable[str]) -> Route:
+        """The topic of the partner an emit names, among `partners`."""
+        return cls(tuple(partner_topic(code) for code in partners), partner_topic)
+
+    def topic_for(self, emit: Emit) -> str:
+        """The emit's topic; UndeclaredOutputError when the route does not reach it."""
+        if self.partner_topic is None:
+            return self.topics[0]
+        if emit.partner is None:
+            raise UndeclaredOutputError(f"{emit.event.event_type} names no partner to go to")
+        topic = self.partner_topic(emit.partner)
+        if topic not in self.topics:
+            raise UndeclaredOutputError(f"{emit.event.event_type} to undeclared {topic}")
+        return topic
+
+
+def routes(route: Route, *models: type[Event]) -> dict[str, Route]:
+    """`route` for each of `models` (event families): a part of a declaration's `emits`."""
+    return dict.fromkeys((model.event_type for model in models), route)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +118,28 @@ class Service:
     """Which state document an event reads and writes; by default the record key (the case)."""
     timers: tuple[timedelta, ...] = ()
     """Delays the handlers may set on an Emit; each has a topic `<group>.timer.<delay>`."""
+    emits: Mapping[str, Route] = field(default_factory=dict)
+    """Where each event type (family) the handlers emit goes; any other is refused."""
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Every topic this group may write events to (its own retry and timer topics aside)."""
+        return tuple(
+            dict.fromkeys(topic for route in self.emits.values() for topic in route.topics)
+        )
+
+    def topic_for(self, emit: Emit) -> str:
+        """The topic the declaration routes `emit` to; UndeclaredOutputError when it has none."""
+        if emit.delay is not None:
+            if emit.delay not in self.timers:
+                raise UndeclaredOutputError(f"{self.group} declares no timer of {emit.delay}")
+            return timer_topic(self.group, emit.delay)
+        route = self.emits.get(emit.event.event_type)
+        if route is None:
+            raise UndeclaredOutputError(
+                f"{self.group} declares no output for {emit.event.event_type}"
+            )
+        return route.topic_for(emit)
 
     @property
     def timer_topics(self) -> tuple[str, ...]:

@@ -36,7 +36,7 @@ from hub.core.errors import (
 from hub.core.handler import Decision, Emit, Handler, Incoming, Service
 from hub.core.outbound import OutRecord, RecordSink
 from hub.core.store.base import EventId
-from hub.core.topics import dead_letter_topic, replay_topic, retry_topic, timer_topic
+from hub.core.topics import dead_letter_topic, replay_topic, retry_topic
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -366,11 +366,8 @@ class Pipeline:
 
     def _render(self, emit: Emit, envelope: Envelope, key: str | None) -> OutRecord:
         out_key = emit.key if emit.key is not None else key
-        topic, extra = emit.topic, cast("Headers", ())
+        topic, extra = self.service.topic_for(emit), cast("Headers", ())
         if emit.delay is not None:
-            if emit.delay not in self.service.timers:
-                raise ValueError(f"{self.service.group} declares no timer of {emit.delay}")
-            topic = timer_topic(self.service.group, emit.delay)
             extra = ((deadletter.DUE_AT, (envelope.time + emit.delay).isoformat().encode()),)
         out = envelope.caused(
             event_id=derive_event_id(envelope.id, emit.role),
