@@ -90,6 +90,14 @@ class PartnerTable(BaseModel):
         known = ", ".join(courier.code for courier in self.couriers)
         raise ValueError(f"no courier {code!r} in the partner table (known: {known})")
 
+    def center(self, code: str) -> RepairCenter:
+        """The repair center with `code`; a ValueError naming the known ones otherwise."""
+        for center in self.repair_centers:
+            if center.code == code:
+                return center
+        known = ", ".join(center.code for center in self.repair_centers)
+        raise ValueError(f"no repair center {code!r} in the partner table (known: {known})")
+
     @property
     def deadlines(self) -> tuple[timedelta, ...]:
         """The distinct acceptance deadlines: one timer topic each."""

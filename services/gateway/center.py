@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -10,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from hub.core.errors import HubError
-from hub.core.handler import Decision, Incoming, Service
+from hub.core.handler import Decision, Handler, Incoming, Service
 from hub.core.lifecycle import AsyncResource, serve_http
 from hub.core.outbound import event_record
 from hub.core.topics import center_events_topic, center_tickets_topic
@@ -68,8 +69,18 @@ class CenterClient(AsyncResource):
         await self._post("/quotes", decision.model_dump_json())
 
 
+def declare_center_gateway(settings: HubSettings, center: str) -> Service:
+    """Group `gateway-center-<code>`: reads the center's ticket topic; it emits no events."""
+    return Service(
+        group=f"gateway-center-{center}",
+        inputs=(center_tickets_topic(center),),
+        handlers={},
+        source=f"{settings.source}/gateway-center-{center}",
+    )
+
+
 def build_center_gateway(settings: HubSettings, center: str, client: CenterClient) -> Service:
-    """Group `gateway-center-<code>`: reads the center's ticket topic, calls its API."""
+    """The gateway of `center` with its handlers: each ticket and quote an API call."""
 
     async def ticket(incoming: Incoming[RepairTicketV1]) -> Decision:
         await client.open_ticket(incoming.event)
@@ -79,12 +90,11 @@ def build_center_gateway(settings: HubSettings, center: str, client: CenterClien
         await client.decide_quote(incoming.event)
         return Decision()
 
-    return Service(
-        group=f"gateway-center-{center}",
-        inputs=(center_tickets_topic(center),),
-        handlers={RepairTicketV1.event_type: ticket, QuoteDecisionV1.event_type: quote},
-        source=f"{settings.source}/gateway-center-{center}",
-    )
+    handlers: dict[str, Handler] = {
+        RepairTicketV1.event_type: ticket,
+        QuoteDecisionV1.event_type: quote,
+    }
+    return replace(declare_center_gateway(settings, center), handlers=handlers)
 
 
 def read_report(body: dict[str, Any]) -> Event:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from hub.core.handler import Decision, Emit, Incoming, Route, Service, routes
+from hub.core.handler import Decision, Emit, Handler, Incoming, Route, Service, routes
 from hub.core.topics import courier_events_topic, courier_orders_topic
 from hub.messages.courier import (
     CourierOrderAcceptedV1,
@@ -18,9 +19,21 @@ if TYPE_CHECKING:
     from hub.core.settings import HubSettings
 
 
-def build_gateway_service(settings: HubSettings, client: SfClient, courier: str = "sf") -> Service:
+def declare_gateway(settings: HubSettings, courier: str) -> Service:
     """Group `gateway-<courier>`: reads the courier's order topic, reports on its events topic."""
-    events = courier_events_topic(courier)
+    return Service(
+        group=f"gateway-{courier}",
+        inputs=(courier_orders_topic(courier),),
+        handlers={},
+        source=f"{settings.source}/gateway-{courier}",
+        emits=routes(
+            Route.to(courier_events_topic(courier)), CourierOrderAcceptedV1, CourierOrderRejectedV1
+        ),
+    )
+
+
+def build_gateway_service(settings: HubSettings, client: SfClient, courier: str = "sf") -> Service:
+    """The gateway of `courier` with its handlers: each order an API call through `client`."""
 
     async def ordered(incoming: Incoming[PickupOrderV1]) -> Decision:
         order = incoming.event
@@ -47,13 +60,8 @@ def build_gateway_service(settings: HubSettings, client: SfClient, courier: str 
         await client.cancel_order(incoming.event.order_id)
         return Decision()
 
-    return Service(
-        group=f"gateway-{courier}",
-        inputs=(courier_orders_topic(courier),),
-        handlers={
-            PickupOrderV1.event_type: ordered,
-            PickupCancelRequestedV1.event_type: cancel,
-        },
-        source=f"{settings.source}/gateway-{courier}",
-        emits=routes(Route.to(events), CourierOrderAcceptedV1, CourierOrderRejectedV1),
-    )
+    handlers: dict[str, Handler] = {
+        PickupOrderV1.event_type: ordered,
+        PickupCancelRequestedV1.event_type: cancel,
+    }
+    return replace(declare_gateway(settings, courier), handlers=handlers)

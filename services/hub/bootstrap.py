@@ -1,79 +1,145 @@
-"""The one place that knows every service: used by the CLI to run services and declare topics."""
+"""The one list of the hub's consumer groups: everything that needs the topology reads it here.
+
+Topic declarations, ACLs, `hub run`, the local stack, the demo, the chaos and bench runners all
+derive from `declarations()`; adding an output to a service's declaration changes them all.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from dispatch.partners import load_partners
 from dispatch.service import build_service as build_dispatch
-from hub.core.topics import (
-    NOTIFICATION_EVENTS,
-    NOTIFICATION_REQUESTS,
-    Subscription,
-    center_events_topic,
-    center_tickets_topic,
-    courier_events_topic,
-    courier_orders_topic,
-    declare,
-)
+from gateway.center import declare_center_gateway
+from gateway.service import declare_gateway
+from hub.core.topics import Subscription, center_events_topic, declare
 from intake.service import build_service as build_intake
 from notify.service import build_service as build_notify
+from notify.service import declare_sender
 from repair.service import build_service as build_repair
 from tracker.service import build_service as build_tracker
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from dispatch.partners import PartnerTable
     from hub.core.handler import Service
+    from hub.core.service import ServiceRuntime
     from hub.core.settings import HubSettings
     from hub.core.topics import TopicSpec
     from tracker.sla import SlaTable
 
-SERVICES: dict[str, Callable[[HubSettings], Service]] = {
-    "intake": build_intake,
-    "dispatch": build_dispatch,
-    "repair": build_repair,
-    "notify": build_notify,
-    "tracker": build_tracker,
-}
-EDGE_GROUPS = {"notify-sender": (NOTIFICATION_REQUESTS,)}
-"""Groups whose handlers need I/O clients (built where those clients are): their topics."""
+
+class Adapter(StrEnum):
+    """The edge adapters a group needs beside the kernel; they supply its handlers."""
+
+    NONE = "none"
+    """Pure handlers: the declaration's service runs as it is."""
+    COURIER_API = "courier-api"
+    """An HTTP courier's API client, and its route-push webhook (which writes its events)."""
+    CENTER_API = "center-api"
+    """An HTTP repair center's API client, and its report webhook (which writes its events)."""
+    NOTIFICATION_PROVIDERS = "notification-providers"
+    """The SMS and push gateways and the SMTP relay."""
+
+
+@dataclass(frozen=True, slots=True)
+class Declaration:
+    """One consumer group: its service (group, inputs, routed outputs, timers) and its adapter."""
+
+    service: Service
+    adapter: Adapter = Adapter.NONE
+    partner: str | None = None
+    """The courier or repair center of a gateway."""
+    webhook_outputs: tuple[str, ...] = ()
+    """Topics the adapter's webhook writes outside the kernel (a partner's pushed events)."""
+
+    @property
+    def group(self) -> str:
+        """The consumer group (and the name `hub run` takes)."""
+        return self.service.group
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Every topic the group's process writes (its own retry and timer topics aside)."""
+        return tuple(dict.fromkeys((*self.service.outputs, *self.webhook_outputs)))
+
+
+def declarations(
+    settings: HubSettings, table: PartnerTable | None = None, sla: SlaTable | None = None
+) -> list[Declaration]:
+    """Every consumer group of the hub, for the partners of `table` and the SLAs of `sla`."""
+    table = table or load_partners()
+    couriers = [c.code for c in table.couriers if c.integration == "http"]
+    centers = [c.code for c in table.repair_centers if c.integration == "http"]
+    return [
+        Declaration(build_intake(settings)),
+        Declaration(build_dispatch(settings, table)),
+        Declaration(build_repair(settings, table)),
+        Declaration(build_notify(settings)),
+        Declaration(build_tracker(settings, sla)),
+        Declaration(declare_sender(settings), Adapter.NOTIFICATION_PROVIDERS),
+        *(
+            Declaration(declare_gateway(settings, code), Adapter.COURIER_API, code)
+            for code in couriers
+        ),
+        *(
+            Declaration(
+                declare_center_gateway(settings, code),
+                Adapter.CENTER_API,
+                code,
+                webhook_outputs=(center_events_topic(code),),
+            )
+            for code in centers
+        ),
+    ]
+
+
+def declaration_of(
+    group: str, settings: HubSettings, table: PartnerTable | None = None
+) -> Declaration:
+    """The declaration of `group`; ValueError naming the known groups when there is none."""
+    known = declarations(settings, table)
+    for declaration in known:
+        if declaration.group == group:
+            return declaration
+    names = ", ".join(declaration.group for declaration in known)
+    raise ValueError(f"unknown service {group!r}; known: {names}")
+
+
+def runtime_for(
+    declaration: Declaration,
+    settings: HubSettings,
+    *,
+    webhook_port: int,
+    table: PartnerTable | None = None,
+) -> ServiceRuntime:
+    """A declared group ready to run, its adapters built from the settings and environment.
+
+    ValueError names what the environment lacks (a partner's URL or credentials).
+    """
+    from gateway.bootstrap import center_gateway_runtime, gateway_runtime  # noqa: PLC0415
+    from hub.core.service import ServiceRuntime  # noqa: PLC0415 - the kernel only to run
+    from hub.messages import CATALOGUE  # noqa: PLC0415
+    from notify.bootstrap import sender_runtime  # noqa: PLC0415
+
+    table = table or load_partners()
+    code = declaration.partner or ""
+    match declaration.adapter:
+        case Adapter.NONE:
+            return ServiceRuntime(declaration.service, settings, registry=CATALOGUE)
+        case Adapter.NOTIFICATION_PROVIDERS:
+            return sender_runtime(settings, CATALOGUE)
+        case Adapter.COURIER_API:
+            return gateway_runtime(settings, table.courier(code), CATALOGUE, webhook_port)
+        case Adapter.CENTER_API:
+            return center_gateway_runtime(settings, table.center(code), CATALOGUE, webhook_port)
 
 
 def all_topics(
     settings: HubSettings, table: PartnerTable | None = None, sla: SlaTable | None = None
 ) -> list[TopicSpec]:
-    """Every topic of every service and gateway, and every courier's order and event topics."""
-    table = table or load_partners()
-    services = [
-        build_intake(settings),
-        build_dispatch(settings, table),
-        build_repair(settings, table),
-        build_notify(settings),
-        build_tracker(settings, sla),
-    ]
-    subscriptions = [Subscription(s.group, s.all_inputs) for s in services]
-    subscriptions += [Subscription(group, topics) for group, topics in EDGE_GROUPS.items()]
-    subscriptions += [
-        Subscription(f"gateway-center-{center.code}", (center_tickets_topic(center.code),))
-        for center in table.repair_centers
-        if center.integration == "http"
-    ]
-    subscriptions += [
-        Subscription(f"gateway-{courier.code}", (courier_orders_topic(courier.code),))
-        for courier in table.couriers
-        if courier.integration == "http"
-    ]
-    partner_topics = [
-        topic
-        for courier in table.couriers
-        for topic in (courier_orders_topic(courier.code), courier_events_topic(courier.code))
-    ]
-    partner_topics += [
-        topic
-        for center in table.repair_centers
-        for topic in (center_tickets_topic(center.code), center_events_topic(center.code))
-    ]
-    partner_topics.append(NOTIFICATION_EVENTS)
-    return declare(settings, subscriptions, partner_topics)
+    """Every topic the declared groups read or write, with their retry, dead-letter and replay."""
+    declared = declarations(settings, table, sla)
+    subscriptions = [Subscription(d.group, d.service.all_inputs) for d in declared]
+    return declare(settings, subscriptions, [t for d in declared for t in d.outputs])

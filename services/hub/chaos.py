@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from dispatch.partners import load_partners
-from hub.bootstrap import SERVICES, all_topics
+from hub.bootstrap import Adapter, Declaration, all_topics, declarations
 from hub.core.envelope import Envelope
 from hub.core.errors import UndecodableError
 from hub.core.outbound import event_record
@@ -69,7 +69,7 @@ SF_CHECKWORD = "chaos-checkword-not-a-secret"
 HTTP_CENTER = "sh"
 TERMINAL = {CaseClosedV1.ce_type(), CaseRejectedV1.ce_type(), CaseCancelledV1.ce_type()}
 # Gateways own the webhooks partners push to; partners re-push for seconds, not for a restart.
-UNKILLED = ("gateway-sf", f"gateway-center-{HTTP_CENTER}")
+UNKILLED = frozenset({Adapter.COURIER_API, Adapter.CENTER_API})
 RETRY_TIERS = ("2s", "5s")
 SETTLE_S = 3.0
 """Quiet time, once every planned notification was sent, before the counting."""
@@ -162,14 +162,25 @@ class Services:
     """`hub run` processes, `instances` per group, one per gateway (it owns a webhook port)."""
 
     def __init__(
-        self, environment: dict[str, str], log_dir: Path, ports: dict[str, int], instances: int
+        self,
+        environment: dict[str, str],
+        log_dir: Path,
+        declared: list[Declaration],
+        ports: dict[str, int],
+        instances: int,
     ) -> None:
         self.environment = environment
         self.log_dir = log_dir
         self.ports = ports
+        self.killable = [
+            f"{d.group}#{n}"
+            for d in declared
+            if d.adapter not in UNKILLED
+            for n in range(instances)
+        ]
         self.names = [
-            *(f"{group}#{n}" for group in (*SERVICES, "notify-sender") for n in range(instances)),
-            *UNKILLED,
+            *self.killable,
+            *(d.group for d in declared if d.adapter in UNKILLED),
         ]
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -351,13 +362,12 @@ async def _kills(
     say: Callable[[str], None],
 ) -> None:  # fmt: skip
     chooser = random.Random(plan.seed)  # noqa: S311 - picking a victim, not a secret
-    killable = [name for name in services.names if name not in UNKILLED]
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=plan.kill_every_s)
         if stop.is_set():
             return
-        victim = chooser.choice(killable)
+        victim = chooser.choice(services.killable)
         await asyncio.to_thread(services.kill_and_restart, victim)
         report.kills[victim] += 1
         say(f"SIGKILL {victim} (restarted)")
@@ -421,7 +431,8 @@ async def _run(
             state_dir=str(base_dir / "state"),
         )
         await apply_topics(settings.kafka_bootstrap_servers, all_topics(settings))
-        ports = {name: free_port() for name in UNKILLED}
+        declared = declarations(settings)
+        ports = {d.group: free_port() for d in declared if d.adapter in UNKILLED}
         partners = Partners(kafka.bootstrap_servers, plan.partner_failure_rate, plan.seed, ports)
         for partner in partners.all:
             await partner.start()
@@ -440,7 +451,7 @@ async def _run(
         }
         if database_url is not None:
             environment["HUB_DATABASE_URL"] = database_url
-        services = Services(environment, log_dir, ports, plan.instances)
+        services = Services(environment, log_dir, declared, ports, plan.instances)
         services.start_all()
         ledger = Ledger(report)
         # The faults stop once every case has ended; the ledger reads on until the counting.

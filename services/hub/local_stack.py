@@ -7,22 +7,18 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from dispatch.service import build_service as build_dispatch
 from gateway.center import CenterClient, CenterReportReceiver, build_center_gateway
 from gateway.service import build_gateway_service
 from gateway.sf_client import SfClient
 from gateway.webhook import RoutePushReceiver
-from hub.bootstrap import all_topics
+from hub.bootstrap import Adapter, Declaration, all_topics, declarations
 from hub.core.lifecycle import AsyncResource
 from hub.core.service import KafkaSink, ServiceRuntime
 from hub.core.topics import apply_topics
 from hub.messages import CATALOGUE
 from hub.messages.common import Channel
-from intake.service import build_service as build_intake
 from notify.providers import HttpGatewayProvider, SmtpProvider
 from notify.service import build_sender
-from notify.service import build_service as build_notify
-from repair.service import build_service as build_repair
 from simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
 from simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
 from simulators.repair_center import (
@@ -31,10 +27,12 @@ from simulators.repair_center import (
     RepairCenterSimulator,
 )
 from simulators.sf_courier import SfCourierSimulator, SfKnobs
-from tracker.service import build_service as build_tracker
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from dispatch.partners import PartnerTable
+    from hub.core.handler import Service
     from hub.core.settings import HubSettings
     from notify.providers import Provider
     from tracker.sla import SlaTable
@@ -114,14 +112,8 @@ class LocalStack(AsyncResource):
             Channel.EMAIL: SmtpProvider("127.0.0.1", self.smtp.port, SENDER),
         }
         services = [
-            build_intake(self.settings),
-            build_dispatch(self.settings, self.table),
-            build_gateway_service(self.settings, self.client),
-            build_repair(self.settings, self.table),
-            build_center_gateway(self.settings, HTTP_CENTER, self.center_client),
-            build_notify(self.settings),
-            build_sender(self.settings, providers),
-            build_tracker(self.settings, self.sla),
+            self._with_adapters(declaration, providers)
+            for declaration in declarations(self.settings, self.table, self.sla)
         ]
         self.runtimes = [
             ServiceRuntime(service, self.settings, registry=CATALOGUE, sink=self.sink)
@@ -129,6 +121,21 @@ class LocalStack(AsyncResource):
         ]
         for runtime in self.runtimes:
             await runtime.start()
+
+    def _with_adapters(
+        self, declaration: Declaration, providers: Mapping[Channel, Provider]
+    ) -> Service:
+        """The declared service with the simulators' adapters in place of the real partners."""
+        match declaration.adapter:
+            case Adapter.NONE:
+                return declaration.service
+            case Adapter.NOTIFICATION_PROVIDERS:
+                return build_sender(self.settings, providers)
+            case Adapter.COURIER_API if declaration.partner == "sf" and self.client:
+                return build_gateway_service(self.settings, self.client, "sf")
+            case Adapter.CENTER_API if declaration.partner == HTTP_CENTER and self.center_client:
+                return build_center_gateway(self.settings, HTTP_CENTER, self.center_client)
+        raise ValueError(f"the local stack simulates no partner for {declaration.group}")
 
     async def restart(self, group: str) -> None:
         """Stop one service (draining it) and start a new instance on the same state."""

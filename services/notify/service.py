@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from hub.core.handler import Decision, Emit, Handler, Incoming, Route, Service, routes
@@ -48,8 +49,19 @@ def build_service(settings: HubSettings) -> Service:
     )
 
 
+def declare_sender(settings: HubSettings) -> Service:
+    """Group `notify-sender`: notification requests in, one sent event each."""
+    return Service(
+        group="notify-sender",
+        inputs=(NOTIFICATION_REQUESTS,),
+        handlers={},
+        source=f"{settings.source}/notify-sender",
+        emits=routes(Route.to(NOTIFICATION_EVENTS), NotificationSentV1),
+    )
+
+
 def build_sender(settings: HubSettings, providers: Mapping[Channel, Provider]) -> Service:
-    """Group `notify-sender`: delivers each request through its channel's provider."""
+    """notify-sender with its handler: each request delivered through its channel's provider."""
 
     async def deliver(incoming: Incoming[NotificationRequestedV1]) -> Decision:
         request = incoming.event
@@ -63,10 +75,5 @@ def build_sender(settings: HubSettings, providers: Mapping[Channel, Provider]) -
         )
         return Decision(emits=(Emit("sent", sent, key=request.case_id),))
 
-    return Service(
-        group="notify-sender",
-        inputs=(NOTIFICATION_REQUESTS,),
-        handlers={NotificationRequestedV1.event_type: deliver},
-        source=f"{settings.source}/notify-sender",
-        emits=routes(Route.to(NOTIFICATION_EVENTS), NotificationSentV1),
-    )
+    handlers = {NotificationRequestedV1.event_type: deliver}
+    return replace(declare_sender(settings), handlers=handlers)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer
 
-from hub.core.topics import Subscription, apply_topics, declare
+from hub.core.topics import CASES, STOREFRONT_REQUESTS, Subscription, apply_topics, declare
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -20,8 +20,12 @@ if TYPE_CHECKING:
 async def create_topics(
     settings: HubSettings, subscriptions: Iterable[Subscription], extra: Iterable[str] = ()
 ) -> None:
-    """Apply the declared topics of `subscriptions` (inputs, retry tiers, dead letters, replay)."""
-    await apply_topics(settings.kafka_bootstrap_servers, declare(settings, subscriptions, extra))
+    """Apply the declared topics of `subscriptions` (inputs, retry tiers, dead letters, replay).
+
+    The storefront and case topics always exist: most services read or write them.
+    """
+    shared = (STOREFRONT_REQUESTS, CASES, *extra)
+    await apply_topics(settings.kafka_bootstrap_servers, declare(settings, subscriptions, shared))
 
 
 async def read_records(

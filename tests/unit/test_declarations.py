@@ -8,6 +8,11 @@ from typing import TYPE_CHECKING
 import pytest
 from probe import REGISTRY, FaultPlan, ProbeDoneV1, ProbeV1, probe_service
 
+from dispatch.partners import load_partners
+from hub import bootstrap
+from hub.access import all_bindings
+from hub.bootstrap import all_topics, declaration_of, declarations
+from hub.core.acls import ResourceType, user
 from hub.core.errors import UndeclaredOutputError
 from hub.core.handler import Decision, Emit, Route, routes
 from hub.core.outbound import event_record
@@ -15,11 +20,20 @@ from hub.core.pipeline import Outcome, Pipeline
 from hub.core.settings import HubSettings
 from hub.core.store.base import KafkaRecord
 from hub.core.store.sqlite import SqliteStateStore
-from hub.core.topics import courier_orders_topic, dead_letter_topic
+from hub.core.topics import (
+    courier_orders_topic,
+    dead_letter_topic,
+    parking_topic,
+    replay_topic,
+    retry_topic,
+)
 from hub.messages.courier import PickupCancelRequestedV1
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from dispatch.partners import PartnerTable
+    from hub.core.handler import Service
 
 INPUT, OUTPUT = "test.declared.in", "test.declared.out"
 
@@ -83,3 +97,83 @@ async def test_an_event_the_declaration_does_not_route_is_dead_lettered_not_sent
         == b"g declares no output for courier.pickup.cancel-requested"
     )
     assert ProbeDoneV1.event_type in service.emits  # the declared output is still routed
+
+
+# --- everything that needs the topology reads it from the declarations -------------------------
+def granted(group: str, operation: str, table: PartnerTable | None = None) -> set[str]:
+    return {
+        b.resource_name
+        for b in all_bindings(HubSettings(), table)
+        if b.principal == user(group)
+        and b.resource_type is ResourceType.TOPIC
+        and b.operation.name == operation
+    }
+
+
+def test_each_group_may_read_and_write_exactly_what_its_declaration_says() -> None:
+    settings = HubSettings()
+    for declaration in declarations(settings):
+        service, group = declaration.service, declaration.group
+        retries = {
+            retry_topic(topic, group, delay)
+            for topic in service.all_inputs
+            for delay in settings.retry_delays
+        }
+        own = {dead_letter_topic(t, group) for t in service.all_inputs}
+        assert granted(group, "READ") == {*service.all_inputs, *retries, replay_topic(group)}
+        assert granted(group, "WRITE") == {
+            *declaration.outputs,
+            *retries,
+            *own,
+            *service.timer_topics,
+            parking_topic(group),
+        }, group
+
+
+def test_an_output_added_to_a_declaration_reaches_topics_and_acls_with_no_other_edit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = HubSettings()
+    new_topic = "aftersales.insurance-claims"
+    assert new_topic not in {spec.name for spec in all_topics(settings)}
+    assert new_topic not in granted("repair", "WRITE")
+
+    import repair.service  # noqa: PLC0415 - the one place that declares repair's outputs
+
+    declared = repair.service.build_service
+
+    def with_claims(*args: object, **kwargs: object) -> Service:
+        service = declared(*args, **kwargs)  # type: ignore[arg-type]
+        claim = routes(Route.to(new_topic), PickupCancelRequestedV1)
+        return replace(service, emits={**service.emits, **claim})
+
+    monkeypatch.setattr(bootstrap, "build_repair", with_claims)
+    assert new_topic in {spec.name for spec in all_topics(settings)}
+    assert new_topic in granted("repair", "WRITE")
+    assert new_topic not in granted("dispatch", "WRITE")
+
+
+def test_a_new_http_courier_in_the_partner_table_gets_a_gateway_group_topics_and_rights() -> None:
+    table = load_partners()
+    ems = table.couriers[0].model_copy(update={"code": "ems", "integration": "http"})
+    wider = table.model_copy(update={"couriers": (*table.couriers, ems)})
+    groups = {d.group for d in declarations(HubSettings(), wider)}
+    assert "gateway-ems" in groups
+    assert granted("gateway-ems", "READ", wider) >= {"courier.ems.pickup-orders"}
+    assert "courier.ems.events" in granted("gateway-ems", "WRITE", wider)
+    assert "courier.ems.pickup-orders" in granted("dispatch", "WRITE", wider)
+    assert "courier.ems.events" in granted("dispatch", "READ", wider)
+    assert "courier.ems.pickup-orders" in {s.name for s in all_topics(HubSettings(), wider)}
+
+
+def test_hub_run_knows_every_declared_group_and_names_them_for_an_unknown_one() -> None:
+    settings = HubSettings()
+    for declaration in declarations(settings):
+        found = declaration_of(declaration.group, settings)
+        assert (found.group, found.adapter, found.partner) == (
+            declaration.group,
+            declaration.adapter,
+            declaration.partner,
+        )
+    with pytest.raises(ValueError, match=r"unknown service 'intak'; known: intake, dispatch"):
+        declaration_of("intak", settings)

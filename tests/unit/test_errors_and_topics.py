@@ -91,10 +91,9 @@ def test_declared_topics_cover_every_subscription() -> None:
     settings = HubSettings(
         retry_tiers=("10s", "1m"), partitions=6, replication_factor=3, min_insync_replicas=2
     )
-    specs = {
-        spec.name: spec
-        for spec in declare(settings, [Subscription("intake", ("storefront.aftersales.requests",))])
-    }
+    intake = Subscription("intake", ("storefront.aftersales.requests",))
+    outputs = ["aftersales.cases", "aftersales.case-status"]
+    specs = {spec.name: spec for spec in declare(settings, [intake], outputs)}
     assert {
         "storefront.aftersales.requests.intake.retry.10s",
         "storefront.aftersales.requests.intake.retry.1m",

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from hub.bootstrap import SERVICES, all_topics
+from hub.bootstrap import all_topics
 from hub.cli.dlq import dlq_app
 from hub.cli.kafka import kafka_app
 from hub.cli.schemas import schemas_app
@@ -128,44 +128,22 @@ def chaos(  # noqa: PLR0917 - typer options are parameters
 @app.command("run")
 def run(
     service: Annotated[
-        str,
-        typer.Argument(
-            help=f"One of: {', '.join(SERVICES)}, notify-sender, gateway-sf, gateway-center-sh"
-        ),
+        str, typer.Argument(help="A declared consumer group; an unknown name lists them all.")
     ],
-    webhook_port: Annotated[int, typer.Option(help="gateway-*: port of the route webhook.")] = 8080,
+    webhook_port: Annotated[
+        int, typer.Option(help="gateway-*: port of the partner webhook.")
+    ] = 8080,
 ) -> None:
     """Run one service until SIGTERM or Ctrl-C (in-flight messages are drained first)."""
-    from dispatch.partners import load_partners  # noqa: PLC0415 - keeps `hub --help` fast
-    from gateway.bootstrap import center_gateway_runtime, gateway_runtime  # noqa: PLC0415
-    from hub.core.service import ServiceRuntime  # noqa: PLC0415
-    from hub.messages import CATALOGUE  # noqa: PLC0415
+    from hub.bootstrap import declaration_of, runtime_for  # noqa: PLC0415 - keeps --help fast
 
     settings = _settings()
-    if service.startswith("gateway-center-"):
-        try:
-            code = service.removeprefix("gateway-center-")
-            center = next(c for c in load_partners().repair_centers if c.code == code)
-            runtime = center_gateway_runtime(settings, center, CATALOGUE, webhook_port)
-        except (StopIteration, ValueError) as error:
-            raise typer.BadParameter(str(error) or f"no repair center {code!r}") from error
-    elif service.startswith("gateway-"):
-        try:
-            courier = load_partners().courier(service.removeprefix("gateway-"))
-            runtime = gateway_runtime(settings, courier, CATALOGUE, webhook_port)
-        except ValueError as error:
-            raise typer.BadParameter(str(error)) from error
-    elif service == "notify-sender":
-        from notify.bootstrap import sender_runtime  # noqa: PLC0415
-
-        try:
-            runtime = sender_runtime(settings, CATALOGUE)
-        except ValueError as error:
-            raise typer.BadParameter(str(error)) from error
-    elif service in SERVICES:
-        runtime = ServiceRuntime(SERVICES[service](settings), settings, registry=CATALOGUE)
-    else:
-        raise typer.BadParameter(f"unknown service {service!r}; known: {', '.join(SERVICES)}")
+    try:
+        runtime = runtime_for(
+            declaration_of(service, settings), settings, webhook_port=webhook_port
+        )
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
     asyncio.run(runtime.application().run())
 
 

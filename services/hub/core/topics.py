@@ -118,17 +118,18 @@ def declare(
     def spec(name: str, configs: Mapping[str, str]) -> TopicSpec:
         return TopicSpec(name, settings.partitions, settings.replication_factor, configs)
 
-    wanted: dict[str, TopicSpec] = {}
-    for name in (STOREFRONT_REQUESTS, CASES, *extra_topics):
-        wanted[name] = spec(name, base)
-    wanted[CASE_STATUS] = spec(CASE_STATUS, compacted)
+    def plain(name: str) -> TopicSpec:
+        # The case status is a snapshot per case: only its latest value matters.
+        return spec(name, compacted if name == CASE_STATUS else base)
+
+    wanted = {name: plain(name) for name in extra_topics}
     wanted[AUDIT] = spec(AUDIT, {**base, "retention.ms": str(30 * DAY_MS)})
     for subscription in subscriptions:
         wanted[replay_topic(subscription.group)] = spec(replay_topic(subscription.group), carrying)
         parked = parking_topic(subscription.group)
         wanted[parked] = spec(parked, long_lived)
         for topic in subscription.topics:
-            wanted.setdefault(topic, spec(topic, base))
+            wanted.setdefault(topic, plain(topic))
             for delay in settings.retry_delays:
                 name = retry_topic(topic, subscription.group, delay)
                 wanted[name] = spec(name, carrying)
