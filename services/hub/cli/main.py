@@ -19,7 +19,7 @@ from hub.cli.schemas import schemas_app
 from hub.cli.stats import case_app, render_stats, stats_command
 from hub.core.connection import kafka_security
 from hub.core.logging import configure_logging
-from hub.core.settings import HubSettings
+from hub.core.settings import HarnessSettings, HubSettings
 from hub.core.topics import apply_topics
 
 app = typer.Typer(help="After-sales repair integration hub.", no_args_is_help=True)
@@ -182,7 +182,7 @@ def demo() -> None:
     # A fresh broker answers "coordinator not available" for a second; not worth showing here.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+    if HarnessSettings().kafka_bootstrap_servers:
         result = asyncio.run(run_demo(_settings(), say=say))
     else:
         with tempfile.TemporaryDirectory(prefix="hub-demo-") as workdir:
