@@ -16,6 +16,7 @@ from hub.bootstrap import SERVICES, all_topics
 from hub.cli.dlq import dlq_app
 from hub.cli.kafka import kafka_app
 from hub.cli.schemas import schemas_app
+from hub.cli.settings import settings_app
 from hub.cli.stats import case_app, render_stats, stats_command
 from hub.core.connection import kafka_security
 from hub.core.logging import configure_logging
@@ -27,6 +28,7 @@ topics_app = typer.Typer(help="Topics declared as code.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(settings_app, name="settings")
 app.add_typer(topics_app, name="topics")
 app.add_typer(case_app, name="case")
 app.command("stats")(stats_command)
