@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hub.cli.main import app
-from hub.core.settings import HubSettings, NotifySenderSettings
+from hub.core.settings import HarnessSettings, HubSettings, NotifySenderSettings
 from hub.messages import CATALOGUE
 from hub.ops.audit import operator
 from hub.settings_doc import DOC_PATH, SETTINGS_MODELS, render_configuration
@@ -102,3 +102,13 @@ def test_notify_sender_names_the_variables_it_still_needs() -> None:
 def test_the_operator_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HUB_OPERATOR", "alice")
     assert operator() == "alice"
+
+
+def test_an_empty_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HUB_CACHE_DIR", "HUB_KAFKA_CDS", "HUB_SMTP_PORT", "KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.setenv(name, "")
+    harness = HarnessSettings()
+    assert harness.cache_dir is None
+    assert harness.kafka_cds
+    assert harness.kafka_bootstrap_servers is None
+    assert NotifySenderSettings().smtp_port is None

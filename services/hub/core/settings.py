@@ -193,7 +193,10 @@ class HubSettings(BaseSettings):
 class NotifySenderSettings(BaseSettings):
     """Where `hub run notify-sender` delivers: the SMS and push gateways and the SMTP relay."""
 
-    model_config = SettingsConfigDict(env_prefix="HUB_", frozen=True, extra="ignore")
+    # An empty variable means unset, as it did when these were read with os.environ.get.
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
 
     sms_gateway_url: str | None = Field(
         default=None, description="SMS gateway (HTTP); notify-sender needs it."
@@ -221,7 +224,10 @@ class NotifySenderSettings(BaseSettings):
 class OperatorSettings(BaseSettings):
     """Who an operator is, for the audit trail of `hub dlq`."""
 
-    model_config = SettingsConfigDict(env_prefix="HUB_", frozen=True, extra="ignore")
+    # An empty variable means unset, as it did when these were read with os.environ.get.
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
 
     operator: str | None = Field(
         default=None,
@@ -233,7 +239,10 @@ class OperatorSettings(BaseSettings):
 class HarnessSettings(BaseSettings):
     """The local broker, and the external services tests, demo, bench and chaos may use instead."""
 
-    model_config = SettingsConfigDict(env_prefix="HUB_", frozen=True, extra="ignore")
+    # An empty variable means unset, as it did when these were read with os.environ.get.
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
 
     kafka_bootstrap_servers: str | None = Field(
         default=None,
