@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 
 class Status(StrEnum):
-    """Case states (DESIGN.md section 1)."""
+    """Case states; `RANK` orders the main path (docs/domain.md, "Case states")."""
 
     SUBMITTED = "submitted"
     APPROVED = "approved"

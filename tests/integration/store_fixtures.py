@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from hub.core.settings import HarnessSettings
 from hub.core.store.factory import open_store
 from hub.core.store.postgres import create_database, drop_database
 
@@ -41,7 +41,7 @@ def postgres_url() -> Iterator[str]:
 
 def _postgres_server_url() -> str:
     """HUB_TEST_POSTGRES_URL, else the local server deploy/postgres starts (never skipped)."""
-    configured = os.environ.get("HUB_TEST_POSTGRES_URL")
+    configured = HarnessSettings().test_postgres_url
     if configured:
         return configured
     try:

@@ -1,4 +1,4 @@
-"""Issue 9's fault suite, bounded: whole cases on 3 nodes while a broker and services die.
+"""The fault suite, bounded: whole cases on 3 nodes while a broker and services die.
 
 `make chaos` runs the long version (10,000 cases) through the same code.
 """

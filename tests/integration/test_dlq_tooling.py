@@ -1,4 +1,4 @@
-"""Issue 7 on the real broker: `hub dlq` replay, dry-run, checkpoints, parking, edit, audit."""
+"""On the real broker: `hub dlq` replay, dry-run, checkpoints, parking, edit, audit."""
 
 from __future__ import annotations
 

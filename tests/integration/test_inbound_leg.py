@@ -1,4 +1,4 @@
-"""Issue 4 on the real broker: request, case, courier, up to "received at the repair center"."""
+"""On the real broker: request, case, courier, up to "received at the repair center"."""
 
 from __future__ import annotations
 

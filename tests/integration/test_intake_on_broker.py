@@ -1,4 +1,4 @@
-"""Issue 2 on the real broker: the envelope survives the wire; v1 requests are read as v2."""
+"""On the real broker: the envelope survives the wire; v1 requests are read as v2."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 9: a whole demo run, logging at DEBUG, writes no customer's name, phone or street."""
+"""A whole demo run, logging at DEBUG, writes no customer's name, phone or street."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 3 on the real broker: retries, dead letters, park by key, idempotency, crash and drain."""
+"""The kernel on a real broker: retries, dead letters, park by key, idempotency, crash, drain."""
 
 from __future__ import annotations
 

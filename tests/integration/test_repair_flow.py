@@ -1,4 +1,4 @@
-"""Issue 5 on the real broker: whole cases to closed, refunds and notifications exactly once."""
+"""On the real broker: whole cases to closed, refunds and notifications exactly once."""
 
 from __future__ import annotations
 

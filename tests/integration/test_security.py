@@ -1,4 +1,4 @@
-"""Issue 9 on a secured broker: SCRAM users, ACLs as code, bad credentials refused clearly."""
+"""On a secured broker: SCRAM users, ACLs as code, bad credentials refused clearly."""
 
 from __future__ import annotations
 

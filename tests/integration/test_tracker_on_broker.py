@@ -1,4 +1,4 @@
-"""Issue 6 on the real broker: status snapshots, ordering and duplicates, SLA clocks, statistics."""
+"""The tracker on a real broker: snapshots, ordering and duplicates, SLA clocks, statistics."""
 
 from __future__ import annotations
 

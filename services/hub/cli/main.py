@@ -16,10 +16,11 @@ from hub.bootstrap import all_topics
 from hub.cli.dlq import dlq_app
 from hub.cli.kafka import kafka_app
 from hub.cli.schemas import schemas_app
+from hub.cli.settings import settings_app
 from hub.cli.stats import case_app, render_stats, stats_command
 from hub.core.connection import kafka_security
 from hub.core.logging import configure_logging
-from hub.core.settings import HubSettings
+from hub.core.settings import HarnessSettings, HubSettings
 from hub.core.topics import apply_topics
 
 app = typer.Typer(help="After-sales repair integration hub.", no_args_is_help=True)
@@ -27,6 +28,7 @@ topics_app = typer.Typer(help="Topics declared as code.", no_args_is_help=True)
 app.add_typer(kafka_app, name="kafka")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(settings_app, name="settings")
 app.add_typer(topics_app, name="topics")
 app.add_typer(case_app, name="case")
 app.command("stats")(stats_command)
@@ -160,7 +162,7 @@ def demo() -> None:
     # A fresh broker answers "coordinator not available" for a second; not worth showing here.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+    if HarnessSettings().kafka_bootstrap_servers:
         result = asyncio.run(run_demo(_settings(), say=say))
     else:
         with tempfile.TemporaryDirectory(prefix="hub-demo-") as workdir:

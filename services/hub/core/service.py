@@ -27,7 +27,6 @@ from faststream.kafka.annotations import KafkaMessage  # noqa: TC002
 from hub.core.connection import faststream_security, kafka_security, raise_if_refused
 from hub.core.lifecycle import AsyncResource
 from hub.core.pipeline import Pipeline
-from hub.core.settings import parse_duration
 from hub.core.store.base import KafkaRecord
 from hub.core.store.factory import open_store
 from hub.core.topics import HUB_RECORD_MAX_BYTES
@@ -322,7 +321,7 @@ class ServiceRuntime(AsyncResource):
         A duplicate arriving later than the retention is no longer recognised, so the retention
         outlives every redelivery, retry tier and dead-letter replay window.
         """
-        cutoff = datetime.now(UTC) - parse_duration(self.settings.inbox_retention)
+        cutoff = datetime.now(UTC) - self.settings.inbox_retention
         removed = await self.store.purge_inbox(self.service.group, cutoff)
         log.info("inbox_purged", group=self.service.group, removed=removed, before=str(cutoff))
         return removed

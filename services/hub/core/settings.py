@@ -1,14 +1,29 @@
-"""Typed settings of every hub process, read from `HUB_*` environment variables at start-up."""
+"""Typed settings of every hub process, read from environment variables at start-up.
+
+Every variable the code reads is a field of one of the models here; `docs/configuration.md` is
+generated from them (`hub settings doc`). The one exception is a partner's credentials and URL:
+their variable names come from `deploy/partners.yaml` (`*_env`), so they are read by name.
+"""
 
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretStr,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_ISO_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -20,6 +35,38 @@ def parse_duration(text: str) -> timedelta:
     raise ValueError(f"not a duration: {text!r} (expected e.g. 250ms, 10s, 1m, 2h)")
 
 
+def _as_timedelta(value: object) -> object:
+    """`10s`, `1m`, `PT10S` or a number of seconds, as a timedelta; anything else unchanged."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.replace(".", "", 1).isdigit():
+            return timedelta(seconds=float(text))
+        if text[-1:].isalpha() and not text.startswith("P"):
+            return parse_duration(text)
+        try:
+            return _ISO_DURATION.validate_python(text)
+        except ValidationError:
+            raise ValueError(
+                f"not a duration: {value!r} (expected e.g. 250ms, 10s, 1m, 2h, PT10S or seconds)"
+            ) from None
+    return value
+
+
+def _as_seconds(value: object) -> object:
+    """A duration given as text (`10s`, `PT10S`) in seconds; a plain number stays as it is."""
+    if isinstance(value, str) and not value.strip().replace(".", "", 1).isdigit():
+        duration = _as_timedelta(value)
+        if isinstance(duration, timedelta):
+            return duration.total_seconds()
+    return value
+
+
+Duration = Annotated[timedelta, BeforeValidator(_as_timedelta)]
+"""A duration: `250ms`, `10s`, `1m`, `2h`, ISO 8601 (`PT10S`) or a number of seconds."""
+Seconds = Annotated[float, BeforeValidator(_as_seconds)]
+"""Seconds as a float; the environment may also say `250ms`, `10s`, `1m`, `2h` or `PT10S`."""
+
+
 class HubSettings(BaseSettings):
     """Settings shared by every service; each field can be set as `HUB_<NAME>`."""
 
@@ -28,10 +75,10 @@ class HubSettings(BaseSettings):
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:19092",
         validation_alias=AliasChoices("HUB_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
-        description="Kafka bootstrap servers, comma separated (or KAFKA_BOOTSTRAP_SERVERS).",
+        description="Kafka bootstrap servers, comma separated.",
     )
     kafka_username: str | None = Field(
-        default=None, description="SASL/SCRAM user name; None means PLAINTEXT without auth."
+        default=None, description="SASL/SCRAM user name; unset: PLAINTEXT without auth."
     )
     kafka_password: SecretStr | None = Field(
         default=None, description="SASL/SCRAM password for `kafka_username`; never logged."
@@ -53,11 +100,17 @@ class HubSettings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = Field(
         default="auto", description="Log renderer: JSON when not a TTY in `auto` mode."
     )
-    log_level: str = Field(default="INFO", description="Minimum log level.")
-    # NoDecode: the environment gives `10s,1m,10m`, not JSON.
+    log_level: str = Field(
+        default="INFO",
+        description="Minimum log level. Unset, `hub dlq`, `hub demo`, `hub chaos` and the "
+        "bench's workers log only WARNING and above, so their own output stays readable.",
+    )
+    # NoDecode: the environment gives `10s,1m,10m`, not JSON. Kept as text: each tier names
+    # its topic (`<topic>.<group>.retry.10s`), so `retry_delays` gives the durations.
     retry_tiers: Annotated[tuple[str, ...], NoDecode] = Field(
         default=("10s", "1m", "10m"),
-        description="Delays of the retry topics, in order; the last tier is reused.",
+        description="Delays of the retry topics, in order, comma separated (`250ms`, `10s`, "
+        "`1m`, `2h`); each names its topic. The last tier is reused.",
     )
     max_attempts: int = Field(
         default=8,
@@ -67,10 +120,10 @@ class HubSettings(BaseSettings):
     inline_attempts: int = Field(
         default=3, ge=1, description="Attempts in process before a message goes to a retry topic."
     )
-    inline_deadline_s: float = Field(
+    inline_deadline_s: Seconds = Field(
         default=5.0, gt=0, description="Total time budget of the in-process retries of one message."
     )
-    inline_backoff_s: float = Field(
+    inline_backoff_s: Seconds = Field(
         default=0.2,
         gt=0,
         description="First back-off of the in-process retries (doubles, jittered).",
@@ -91,17 +144,17 @@ class HubSettings(BaseSettings):
         ge=1,
         description="How long a poll waits for records when none are there yet.",
     )
-    outage_backoff_max_s: float = Field(
+    outage_backoff_max_s: Seconds = Field(
         default=30.0,
         gt=0,
         description="Longest pause of a partition whose store or broker is failing (doubles "
         "from 0.5 s, jittered); other partitions go on.",
     )
-    shutdown_grace_s: float = Field(
+    shutdown_grace_s: Seconds = Field(
         default=15.0, gt=0, description="How long SIGTERM waits for in-flight messages to finish."
     )
-    inbox_retention: str = Field(
-        default="720h",
+    inbox_retention: Duration = Field(
+        default=timedelta(hours=720),
         description="How long processed ids are kept for duplicate detection: at least as long "
         "as dead letters are kept (30 days), so a replay repeated late is still recognised.",
     )
@@ -135,3 +188,80 @@ class HubSettings(BaseSettings):
     def retry_delays(self) -> tuple[timedelta, ...]:
         """The retry tiers as durations."""
         return tuple(parse_duration(tier) for tier in self.retry_tiers)
+
+
+class NotifySenderSettings(BaseSettings):
+    """Where `hub run notify-sender` delivers: the SMS and push gateways and the SMTP relay."""
+
+    # An empty variable means unset, as it did when these were read with os.environ.get.
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
+
+    sms_gateway_url: str | None = Field(
+        default=None, description="SMS gateway (HTTP); notify-sender needs it."
+    )
+    push_gateway_url: str | None = Field(
+        default=None, description="App push gateway (HTTP); notify-sender needs it."
+    )
+    smtp_host: str | None = Field(
+        default=None, description="SMTP relay for e-mail; notify-sender needs it."
+    )
+    smtp_port: int | None = Field(
+        default=None, ge=1, le=65535, description="Port of the SMTP relay; notify-sender needs it."
+    )
+    mail_from: str = Field(
+        default="售后服务 <service@aftersales-hub.local>",
+        description="From address of notification e-mails.",
+    )
+
+    def missing(self) -> list[str]:
+        """The variables notify-sender needs that are not set."""
+        required = ("sms_gateway_url", "push_gateway_url", "smtp_host", "smtp_port")
+        return [f"HUB_{name.upper()}" for name in required if not getattr(self, name)]
+
+
+class OperatorSettings(BaseSettings):
+    """Who an operator is, for the audit trail of `hub dlq`."""
+
+    # An empty variable means unset, as it did when these were read with os.environ.get.
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
+
+    operator: str | None = Field(
+        default=None,
+        description="Name recorded as `actor` of `hub dlq` actions when `--by` is not given; "
+        "unset: the login name.",
+    )
+
+
+class HarnessSettings(BaseSettings):
+    """The local broker, and the external services tests, demo, bench and chaos may use instead."""
+
+    # An empty variable means unset, as it did when these were read with os.environ.get.
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
+
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        validation_alias="KAFKA_BOOTSTRAP_SERVERS",
+        description="A running cluster for `make test`, `make demo` and `make bench` to use "
+        "instead of starting a local broker; services read it too (see above).",
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Where the Kafka jars (and class-data archives) are cached, outside the "
+        "repository; unset: `~/.cache/aftersales-hub`. The Makefile reads it too.",
+    )
+    kafka_cds: bool = Field(
+        default=True,
+        description="Start local brokers with a class-data sharing archive (half the start "
+        "time); `0` starts them without.",
+    )
+    test_postgres_url: str | None = Field(
+        default=None,
+        description="PostgreSQL server for the state-store tests (each session makes its own "
+        "database); unset: the local server `deploy/postgres/ensure-postgres.sh` starts.",
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from contextlib import contextmanager
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
+from hub.core.settings import HarnessSettings
 from hub.harness.kafka import KAFKA_VERSION, LocalKafka
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def kafka_for_tests(base_dir: Path) -> Iterator[str]:
     KAFKA_BOOTSTRAP_SERVERS when set; else a testcontainers Kafka where a Docker engine
     answers; else a single local node of the harness (java and Maven jars) under `base_dir`.
     """
-    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    configured = HarnessSettings().kafka_bootstrap_servers
     if configured:
         log.info("kafka_for_tests", source="KAFKA_BOOTSTRAP_SERVERS", bootstrap=configured)
         BROKER_IN_USE.append(f"the cluster at KAFKA_BOOTSTRAP_SERVERS={configured}")

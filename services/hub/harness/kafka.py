@@ -27,6 +27,7 @@ from aiokafka.conn import create_conn
 from aiokafka.protocol.metadata import MetadataRequest
 
 from hub.core.connection import SCRAM_MECHANISM, scram_options
+from hub.core.settings import HarnessSettings
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
@@ -53,7 +54,6 @@ BROKER_JVM = (
 TOOL_JVM = ("-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Djava.awt.headless=true")
 # Class-data sharing: the first broker writes an archive of the classes it loaded when it stops;
 # later JVMs map it instead of loading ~4000 classes from jars (a node starts in half the time).
-CDS_ENV = "HUB_KAFKA_CDS"  # set to 0 to start without the archive
 CDS_QUIET = ("-Xlog:cds=off", "-Xlog:cds+dynamic=off")
 INSTALL_HINTS = {"java": "openjdk-17-jre-headless", "mvn": "maven"}
 STATE_FILE = "cluster.json"
@@ -70,8 +70,8 @@ class HarnessError(RuntimeError):
 
 def cache_root() -> Path:
     """Where jars live, outside the repository: `$HUB_CACHE_DIR` or `~/.cache/aftersales-hub`."""
-    configured = os.environ.get("HUB_CACHE_DIR")
-    return Path(configured) if configured else Path.home() / ".cache" / "aftersales-hub"
+    configured = HarnessSettings().cache_dir
+    return configured or Path.home() / ".cache" / "aftersales-hub"
 
 
 def kafka_home() -> Path:
@@ -160,7 +160,7 @@ def ensure_kafka_jars() -> Path:
 
 def class_archive(java: str) -> Path | None:
     """Where the class-data archive for this JVM and these jars lives (None: switched off)."""
-    if os.environ.get(CDS_ENV, "1") == "0":
+    if not HarnessSettings().kafka_cds:
         return None
     marker = kafka_home() / "libs.complete"
     binary = Path(java).resolve()

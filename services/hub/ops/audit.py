@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import getpass
-import os
 from typing import TYPE_CHECKING
 
 import structlog
 
 from hub.core.outbound import OutRecord, event_record
+from hub.core.settings import OperatorSettings
 from hub.core.topics import AUDIT
 
 if TYPE_CHECKING:
@@ -17,12 +17,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-OPERATOR_ENV = "HUB_OPERATOR"
-
 
 def operator() -> str:
     """Who acts: `HUB_OPERATOR`, else the login name."""
-    return os.environ.get(OPERATOR_ENV) or getpass.getuser()
+    return OperatorSettings().operator or getpass.getuser()
 
 
 def audit_record(event: OpsActionAuditedV1, *, source: str) -> OutRecord:
