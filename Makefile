@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 kafka-jars: install
-	$(BIN)/python -c "from hub.harness.kafka import ensure_kafka_jars; print(ensure_kafka_jars())"
+	PYTHONPATH=services $(BIN)/python -c "from lab.harness.kafka import ensure_kafka_jars; print(ensure_kafka_jars())"
 
 postgres:
 	@bash deploy/postgres/ensure-postgres.sh > /dev/null
@@ -39,16 +39,16 @@ unit: install
 	$(BIN)/pytest tests/unit tests/component
 
 demo: kafka-jars
-	$(BIN)/hub demo
+	PYTHONPATH=services $(BIN)/python -m lab demo
 
 # The long fault suite (make test runs a bounded one): 10,000 cases; CASES=... to change.
 chaos: kafka-jars
-	$(BIN)/hub chaos --cases $(or $(CASES),10000)
+	PYTHONPATH=services $(BIN)/python -m lab chaos --cases $(or $(CASES),10000)
 
 # The hub's hop next to raw aiokafka and bare FastStream, e2e latency, Kafka's own reference.
 # Options: make bench BENCH_ARGS="--rounds 5 --e2e-seconds 120"; --help lists them.
 bench: kafka-jars
-	$(BIN)/python -m hub.bench $(BENCH_ARGS)
+	PYTHONPATH=services $(BIN)/python -m lab.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .hub .mypy_cache .ruff_cache .pytest_cache

@@ -11,7 +11,7 @@ import pytest
 
 from hub.core.logging import configure_logging
 from hub.core.settings import HubSettings
-from hub.harness.bootstrap import BROKER_IN_USE, kafka_for_tests
+from lab.harness.bootstrap import BROKER_IN_USE, kafka_for_tests
 
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 

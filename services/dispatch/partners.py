@@ -10,11 +10,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hub.core.settings import parse_duration
+from hub.core.settings import HubSettings, parse_duration, shipped
 from hub.messages.cases import TrackingStatus
 from hub.messages.courier import PickupContact
 
-DEFAULT_TABLE = Path(__file__).resolve().parents[2] / "deploy" / "partners.yaml"
 EVERYWHERE = "*"
 
 
@@ -106,5 +105,6 @@ class PartnerTable(BaseModel):
 
 def load_partners(path: Path | None = None) -> PartnerTable:
     """Read and validate the partner table; a mistake names the file and the field."""
-    source = path or DEFAULT_TABLE
+    configured = HubSettings().partners_file
+    source = path or (Path(configured) if configured else shipped("partners.yaml"))
     return PartnerTable.model_validate(yaml.safe_load(source.read_text(encoding="utf-8")))

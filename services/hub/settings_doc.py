@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union, get_args, get_origi
 
 from pydantic import AliasChoices, SecretStr
 
-from dispatch.partners import DEFAULT_TABLE, load_partners
+from dispatch.partners import load_partners
 from hub.core.settings import (
     HarnessSettings,
     HubSettings,
@@ -89,7 +89,7 @@ PARTNER_INTRO = (
     "what is missing, when one is unset. Today's table names:"
 )
 SIMULATOR_NOTE = (
-    "The SF simulator (`python -m simulators.sf_courier`) reads the same partner id and "
+    "The SF simulator (`python -m lab.simulators.sf_courier`) reads the same partner id and "
     "checkword, so that it accepts the gateway's signed requests."
 )
 
@@ -174,7 +174,7 @@ def model_table(model: type[BaseSettings]) -> list[str]:
     return lines
 
 
-def partner_rows(table: Path = DEFAULT_TABLE) -> list[str]:
+def partner_rows(table: Path | None = None) -> list[str]:
     """The variables the partner table names, one row each."""
     partners = load_partners(table)
     lines = ["| variable | partner | read by | holds |", "|---|---|---|---|"]
@@ -198,7 +198,7 @@ def partner_rows(table: Path = DEFAULT_TABLE) -> list[str]:
     return lines
 
 
-def render_configuration(table: Path = DEFAULT_TABLE) -> str:
+def render_configuration(table: Path | None = None) -> str:
     """The whole of `docs/configuration.md`."""
     lines = [HEADER]
     for section in SETTINGS_MODELS:

@@ -8,11 +8,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from hub.core.settings import parse_duration
+from hub.core.settings import HubSettings, parse_duration, shipped
 from hub.messages.common import Channel
 from hub.messages.tracker import SlaClock
-
-DEFAULT_SLA = Path(__file__).resolve().parents[2] / "deploy" / "sla.yaml"
 
 
 def _durations(value: object) -> object:
@@ -83,5 +81,6 @@ class SlaTable(BaseModel):
 
 def load_sla(path: Path | None = None) -> SlaTable:
     """Read and validate the SLA table; a mistake names the file and the field."""
-    source = path or DEFAULT_SLA
+    configured = HubSettings().sla_file
+    source = path or (Path(configured) if configured else shipped("sla.yaml"))
     return SlaTable.model_validate(yaml.safe_load(source.read_text(encoding="utf-8")))

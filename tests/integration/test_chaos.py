@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from hub.chaos import ChaosPlan, run_chaos
 from hub.messages.courier import Leg
+from lab.chaos import ChaosPlan, run_chaos
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -14,8 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from kafka_io import settle_and_read
 from typer.testing import CliRunner
 
-from hub.cli.kafka import kafka_app
-from hub.harness.kafka import LocalKafka
+from lab.harness.kafka import LocalKafka
+from lab.kafka_cli import kafka_app
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -147,7 +147,7 @@ async def test_a_replicated_topic_takes_acks_all_writes_with_one_node_down(
 
 
 def free_base_port() -> int:
-    """A port p with p and p+100 free, for `hub kafka up --port p` (node 1 and its controller)."""
+    """A port p with p and p+100 free, for `lab kafka up --port p` (node 1 and its controller)."""
     for _ in range(50):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
@@ -188,7 +188,7 @@ def test_the_cli_cluster_is_reused_and_removed(
 
         other_shape = runner.invoke(kafka_app, ["up", "--nodes", "3"])
         assert other_shape.exit_code == 1
-        assert "hub kafka down" in other_shape.stderr
+        assert "python -m lab kafka down" in other_shape.stderr
     finally:
         down = runner.invoke(kafka_app, ["down"])
     assert down.exit_code == 0, down.output

@@ -40,8 +40,8 @@ from hub.messages.courier import (
     PickupOrderV1,
     pickup_order_id,
 )
-from simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
-from simulators.sf_courier import SfCourierSimulator, SfKnobs
+from lab.simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
+from lab.simulators.sf_courier import SfCourierSimulator, SfKnobs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence

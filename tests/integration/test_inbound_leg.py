@@ -19,11 +19,11 @@ from hub.core.outbound import event_record
 from hub.core.service import KafkaSink
 from hub.core.settings import HubSettings
 from hub.core.topics import CASES, STOREFRONT_REQUESTS, dead_letter_topic
-from hub.local_stack import LocalStack
-from hub.samples import sample_request_v2
 from intake.domain import case_id_for
-from simulators.kafka_courier import CourierKnobs
-from simulators.sf_courier import SfKnobs
+from lab.local_stack import LocalStack
+from lab.samples import sample_request_v2
+from lab.simulators.kafka_courier import CourierKnobs
+from lab.simulators.sf_courier import SfKnobs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

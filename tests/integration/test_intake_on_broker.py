@@ -13,9 +13,9 @@ from hub.core.outbound import event_record
 from hub.core.service import KafkaSink, ServiceRuntime
 from hub.core.topics import CASES, STOREFRONT_REQUESTS, Subscription
 from hub.messages import CATALOGUE
-from hub.samples import sample_request_v1, sample_request_v2
 from intake.domain import case_id_for
 from intake.service import build_service
+from lab.samples import sample_request_v1, sample_request_v2
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -18,13 +18,13 @@ from hub.core.outbound import OutRecord, event_record
 from hub.core.service import KafkaSink
 from hub.core.settings import HubSettings
 from hub.core.topics import CASES, STOREFRONT_REQUESTS, center_events_topic
-from hub.local_stack import LocalStack
 from hub.messages.common import Channel, Fault
 from hub.messages.repair import CenterDiagnosedV1, Resolution
 from hub.messages.storefront import QuoteAnswerGivenV1
-from hub.samples import sample_request_v2
 from intake.domain import case_id_for
-from simulators.notification_sinks import SinkKnobs
+from lab.local_stack import LocalStack
+from lab.samples import sample_request_v2
+from lab.simulators.notification_sinks import SinkKnobs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -20,11 +20,11 @@ from hub.core.outbound import event_record
 from hub.core.service import KafkaSink, ServiceRuntime
 from hub.core.settings import HubSettings
 from hub.core.topics import CASES, STOREFRONT_REQUESTS, apply_topics, courier_orders_topic
-from hub.harness.kafka import ADMIN_USER, LocalKafka
 from hub.messages import CATALOGUE
-from hub.samples import sample_request_v2
 from intake.domain import case_id_for
 from intake.service import build_service
+from lab.harness.kafka import ADMIN_USER, LocalKafka
+from lab.samples import sample_request_v2
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator

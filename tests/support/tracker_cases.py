@@ -24,8 +24,8 @@ from hub.messages.repair import (
     WorkCompletedV1,
 )
 from hub.messages.tracker import RatingSubmittedV1
-from hub.samples import sample_request_v2
 from intake.domain import decide
+from lab.samples import sample_request_v2
 
 if TYPE_CHECKING:
     from hub.core.registry import Event

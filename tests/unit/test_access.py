@@ -9,7 +9,7 @@ from hub.access import OPERATIONS_USER, all_bindings, partner_user
 from hub.core.acls import Operation, ResourceType, user
 from hub.core.settings import HubSettings
 from hub.core.topics import CASES, dead_letter_topic, replay_topic
-from hub.harness.kafka import NodeSpec, render_properties
+from lab.harness.kafka import NodeSpec, render_properties
 
 if TYPE_CHECKING:
     from pathlib import Path

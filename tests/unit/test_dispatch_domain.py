@@ -28,8 +28,8 @@ from hub.messages.courier import (
     PickupOrderV1,
 )
 from hub.messages.timers import PickupAcceptanceDueV1
-from hub.samples import sample_request_v2
 from intake.domain import decide
+from lab.samples import sample_request_v2
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 TABLE = load_partners()

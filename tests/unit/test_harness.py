@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any, Self
 import pytest
 from typer.testing import CliRunner
 
-from hub.cli.kafka import kafka_app
-from hub.harness import bootstrap, kafka
-from hub.harness.kafka import (
+from lab.harness import bootstrap, kafka
+from lab.harness.kafka import (
     HarnessError,
     LocalKafka,
     NodeSpec,
@@ -24,6 +23,7 @@ from hub.harness.kafka import (
     new_cluster_id,
     render_properties,
 )
+from lab.kafka_cli import kafka_app
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -3,8 +3,8 @@ from datetime import UTC, date, datetime, timedelta
 from hub.messages.cases import CaseOpenedV1, CaseRejectedV1, RejectionReason
 from hub.messages.common import RequestType, ServiceMode
 from hub.messages.storefront import AfterSalesCancelledV1
-from hub.samples import sample_request_v2
 from intake.domain import cancel, case_id_for, decide, warranty_expiry
+from lab.samples import sample_request_v2
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 

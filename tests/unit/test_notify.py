@@ -8,8 +8,8 @@ from hub.core.handler import Decision
 from hub.messages.cases import CaseOpenedV1
 from hub.messages.common import Channel
 from hub.messages.repair import CaseClosedV1, NotificationRequestedV1, QuoteIssuedV1
-from hub.samples import sample_request_v2
 from intake.domain import decide
+from lab.samples import sample_request_v2
 from notify.domain import plan
 from notify.providers import message_id_for
 

@@ -6,7 +6,7 @@ from hub.core.errors import SchemaViolationError, UndecodableError, UnknownEvent
 from hub.core.registry import Event, Registry
 from hub.messages import CATALOGUE
 from hub.messages.storefront import AfterSalesRequestedV1, AfterSalesRequestedV2
-from hub.samples import sample_request_v1
+from lab.samples import sample_request_v1
 
 
 def test_v1_request_is_decoded_as_v2_through_the_upcaster() -> None:

@@ -6,8 +6,8 @@ import pytest
 from pydantic import ValidationError
 
 from hub.messages.storefront import ComplaintFiledV1, RatingGivenV1
-from hub.samples import sample_request_v2
 from intake.domain import case_id_for, decide, escalate, rate
+from lab.samples import sample_request_v2
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 REQUEST = sample_request_v2(7, now=NOW)

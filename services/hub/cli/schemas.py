@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from hub.core.schemas import IncompatibleSchemaError, check, export
+from hub.core.settings import HubSettings, shipped
 from hub.messages import CATALOGUE
 
 schemas_app = typer.Typer(
@@ -15,13 +16,26 @@ schemas_app = typer.Typer(
     no_args_is_help=True,
 )
 DirectoryOption = Annotated[
-    Path, typer.Option("--dir", help="The schema directory.", file_okay=False)
+    Path | None,
+    typer.Option(
+        "--dir",
+        help="The schema directory (default: HUB_SCHEMAS_DIR, else the shipped one).",
+        file_okay=False,
+    ),
 ]
 
 
+def _directory(given: Path | None) -> Path:
+    if given is not None:
+        return given
+    configured = HubSettings().schemas_dir
+    return Path(configured) if configured else shipped("schemas")
+
+
 @schemas_app.command("export")
-def export_command(directory: DirectoryOption = Path("schemas")) -> None:
+def export_command(directory: DirectoryOption = None) -> None:
     """Write the schema files; refuses, writing nothing, a change that would break consumers."""
+    directory = _directory(directory)
     try:
         changes = export(CATALOGUE, directory)
     except IncompatibleSchemaError as error:
@@ -38,8 +52,9 @@ def export_command(directory: DirectoryOption = Path("schemas")) -> None:
 
 
 @schemas_app.command("check")
-def check_command(directory: DirectoryOption = Path("schemas")) -> None:
+def check_command(directory: DirectoryOption = None) -> None:
     """Fail when a file is missing, stale or orphaned, or a published version changed badly."""
+    directory = _directory(directory)
     problems = check(CATALOGUE, directory)
     for problem in problems:
         print(problem)

@@ -8,6 +8,7 @@ their variable names come from `deploy/partners.yaml` (`*_env`), so they are rea
 from __future__ import annotations
 
 from datetime import timedelta
+from importlib.resources import files
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -67,6 +68,11 @@ Seconds = Annotated[float, BeforeValidator(_as_seconds)]
 """Seconds as a float; the environment may also say `250ms`, `10s`, `1m`, `2h` or `PT10S`."""
 
 
+def shipped(name: str) -> Path:
+    """A data file the hub ships inside its package (partner table, SLA table, schemas)."""
+    return Path(str(files("hub") / "data" / name))
+
+
 class HubSettings(BaseSettings):
     """Settings shared by every service; each field can be set as `HUB_<NAME>`."""
 
@@ -90,6 +96,21 @@ class HubSettings(BaseSettings):
     state_dir: str = Field(
         default=".hub/state", description="Directory of the default SQLite state files."
     )
+    partners_file: str | None = Field(
+        default=None,
+        description="The partner table (YAML); unset, the one the hub ships "
+        "(`deploy/partners.yaml` in the repository).",
+    )
+    sla_file: str | None = Field(
+        default=None,
+        description="The SLA table (YAML); unset, the one the hub ships "
+        "(`deploy/sla.yaml` in the repository).",
+    )
+    schemas_dir: str | None = Field(
+        default=None,
+        description="The JSON Schemas `hub schemas check` compares with; unset, the ones the "
+        "hub ships (`schemas/` in the repository).",
+    )
     source: str = Field(
         default="urn:aftersales-hub",
         description="CloudEvents `ce_source` prefix of events this process emits.",
@@ -102,7 +123,7 @@ class HubSettings(BaseSettings):
     )
     log_level: str = Field(
         default="INFO",
-        description="Minimum log level. Unset, `hub dlq`, `hub demo`, `hub chaos` and the "
+        description="Minimum log level. Unset, `hub dlq`, the demo, the fault suite and the "
         "bench's workers log only WARNING and above, so their own output stays readable.",
     )
     # NoDecode: the environment gives `10s,1m,10m`, not JSON. Kept as text: each tier names

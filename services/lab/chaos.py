@@ -37,7 +37,6 @@ from hub.core.topics import (
     STOREFRONT_REQUESTS,
     apply_topics,
 )
-from hub.harness.kafka import LocalKafka, free_port
 from hub.messages import CATALOGUE
 from hub.messages.cases import CaseCancelledV1, CaseRejectedV1, PickupAcceptedV1
 from hub.messages.repair import (
@@ -47,12 +46,13 @@ from hub.messages.repair import (
     RefundRequestedV1,
 )
 from hub.ops.kafka_io import TopicReader
-from hub.samples import sample_request_v2
 from intake.domain import case_id_for
-from simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
-from simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
-from simulators.repair_center import HttpRepairCenterSimulator, RepairCenterSimulator
-from simulators.sf_courier import SfCourierSimulator, SfKnobs
+from lab.harness.kafka import LocalKafka, free_port
+from lab.samples import sample_request_v2
+from lab.simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
+from lab.simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
+from lab.simulators.repair_center import HttpRepairCenterSimulator, RepairCenterSimulator
+from lab.simulators.sf_courier import SfCourierSimulator, SfKnobs
 
 if TYPE_CHECKING:
     from collections.abc import Callable

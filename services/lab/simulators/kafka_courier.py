@@ -20,8 +20,8 @@ from hub.messages.courier import (
     PickupCancelRequestedV1,
     PickupOrderV1,
 )
-from simulators.kafka_partner import KafkaPartner
-from simulators.process import run
+from lab.simulators.kafka_partner import KafkaPartner
+from lab.simulators.process import run
 
 if TYPE_CHECKING:
     from hub.core.registry import Event
@@ -125,7 +125,7 @@ class KafkaCourierSimulator(KafkaPartner):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m simulators.kafka_courier jd --reject-rate 0.2`: one courier until stopped."""
+    """`python -m lab.simulators.kafka_courier jd --reject-rate 0.2`: one courier until stopped."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("code", help="courier code: its topics are courier.<code>.*")
     parser.add_argument("--bootstrap", default=None, help="default: HUB_KAFKA_BOOTSTRAP_SERVERS")

@@ -17,16 +17,16 @@ from hub.core.service import KafkaSink, ServiceRuntime
 from hub.core.topics import apply_topics
 from hub.messages import CATALOGUE
 from hub.messages.common import Channel
-from notify.providers import HttpGatewayProvider, SmtpProvider
-from notify.service import build_sender
-from simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
-from simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
-from simulators.repair_center import (
+from lab.simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
+from lab.simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
+from lab.simulators.repair_center import (
     CenterKnobs,
     HttpRepairCenterSimulator,
     RepairCenterSimulator,
 )
-from simulators.sf_courier import SfCourierSimulator, SfKnobs
+from lab.simulators.sf_courier import SfCourierSimulator, SfKnobs
+from notify.providers import HttpGatewayProvider, SmtpProvider
+from notify.service import build_sender
 
 if TYPE_CHECKING:
     from collections.abc import Mapping

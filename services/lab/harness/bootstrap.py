@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from hub.core.settings import HarnessSettings
-from hub.harness.kafka import KAFKA_VERSION, LocalKafka
+from lab.harness.kafka import KAFKA_VERSION, LocalKafka
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

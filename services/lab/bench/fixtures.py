@@ -14,7 +14,7 @@ from hub.core import deadletter
 from hub.core.errors import fingerprint
 from hub.core.outbound import OutRecord, event_record
 from hub.core.topics import STOREFRONT_REQUESTS
-from hub.samples import sample_request_v2
+from lab.samples import sample_request_v2
 
 if TYPE_CHECKING:
     from collections.abc import Iterable

@@ -1,4 +1,4 @@
-"""`python -m hub.bench`: measure, print the table, write the JSON."""
+"""`python -m lab.bench`: measure, print the table, write the JSON."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from hub.bench.report import summarise, table, write_json
-from hub.bench.runner import ROTATION, BenchOptions, run_bench
 from hub.core.logging import configure_logging
+from lab.bench.report import summarise, table, write_json
+from lab.bench.runner import ROTATION, BenchOptions, run_bench
 
 DEFAULT_OUTPUT = Path(".hub/bench/results.json")
 SKIPPABLE = (*ROTATION, "e2e")

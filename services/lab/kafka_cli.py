@@ -1,4 +1,4 @@
-"""`hub kafka up|down|status`: a local broker or 3-node cluster that outlives the command."""
+"""`python -m lab kafka up|down|status`: a local broker or cluster that outlives the command."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import structlog
 import typer
 
 from hub.core.logging import configure_logging
-from hub.harness.kafka import HarnessError, LocalKafka, file_lock
+from lab.harness.kafka import HarnessError, LocalKafka, file_lock
 
 STATE_DIR = Path(".hub") / "kafka"
 DEFAULT_PORT = 19092
@@ -27,7 +27,7 @@ kafka_app = typer.Typer(
 
 @kafka_app.callback()
 def _logging() -> None:
-    # Logs go to stderr: stdout carries only the answer (`export B=$(hub kafka up)` works).
+    # Logs go to stderr: stdout carries only the answer (`B=$(python -m lab kafka up)` works).
     if not structlog.is_configured():  # a test process has its own configuration
         configure_logging(os.environ.get("HUB_LOG_LEVEL", "INFO"), "console")
 
@@ -65,7 +65,7 @@ def up(
             if any(kafka.alive().values()):
                 _note(
                     f"a {kafka.nodes}-node cluster is running at {kafka.bootstrap_servers}; "
-                    "stop it first with `hub kafka down`"
+                    "stop it first with `python -m lab kafka down`"
                 )
                 raise typer.Exit(1)
             kafka = None  # a stopped cluster of another shape: replaced below
@@ -79,7 +79,9 @@ def up(
             kafka.start(timeout)
         except HarnessError as error:
             _note(f"error: {error}")
-            _note(f"node logs: {state_dir}/node-*/kafka.log; clean up with `hub kafka down`")
+            _note(
+                f"node logs: {state_dir}/node-*/kafka.log; clean up with `python -m lab kafka down`"
+            )
             raise typer.Exit(1) from error
     print(kafka.bootstrap_servers)
 
@@ -130,7 +132,7 @@ def status(
         print(json.dumps(report, indent=2))
         return
     if kafka is None:
-        print("not running (start it with `hub kafka up`)")
+        print("not running (start it with `python -m lab kafka up`)")
         return
     state = "running" if report["healthy"] else "DEGRADED" if report["running"] else "stopped"
     print(f"{state}: {kafka.nodes} node(s), bootstrap servers {kafka.bootstrap_servers}")

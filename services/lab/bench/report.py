@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from hub.bench.runner import ROTATION, BenchRun, machine
+from lab.bench.runner import ROTATION, BenchRun, machine
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -17,12 +17,12 @@ from hub.core.envelope import Envelope
 from hub.core.outbound import event_record
 from hub.core.service import KafkaSink
 from hub.core.topics import CASES, STOREFRONT_REQUESTS
-from hub.local_stack import LocalStack
 from hub.messages.storefront import ComplaintFiledV1, RatingGivenV1
-from hub.samples import sample_request_v1, sample_request_v2
 from intake.domain import case_id_for
-from simulators.kafka_courier import CourierKnobs
-from simulators.sf_courier import SfKnobs
+from lab.local_stack import LocalStack
+from lab.samples import sample_request_v1, sample_request_v2
+from lab.simulators.kafka_courier import CourierKnobs
+from lab.simulators.sf_courier import SfKnobs
 from tracker.sla import load_sla
 from tracker.snapshots import read_snapshots
 from tracker.stats import Stats, compute_stats

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 
 from hub.core.lifecycle import AsyncResource, serve_http
-from hub.harness.kafka import free_port
+from lab.harness.kafka import free_port
 
 if TYPE_CHECKING:
     from aiosmtpd.smtp import SMTP, Envelope, Session

@@ -31,7 +31,7 @@ from gateway.sf_protocol import (
     sign,
 )
 from hub.core.lifecycle import AsyncResource, serve_http
-from simulators.process import run
+from lab.simulators.process import run
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -241,7 +241,7 @@ def _api_error(code: str, message: str) -> web.Response:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m simulators.sf_courier --port 8701 --webhook-url ...`: credentials from env."""
+    """`python -m lab.simulators.sf_courier --port 8701 --webhook-url ...`: credentials from env."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--webhook-url", default=None, help="where route pushes go")

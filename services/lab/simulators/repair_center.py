@@ -25,7 +25,7 @@ from hub.messages.repair import (
     Resolution,
     VisitOutcome,
 )
-from simulators.kafka_partner import KafkaPartner
+from lab.simulators.kafka_partner import KafkaPartner
 
 if TYPE_CHECKING:
     from hub.core.registry import Event

@@ -468,8 +468,8 @@ class LocalKafka:
                 if _accepts(port):
                     raise HarnessError(
                         f"port {port} (node {node.node_id}) is already in use: another broker "
-                        "(`hub kafka status`) or another program; choose other ports "
-                        "(`hub kafka up --port N`, or leave the port to the harness)"
+                        "(`python -m lab kafka status`) or another program; choose other ports "
+                        "(`python -m lab kafka up --port N`, or leave the port to the harness)"
                     )
 
     @staticmethod
@@ -534,7 +534,7 @@ class LocalKafka:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,  # outlives `hub kafka up`, ignores the terminal's Ctrl-C
+                start_new_session=True,  # outlives `lab kafka up`, ignores the terminal's Ctrl-C
             )
         self._processes[node.node_id] = process
         node.pid = process.pid
@@ -686,7 +686,7 @@ class LocalKafka:
             return process.poll() is None
         return node.pid is not None and _is_node_process(node)
 
-    # --- a cluster that outlives the command that started it (`hub kafka up`) ----------------
+    # --- a cluster that outlives the command that started it (`lab kafka up`) ----------------
     def state(self) -> dict[str, Any]:
         """What `save_state` writes: version, cluster id and every node."""
         return {
@@ -696,7 +696,7 @@ class LocalKafka:
         }
 
     def save_state(self) -> None:
-        """Write nodes, ports and pids to `base_dir/cluster.json`, for `hub kafka status|down`."""
+        """Write nodes, ports and pids to `base_dir/cluster.json`, for `lab kafka status|down`."""
         self.base_dir.mkdir(parents=True, exist_ok=True)
         path = self.base_dir / STATE_FILE
         temporary = path.with_suffix(".tmp")

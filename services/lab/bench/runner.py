@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from dispatch.partners import load_partners
-from hub.bench.fixtures import produce_all, replayed_dead_letter, storefront_request
-from hub.bench.worker import Variant, WorkerSpec
 from hub.bootstrap import all_topics
 from hub.core.settings import HubSettings
 from hub.core.topics import Subscription, apply_topics, courier_orders_topic, declare, replay_topic
-from hub.harness.kafka import LOG4J_CONFIG, LocalKafka, ensure_kafka_jars, require_tools
+from lab.bench.fixtures import produce_all, replayed_dead_letter, storefront_request
+from lab.bench.worker import Variant, WorkerSpec
+from lab.harness.kafka import LOG4J_CONFIG, LocalKafka, ensure_kafka_jars, require_tools
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -108,7 +108,7 @@ def _spawn(command: Sequence[str], env: dict[str, str], log_file: Path) -> subpr
 def _worker(
     spec: WorkerSpec, env: dict[str, str], log_file: Path, *, profile: Path | None = None
 ) -> tuple[dict[str, Any], float]:
-    command = [sys.executable, "-m", "hub.bench.worker", spec.model_dump_json()]
+    command = [sys.executable, "-m", "lab.bench.worker", spec.model_dump_json()]
     if profile is not None:
         py_spy = Path(sys.executable).with_name("py-spy")
         if not py_spy.exists():

@@ -1,6 +1,6 @@
 """One measured variant per process: its own event loop and heap, so its peak RSS is its own.
 
-Run by the bench runner as `python -m hub.bench.worker SPEC_JSON`; it prints the result as JSON.
+Run by the bench runner as `python -m lab.bench.worker SPEC_JSON`; it prints the result as JSON.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage  # noqa: TC002
 from pydantic import BaseModel, ConfigDict
 
-from hub.bench.fixtures import storefront_request
 from hub.core.handler import Route
 from hub.core.logging import configure_logging
 from hub.core.service import ServiceRuntime
@@ -32,6 +31,7 @@ from hub.core.settings import HubSettings
 from hub.messages import CATALOGUE
 from intake.domain import case_id_for
 from intake.service import build_service as build_intake
+from lab.bench.fixtures import storefront_request
 
 if TYPE_CHECKING:
     from faststream.message import StreamMessage
