@@ -48,6 +48,7 @@ from hub.messages.repair import (
 from hub.ops.kafka_io import TopicReader
 from intake.domain import case_id_for
 from lab.harness.kafka import LocalKafka, free_port
+from lab.orphans import die_with_parent
 from lab.samples import sample_request_v2
 from lab.simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
 from lab.simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
@@ -191,9 +192,11 @@ class Services:
         if group in self.ports:
             command += ["--webhook-port", str(self.ports[group])]
         with (self.log_dir / f"{name}.log").open("ab") as output:
+            # A runner killed outright takes its services with it (no orphans on the machine).
             self.processes[name] = subprocess.Popen(  # noqa: S603 - our own CLI
                 command, env=self.environment, stdout=output, stderr=output,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent(),  # noqa: PLW1509 - only prctl runs in the child
             )  # fmt: skip
 
     def start_all(self) -> None:

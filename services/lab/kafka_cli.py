@@ -71,7 +71,9 @@ def up(
             kafka = None  # a stopped cluster of another shape: replaced below
         if kafka is None:
             shutil.rmtree(state_dir, ignore_errors=True)
-            kafka = LocalKafka(nodes=nodes or 1, base_dir=state_dir, port=port or DEFAULT_PORT)
+            kafka = LocalKafka(
+                nodes=nodes or 1, base_dir=state_dir, port=port or DEFAULT_PORT, detached=True
+            )
         elif all(kafka.alive().values()):
             _note(f"already running ({kafka.nodes} node(s), state in {state_dir})")
         try:

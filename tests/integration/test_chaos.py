@@ -5,15 +5,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from hub.messages.courier import Leg
 from lab.chaos import ChaosPlan, run_chaos
-
-if TYPE_CHECKING:
-    from pathlib import Path
 
 pytestmark = pytest.mark.integration
 
@@ -37,3 +39,67 @@ async def test_every_case_ends_once_through_broker_loss_sigkills_and_failing_par
     assert report.notifications
     assert report.undelivered_notifications == 0  # every planned message was delivered ...
     assert report.duplicate_notifications == 0  # ... once
+
+
+def _children(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found |= {int(child) for child in (task / "children").read_text().split()}
+    return found
+
+
+def _descendants(pid: int) -> set[int]:
+    seen: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in _children(todo.pop()) - seen:
+            seen.add(child)
+            todo.append(child)
+    return seen
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() + " "
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return status.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, awaiting its reaper
+
+
+def test_a_killed_runner_leaves_no_service_or_broker_behind(tmp_path: Path) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "KAFKA_"))}
+    environment["PYTHONPATH"] = str(Path(__file__).parents[2] / "services")
+    command = [sys.executable, "-m", "lab", "chaos", "--cases", "2", "--rate", "0.5"]
+    command += ["--kill-every", "600", "--broker-down", "1", "--timeout", "300"]
+    runner = subprocess.Popen(  # noqa: S603 - our own lab
+        command, cwd=tmp_path, env=environment,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        children: set[int] = set()
+        while time.monotonic() < deadline:
+            children = _descendants(runner.pid)
+            lines = [_command_line(pid) for pid in children]
+            brokers = sum("kafka.Kafka" in line for line in lines)
+            services = sum(" run " in line for line in lines)
+            if brokers == 3 and services >= 8:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the runner never started its cluster and services: {len(children)}")
+    finally:
+        runner.kill()  # SIGKILL: no handler, no cleanup of its own
+        runner.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(pid) for pid in children):
+        time.sleep(0.2)
+    assert [pid for pid in children if _alive(pid)] == []

@@ -28,6 +28,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from hub.core.connection import SCRAM_MECHANISM, scram_options
 from hub.core.settings import HarnessSettings
+from lab.orphans import die_with_parent
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
@@ -360,8 +361,13 @@ class LocalKafka:
         cluster_id: str | None = None,
         specs: Sequence[NodeSpec] | None = None,
         scram_users: Mapping[str, str] | None = None,
+        detached: bool = False,
     ) -> None:
-        """`scram_users` (name to password, `admin` among them) secures the cluster."""
+        """`scram_users` (name to password, `admin` among them) secures the cluster.
+
+        A `detached` cluster outlives this process; any other dies with it, even on SIGKILL.
+        """
+        self.detached = detached
         if nodes < 1:
             raise ValueError(f"a cluster needs at least one node, not {nodes}")
         if scram_users is not None and ADMIN_USER not in scram_users:
@@ -535,6 +541,7 @@ class LocalKafka:
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # outlives `lab kafka up`, ignores the terminal's Ctrl-C
+                preexec_fn=None if self.detached else die_with_parent(),  # noqa: PLW1509 - only prctl runs there
             )
         self._processes[node.node_id] = process
         node.pid = process.pid
@@ -721,7 +728,7 @@ class LocalKafka:
             return None
         # A state file from before the cluster id was kept: the formatted data knows it.
         cluster_id = state.get("cluster_id") or _formatted_cluster_id(specs)
-        return cls(base_dir=base_dir, cluster_id=cluster_id, specs=specs)
+        return cls(base_dir=base_dir, cluster_id=cluster_id, specs=specs, detached=True)
 
     def __enter__(self) -> Self:
         # Owned by this process: should it end without __exit__, the nodes go with it.
