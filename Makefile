@@ -42,8 +42,9 @@ demo: kafka-jars
 	PYTHONPATH=services $(BIN)/python -m lab demo
 
 # The long fault suite (make test runs a bounded one): 10,000 cases; CASES=... to change.
-chaos: kafka-jars
-	PYTHONPATH=services $(BIN)/python -m lab chaos --cases $(or $(CASES),10000)
+chaos: kafka-jars postgres
+	PYTHONPATH=services $(BIN)/python -m lab chaos --cases $(or $(CASES),10000) \
+		--instances 2 --postgres $$(bash deploy/postgres/ensure-postgres.sh)
 
 # The hub's hop next to raw aiokafka and bare FastStream, e2e latency, Kafka's own reference.
 # Options: make bench BENCH_ARGS="--rounds 5 --e2e-seconds 120"; --help lists them.

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import structlog
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from dispatch.partners import load_partners
 from hub.bootstrap import Adapter, Declaration, all_topics, declarations
@@ -73,6 +76,9 @@ TERMINAL = {CaseClosedV1.ce_type(), CaseRejectedV1.ce_type(), CaseCancelledV1.ce
 UNKILLED = frozenset({Adapter.COURIER_API, Adapter.CENTER_API})
 RETRY_TIERS = ("2s", "5s")
 SETTLE_S = 3.0
+CAUGHT_UP_LAG = 200
+"""Records behind, over every group, that count as caught up after a broker restart."""
+LAG_EVERY_S = 1.0
 """Quiet time, once every planned notification was sent, before the counting."""
 
 
@@ -81,10 +87,12 @@ class ChaosPlan:
     """How many cases, how fast, and how much goes wrong meanwhile."""
 
     cases: int = 10_000
-    rate_per_s: float = 50.0
+    rate_per_s: float = 100.0
     partner_failure_rate: float = 0.3
     kill_every_s: float = 15.0
     broker_down_s: float = 15.0
+    broker_stops: int = 2
+    """Broker nodes stopped and restarted one after the other, a different node each time."""
     timeout_s: float = 3600.0
     seed: int = 7
     instances: int = 1
@@ -112,6 +120,23 @@ class ChaosReport:
     """Messages the SMS and push gateways delivered, by dedupe key."""
     partner_calls: Counter[str] = field(default_factory=Counter)
     email_deliveries: Counter[str] = field(default_factory=Counter)
+    offered_seconds: float = 0.0
+    """How long offering every case took (the rate achieved is cases over this)."""
+    lag: list[tuple[float, int]] = field(default_factory=list)
+    """(monotonic time, records every group still has to read), about once a second."""
+    brokers_back_at: list[float] = field(default_factory=list)
+
+    @property
+    def max_lag(self) -> int:
+        """The most records the hub's groups were behind at one time."""
+        return max((lag for _, lag in self.lag), default=0)
+
+    def catch_up_seconds(self, threshold: int) -> list[float | None]:
+        """For each broker restart, how long until the lag was back under `threshold`."""
+        return [
+            next((at - back for at, lag in self.lag if at >= back and lag <= threshold), None)
+            for back in self.brokers_back_at
+        ]
 
     @property
     def lost(self) -> int:
@@ -155,6 +180,14 @@ class ChaosReport:
             + str(sum(c - 1 for c in self.email_deliveries.values() if c > 1)),
             f"SIGKILLs              {sum(self.kills.values())} {dict(self.kills)}",
             f"broker restarts       {self.broker_restarts}",
+            f"rate offered          {self.cases / max(self.offered_seconds, 1e-9):.0f} cases/s",
+            f"max consumer lag      {self.max_lag} records (all groups, sampled each second)",
+            "caught up after stop  "
+            + ", ".join(
+                "never" if seconds is None else f"{seconds:.1f}s"
+                for seconds in self.catch_up_seconds(CAUGHT_UP_LAG)
+            )
+            + f" (lag back under {CAUGHT_UP_LAG} records)",
             f"partner calls         {dict(self.partner_calls)} (a share of them failed on purpose)",
         ]
 
@@ -233,7 +266,16 @@ class Partners:
             SF_PARTNER_ID,
             SF_CHECKWORD,
             f"http://127.0.0.1:{ports['gateway-sf']}/sf/routes",
-            SfKnobs(error_rate=failure_rate, step_delay_s=0.2, duplicate_push_rate=0.2, seed=seed),
+            # Some calls hang past the client's timeout: a partner answering slowly.
+            SfKnobs(
+                error_rate=failure_rate,
+                timeout_rate=0.05,
+                hang_s=3.0,
+                latency_s=0.05,
+                step_delay_s=0.2,
+                duplicate_push_rate=0.2,
+                seed=seed,
+            ),
         )
         self.couriers = [
             KafkaCourierSimulator(c.code, bootstrap,
@@ -342,20 +384,28 @@ async def _follow(settings: HubSettings, ledger: Ledger, done: asyncio.Event) ->
                 await asyncio.wait_for(done.wait(), timeout=FOLLOW_EVERY_S)
 
 
-async def _publish(settings: HubSettings, plan: ChaosPlan, ledger: Ledger) -> None:
+async def _publish(
+    settings: HubSettings, plan: ChaosPlan, ledger: Ledger, report: ChaosReport
+) -> None:
+    """Offer the cases at the plan's rate: each tenth of a second, the ones due by then."""
     sink = KafkaSink(settings, client_id="chaos-storefront")
     await sink.start()
     try:
         started = time.monotonic()
         now = datetime.now(UTC)
-        for number in range(plan.cases):
-            request = sample_request_v2(number, now=now - timedelta(minutes=1))
-            ledger.case_ids.add(case_id_for(request.request_id))
-            await sink.send([event_record(STOREFRONT_REQUESTS, request, key=request.request_id,
-                                          source="urn:storefront:chaos")])  # fmt: skip
-            lag = started + (number + 1) / plan.rate_per_s - time.monotonic()
-            if lag > 0:
-                await asyncio.sleep(lag)
+        offered = 0
+        while offered < plan.cases:
+            due = min(plan.cases, int((time.monotonic() - started) * plan.rate_per_s) + 1)
+            batch = []
+            for number in range(offered, due):
+                request = sample_request_v2(number, now=now - timedelta(minutes=1))
+                ledger.case_ids.add(case_id_for(request.request_id))
+                batch.append(event_record(STOREFRONT_REQUESTS, request, key=request.request_id,
+                                          source="urn:storefront:chaos"))  # fmt: skip
+            await sink.send(batch)
+            offered = due
+            await asyncio.sleep(0.1)
+        report.offered_seconds = time.monotonic() - started
     finally:
         await sink.stop()
 
@@ -380,17 +430,45 @@ async def _broker_outage(
     kafka: LocalKafka, plan: ChaosPlan, report: ChaosReport, stop: asyncio.Event,
     say: Callable[[str], None],
 ) -> None:  # fmt: skip
-    """Node 2 goes away while the cases are in full flow, and comes back."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=plan.kill_every_s)
-    if stop.is_set():
-        return  # everything ended first: nothing to stop
-    say("stopping broker node 2")
-    await asyncio.to_thread(kafka.stop_node, 2)
-    await asyncio.sleep(plan.broker_down_s)
-    await asyncio.to_thread(kafka.start_node, 2)
-    report.broker_restarts += 1
-    say("broker node 2 is back")
+    """Nodes go away one after the other while the cases are in full flow, and come back."""
+    for node in [2 + n % (kafka.nodes - 1) for n in range(plan.broker_stops)]:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=plan.kill_every_s)
+        if stop.is_set():
+            return  # everything ended first: nothing to stop
+        say(f"stopping broker node {node}")
+        await asyncio.to_thread(kafka.stop_node, node)
+        await asyncio.sleep(plan.broker_down_s)
+        await asyncio.to_thread(kafka.start_node, node)
+        report.broker_restarts += 1
+        report.brokers_back_at.append(time.monotonic())
+        say(f"broker node {node} is back")
+
+
+async def _watch_lag(
+    settings: HubSettings, declared: list[Declaration], report: ChaosReport, done: asyncio.Event
+) -> None:
+    """Sample how far behind every group is (end offsets less committed ones) until `done`."""
+    groups = {d.group: set(d.service.all_inputs) for d in declared}
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    ends = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
+    await ends.start()
+    try:
+        while not done.is_set():
+            with contextlib.suppress(KafkaError, OSError, TimeoutError):
+                behind = 0
+                for group, topics in groups.items():
+                    committed = await admin.list_consumer_group_offsets(group)
+                    mine = [tp for tp in committed if tp.topic in topics]
+                    last = await ends.end_offsets(mine) if mine else {}
+                    behind += sum(max(0, last[tp] - committed[tp].offset) for tp in mine)
+                report.lag.append((time.monotonic(), behind))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout=LAG_EVERY_S)
+    finally:
+        await ends.stop()
+        await admin.close()
 
 
 async def _settle(ledger: Ledger, *, deadline: float) -> None:
@@ -462,8 +540,9 @@ async def _run(
         following = asyncio.create_task(_follow(settings, ledger, counted))
         kills = asyncio.create_task(_kills(services, plan, report, stop, say))
         outage = asyncio.create_task(_broker_outage(kafka, plan, report, stop, say))
+        watching = asyncio.create_task(_watch_lag(settings, declared, report, counted))
         try:
-            await _publish(settings, plan, ledger)
+            await _publish(settings, plan, ledger, report)
             say(f"published {plan.cases} requests")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ledger.all_ended.wait(), timeout=plan.timeout_s)
@@ -474,6 +553,7 @@ async def _run(
             stop.set()
             counted.set()
             await following
+            await watching
             await asyncio.to_thread(services.stop_all)
             for partner in reversed(partners.all):
                 await partner.stop()

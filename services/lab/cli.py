@@ -24,9 +24,12 @@ app.add_typer(kafka_app, name="kafka")
 @app.command("chaos")
 def chaos(  # noqa: PLR0917 - typer options are parameters
     cases: Annotated[int, typer.Option(help="Cases to put through the whole flow.")] = 10_000,
-    rate: Annotated[float, typer.Option(help="Storefront requests per second.")] = 50.0,
+    rate: Annotated[float, typer.Option(help="Storefront requests per second.")] = 100.0,
     kill_every: Annotated[float, typer.Option(help="Seconds between two SIGKILLs.")] = 15.0,
-    broker_down: Annotated[float, typer.Option(help="Seconds broker node 2 stays down.")] = 15.0,
+    broker_down: Annotated[
+        float, typer.Option(help="Seconds each stopped node stays down.")
+    ] = 15.0,
+    broker_stops: Annotated[int, typer.Option(help="Nodes stopped, one after the other.")] = 2,
     failure_rate: Annotated[float, typer.Option(help="Share of partner calls that fail.")] = 0.3,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
     instances: Annotated[int, typer.Option(help="Processes per service group.")] = 1,
@@ -47,6 +50,7 @@ def chaos(  # noqa: PLR0917 - typer options are parameters
         partner_failure_rate=failure_rate,
         kill_every_s=kill_every,
         broker_down_s=broker_down,
+        broker_stops=broker_stops,
         timeout_s=timeout,
         instances=instances,
         postgres_server_url=postgres,

@@ -19,7 +19,9 @@ from lab.chaos import ChaosPlan, run_chaos
 
 pytestmark = pytest.mark.integration
 
-BOUNDED = ChaosPlan(cases=16, rate_per_s=4.0, kill_every_s=3.0, broker_down_s=8.0, timeout_s=300)
+BOUNDED = ChaosPlan(
+    cases=16, rate_per_s=4.0, kill_every_s=3.0, broker_down_s=8.0, broker_stops=1, timeout_s=300
+)
 
 
 async def test_every_case_ends_once_through_broker_loss_sigkills_and_failing_partners(
@@ -29,6 +31,8 @@ async def test_every_case_ends_once_through_broker_loss_sigkills_and_failing_par
     print("\n" + "\n".join(report.lines()))  # noqa: T201 - the closing note quotes it
 
     assert report.broker_restarts == 1
+    assert report.lag  # the lag was watched all along
+    assert report.catch_up_seconds(10_000) != [None]
     assert sum(report.kills.values()) >= 5
     assert report.lost == 0
     assert report.ended == {"closed": BOUNDED.cases}
