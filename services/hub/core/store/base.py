@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+import structlog
+
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
     from datetime import datetime
+
+log = structlog.get_logger(__name__)
 
 JsonObject = dict[str, Any]
 Headers = tuple[tuple[str, bytes], ...]
@@ -144,3 +148,31 @@ class StateStore(Protocol):
 
     async def parked_keys(self, group: str) -> list[str]:
         """Every key of `group` that is parked now (for operators and tests)."""
+
+
+class RecordsOneAsABatch:
+    """`record_processed` as a batch of one, for a store whose `commit_batch` does the work."""
+
+    async def commit_batch(
+        self, group: str, events: Sequence[EventId], states: Mapping[str, JsonObject]
+    ) -> None:
+        """Implemented by the store."""
+        raise NotImplementedError
+
+    async def record_processed(
+        self,
+        group: str,
+        event: EventId,
+        *,
+        key: str | None = None,
+        state: JsonObject | None = None,
+    ) -> bool:
+        """Record `event` and upsert `state` for `key` in one transaction; False if known."""
+        if state is not None and key is None:
+            log.warning("state_without_key_ignored", group=group, event_id=event.id)
+        states = {key: state} if key is not None and state is not None else {}
+        try:
+            await self.commit_batch(group, [event], states)
+        except StaleBatchError:
+            return False
+        return True

@@ -18,6 +18,7 @@ from hub.core.store.base import (
     JsonObject,
     KafkaRecord,
     ParkedRecord,
+    RecordsOneAsABatch,
     StaleBatchError,
 )
 
@@ -160,7 +161,7 @@ def _where(url: str) -> str:
     return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
 
 
-class PostgresStateStore:
+class PostgresStateStore(RecordsOneAsABatch):
     """The StateStore on PostgreSQL through an asyncpg pool; safe for several processes."""
 
     def __init__(self, url: str) -> None:
@@ -227,24 +228,6 @@ class PostgresStateStore:
             return None
         document: JsonObject = json.loads(text)
         return document
-
-    async def record_processed(
-        self,
-        group: str,
-        event: EventId,
-        *,
-        key: str | None = None,
-        state: JsonObject | None = None,
-    ) -> bool:
-        """Record `event` and upsert `state` for `key` in one transaction; False if known."""
-        if state is not None and key is None:
-            log.warning("state_without_key_ignored", group=group, event_id=event.id)
-        states = {key: state} if key is not None and state is not None else {}
-        try:
-            await self.commit_batch(group, [event], states)
-        except StaleBatchError:
-            return False
-        return True
 
     async def load_batch(
         self, group: str, events: Collection[EventId], keys: Collection[str]

@@ -24,6 +24,7 @@ from hub.core.store.base import (
     JsonObject,
     KafkaRecord,
     ParkedRecord,
+    RecordsOneAsABatch,
     StaleBatchError,
 )
 
@@ -160,7 +161,7 @@ def _parked(row: sqlite3.Row | tuple[Any, ...]) -> ParkedRecord:
     return ParkedRecord(seq=seq, record=record)
 
 
-class SqliteStateStore:
+class SqliteStateStore(RecordsOneAsABatch):
     """The StateStore on one SQLite file, for a single instance of a service."""
 
     def __init__(self, path: Path | str) -> None:
@@ -227,24 +228,6 @@ class SqliteStateStore:
             return None
         document: JsonObject = json.loads(row[0])
         return document
-
-    async def record_processed(
-        self,
-        group: str,
-        event: EventId,
-        *,
-        key: str | None = None,
-        state: JsonObject | None = None,
-    ) -> bool:
-        """Record `event` and upsert `state` for `key` in one transaction; False if known."""
-        if state is not None and key is None:
-            log.warning("state_without_key_ignored", group=group, event_id=event.id)
-        states = {key: state} if key is not None and state is not None else {}
-        try:
-            await self.commit_batch(group, [event], states)
-        except StaleBatchError:
-            return False
-        return True
 
     async def load_batch(
         self, group: str, events: Collection[EventId], keys: Collection[str]
