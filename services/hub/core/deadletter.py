@@ -126,4 +126,10 @@ def failure_headers(
         ("x-hub-idempotency-key", idempotency_key),
         (DUE_AT, due.astimezone(UTC).isoformat() if due else None),
     ]
-    return tuple((name, value.encode()) for name, value in pairs if value is not None)
+    # backslashreplace: a message quoting a lone surrogate from the body must not fail the
+    # dead letter (that would hold the partition), nor lose the rest of the message.
+    return tuple(
+        (name, value.encode(errors="backslashreplace"))
+        for name, value in pairs
+        if value is not None
+    )

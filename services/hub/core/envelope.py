@@ -59,6 +59,13 @@ def child_traceparent(parent: str | None, cause_id: str, event_id: str) -> str:
     return f"00-{trace_id}-{span_id}-{flags}"
 
 
+def _is_envelope_header(name: str) -> bool:
+    return name.startswith("ce_") or name in _OTHER_ENVELOPE_HEADERS
+
+
+_OTHER_ENVELOPE_HEADERS = frozenset({"content-type", "traceparent", "correlationid", "causationid"})
+
+
 @dataclass(frozen=True, slots=True)
 class Envelope:
     """The CloudEvents attributes of one message, carried as `ce_*` Kafka headers."""
@@ -98,8 +105,10 @@ class Envelope:
         """Read the envelope from Kafka headers; raise UndecodableError naming what is wrong."""
         values: dict[str, str] = {}
         for name, raw in headers:
-            if name in values:
-                continue  # the first occurrence wins, as in the CloudEvents Kafka binding
+            if name in values or not _is_envelope_header(name):
+                # The first occurrence wins, as in the CloudEvents Kafka binding; headers of
+                # other systems (a binary trace context, a registry id) are theirs to read.
+                continue
             try:
                 values[name] = raw.decode()
             except UnicodeDecodeError as error:

@@ -104,5 +104,7 @@ def normalise_message(message: str) -> str:
 
 def fingerprint(error_class: str, message: str, stage: Stage) -> str:
     """A short stable id of a kind of failure: class, normalised message and stage."""
-    digest = hashlib.sha256(f"{error_class}|{normalise_message(message)}|{stage}".encode())
+    text = f"{error_class}|{normalise_message(message)}|{stage}"
+    # backslashreplace: a message may quote a lone surrogate read from a body.
+    digest = hashlib.sha256(text.encode(errors="backslashreplace"))
     return digest.hexdigest()[:16]

@@ -6,6 +6,7 @@ batch and commits after it. Decisions stay per record; the round trips are paid 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from collections import Counter
@@ -134,6 +135,11 @@ class Pipeline:
             for topic in service.all_inputs
             for tier, delay in enumerate(self._delays)
         }
+        self._input_of = {
+            retry_topic(topic, service.group, delay): topic
+            for topic in service.all_inputs
+            for delay in self._delays
+        }
         self._inputs = frozenset(service.all_inputs)
         # Records on these topics carry a due time and wait for it.
         self._scheduled = {*self._tier_of, *service.timer_topics}
@@ -185,9 +191,17 @@ class Pipeline:
             attempts, first_failure = deadletter.previous_failure(record)
             deadletter.due_at(record)
         except Exception as error:  # noqa: BLE001 - any header the hub cannot read
-            original = replace(record, headers=deadletter.original_headers(record.headers))
+            # Its dead letter goes where its input's would (a declared topic), and it keeps
+            # the envelope it has, so that a retry record still releases its key's park.
+            home = self._home_topic(self._input_of.get(record.topic, record.topic))
+            original = replace(
+                record, topic=home, headers=deadletter.original_headers(record.headers)
+            )
             reason = UndecodableError(f"hub headers are unreadable: {error}")
-            return _Read(original, tier, 0, None, failure=reason)
+            known: Envelope | None = None
+            with contextlib.suppress(Exception):
+                known = Envelope.from_headers(original.headers)
+            return _Read(original, tier, 0, None, known, failure=reason)
         original = replace(
             record,
             topic=self._home_topic(origin.topic),
@@ -251,6 +265,7 @@ class Pipeline:
                 read.first_failure or self._clock(),
             )
             self._dead_letter(work, original, failure, handler_name="-", envelope=read.envelope)
+            await self._release_if_head(read, work)
             return Outcome.DEAD_LETTERED
         envelope, event, key = read.envelope, read.event, read.key
         handler = self.service.handlers.get(event.event_type)
@@ -272,14 +287,17 @@ class Pipeline:
                 return Outcome.PARKED
 
         outcome = await self._attempt(read, handler, work)
-        if (
-            outcome in {Outcome.PROCESSED, Outcome.DEAD_LETTERED}
-            and key is not None
-            and read.tier is not None
-            and await work.park_head(key) == envelope.id
-        ):
-            await self._release(key, work)
+        if outcome in {Outcome.PROCESSED, Outcome.DEAD_LETTERED}:
+            await self._release_if_head(read, work)
         return outcome
+
+    async def _release_if_head(self, read: _Read, work: UnitOfWork) -> None:
+        """A retry record done with (handled or dead-lettered) lets its key's followers go."""
+        key = read.key
+        if read.tier is None or key is None or read.envelope is None:
+            return
+        if await work.park_head(key) == read.envelope.id:
+            await self._release(key, work)
 
     async def _attempt(self, read: _Read, handler: Handler, work: UnitOfWork) -> Outcome:
         settings = self._settings
@@ -291,8 +309,12 @@ class Pipeline:
             await self._handle(read, handler, tracker, work)
         except Exception as first:  # noqa: BLE001 - every failure is classified and routed below
             error = first
-            if classify(first) is FailureClass.TRANSIENT:
-                tries, error = await self._retry_inline(read, handler, tracker, work, first)
+            # In-process attempts count against max_attempts like every other attempt.
+            budget = min(settings.inline_attempts, settings.max_attempts - read.attempts)
+            if classify(first) is FailureClass.TRANSIENT and budget > 1:
+                tries, error = await self._retry_inline(
+                    read, handler, tracker, work, first_error=first, budget=budget
+                )
         if error is None:
             return Outcome.PROCESSED
         failure = deadletter.Failure(
@@ -321,13 +343,14 @@ class Pipeline:
         handler: Handler,
         tracker: _StageTracker,
         work: UnitOfWork,
+        *,
         first_error: Exception,
+        budget: int,
     ) -> tuple[int, Exception | None]:
         """Retry a transient failure in process: (attempts made, the last error or None)."""
         settings = self._settings
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(settings.inline_attempts)
-            | stop_after_delay(settings.inline_deadline_s),
+            stop=stop_after_attempt(budget) | stop_after_delay(settings.inline_deadline_s),
             wait=wait_exponential_jitter(
                 multiplier=settings.inline_backoff_s, max=settings.inline_deadline_s
             ),
@@ -581,7 +604,9 @@ class UnitOfWork:
 
 
 def _text(key: bytes | None) -> str | None:
-    return key.decode(errors="replace") if key is not None else None
+    # backslashreplace, not replace: two different non-UTF-8 keys stay two keys (one state
+    # document and one park each), and the text can still be stored and logged.
+    return key.decode(errors="backslashreplace") if key is not None else None
 
 
 def _handler_name(handler: Handler) -> str:
