@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from hub.core import deadletter
 from hub.core.deadletter import header
+from hub.core.settings import parse_duration
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -41,6 +42,17 @@ class Ref:
         if not topic or not partition.isdigit() or not rest.isdigit():
             raise ValueError(f"not a dead-letter reference (topic:partition:offset): {text!r}")
         return cls(topic, int(partition), int(rest))
+
+
+def parse_time(text: str | None, *, now: datetime | None = None) -> datetime | None:
+    """An RFC 3339 time (UTC when it has no zone), or a duration ago such as `2h`."""
+    if not text:
+        return None
+    try:
+        return (now or datetime.now(UTC)) - parse_duration(text)
+    except ValueError:
+        when = datetime.fromisoformat(text)
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _ms_to_time(ms: int) -> datetime:
