@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import bisect
 import dataclasses
+import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar, cast
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import structlog
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from hub.core.store.base import KafkaRecord
 from hub.core.topics import parking_topic, replay_topic
@@ -26,24 +28,22 @@ from hub.ops.dlq import (
     FingerprintGroup,
     Selection,
     ServiceSummary,
-    group_by_fingerprint,
     group_of_topic,
     select,
-    summarise,
 )
 from hub.ops.kafka_io import TopicReader
 from hub.ops.replay import ORIGIN_PREFIX
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Iterable
 
     from hub.core.settings import HubSettings
 
 log = structlog.get_logger(__name__)
-T = TypeVar("T")
 
 TREND_BUCKETS = 24
-TREND_BUCKET = timedelta(hours=1)
+HOUR_MS = 3_600_000
+PARTIAL_EVERY_S = 0.5
 
 
 def slim(letter: DeadLetter) -> DeadLetter:
@@ -75,54 +75,75 @@ class GroupLag:
 
 
 @dataclasses.dataclass(slots=True)
+class Tallies:
+    """Counts kept up to date letter by letter, with the same `add` as `hub dlq list|groups`."""
+
+    services: dict[str, ServiceSummary] = dataclasses.field(default_factory=dict)
+    groups: dict[tuple[str, str], FingerprintGroup] = dataclasses.field(default_factory=dict)
+    hours: dict[str, Counter[int]] = dataclasses.field(default_factory=dict)
+    """Per service, dead letters per hour since the epoch."""
+
+    def add(self, letter: DeadLetter) -> None:
+        """Count one more letter everywhere."""
+        service = self.services.get(letter.group)
+        if service is None:
+            service = self.services[letter.group] = ServiceSummary(letter.group)
+        service.add(letter)
+        key = (letter.group, letter.fingerprint)
+        group = self.groups.get(key)
+        if group is None:
+            group = self.groups[key] = FingerprintGroup.of(letter)
+        group.add(letter)
+        hour = letter.record.timestamp_ms // HOUR_MS
+        self.hours.setdefault(letter.group, Counter())[hour] += 1
+
+    @classmethod
+    def of(cls, letters: Iterable[DeadLetter]) -> Tallies:
+        """The tallies of `letters`, counted afresh."""
+        tallies = cls()
+        for letter in letters:
+            tallies.add(letter)
+        return tallies
+
+
+@dataclasses.dataclass(slots=True)
 class Snapshot:
-    """What one refresh saw, and views derived from it once (pages share them)."""
+    """What one refresh saw; lists and counts cost no pass over the letters, selections one."""
 
     version: int
     letters: list[DeadLetter]
+    tallies: Tallies
     parked: dict[str, int]
     lags: dict[str, GroupLag]
     caught_up: bool
     refreshed_at: datetime
-    _cache: dict[object, object] = dataclasses.field(default_factory=dict)
-
-    def _cached(self, key: object, make: Callable[[], T]) -> T:
-        if key not in self._cache:
-            self._cache[key] = make()
-        return cast("T", self._cache[key])  # each key is only ever filled by one kind of view
+    _selected: dict[Selection, list[DeadLetter]] = dataclasses.field(default_factory=dict)
 
     def summaries(self) -> list[ServiceSummary]:
-        """Per service: count, oldest, newest, top fingerprints (`hub dlq list`)."""
-        return self._cached("summaries", lambda: summarise(self.letters))
-
-    def selected(self, selection: Selection) -> list[DeadLetter]:
-        """The letters `selection` takes, in reference order."""
-        return self._cached(("select", selection), lambda: select(self.letters, selection))
+        """Per service: count, oldest, newest, top fingerprints (`hub dlq list`), by name."""
+        return [self.tallies.services[name] for name in sorted(self.tallies.services)]
 
     def groups(self, group: str | None = None) -> list[FingerprintGroup]:
-        """Fingerprint groups, the largest first (`hub dlq groups`)."""
-        return self._cached(
-            ("groups", group),
-            lambda: group_by_fingerprint(self.selected(Selection(group=group))),
-        )
+        """Fingerprint groups (of `group`), the largest first (`hub dlq groups`)."""
+        chosen = (g for g in self.tallies.groups.values() if group is None or g.group == group)
+        return sorted(chosen, key=FingerprintGroup.sort_key)
+
+    def selected(self, selection: Selection) -> list[DeadLetter]:
+        """The letters `selection` takes, in reference order (one pass, kept for paging)."""
+        found = self._selected.get(selection)
+        if found is None:
+            # The letters are kept partition by partition in offset order: reference order.
+            found = self._selected[selection] = select(self.letters, selection, in_order=True)
+        return found
 
     def trend(self, now: datetime | None = None) -> dict[str, list[int]]:
         """Per service, dead letters written in each of the last 24 hours, oldest hour first."""
-        end = (now or self.refreshed_at).replace(minute=0, second=0, microsecond=0) + TREND_BUCKET
-        start = end - TREND_BUCKETS * TREND_BUCKET
-
-        def make() -> dict[str, list[int]]:
-            counts: dict[str, list[int]] = {}
-            start_ms = start.timestamp() * 1000
-            width_ms = TREND_BUCKET.total_seconds() * 1000
-            for letter in self.letters:
-                bucket = int((letter.record.timestamp_ms - start_ms) // width_ms)
-                row = counts.setdefault(letter.group, [0] * TREND_BUCKETS)
-                if 0 <= bucket < TREND_BUCKETS:
-                    row[bucket] += 1
-            return counts
-
-        return self._cached(("trend", end), make)
+        last = int((now or self.refreshed_at).timestamp() * 1000) // HOUR_MS
+        hours = range(last - TREND_BUCKETS + 1, last + 1)
+        return {
+            group: [counts.get(hour, 0) for hour in hours]
+            for group, counts in sorted(self.tallies.hours.items())
+        }
 
 
 class LetterIndex:
@@ -136,7 +157,13 @@ class LetterIndex:
         self._position: dict[TopicPartition, int] = {}
         self._lock = asyncio.Lock()
         self._version = 0
-        self._snapshot = Snapshot(0, [], {}, {}, caught_up=False, refreshed_at=datetime.now(UTC))
+        self._tallies = Tallies()
+        self._untallied: list[DeadLetter] = []
+        self._recount = False
+        self._snapshot = Snapshot(
+            0, [], self._tallies, {}, {}, caught_up=False, refreshed_at=datetime.now(UTC)
+        )
+        self._snapshot_at = time.monotonic()
 
     @property
     def snapshot(self) -> Snapshot:
@@ -169,19 +196,23 @@ class LetterIndex:
             async for batch in reader.scan(start, end):
                 for record in batch:
                     tp = TopicPartition(record.topic, record.partition)
-                    self._by_partition.setdefault(tp, []).append(
-                        slim(DeadLetter.from_record(record))
-                    )
+                    letter = slim(DeadLetter.from_record(record))
+                    self._by_partition.setdefault(tp, []).append(letter)
+                    self._untallied.append(letter)
                     self._offsets.setdefault(tp, []).append(record.offset)
                     changed = True
-                # A page during a long first read shows what has arrived so far.
-                self._publish(bounds, changed=changed, caught_up=False)
-                changed = False
+                # A page during a long first read shows what has arrived so far (at most twice
+                # a second: each publication copies the list of letters).
+                if changed and time.monotonic() - self._snapshot_at >= PARTIAL_EVERY_S:
+                    self._publish(bounds, changed=changed, caught_up=False)
+                    changed = False
             self._position.update(end)
             groups = {group_of_topic(tp.topic) for tp in bounds}
             parked = await self._parked(reader, names, groups)
-            lags = await self._lags(reader, names, groups)
-            self._publish(bounds, changed=changed, caught_up=True, parked=parked, lags=lags)
+            self._publish(bounds, changed=changed, caught_up=True, parked=parked)
+            self._publish(
+                bounds, changed=False, caught_up=True, lags=await self._lags(reader, names, groups)
+            )
             return self._snapshot
 
     def _forget_deleted(self, bounds: dict[TopicPartition, tuple[int, int]]) -> bool:
@@ -192,7 +223,7 @@ class LetterIndex:
             cut = len(offsets) if first is None else bisect.bisect_left(offsets, first)
             if cut:
                 del self._by_partition[tp][:cut], offsets[:cut]
-                changed = True
+                changed = self._recount = True  # counts cannot be taken back one by one
         for tp, (first, _) in bounds.items():
             if self._position.get(tp, first) < first:
                 self._position[tp] = first
@@ -215,15 +246,25 @@ class LetterIndex:
             if changed or old.version != self._version
             else old.letters
         )
+        if self._recount:
+            # A new object: a page still holding the old snapshot keeps consistent counts.
+            self._tallies = Tallies.of(letters)
+            self._recount = False
+        else:
+            for letter in self._untallied:
+                self._tallies.add(letter)
+        self._untallied.clear()
+        self._snapshot_at = time.monotonic()
         self._snapshot = Snapshot(
             version=self._version,
             letters=letters,
+            tallies=self._tallies,
             parked=old.parked if parked is None else parked,
             lags=old.lags if lags is None else lags,
             caught_up=caught_up,
             refreshed_at=datetime.now(UTC),
-            # Derived views stay valid while the letters are the same list.
-            _cache=old._cache if letters is old.letters else {},  # noqa: SLF001 - same class
+            # Selections stay valid while the letters are the same list.
+            _selected=old._selected if letters is old.letters else {},  # noqa: SLF001 - same class
         )
 
     @staticmethod
@@ -242,7 +283,12 @@ class LetterIndex:
             if topic not in names:
                 continue
             bounds = await reader.bounds([topic])
-            committed = await reader.committed(group, list(bounds))
+            try:
+                committed = await reader.committed(group, list(bounds))
+            except KafkaError as error:
+                # A group that never consumed may have no coordinator yet: no lag to show.
+                log.debug("replay_lag_unknown", group=group, error=str(error))
+                continue
             lags[group] = GroupLag(
                 end=sum(end for _, end in bounds.values()),
                 committed=sum(committed.get(tp, first) for tp, (first, _) in bounds.items()),
