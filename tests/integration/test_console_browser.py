@@ -354,8 +354,10 @@ def replay_and_edit(browser: Browser, scene: Scene) -> dict[str, str]:
     assert "Edited copy" in browser.text("#edited")
     browser.shot("12-edited")
 
+    resumed_id = stop_and_resume(browser, scene, handler_fp)
     browser.open("/replays")
     assert replay_id in browser.text("#replays")
+    assert resumed_id in browser.text("#replays")
     browser.shot("13-replays")
 
     browser.open("/audit?actor=alice")
@@ -363,7 +365,26 @@ def replay_and_edit(browser: Browser, scene: Scene) -> dict[str, str]:
     assert {"show", "dry-run", "replay", "edit"} <= actions, actions
     browser.shot("14-audit")
     browser.sign_out()
-    return {"replay_id": replay_id, "handler_fp": handler_fp}
+    return {"replay_id": replay_id, "handler_fp": handler_fp, "resumed_id": resumed_id}
+
+
+def stop_and_resume(browser: Browser, scene: Scene, handler_fp: str) -> str:
+    """A slow replay stopped after its first chunks, then resumed: each letter is sent once."""
+    browser.open(f"/letters?group={scene.group}&fingerprint={handler_fp}")
+    browser.fill("#replay-form input[name=rate]", "4")  # one record a chunk, four a second
+    browser.click("#replay-button")
+    browser.wait_for("the replay to start", lambda: int(browser.text("#sent")) >= 1)
+    replay_id = browser.driver.current_url.rsplit("/", 1)[1]
+    browser.click("#stop")
+    browser.wait_for("the replay to stop", lambda: browser.text("#state") == "stopped")
+    assert 1 <= int(browser.text("#sent")) < HANDLER_FAILURES
+    browser.shot("13a-replay-stopped")
+    browser.click("#resume")
+    browser.wait_for(
+        "the resumed replay to finish",
+        lambda: browser.text("#state") == "done" and browser.text("#sent") == "20",
+    )
+    return replay_id
 
 
 def viewer_flow(browser: Browser, scene: Scene) -> tuple[dict[str, str], str]:
@@ -418,6 +439,7 @@ def refusals(base_url: str, viewer: dict[str, str], viewer_csrf: str, operator: 
         assert home.headers["location"].startswith("/login")
         assert anonymous.get("/replays/abc/progress.json").status_code == 401
         assert anonymous.get("/static/console.js").status_code == 303
+        assert anonymous.get("/no-such-page").status_code == 303  # not even a 404 page
         assert anonymous.post("/replays", data=selection).status_code == 401
     with httpx.Client(base_url=base_url, cookies=viewer, follow_redirects=False) as victor:
         assert victor.get("/").status_code == 200
@@ -459,7 +481,8 @@ async def test_on_call_console_in_a_real_browser(scene: Scene, driver: webdriver
         match=lambda record: record.key == scene.group.encode(),
     )
     trail = [OpsActionAuditedV1.model_validate_json(r.value or b"") for r in records]
-    replay = next(a for a in trail if a.action == "replay")
+    replays = [a for a in trail if a.action == "replay"]
+    replay = replays[0]
     assert (replay.actor, replay.count, replay.reason) == (
         "alice",
         HANDLER_FAILURES,
@@ -467,13 +490,17 @@ async def test_on_call_console_in_a_real_browser(scene: Scene, driver: webdriver
     )
     assert replay.replay_id == found["replay_id"]
     assert replay.selection == {"group": scene.group, "fingerprint": found["handler_fp"]}
+    # The stopped run and its resumption: one audit event each, 20 sent between them.
+    assert [a.replay_id for a in replays[1:]] == [found["resumed_id"]] * 2
+    assert sum(a.outcome["sent"] for a in replays[1:]) == HANDLER_FAILURES
+    assert [a.outcome["done"] for a in replays[1:]] == [0, 1]
     assert [a.actor for a in trail if a.action == "purge"] == ["alice"]
     assert next(a for a in trail if a.action == "edit").diff[0].after == EDITED_SEQ
     assert {a.actor for a in trail if a.action == "show"} == {"alice", "victor"}
     assert not [a for a in trail if a.action == "replay" and a.actor == "victor"]
-    # Refused requests sent nothing: one replay run, by alice.
-    assert len([a for a in trail if a.action == "replay"]) == 1
+    # Refused requests sent nothing: alice's two replay runs are all there is.
+    assert {a.replay_id for a in replays} == {found["replay_id"], found["resumed_id"]}
 
     names = sorted(path.name for path in browser.shots)
-    assert len(names) == 19, names
+    assert len(names) == 20, names
     assert all(path.stat().st_size > 1000 for path in browser.shots)

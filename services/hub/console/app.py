@@ -16,6 +16,7 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.console.auth import Session, Sessions, authenticate, same_token
 from hub.console.runs import Runs
@@ -42,6 +43,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 SESSION_COOKIE = "hub_console_session"
+STOP_WAIT_S = 10.0
 LOGIN_COOKIE = "hub_console_login"
 STATIC = Path(__file__).parent / "static"
 SELECTION_FIELDS = ("group", "fingerprint", "error_class", "since", "until", "refs", "ids")
@@ -300,9 +302,12 @@ def create_app(
             return RedirectResponse(f"/login?{urlencode({'next': target})}", status_code=303)
         return JSONResponse({"detail": "sign in first"}, status_code=401)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, error: HTTPException) -> Response:
+    # Starlette's class: unknown paths (404) and wrong methods (405) raise it, not FastAPI's.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         session = _console(request).sessions.get(request.cookies.get(SESSION_COOKIE))
+        if session is None and request.url.path != "/login":
+            return await not_signed_in(request, NotSignedInError())  # not even a 404 page
         return _render(
             request, "error.html", session, status_code=error.status_code, message=error.detail
         )
@@ -322,8 +327,10 @@ def create_app(
 @router.get("/login")
 async def login_page(request: Request, console: ConsoleDep) -> Response:
     """The sign-in form."""
-    # Login CSRF: the form must come back with the token of the cookie set here.
-    token = secrets.token_urlsafe(32)
+    # Login CSRF: the form must come back with the token of the cookie set here. An existing
+    # token is kept: a second tab (or the browser's favicon request, redirected here) must not
+    # invalidate the form already shown.
+    token = request.cookies.get(LOGIN_COOKIE) or secrets.token_urlsafe(32)
     response = _render(
         request, "login.html", None, token=token, next=request.query_params.get("next", "/")
     )
@@ -613,6 +620,10 @@ async def stop_replay(
         raise HTTPException(409, f"replay {replay_id} is not running here")
     run.stop.set()
     log.info("console_replay_stop_asked", replay_id=replay_id, by=session.name)
+    if run.task is not None:
+        # The run ends at its next chunk boundary: show the page once it has, with Resume.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(run.task), timeout=STOP_WAIT_S)
     return RedirectResponse(f"/replays/{replay_id}", status_code=303)
 
 
