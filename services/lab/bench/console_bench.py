@@ -72,6 +72,7 @@ KINDS: tuple[tuple[str, str, Stage, int], ...] = (
 WARM_VIEWS = 5
 # Sends awaited together: enough to keep the producer's batches full.
 SEND_WINDOW = 5000
+NEW_LETTERS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +94,11 @@ def _kind(number: int) -> tuple[str, str, Stage]:
     return KINDS[0][:3]
 
 
-async def load_letters(settings: HubSettings, count: int) -> float:
-    """Produce `count` dead letters spread over the groups and the last 24 hours; seconds taken."""
+async def load_letters(settings: HubSettings, count: int, *, first: int = 0) -> float:
+    """Produce `count` dead letters spread over the groups and the last 24 hours; seconds taken.
+
+    Numbered from `first`, so that a second load adds letters with other ids and times.
+    """
     await apply_topics(
         settings.kafka_bootstrap_servers,
         declare(settings, [Subscription(group, (INPUT,)) for group in GROUPS]),
@@ -110,14 +114,14 @@ async def load_letters(settings: HubSettings, count: int) -> float:
     await producer.start()
     try:
         pending = []
-        for number in range(count):
+        for number in range(first, first + count):
             group = GROUPS[number % len(GROUPS)]
             error_class, message, stage = _kind(number // len(GROUPS))
             request = sample_request_v2(number)
             original = event_record(
                 INPUT, request, key=request.request_id, source="urn:storefront:mall"
             )
-            at = now - timedelta(seconds=86_400 * (count - number) / count)
+            at = now - timedelta(seconds=86_400 * (first + count - number) / (first + count))
             failure = (
                 ("x-hub-origin-topic", INPUT),
                 ("x-hub-origin-partition", str(number % 3)),
@@ -243,6 +247,7 @@ def run(settings: HubSettings, letters: int) -> None:
             _sign_in(client)
             timings = [_time(client, page, path) for page, path in pages]
             timings.append(_time_dry_run(client, fp.fingerprint, fp.count))
+            timings += _after_new_letters(settings, state, client, letters)
     finally:
         server.stop_blocking()
     table = Table(title=f"console pages with {letters:,} dead letters ({len(GROUPS)} groups)")
@@ -264,6 +269,23 @@ def _time_dry_run(client: httpx.Client, fp: str, count: int) -> Timing:
     return Timing(
         f"action: dry-run of {count:,} letters", elapsed, elapsed, len(answer.content) / 1024
     )
+
+
+def _after_new_letters(
+    settings: HubSettings, state: ConsoleState, client: httpx.Client, letters: int
+) -> list[Timing]:
+    """Add letters while the console runs: they are read alone, and pages stay fast."""
+    asyncio.run(load_letters(settings, NEW_LETTERS, first=letters))
+    seen_s = _wait_indexed(state, letters + NEW_LETTERS, timeout_s=60)
+    out.print(f"{NEW_LETTERS:,} new dead letters were on the overview {seen_s:.1f}s after sending")
+    return [
+        _time(client, f"{name}, after {NEW_LETTERS:,} new letters", path)
+        for name, path in (
+            ("overview", "/"),
+            ("groups", "/groups"),
+            ("letters, page 1", "/letters"),
+        )
+    ]
 
 
 @app.command()
