@@ -25,6 +25,7 @@ from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from hub.console.app import create_app
@@ -85,7 +86,21 @@ class Browser:
         field.send_keys(text)
 
     def click(self, css: str) -> None:
+        """Click a link or submit button and wait for the page it leads to."""
+        page = self.find("html")
         self.find(css).click()
+        self._wait_new_page(page)
+
+    def back(self) -> None:
+        page = self.find("html")
+        self.driver.back()
+        self._wait_new_page(page)
+
+    def _wait_new_page(self, page: WebElement) -> None:
+        WebDriverWait(self.driver, WAIT_S).until(expected_conditions.staleness_of(page))
+        WebDriverWait(self.driver, WAIT_S).until(
+            lambda driver: driver.execute_script("return document.readyState") == "complete"
+        )
 
     def wait_for(self, what: str, check: Callable[[], bool], timeout_s: float = WAIT_S) -> None:
         def ready(_: Any) -> bool:
@@ -414,7 +429,7 @@ def purge_flow(browser: Browser, scene: Scene) -> None:
     browser.shot("17-purge-confirm")
     browser.click("#purge-button")
     assert "Type the topic name" in browser.text("#error")
-    browser.driver.back()
+    browser.back()
     browser.fill("#confirm", scene.dlq)
     browser.click("#purge-button")
     assert browser.text("#purged") == f"{TOTAL} dead letter(s) deleted from {scene.dlq}"
