@@ -456,6 +456,13 @@ def refusals(base_url: str, viewer: dict[str, str], viewer_csrf: str, operator: 
         assert anonymous.get("/static/console.js").status_code == 303
         assert anonymous.get("/no-such-page").status_code == 303  # not even a 404 page
         assert anonymous.post("/replays", data=selection).status_code == 401
+        # Signing in never leads off the console, and needs the form's token.
+        form = anonymous.get("/login")
+        token = form.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        sign_in = {"name": "victor", "password": PASSWORDS["victor"], "next": "//evil.example"}
+        assert anonymous.post("/login", data=sign_in).status_code == 403  # no token
+        signed_in = anonymous.post("/login", data={**sign_in, "csrf": token})
+        assert (signed_in.status_code, signed_in.headers["location"]) == (303, "/")
     with httpx.Client(base_url=base_url, cookies=viewer, follow_redirects=False) as victor:
         assert victor.get("/").status_code == 200
         refused = victor.post("/replays", data={**selection, "csrf": viewer_csrf})

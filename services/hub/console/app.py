@@ -8,6 +8,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 from urllib.parse import parse_qs, urlencode
@@ -87,7 +88,9 @@ def _templates() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["when"] = lambda at: at.strftime("%Y-%m-%d %H:%M:%SZ") if at else "-"
+    env.filters["when"] = lambda at: (
+        at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if at else "-"
+    )
     env.filters["short"] = lambda text, n=120: text if len(text) <= n else text[: n - 1] + "…"
     env.filters["tojson_pretty"] = lambda data: json.dumps(data, indent=2, ensure_ascii=False)
     env.globals["query"] = lambda **params: urlencode(
@@ -373,7 +376,7 @@ async def login(request: Request, console: ConsoleDep, form: FormDep) -> Respons
     session = console.sessions.open(name, role)
     log.info("console_signed_in", name=name, role=role)
     target = form.get("next", "/")
-    if not target.startswith("/") or target.startswith("//"):
+    if not target.startswith("/") or target.startswith(("//", "/\\")):
         target = "/"  # never redirect off the console
     redirect = RedirectResponse(target, status_code=303)
     redirect.set_cookie(
