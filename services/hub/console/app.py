@@ -23,6 +23,7 @@ from hub.console.auth import Session, Sessions, authenticate, same_token
 from hub.console.runs import Runs
 from hub.core.errors import PermanentError
 from hub.core.service import KafkaSink
+from hub.core.topics import CASE_STATUS
 from hub.ops.actions import NotFoundError, Ops, default_registry
 from hub.ops.dlq import Ref, Selection, parse_time
 from hub.ops.index import TREND_BUCKETS, LetterIndex
@@ -480,7 +481,10 @@ async def case(request: Request, console: ConsoleDep, session: SessionDep) -> Re
     from tracker.snapshots import read_snapshots  # noqa: PLC0415 - imports every model
 
     case_id = request.query_params.get("id", "")
-    snapshot = (await read_snapshots(console.settings, timeout_s=5.0)).get(case_id)
+    snapshot = None
+    # Without the tracker's topic the reader would wait for partitions that never come.
+    if CASE_STATUS in console.index.snapshot.topics:
+        snapshot = (await read_snapshots(console.settings, timeout_s=5.0)).get(case_id)
     return _render(request, "case.html", session, case_id=case_id, snapshot=snapshot)
 
 

@@ -117,6 +117,8 @@ class Snapshot:
     lags: dict[str, GroupLag]
     caught_up: bool
     refreshed_at: datetime
+    topics: frozenset[str] = frozenset()
+    """Every topic on the cluster at the refresh."""
     _selected: dict[Selection, list[DeadLetter]] = dataclasses.field(default_factory=dict)
 
     def summaries(self) -> list[ServiceSummary]:
@@ -160,6 +162,7 @@ class LetterIndex:
         self._tallies = Tallies()
         self._untallied: list[DeadLetter] = []
         self._recount = False
+        self._topics: frozenset[str] = frozenset()
         self._snapshot = Snapshot(
             0, [], self._tallies, {}, {}, caught_up=False, refreshed_at=datetime.now(UTC)
         )
@@ -188,6 +191,7 @@ class LetterIndex:
             if reader is None:
                 raise RuntimeError("the index is not started")
             names = await reader.topic_names()
+            self._topics = frozenset(names)
             dead = sorted(name for name in names if name.endswith(".dlq"))
             bounds = await reader.bounds(dead)
             changed = self._forget_deleted(bounds)
@@ -263,6 +267,7 @@ class LetterIndex:
             lags=old.lags if lags is None else lags,
             caught_up=caught_up,
             refreshed_at=datetime.now(UTC),
+            topics=self._topics,
             # Selections stay valid while the letters are the same list.
             _selected=old._selected if letters is old.letters else {},  # noqa: SLF001 - same class
         )
