@@ -22,10 +22,9 @@ from kafka_io import create_topics, read_records
 from probe import REGISTRY, FaultPlan, ProbeDoneV1, ProbeV1, probe_service
 from pydantic import SecretStr
 from selenium import webdriver
-from selenium.common.exceptions import TimeoutException
+from selenium.common.exceptions import TimeoutException, WebDriverException
 from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from hub.console.app import create_app
@@ -97,7 +96,16 @@ class Browser:
         self._wait_new_page(page)
 
     def _wait_new_page(self, page: WebElement) -> None:
-        WebDriverWait(self.driver, WAIT_S).until(expected_conditions.staleness_of(page))
+        def left(_: Any) -> bool:
+            try:
+                page.is_enabled()
+            except WebDriverException:
+                # Stale, or chromedriver's "node does not belong to the document": either way
+                # the old page is gone.
+                return True
+            return False
+
+        WebDriverWait(self.driver, WAIT_S).until(left)
         WebDriverWait(self.driver, WAIT_S).until(
             lambda driver: driver.execute_script("return document.readyState") == "complete"
         )

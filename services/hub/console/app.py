@@ -211,12 +211,13 @@ def _progress(
     group = checkpoint.selection.get("group")
     snapshot = console.index.snapshot
     lag = snapshot.lags.get(group) if group else None
-    # The lag is read by the index; only a reading taken after the run's last chunk counts.
+    # The lag is read by the index; only a reading begun after the run's last chunk counts.
     settled = (
         checkpoint.done
         and lag is not None
         and lag.lag == 0
-        and snapshot.refreshed_at > checkpoint.updated_at
+        and snapshot.lags_at is not None
+        and snapshot.lags_at > checkpoint.updated_at
     )
     return {
         "settled": settled,

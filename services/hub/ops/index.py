@@ -119,6 +119,8 @@ class Snapshot:
     refreshed_at: datetime
     topics: frozenset[str] = frozenset()
     """Every topic on the cluster at the refresh."""
+    lags_at: datetime | None = None
+    """When the reading of `lags` began: they show at least what was committed then."""
     _selected: dict[Selection, list[DeadLetter]] = dataclasses.field(default_factory=dict)
 
     def summaries(self) -> list[ServiceSummary]:
@@ -214,9 +216,9 @@ class LetterIndex:
             groups = {group_of_topic(tp.topic) for tp in bounds}
             parked = await self._parked(reader, names, groups)
             self._publish(bounds, changed=changed, caught_up=True, parked=parked)
-            self._publish(
-                bounds, changed=False, caught_up=True, lags=await self._lags(reader, names, groups)
-            )
+            lags_at = datetime.now(UTC)
+            lags = await self._lags(reader, names, groups)
+            self._publish(bounds, changed=False, caught_up=True, lags=lags, lags_at=lags_at)
             return self._snapshot
 
     def _forget_deleted(self, bounds: dict[TopicPartition, tuple[int, int]]) -> bool:
@@ -241,6 +243,7 @@ class LetterIndex:
         caught_up: bool,
         parked: dict[str, int] | None = None,
         lags: dict[str, GroupLag] | None = None,
+        lags_at: datetime | None = None,
     ) -> None:
         old = self._snapshot
         if changed:
@@ -265,6 +268,7 @@ class LetterIndex:
             tallies=self._tallies,
             parked=old.parked if parked is None else parked,
             lags=old.lags if lags is None else lags,
+            lags_at=old.lags_at if lags is None else lags_at,
             caught_up=caught_up,
             refreshed_at=datetime.now(UTC),
             topics=self._topics,

@@ -14,6 +14,8 @@
     var bar = document.getElementById("bar");
     bar.max = p.total || 1;
     bar.value = p.scanned;
+    var stop = document.getElementById("stop");
+    if (stop && p.state !== "running") { stop.form.hidden = true; }
   }
   function poll() {
     fetch(box.dataset.url, { credentials: "same-origin", cache: "no-store" })
