@@ -61,7 +61,7 @@ bench: kafka-jars
 
 # The console's pages timed with 100,000 dead letters on a real broker; LETTERS=... to change.
 bench-console: kafka-jars
-	$(BIN)/python -m hub.bench.console_bench --letters $(or $(LETTERS),100000)
+	PYTHONPATH=services $(BIN)/python -m lab.bench.console_bench --letters $(or $(LETTERS),100000)
 
 clean:
 	rm -rf $(VENV) .hub .mypy_cache .ruff_cache .pytest_cache

@@ -1,4 +1,4 @@
-"""Issue 17 in a real browser: the on-call console over real dead letters on the real broker.
+"""The on-call console in a real browser, over real dead letters on the real broker.
 
 Headless Chromium from Debian's packages, driven by Selenium through /usr/bin/chromedriver
 (`make browser` installs both). Every page is saved as a screenshot under

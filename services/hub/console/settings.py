@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hub.core.settings import Seconds
+
 Role = Literal["viewer", "operator"]
 
 
@@ -34,7 +36,7 @@ class ConsoleSettings(BaseSettings):
         description='Who may sign in, as JSON: {"alice": {"password_hash": "scrypt$...", '
         '"role": "operator"}}. Nobody can sign in while it is empty.',
     )
-    session_ttl_s: float = Field(
+    session_ttl_s: Seconds = Field(
         default=8 * 3600, gt=0, description="A session ends this long after sign-in."
     )
     secure_cookies: bool = Field(
@@ -42,7 +44,7 @@ class ConsoleSettings(BaseSettings):
         description="Mark the session cookie Secure: set it when the console is behind HTTPS.",
     )
     page_size: int = Field(default=50, ge=1, le=1000, description="Rows per page of a list.")
-    refresh_s: float = Field(
+    refresh_s: Seconds = Field(
         default=1.0, gt=0, description="How often the dead-letter view reads new dead letters."
     )
     dry_run_rows: int = Field(
