@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/libs
 
-.PHONY: test demo bench chaos lint typecheck schemas-check unit integration install kafka-jars postgres clean
+.PHONY: test demo bench bench-console chaos lint typecheck schemas-check unit integration install kafka-jars postgres browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,14 @@ kafka-jars: install
 postgres:
 	@bash deploy/postgres/ensure-postgres.sh > /dev/null
 
+# Headless Chromium and its WebDriver from Debian, for the console's browser tests (run as root).
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium chromium-driver; \
+	fi
+
 lint: install
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
@@ -32,7 +40,7 @@ typecheck: install
 schemas-check: install
 	$(BIN)/hub schemas check
 
-test: lint typecheck schemas-check kafka-jars postgres
+test: lint typecheck schemas-check kafka-jars postgres browser
 	HUB_TEST_POSTGRES_URL=$$(bash deploy/postgres/ensure-postgres.sh) $(BIN)/pytest
 
 unit: install
@@ -50,6 +58,10 @@ chaos: kafka-jars postgres
 # Options: make bench BENCH_ARGS="--rounds 5 --e2e-seconds 120"; --help lists them.
 bench: kafka-jars
 	PYTHONPATH=services $(BIN)/python -m lab.bench $(BENCH_ARGS)
+
+# The console's pages timed with 100,000 dead letters on a real broker; LETTERS=... to change.
+bench-console: kafka-jars
+	PYTHONPATH=services $(BIN)/python -m lab.bench.console_bench --letters $(or $(LETTERS),100000)
 
 clean:
 	rm -rf $(VENV) .hub .mypy_cache .ruff_cache .pytest_cache

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union, get_args, get_origi
 from pydantic import AliasChoices, SecretStr
 
 from dispatch.partners import load_partners
+from hub.console.settings import ConsoleSettings
 from hub.core.settings import (
     HarnessSettings,
     HubSettings,
@@ -49,6 +50,12 @@ SETTINGS_MODELS = (
         "unset.",
     ),
     Section("`hub dlq`", OperatorSettings, "Read by the on-call commands (`hub dlq ...`)."),
+    Section(
+        "`hub console`",
+        ConsoleSettings,
+        "Read by `hub console serve`, the on-call web console; it also reads every variable of "
+        "the first section.",
+    ),
     Section(
         "Local broker, tests, demo, bench and chaos",
         HarnessSettings,

@@ -9,7 +9,7 @@ import logging
 import os
 import signal
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path  # noqa: TC003 - typer reads the `--file` annotation at run time
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import structlog
@@ -21,19 +21,16 @@ from rich.table import Table
 
 from hub.core.errors import PermanentError
 from hub.core.logging import configure_logging
-from hub.core.settings import HubSettings, parse_duration
-from hub.ops.actions import NotFoundError, Ops
+from hub.core.settings import HubSettings
+from hub.ops.actions import NotFoundError, Ops, default_registry
 from hub.ops.audit import operator
-from hub.ops.dlq import Ref, Selection, group_by_fingerprint, summarise
+from hub.ops.dlq import Ref, Selection, group_by_fingerprint, parse_time, summarise
 from hub.ops.edit import parse_assignment
 from hub.ops.replay import DEFAULT_MAX_REPLAYS
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine
 
-    from hub.core.handler import Service
-    from hub.core.registry import Registry
-    from hub.core.store.base import StateStore
     from hub.messages.ops import OpsActionAuditedV1
     from hub.ops.dlq import DeadLetter
     from hub.ops.dryrun import Prediction
@@ -75,17 +72,6 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 def _ops(by: str | None, reason: str) -> Ops:
     return Ops(HubSettings(), actor=by or operator(), reason=reason)
-
-
-def _time(text: str | None) -> datetime | None:
-    """An RFC 3339 time (UTC when it has no zone), or a duration ago such as `2h`."""
-    if not text:
-        return None
-    try:
-        return datetime.now(UTC) - parse_duration(text)
-    except ValueError:
-        when = datetime.fromisoformat(text)
-        return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _when(at: datetime | None) -> str:
@@ -197,12 +183,6 @@ def groups_command(
     console.print(table if groups else "no dead letters")
 
 
-def _registry() -> Registry:
-    from hub.messages import CATALOGUE  # noqa: PLC0415 - the catalogue imports every model
-
-    return CATALOGUE
-
-
 @dlq_app.command("show")
 def show_command(
     ref: Annotated[str, typer.Argument(help="topic:partition:offset, or a ce_id.")],
@@ -213,7 +193,7 @@ def show_command(
 
     async def work() -> Any:  # noqa: ANN401 - a Shown, imported lazily
         async with _ops(by, "") as ops:
-            return await ops.show(ref, _registry())
+            return await ops.show(ref, default_registry())
 
     shown = _run(work)
     letter = shown.letter
@@ -268,29 +248,9 @@ def _selection(
         ids=frozenset(ids or ()),
         fingerprint=fingerprint,
         error_class=error_class,
-        since=_time(since),
-        until=_time(until),
+        since=parse_time(since),
+        until=parse_time(until),
     )
-
-
-async def _service_and_store(
-    settings: HubSettings, group: str | None
-) -> tuple[Service | None, StateStore | None]:
-    """The hub service of `group` and its state store, for the dry-run's handler pre-check."""
-    from hub.bootstrap import Adapter, declarations  # noqa: PLC0415 - imports every service
-    from hub.core.store.factory import open_store  # noqa: PLC0415
-
-    # Groups whose handlers need partners' clients are not run in a dry-run.
-    pure = {d.group: d.service for d in declarations(settings) if d.adapter is Adapter.NONE}
-    service = pure.get(group or "")
-    if service is None:
-        return None, None
-    path = Path(settings.state_dir) / f"{group}.db"
-    if settings.database_url is None and not path.exists():
-        return service, None  # no state yet: the handlers see none
-    store = open_store(settings.database_url, default_path=path)
-    await store.open()
-    return service, store
 
 
 def _show_predictions(predictions: list[Prediction], as_json: bool) -> None:
@@ -319,18 +279,9 @@ async def _dry_run(
     selection: Selection, max_replays: int, by: str | None, reason: str
 ) -> list[Prediction]:
     async with _ops(by, reason) as ops:
-        service, store = await _service_and_store(ops.settings, selection.group)
-        try:
-            return await ops.dry_run(
-                selection,
-                registry=_registry(),
-                max_replays=max_replays,
-                service=service,
-                store=store,
-            )
-        finally:
-            if store is not None:
-                await store.close()
+        return await ops.dry_run_with_handler(
+            selection, registry=default_registry(), max_replays=max_replays
+        )
 
 
 def _checkpoint_json(checkpoint: Checkpoint) -> dict[str, Any]:
@@ -490,7 +441,7 @@ def edit_command(  # noqa: PLR0917 - typer passes options by keyword
     async def work() -> Any:  # noqa: ANN401 - an Edited, imported lazily
         async with _ops(by, reason) as ops:
             return await ops.edit(
-                ref, registry=_registry(), assignments=changes_given, payload=payload
+                ref, registry=default_registry(), assignments=changes_given, payload=payload
             )
 
     try:
@@ -560,7 +511,7 @@ def audit_command(
 
     async def work() -> list[OpsActionAuditedV1]:
         async with _ops(None, "") as ops:
-            return await ops.trail(group=group, since=_time(since))
+            return await ops.trail(group=group, since=parse_time(since))
 
     events = _run(work)
     if as_json:

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from hub.bootstrap import all_topics
+from hub.cli.console import console_app
 from hub.cli.dlq import dlq_app
 from hub.cli.schemas import schemas_app
 from hub.cli.settings import settings_app
@@ -20,6 +21,7 @@ from hub.core.topics import apply_topics
 app = typer.Typer(help="After-sales repair integration hub.", no_args_is_help=True)
 topics_app = typer.Typer(help="Topics declared as code.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(console_app, name="console")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(settings_app, name="settings")
 app.add_typer(topics_app, name="topics")

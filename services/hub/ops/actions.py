@@ -28,7 +28,7 @@ from hub.ops.dlq import (
     refs_text,
     select,
 )
-from hub.ops.dryrun import Prediction, predict
+from hub.ops.dryrun import Prediction, predict, service_and_store
 from hub.ops.kafka_io import TopicReader, delete_records, partition_key
 from hub.ops.replay import (
     DEFAULT_MAX_REPLAYS,
@@ -51,6 +51,13 @@ if TYPE_CHECKING:
     from hub.core.store.base import StateStore
 
 log = structlog.get_logger(__name__)
+
+
+def default_registry() -> Registry:
+    """Today's models: every message the hub knows, with its upcasters."""
+    from hub.messages import CATALOGUE  # noqa: PLC0415 - the catalogue imports every model
+
+    return CATALOGUE
 
 
 def utc_now() -> datetime:
@@ -151,7 +158,12 @@ class Ops(AsyncResource):
     ) -> list[OpsActionAuditedV1]:
         """The audit events on `hub.ops.audit` (of `group`, since `since`), oldest first."""
         async with TopicReader(self.settings) as reader:
-            records = await reader.read_all([AUDIT])
+            # An event's record is written after its `at`: older records cannot match `since`.
+            records = await (
+                reader.read_all([AUDIT])
+                if since is None
+                else reader.read_since([AUDIT], int(since.timestamp() * 1000))
+            )
         events = [OpsActionAuditedV1.model_validate_json(r.value or b"{}") for r in records]
         return sorted(
             (
@@ -237,6 +249,23 @@ class Ops(AsyncResource):
         )
         return predictions
 
+    async def dry_run_with_handler(
+        self,
+        selection: Selection,
+        *,
+        registry: Registry,
+        max_replays: int = DEFAULT_MAX_REPLAYS,
+    ) -> list[Prediction]:
+        """`dry_run` with the selected group's own handler and state store, when it has them."""
+        service, store = await service_and_store(self.settings, selection.group)
+        try:
+            return await self.dry_run(
+                selection, registry=registry, max_replays=max_replays, service=service, store=store
+            )
+        finally:
+            if store is not None:
+                await store.close()
+
     async def plan_replay(
         self,
         selection: Selection,
@@ -311,7 +340,7 @@ class Ops(AsyncResource):
             )
         return checkpoint
 
-    async def edit(
+    async def prepare_edit(
         self,
         reference: str,
         *,
@@ -319,7 +348,11 @@ class Ops(AsyncResource):
         assignments: Mapping[str, Any] | None = None,
         payload: dict[str, Any] | None = None,
     ) -> Edited:
-        """Send an edited copy of one dead letter to its replay topic, validated first."""
+        """The edited copy of one dead letter and its diff, validated; nothing is sent.
+
+        Raises ValueError or TypeError for an edit that cannot apply and PermanentError for a
+        copy today's models refuse (it would only be dead-lettered again).
+        """
         letter = await self._find(reference)
         try:
             before = json.loads(letter.record.value or b"")
@@ -332,10 +365,24 @@ class Ops(AsyncResource):
         value = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         envelope = Envelope.from_headers(letter.original_headers)
         registry.decode(envelope.type, value)  # refuse a copy that would dead-letter again
-        changes = tuple(editing.diff(before, payload))
+        return Edited(letter, "", tuple(editing.diff(before, payload)), value)
+
+    async def edit(
+        self,
+        reference: str,
+        *,
+        registry: Registry,
+        assignments: Mapping[str, Any] | None = None,
+        payload: dict[str, Any] | None = None,
+    ) -> Edited:
+        """Send an edited copy of one dead letter to its replay topic, validated first."""
+        prepared = await self.prepare_edit(
+            reference, registry=registry, assignments=assignments, payload=payload
+        )
+        letter = prepared.letter
         replay_id = new_replay_id()
         record = replay_record(
-            letter, replay_id=replay_id, by=self.actor, at=self._clock(), value=value
+            letter, replay_id=replay_id, by=self.actor, at=self._clock(), value=prepared.value
         )
         await self.sink.send([record])
         await self.audit(
@@ -345,9 +392,9 @@ class Ops(AsyncResource):
             refs=[str(letter.ref)],
             outcome={"sent": 1},
             replay_id=replay_id,
-            diff=changes,
+            diff=prepared.changes,
         )
-        return Edited(letter, replay_id, changes, value)
+        return Edited(letter, replay_id, prepared.changes, prepared.value)
 
     async def purge_plan(
         self, topic: str, *, partition: int | None = None, before_offset: int | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from hub.core.envelope import Envelope
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 
     from hub.core.handler import Service
     from hub.core.registry import Event, Registry
+    from hub.core.settings import HubSettings
     from hub.core.store.base import JsonObject, StateStore
     from hub.ops.dlq import DeadLetter, Generations, Ref
 
@@ -136,3 +138,27 @@ async def predict(
         else:
             predictions.append(await predictor.handle(letter, envelope, event))
     return predictions
+
+
+async def service_and_store(
+    settings: HubSettings, group: str | None
+) -> tuple[Service | None, StateStore | None]:
+    """The hub service of `group` and its opened state store, for the handler pre-check.
+
+    Edge groups and unknown names get neither (the dry run then only validates); a service
+    without a state file yet gets no store (its handlers see no state). Close the store after.
+    """
+    from hub.bootstrap import Adapter, declarations  # noqa: PLC0415 - imports every service
+    from hub.core.store.factory import open_store  # noqa: PLC0415
+
+    # Groups whose handlers need partners' clients are not run in a dry-run.
+    pure = {d.group: d.service for d in declarations(settings) if d.adapter is Adapter.NONE}
+    service = pure.get(group or "")
+    if service is None:
+        return None, None
+    path = Path(settings.state_dir) / f"{group}.db"
+    if settings.database_url is None and not path.exists():
+        return service, None
+    store = open_store(settings.database_url, default_path=path)
+    await store.open()
+    return service, store

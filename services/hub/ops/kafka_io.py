@@ -64,6 +64,22 @@ class TopicReader(AsyncResource):
         await self._admin.close()
         await self._consumer.stop()
 
+    async def topic_names(self) -> set[str]:
+        """Every topic on the cluster."""
+        return set(await self._consumer.topics())
+
+    async def committed(
+        self, group: str, partitions: Iterable[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """The offsets `group` has committed on `partitions` (absent: none committed yet)."""
+        wanted = list(partitions)
+        if not wanted:
+            return {}
+        found = await self._admin.list_consumer_group_offsets(group, partitions=wanted)
+        return {
+            tp: meta.offset for tp, meta in found.items() if meta is not None and meta.offset >= 0
+        }
+
     async def dead_letter_topics(self, group: str | None = None) -> list[str]:
         """Every dead-letter topic on the cluster (of `group`, when given)."""
         topics = await self._consumer.topics()

@@ -148,6 +148,16 @@ class Checkpoint(BaseModel):
         return cls.model_validate_json(text)
 
 
+def saved_checkpoints(state_dir: Path) -> list[Checkpoint]:
+    """Every saved replay run under `state_dir`, the latest started first."""
+    folder = state_dir / CHECKPOINT_DIR
+    found = [
+        Checkpoint.model_validate_json(path.read_text(encoding="utf-8"))
+        for path in sorted(folder.glob("*.json"))
+    ]
+    return sorted(found, key=lambda checkpoint: checkpoint.started_at, reverse=True)
+
+
 def checkpoint_path(state_dir: Path, replay_id: str) -> Path:
     """Where the checkpoint of `replay_id` lives."""
     if not replay_id.isalnum():

@@ -1,0 +1,1 @@
+"""`hub console`: the on-call web console over the operations of `hub dlq`."""
