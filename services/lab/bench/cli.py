@@ -20,6 +20,17 @@ SKIPPABLE = (*ROTATION, "e2e")
 app = typer.Typer(add_completion=False)
 
 
+def _rates(text: str) -> tuple[float, ...]:
+    """`200,1000` as (200.0, 1000.0); every rate positive."""
+    try:
+        rates = tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError as error:
+        raise typer.BadParameter(f"not a list of rates: {text!r}") from error
+    if not rates or min(rates) <= 0:
+        raise typer.BadParameter(f"rates must be positive numbers: {text!r}")
+    return rates
+
+
 @app.command()
 def bench(
     *,
@@ -28,9 +39,23 @@ def bench(
     e2e_seconds: Annotated[
         float, typer.Option(min=1, help="How long cases are offered end to end.")
     ] = 60.0,
-    rate: Annotated[
-        float, typer.Option(min=1, help="Cases per second offered end to end.")
-    ] = 200.0,
+    rates: Annotated[
+        str,
+        typer.Option(
+            "--rates",
+            "--rate",
+            help="Cases per second offered end to end, comma-separated: one measurement each.",
+        ),
+    ] = "200,1000",
+    deadline_ms: Annotated[
+        float, typer.Option(min=1, help="An e2e case is in time within this many ms.")
+    ] = 1000.0,
+    max_records: Annotated[
+        int, typer.Option(min=1, help="Batch bound of raw-batch and faststream-batch.")
+    ] = 500,
+    dlq_letters: Annotated[
+        int, typer.Option(min=100, help="Dead letters `hub dlq replay` sends per round.")
+    ] = 20_000,
     perf_records: Annotated[
         int, typer.Option(min=1000, help="Records ProducerPerformance sends per round.")
     ] = 100_000,
@@ -47,6 +72,7 @@ def bench(
     unknown = (set(skip or ()) | set(profile or ())) - set(SKIPPABLE)
     if unknown:
         raise typer.BadParameter(f"unknown variant(s) {sorted(unknown)}; known: {SKIPPABLE}")
+    offered = _rates(rates)
     configure_logging("WARNING")
     # A fresh broker answers "coordinator not available" for a moment; not worth showing.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -56,7 +82,10 @@ def bench(
         rounds=rounds,
         count=count,
         e2e_seconds=e2e_seconds,
-        rate=rate,
+        rates=offered,
+        deadline_ms=deadline_ms,
+        max_records=max_records,
+        dlq_letters=dlq_letters,
         perf_records=perf_records,
         skip=frozenset(skip or ()),
         profile=frozenset(profile or ()),

@@ -29,10 +29,8 @@ def storefront_request(number: int, *, topic: str = STOREFRONT_REQUESTS) -> OutR
     return event_record(topic, request, key=request.request_id, source=STOREFRONT_SOURCE)
 
 
-def replayed_dead_letter(
-    number: int, *, origin_topic: str, group: str, replay_topic: str
-) -> OutRecord:
-    """A storefront request that was dead-lettered (a timeout) and is now replayed to `group`."""
+def dead_letter(number: int, *, origin_topic: str, group: str, topic: str) -> OutRecord:
+    """A storefront request that `group` dead-lettered (a timeout) onto `topic`."""
     original = storefront_request(number, topic=origin_topic)
     now = datetime.now(UTC)
     error_class = "builtins.TimeoutError"
@@ -54,13 +52,26 @@ def replayed_dead_letter(
         (deadletter.FIRST_FAILURE_AT, now.isoformat()),
         ("x-hub-code-version", "bench"),
         ("x-hub-idempotency-key", dict(original.headers)["ce_id"].decode()),
+    ]
+    headers = (*original.headers, *((name, value.encode()) for name, value in failure))
+    return replace(original, topic=topic, headers=headers)
+
+
+def replayed_dead_letter(
+    number: int, *, origin_topic: str, group: str, replay_topic: str
+) -> OutRecord:
+    """A storefront request that was dead-lettered (a timeout) and is now replayed to `group`."""
+    letter = dead_letter(number, origin_topic=origin_topic, group=group, topic=replay_topic)
+    now = datetime.now(UTC)
+    lineage = [
         ("x-hub-replay-id", str(uuid.uuid4())),
         ("x-hub-replay-count", "1"),
         ("x-hub-replay-by", "bench"),
         ("x-hub-replay-at", now.isoformat()),
     ]
-    headers = (*original.headers, *((name, value.encode()) for name, value in failure))
-    return replace(original, topic=replay_topic, headers=headers)
+    return replace(
+        letter, headers=(*letter.headers, *((name, value.encode()) for name, value in lineage))
+    )
 
 
 async def produce_all(bootstrap: str, records: Iterable[OutRecord]) -> int:

@@ -23,8 +23,15 @@ import structlog
 from dispatch.partners import load_partners
 from hub.bootstrap import all_topics
 from hub.core.settings import HubSettings
-from hub.core.topics import Subscription, apply_topics, courier_orders_topic, declare, replay_topic
-from lab.bench.fixtures import produce_all, replayed_dead_letter, storefront_request
+from hub.core.topics import (
+    Subscription,
+    apply_topics,
+    courier_orders_topic,
+    dead_letter_topic,
+    declare,
+    replay_topic,
+)
+from lab.bench.fixtures import dead_letter, produce_all, replayed_dead_letter, storefront_request
 from lab.bench.worker import Variant, WorkerSpec
 from lab.harness.kafka import LOG4J_CONFIG, LocalKafka, ensure_kafka_jars, require_tools
 
@@ -35,7 +42,16 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-ROTATION: tuple[str, ...] = ("raw", "faststream", "hub", "replay", "kafka-perf")
+ROTATION: tuple[str, ...] = (
+    "raw-batch",
+    "raw-single",
+    "faststream-batch",
+    "faststream-single",
+    "hub",
+    "replay",
+    "dlq-replay",
+    "kafka-perf",
+)
 """One round measures each of these once, in this order."""
 E2E_FIRST_NUMBER = 10_000_000  # request numbers of their own, apart from the preloaded ones
 E2E_WARMUP = 50
@@ -55,7 +71,14 @@ class BenchOptions:
     rounds: int = 3
     count: int = 2000
     e2e_seconds: float = 60.0
-    rate: float = 200.0
+    rates: tuple[float, ...] = (200.0, 1000.0)
+    """Cases per second offered end to end, one e2e measurement each."""
+    deadline_ms: float = 1000.0
+    """An e2e case is in time when its pickup order is out within this."""
+    max_records: int = 500
+    """The batch bound of raw-batch and faststream-batch."""
+    dlq_letters: int = 20_000
+    """Dead letters `hub dlq replay` sends in each round."""
     perf_records: int = 100_000
     skip: frozenset[str] = frozenset()
     profile: frozenset[str] = frozenset()
@@ -73,6 +96,8 @@ class Sample:
     peak_rss_mb: float
     processes: dict[str, float] = field(default_factory=dict)
     """Peak RSS (MiB) of the other processes of the measurement (the e2e services)."""
+    service: bool = False
+    """Whether the measured process runs a service (the hub's runtime): the RSS target's."""
 
 
 @dataclass
@@ -165,6 +190,8 @@ class Bench:
         self.output_topic = f"bench.{self.run_id}.out"
         self.origin_topic = f"bench.{self.run_id}.replay-origin"
         self.perf_topic = f"bench.{self.run_id}.perf"
+        # One dead-letter topic for every round: each round's replay run sends all of it again.
+        self.dlq_group = f"bench-dlqreplay-{self.run_id}"
         self.env = {
             **os.environ,
             "HUB_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -188,6 +215,7 @@ class Bench:
         subscriptions += [
             Subscription(self.group("replay", r), (self.origin_topic,)) for r in rounds
         ]
+        subscriptions.append(Subscription(self.dlq_group, (self.origin_topic,)))
         extra = [self.input_topic, self.output_topic, self.origin_topic, self.perf_topic]
         wanted: dict[str, TopicSpec] = {}
         for spec in [*declare(settings, subscriptions, extra), *all_topics(settings)]:
@@ -211,33 +239,44 @@ class Bench:
                         for i in range(count)
                     ),
                 )
+        if self.measures("dlq-replay"):
+            dlq = dead_letter_topic(self.origin_topic, self.dlq_group)
+            await produce_all(
+                self.bootstrap,
+                (
+                    dead_letter(i, origin_topic=self.origin_topic, group=self.dlq_group, topic=dlq)
+                    for i in range(self.options.dlq_letters)
+                ),
+            )
         first = records[0]
         return len(first.value or b"") + sum(len(k) + len(v) for k, v in first.headers)
 
     def throughput(self, variant: str, round_: int) -> Sample:
         """Measure one passthrough variant once."""
         env = dict(self.env)
-        if variant in {"hub", "replay"}:
+        if variant in {"hub", "replay", "dlq-replay"}:
             env["HUB_STATE_DIR"] = str(self.workdir / "state" / f"{variant}-r{round_}")
+        dlq = variant == "dlq-replay"
         spec = WorkerSpec(
             variant=_variant(variant),
             bootstrap=self.bootstrap,
-            group=self.group(variant, round_),
+            group=self.dlq_group if dlq else self.group(variant, round_),
             input_topic=self.origin_topic if variant == "replay" else self.input_topic,
             output_topic=self.output_topic,
-            count=self.options.count,
+            count=self.options.dlq_letters if dlq else self.options.count,
+            max_records=self.options.max_records,
         )
         profile = None
         if variant in self.options.profile:
             profile = self.options.log_dir / f"{variant}-r{round_}.pyspy.txt"
         log_file = self.options.log_dir / f"{variant}-r{round_}.log"
         result, rss = _worker(spec, env, log_file, profile=profile)
-        return Sample(variant, round_, result, round(rss, 1))
+        return Sample(variant, round_, result, round(rss, 1), service=variant in {"hub", "replay"})
 
     def warm_up(self) -> None:
         """One raw pass, not counted: a fresh broker's JIT would otherwise tax round 1 alone."""
         spec = WorkerSpec(
-            variant="raw",
+            variant="raw-single",
             bootstrap=self.bootstrap,
             group=self.group("warmup", 0),
             input_topic=self.input_topic,
@@ -277,38 +316,53 @@ class Bench:
         }
         return Sample("kafka-perf", round_, result, round(rss, 1))
 
-    def end_to_end(self) -> Sample:
-        """Intake and dispatch as `hub run` processes; a load process offers cases, times them."""
-        env = {**self.env, "HUB_STATE_DIR": str(self.workdir / "state" / "e2e")}
+    def end_to_end(self, index: int, rate: float) -> Sample:
+        """Intake and dispatch as `hub run` processes; a load process offers cases, times them.
+
+        Fresh processes and state for each rate, so each rate's peak RSS is its own; request
+        numbers of their own per rate, so no case is an inbox duplicate of an earlier one.
+        """
+        tag = f"{rate:g}"
+        env = {**self.env, "HUB_STATE_DIR": str(self.workdir / "state" / f"e2e-{tag}")}
         hub = str(Path(sys.executable).with_name("hub"))
         services = {
-            name: _spawn([hub, "run", name], env, self.options.log_dir / f"e2e-{name}.log")
+            name: _spawn([hub, "run", name], env, self.options.log_dir / f"e2e-{tag}-{name}.log")
             for name in ("intake", "dispatch")
         }
         try:
             spec = WorkerSpec(
                 variant="e2e",
                 bootstrap=self.bootstrap,
-                rate=self.options.rate,
+                rate=rate,
                 duration_s=self.options.e2e_seconds,
                 warmup=E2E_WARMUP,
-                first_number=E2E_FIRST_NUMBER,
+                first_number=E2E_FIRST_NUMBER * (index + 1),
+                deadline_ms=self.options.deadline_ms,
                 result_topics=tuple(
                     courier_orders_topic(courier.code) for courier in load_partners().couriers
                 ),
             )
-            result, rss = _worker(spec, self.env, self.options.log_dir / "e2e-load.log")
+            result, rss = _worker(spec, self.env, self.options.log_dir / f"e2e-{tag}-load.log")
         finally:
             # SIGTERM: each service drains in-flight records and exits, as in production.
             for process in services.values():
                 process.send_signal(signal.SIGTERM)
             peaks = {name: round(_finish(process)[1], 1) for name, process in services.items()}
-        return Sample("e2e", 0, result, round(rss, 1), processes=peaks)
+        return Sample("e2e", index, result, round(rss, 1), processes=peaks)
 
 
 def _variant(name: str) -> Variant:
     match name:
-        case "raw" | "faststream" | "hub" | "replay" | "e2e":
+        case (
+            "raw-batch"
+            | "raw-single"
+            | "faststream-batch"
+            | "faststream-single"
+            | "hub"
+            | "replay"
+            | "dlq-replay"
+            | "e2e"
+        ):
             return name
     raise ValueError(f"not a worker variant: {name}")
 
@@ -340,12 +394,19 @@ def run_bench(options: BenchOptions, say: Callable[[str], None]) -> BenchRun:
                         f"round {round_ + 1}/{options.rounds} {variant:<11} "
                         f"{sample.result['rate']:>9,.0f} msg/s  rss {sample.peak_rss_mb:.0f} MiB"
                     )
-            if bench.measures("e2e"):
+            for index, rate in enumerate(options.rates if bench.measures("e2e") else ()):
                 say(
-                    f"end-to-end: {options.rate:.0f} cases/s for {options.e2e_seconds:.0f} s "
+                    f"end-to-end: {rate:.0f} cases/s for {options.e2e_seconds:.0f} s "
                     "(intake and dispatch as `hub run` processes) ..."
                 )
-                run.samples.append(bench.end_to_end())
+                sample = bench.end_to_end(index, rate)
+                run.samples.append(sample)
+                log.info("bench_measured", result=sample.result)
+                say(
+                    f"end-to-end @ {rate:.0f}/s: {sample.result['received']}/"
+                    f"{sample.result['sent']} arrived, {sample.result['in_time']} in time, "
+                    f"p99 {sample.result['p99_ms']:,.0f} ms"
+                )
             if broker_pid is not None:
                 run.broker_peak_rss_mb = _peak_rss_of(broker_pid)
     return run

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 
@@ -29,18 +30,32 @@ from hub.core.logging import configure_logging
 from hub.core.service import ServiceRuntime
 from hub.core.settings import HubSettings
 from hub.messages import CATALOGUE
+from hub.ops.actions import Ops
+from hub.ops.dlq import Selection
 from intake.domain import case_id_for
 from intake.service import build_service as build_intake
 from lab.bench.fixtures import storefront_request
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+
+    from aiokafka import ConsumerRecord
     from faststream.message import StreamMessage
 
-    from hub.core.handler import Service
+    from hub.core.handler import Decision, Handler, Incoming, Service
 
 log = structlog.get_logger(__name__)
 
-Variant = Literal["raw", "faststream", "hub", "replay", "e2e"]
+Variant = Literal[
+    "raw-batch",
+    "raw-single",
+    "faststream-batch",
+    "faststream-single",
+    "hub",
+    "replay",
+    "dlq-replay",
+    "e2e",
+]
 PRODUCER_OPTIONS: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
 """The client's limit: acks=all and idempotence as the hub, otherwise aiokafka's defaults."""
 DRAIN_S = 15.0
@@ -58,7 +73,11 @@ class WorkerSpec(BaseModel):
     input_topic: str = ""
     output_topic: str = ""
     count: int = 0
+    max_records: int = 500
+    """The batch bound of the batch variants (getmany's and FastStream's `max_records`)."""
     timeout_s: float = 120.0
+    deadline_ms: float = 1000.0
+    """e2e: a case counts as in time when its pickup order is out within this."""
     rate: float = 0.0
     duration_s: float = 0.0
     warmup: int = 0
@@ -87,6 +106,8 @@ class Latency(BaseModel):
     duration_s: float
     sent: int
     received: int
+    in_time: int
+    deadline_ms: float
     p50_ms: float
     p95_ms: float
     p99_ms: float
@@ -107,8 +128,8 @@ class _Clock:
         if self.first is None:
             self.first = time.perf_counter()
 
-    def completed(self) -> None:
-        self.done += 1
+    def completed(self, count: int = 1) -> None:
+        self.done += count
         self.last = time.perf_counter()
         if self.done >= self.expected:
             self.finished.set()
@@ -134,19 +155,72 @@ async def _wait(clock: _Clock, timeout_s: float) -> None:
 
 
 # --- 1. raw aiokafka -----------------------------------------------------------------------
-async def run_raw(spec: WorkerSpec) -> Throughput:
-    """Consume, produce (acks=all), wait for the ack, commit offset+1: one record at a time."""
-    consumer = AIOKafkaConsumer(
+def _raw_consumer(spec: WorkerSpec) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
         spec.input_topic,
         bootstrap_servers=spec.bootstrap,
         group_id=spec.group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
+
+
+async def _raw_loop(
+    spec: WorkerSpec,
+    clock: _Clock,
+    passthrough: Callable[[AIOKafkaConsumer, AIOKafkaProducer], Coroutine[Any, Any, None]],
+) -> None:
+    consumer = _raw_consumer(spec)
     producer = AIOKafkaProducer(bootstrap_servers=spec.bootstrap, **PRODUCER_OPTIONS)
+    await producer.start()
+    await consumer.start()
+    try:
+        task = asyncio.create_task(passthrough(consumer, producer))
+        await _wait(clock, spec.timeout_s)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+async def run_raw_batch(spec: WorkerSpec) -> Throughput:
+    """The client's limit: getmany (bounded), produce all, await all acks, one commit a batch.
+
+    The commit carries, per partition, the highest offset of the batch + 1, after every output
+    of the batch was acknowledged (acks=all, idempotent): commit-after-work, as the hub's.
+    """
     clock = _Clock(spec.count)
 
-    async def passthrough() -> None:
+    async def passthrough(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        while not clock.finished.is_set():
+            batches = await consumer.getmany(timeout_ms=100, max_records=spec.max_records)
+            if not batches:
+                continue
+            clock.arrived()
+            pending = [
+                await producer.send(
+                    spec.output_topic, record.value, key=record.key, headers=list(record.headers)
+                )
+                for records in batches.values()
+                for record in records
+            ]
+            await asyncio.gather(*pending)
+            await consumer.commit(
+                {partition: records[-1].offset + 1 for partition, records in batches.items()}
+            )
+            clock.completed(len(pending))
+
+    await _raw_loop(spec, clock, passthrough)
+    return clock.result(spec.variant)
+
+
+async def run_raw_single(spec: WorkerSpec) -> Throughput:
+    """Reference: consume, produce, wait for the ack, commit offset+1, one record at a time."""
+    clock = _Clock(spec.count)
+
+    async def passthrough(consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
         async for record in consumer:
             clock.arrived()
             ack = await producer.send(
@@ -159,32 +233,72 @@ async def run_raw(spec: WorkerSpec) -> Throughput:
             if clock.finished.is_set():
                 return
 
-    await producer.start()
-    await consumer.start()
-    try:
-        task = asyncio.create_task(passthrough())
-        await _wait(clock, spec.timeout_s)
-        task.cancel()
-    finally:
-        await consumer.stop()
-        await producer.stop()
+    await _raw_loop(spec, clock, passthrough)
     return clock.result(spec.variant)
 
 
 # --- 2. bare FastStream --------------------------------------------------------------------
-async def _raw_body(message: StreamMessage[Any]) -> bytes:
+async def _raw_body(message: StreamMessage[Any]) -> object:
     return message.body
 
 
-async def run_faststream(spec: WorkerSpec) -> Throughput:
-    """A FastStream subscriber that publishes each body on and commits offset+1, as the hub does."""
-    broker = KafkaBroker(
+def _bench_broker(spec: WorkerSpec) -> KafkaBroker:
+    return KafkaBroker(
         spec.bootstrap,
         # Quiet as the hub's broker: no per-message lines from FastStream itself.
         log_level=logging.DEBUG,
         logger=logging.getLogger("faststream.bench"),
         **PRODUCER_OPTIONS,
     )
+
+
+async def _serve(broker: KafkaBroker, clock: _Clock, timeout_s: float) -> None:
+    await broker.start()
+    try:
+        await _wait(clock, timeout_s)
+    finally:
+        await broker.stop()
+
+
+async def run_faststream_batch(spec: WorkerSpec) -> Throughput:
+    """A batch subscriber (`batch=True`, `max_records`) and a publisher, one ack a batch.
+
+    The batch's records are published together (each with `no_confirm=True`, then every
+    confirmation awaited), then `message.ack()` (`AckPolicy.MANUAL`) commits the consumer's
+    position, which getmany(max_records) advanced to the batch's highest offset + 1 per
+    partition. (`AckPolicy.ACK` commits the same, only after the handler returns.)
+    """
+    broker = _bench_broker(spec)
+    publisher = broker.publisher(spec.output_topic)
+    clock = _Clock(spec.count)
+
+    async def passthrough(message: KafkaMessage) -> None:
+        clock.arrived()
+        records: Sequence[ConsumerRecord[bytes, bytes]] = message.raw_message  # type: ignore[assignment]
+        pending = [
+            await publisher.publish(record.value, key=record.key, headers=headers, no_confirm=True)
+            for record, headers in zip(records, message.batch_headers, strict=True)
+        ]
+        await asyncio.gather(*pending)
+        await message.ack()
+        clock.completed(len(records))
+
+    subscriber = broker.subscriber(
+        spec.input_topic,
+        group_id=spec.group,
+        batch=True,
+        max_records=spec.max_records,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+    )
+    subscriber(passthrough, decoder=_raw_body)
+    await _serve(broker, clock, spec.timeout_s)
+    return clock.result(spec.variant)
+
+
+async def run_faststream_single(spec: WorkerSpec) -> Throughput:
+    """Reference: a subscriber that publishes each body on and commits offset+1, one at a time."""
+    broker = _bench_broker(spec)
     publisher = broker.publisher(spec.output_topic)
     clock = _Clock(spec.count)
 
@@ -206,46 +320,115 @@ async def run_faststream(spec: WorkerSpec) -> Throughput:
         auto_offset_reset="earliest",
     )
     subscriber(passthrough, decoder=_raw_body)
-    await broker.start()
-    try:
-        await _wait(clock, spec.timeout_s)
-    finally:
-        await broker.stop()
+    await _serve(broker, clock, spec.timeout_s)
     return clock.result(spec.variant)
 
 
 # --- 3 and 5. the hub's hop and the replay path --------------------------------------------
-class TimedRuntime(ServiceRuntime):
-    """The kernel's ServiceRuntime, unchanged, with a clock around each record."""
+class _HandlerClock:
+    """Times a service from outside the kernel: through its handlers and its group's offsets.
 
-    clock: _Clock
+    The first handler call is the first arrival; the end is the moment the group's committed
+    offsets cover every record (polled with an admin client, every 2 ms once each record has
+    reached a handler, every 20 ms before). Only ServiceRuntime's public API is used, so the
+    measurement holds whatever the kernel does inside (one record at a time, or batches).
+    """
 
-    async def _consume(self, message: KafkaMessage) -> None:
-        self.clock.arrived()
-        await super()._consume(message)
-        self.clock.completed()
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self.clock = _Clock(spec.count)
+        self.handled = 0
+
+    def timed(self, handler: Handler) -> Handler:
+        def handle(incoming: Incoming[Any]) -> Decision | Awaitable[Decision]:
+            self.clock.arrived()
+            self.handled += 1
+            return handler(incoming)
+
+        return handle
+
+    async def watch(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.spec.bootstrap)
+        await admin.start()
+        try:
+            while True:
+                await asyncio.sleep(0.002 if self.handled >= self.spec.count else 0.02)
+                offsets: Mapping[TopicPartition, Any] = await admin.list_consumer_group_offsets(
+                    self.spec.group
+                )
+                committed = sum(max(0, meta.offset) for meta in offsets.values())
+                if committed > self.clock.done:
+                    self.clock.completed(committed - self.clock.done)
+                if self.clock.finished.is_set():
+                    return
+        finally:
+            await admin.close()
 
 
-def bench_intake(settings: HubSettings, spec: WorkerSpec) -> Service:
-    """The intake service under its own group and topics."""
+def bench_intake(settings: HubSettings, spec: WorkerSpec, timer: _HandlerClock) -> Service:
+    """The intake service under its own group and topics, its handlers timed."""
     intake = build_intake(settings)
     # Its outputs go to the bench's own topic, so a bench run leaves the real topics alone.
     emits = dict.fromkeys(intake.emits, Route.to(spec.output_topic))
-    return replace(intake, group=spec.group, inputs=(spec.input_topic,), emits=emits)
+    handlers = {name: timer.timed(handler) for name, handler in intake.handlers.items()}
+    return replace(
+        intake, group=spec.group, inputs=(spec.input_topic,), emits=emits, handlers=handlers
+    )
 
 
 async def run_hub(spec: WorkerSpec) -> Throughput:
     """Intake through ServiceRuntime: envelope, upcast, validation, inbox, state, DLQ, logs."""
     settings = HubSettings()
     configure_logging(settings.log_level, settings.log_format)
-    runtime = TimedRuntime(bench_intake(settings, spec), settings, registry=CATALOGUE)
-    runtime.clock = _Clock(spec.count)
+    timer = _HandlerClock(spec)
+    runtime = ServiceRuntime(bench_intake(settings, spec, timer), settings, registry=CATALOGUE)
     await runtime.start()
+    watcher = asyncio.create_task(timer.watch())
     try:
-        await _wait(runtime.clock, spec.timeout_s)
+        await _wait(timer.clock, spec.timeout_s)
     finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
         await runtime.stop()
-    return runtime.clock.result(spec.variant)
+    return timer.clock.result(spec.variant)
+
+
+# --- 7. `hub dlq replay` -------------------------------------------------------------------
+class ReplayRate(BaseModel):
+    """Letters `hub dlq replay` sent a second, from planning the run to its last checkpoint."""
+
+    variant: str
+    messages: int
+    seconds: float
+    rate: float
+    complete: bool
+    scanned: int
+    parked: int
+
+
+async def run_dlq_replay(spec: WorkerSpec) -> ReplayRate:
+    """What `hub dlq replay --group G` does (no --rate): plan, then replay with checkpoints.
+
+    The producer is connected before the clock starts; the two scans of the dead-letter topic
+    (generations, then the letters), the sends, checkpoints and the audit event are timed.
+    """
+    settings = HubSettings()
+    configure_logging(settings.log_level, settings.log_format)
+    async with Ops(settings, actor="bench", reason="bench") as ops:
+        started = time.perf_counter()
+        checkpoint = await ops.plan_replay(Selection(group=spec.group))
+        checkpoint = await ops.replay(checkpoint)
+        seconds = time.perf_counter() - started
+    return ReplayRate(
+        variant=spec.variant,
+        messages=checkpoint.sent,
+        seconds=round(seconds, 3),
+        rate=round(checkpoint.sent / seconds, 1) if seconds > 0 else 0.0,
+        complete=checkpoint.done and checkpoint.sent + checkpoint.parked >= spec.count,
+        scanned=checkpoint.scanned,
+        parked=checkpoint.parked,
+    )
 
 
 # --- 4. end-to-end latency -----------------------------------------------------------------
@@ -284,6 +467,14 @@ class _CaseClock:
         self.expect(cases)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.all_in.wait(), timeout_s)
+
+    def in_time(self, cases: list[str], deadline_ms: float) -> int:
+        """How many of `cases` arrived within `deadline_ms` of their scheduled send time."""
+        return sum(
+            case in self.arrived
+            and (self.arrived[case] - self.scheduled[case]) * 1000 <= deadline_ms
+            for case in cases
+        )
 
     def latencies_ms(self, cases: list[str], until: float) -> list[float]:
         """Sorted latencies; a case that never arrived counts as waiting `until` (a lower bound)."""
@@ -374,6 +565,8 @@ async def run_e2e(spec: WorkerSpec) -> Latency:
         duration_s=round(offered_s, 1),
         sent=total,
         received=sum(case in load.clock.arrived for case in cases),
+        in_time=load.clock.in_time(cases, spec.deadline_ms),
+        deadline_ms=spec.deadline_ms,
         p50_ms=round(percentile(latencies, 0.50), 1),
         p95_ms=round(percentile(latencies, 0.95), 1),
         p99_ms=round(percentile(latencies, 0.99), 1),
@@ -381,23 +574,27 @@ async def run_e2e(spec: WorkerSpec) -> Latency:
     )
 
 
+RUNS: dict[Variant, Callable[[WorkerSpec], Awaitable[BaseModel]]] = {
+    "raw-batch": run_raw_batch,
+    "raw-single": run_raw_single,
+    "faststream-batch": run_faststream_batch,
+    "faststream-single": run_faststream_single,
+    "hub": run_hub,
+    "replay": run_hub,
+    "dlq-replay": run_dlq_replay,
+    "e2e": run_e2e,
+}
+
+
 async def run(spec: WorkerSpec) -> BaseModel:
     """Measure the variant `spec` names."""
-    match spec.variant:
-        case "raw":
-            return await run_raw(spec)
-        case "faststream":
-            return await run_faststream(spec)
-        case "hub" | "replay":
-            return await run_hub(spec)
-        case "e2e":
-            return await run_e2e(spec)
+    return await RUNS[spec.variant](spec)
 
 
 def main() -> None:
     """Entry point of a worker process."""
     spec = WorkerSpec.model_validate_json(sys.argv[1])
-    if spec.variant not in {"hub", "replay"}:
+    if spec.variant not in {"hub", "replay", "dlq-replay"}:
         configure_logging(os.environ.get("HUB_LOG_LEVEL", "WARNING"), "json")
     result = asyncio.run(run(spec))
     sys.stdout.write(result.model_dump_json() + "\n")
