@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections import deque
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import structlog
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from hub.core.deadletter import PREFIX as HUB_PREFIX
 from hub.core.deadletter import header
 from hub.core.outbound import OutRecord
 from hub.core.topics import parking_topic, replay_topic
@@ -22,6 +26,7 @@ from hub.ops.dlq import (
     REPLAY_ID,
     DeadLetter,
     Generations,
+    Ref,
     Selection,
     group_of_topic,
 )
@@ -44,6 +49,8 @@ CHECKPOINT_DIR = Path("ops") / "replays"
 REFS_KEPT = 1000
 # Record timestamps are the producer's clock, which is ours; the margin only covers rounding.
 IN_FLIGHT_MARGIN_MS = 1000
+UNLIMITED_CHUNKS_IN_FLIGHT = 4
+"""Chunks sent but not yet acknowledged at once, when no rate is set (one with a rate)."""
 
 Route = Literal["replay", "park"]
 
@@ -74,7 +81,15 @@ def replay_record(
     Error, attempt and due headers are left behind: a replay starts a fresh retry budget.
     Lineage comes last, its count one higher than the letter's.
     """
-    origin = tuple((n, v) for n, v in letter.record.headers if n.startswith(ORIGIN_PREFIX))
+    # One pass over the headers (a replay sends every letter through here): the original's own
+    # are those without the hub's prefix, as `DeadLetter.original_headers` keeps them.
+    original: list[tuple[str, bytes]] = []
+    origin: list[tuple[str, bytes]] = []
+    for name, content in letter.record.headers:
+        if not name.startswith(HUB_PREFIX):
+            original.append((name, content))
+        elif name.startswith(ORIGIN_PREFIX):
+            origin.append((name, content))
     lineage = (
         (REPLAY_ID, replay_id.encode()),
         (REPLAY_COUNT, str(letter.replay_count + 1).encode()),
@@ -85,7 +100,7 @@ def replay_record(
         topic=replay_topic(letter.group),
         key=letter.record.key,
         value=letter.record.value if value is None else value,
-        headers=(*letter.original_headers, *origin, *lineage),
+        headers=(*original, *origin, *lineage),
     )
 
 
@@ -193,8 +208,36 @@ def chunk_size(rate: float | None) -> int:
     return 200 if not rate else max(1, min(200, int(rate / 10)))
 
 
+def chunks_in_flight(rate: float | None) -> int:
+    """How many chunks may await their acknowledgements together.
+
+    With a rate the limiter paces the chunks anyway: one at a time. Without one, the next
+    chunks are read and sent while the broker acknowledges the earlier ones.
+    """
+    return 1 if rate else UNLIMITED_CHUNKS_IN_FLIGHT
+
+
+@dataclass(eq=False)
+class _Chunk:
+    """Letters sent together; what the checkpoint learns once the broker acknowledged them."""
+
+    letters: list[DeadLetter]
+    routes: list[Route]
+    scanned: dict[str, int]
+    superseded: int
+    groups: list[str] = field(default_factory=list)
+    since_ms: int | None = None
+    sending: asyncio.Task[None] | None = None
+
+
 class _ReplayRun:
-    """One pass of a replay over its dead-letter partitions, chunk by acknowledged chunk."""
+    """One pass of a replay over its dead-letter partitions, chunk by acknowledged chunk.
+
+    A chunk is sent without waiting for the one before it (up to `chunks_in_flight`), but the
+    checkpoint learns of chunks strictly in order, each once all its records are acknowledged:
+    its position never passes a record the broker has not taken. While chunks are in flight,
+    the saved checkpoint names their groups and the send time of the oldest, for `reconcile`.
+    """
 
     def __init__(
         self,
@@ -217,11 +260,15 @@ class _ReplayRun:
         self._clock = clock
         self._limiter = RateLimiter(checkpoint.rate)
         self.size = chunk_size(checkpoint.rate)
+        self.depth = chunks_in_flight(checkpoint.rate)
+        self._in_flight: deque[_Chunk] = deque()
         self.pending: list[DeadLetter] = []
         self._scanned: dict[str, int] = {}
         self._superseded = 0
         self._delivered: dict[tuple[str, str, int, int], Route] = {}
         self._parked_before: set[tuple[str, str, int, int]] = set()
+        self._newest: set[Ref] = set()
+        """Where the newest generation of each message lives, once `learn_generations` ran."""
 
     async def learn_generations(self, reader: TopicReader) -> None:
         """Read every letter once to know the newest generation of each message."""
@@ -229,6 +276,7 @@ class _ReplayRun:
         async for batch in reader.scan(first, self.end):
             for record in batch:
                 self.generations.add(DeadLetter.from_record(record))
+        self._newest = {ref for _, _, ref in self.generations.newest.values()}
         # A letter parked by an earlier run stays parked: parking it again would copy it twice.
         parking = sorted({parking_topic(group_of_topic(tp.topic)) for tp in self.end})
         for record in await reader.read_since(parking, 0):
@@ -264,11 +312,20 @@ class _ReplayRun:
         letter = DeadLetter.from_record(record)
         if not self.selection.matches(letter):
             pass
-        elif not self.generations.is_newest(letter):
+        # The set answers for nearly every letter; `is_newest` for the rest (it knows them all).
+        elif not (letter.ref in self._newest or self.generations.is_newest(letter)):
             self._superseded += 1
-        elif letter.identity in self._parked_before:
+        elif not (self._parked_before or self._delivered):
+            self.pending.append(letter)
+        else:
+            self._take_after_earlier_runs(letter)
+        self._scanned[f"{record.topic}:{record.partition}"] = record.offset + 1
+
+    def _take_after_earlier_runs(self, letter: DeadLetter) -> None:
+        identity = letter.identity
+        if identity in self._parked_before:
             self.checkpoint.already_parked += 1
-        elif (delivered := self._delivered.pop(letter.identity, None)) is not None:
+        elif (delivered := self._delivered.pop(identity, None)) is not None:
             # Sent just before a crash: count it, do not send it again.
             if delivered == "park":
                 self.checkpoint.parked += 1
@@ -276,45 +333,87 @@ class _ReplayRun:
                 self.checkpoint.sent += 1
         else:
             self.pending.append(letter)
-        self._scanned[f"{record.topic}:{record.partition}"] = record.offset + 1
 
     async def flush(self) -> None:
-        """Send the pending chunk, wait for the acks, then save the checkpoint."""
+        """Send the pending chunk; once too many are in flight, wait for the oldest one's acks."""
         checkpoint, at = self.checkpoint, self._clock()
         routes = [route(letter, checkpoint.max_replays) for letter in self.pending]
+        chunk = _Chunk(list(self.pending), routes, dict(self._scanned), self._superseded)
+        self.pending.clear()
+        self._scanned.clear()
+        self._superseded = 0
         out = [
             park_record(letter)
             if way == "park"
             else replay_record(letter, replay_id=checkpoint.replay_id, by=checkpoint.actor, at=at)
-            for letter, way in zip(self.pending, routes, strict=True)
+            for letter, way in zip(chunk.letters, routes, strict=True)
         ]
         if out:
             await self._limiter.acquire(len(out))
-            # Saved before sending: a crash in between leaves a trace for `reconcile`.
-            checkpoint.in_flight = sorted({letter.group for letter in self.pending})
-            checkpoint.in_flight_since_ms = int(at.timestamp() * 1000) - IN_FLIGHT_MARGIN_MS
-            checkpoint.save(self._state_dir)
-            await self._sink.send(out)
-        checkpoint.in_flight = []
-        checkpoint.in_flight_since_ms = None
-        parked = routes.count("park")
-        checkpoint.sent += len(out) - parked
+            chunk.groups = sorted({letter.group for letter in chunk.letters})
+            chunk.since_ms = int(at.timestamp() * 1000) - IN_FLIGHT_MARGIN_MS
+            # Saved before sending: a crash in between leaves a trace for `reconcile`. When
+            # the saved checkpoint already names this chunk's groups and an earlier time (a
+            # chunk before it is still in flight), it says all that `reconcile` needs.
+            saved = (checkpoint.in_flight, checkpoint.in_flight_since_ms)
+            self._note_in_flight([*self._in_flight, chunk])
+            if (checkpoint.in_flight, checkpoint.in_flight_since_ms) != saved:
+                checkpoint.save(self._state_dir)
+            chunk.sending = asyncio.create_task(self._sink.send(out))
+        self._in_flight.append(chunk)
+        while len(self._in_flight) >= self.depth:
+            await self._acknowledged()
+
+    async def drain(self) -> None:
+        """Wait for every chunk in flight: afterwards nothing is, and the checkpoint says so."""
+        while self._in_flight:
+            await self._acknowledged()
+
+    def _note_in_flight(self, chunks: list[_Chunk]) -> None:
+        sent = [chunk for chunk in chunks if chunk.since_ms is not None]
+        self.checkpoint.in_flight = sorted({group for chunk in sent for group in chunk.groups})
+        self.checkpoint.in_flight_since_ms = min(
+            (chunk.since_ms for chunk in sent if chunk.since_ms is not None), default=None
+        )
+
+    async def _acknowledged(self) -> None:
+        """Wait for the oldest chunk's acknowledgements, then count it and save the checkpoint."""
+        chunk = self._in_flight[0]
+        if chunk.sending is not None:
+            try:
+                await chunk.sending
+            except BaseException:
+                # As a crash: the saved checkpoint still names every chunk in flight.
+                await self._abandon()
+                raise
+        self._in_flight.popleft()
+        checkpoint = self.checkpoint
+        self._note_in_flight(list(self._in_flight))
+        parked = chunk.routes.count("park")
+        checkpoint.sent += len(chunk.letters) - parked
         checkpoint.parked += parked
-        checkpoint.superseded += self._superseded
+        checkpoint.superseded += chunk.superseded
         room = max(0, REFS_KEPT - len(checkpoint.refs))
-        checkpoint.refs.extend(str(letter.ref) for letter in self.pending[:room])
+        checkpoint.refs.extend(str(letter.ref) for letter in chunk.letters[:room])
         checkpoint.scanned += sum(
             offset - checkpoint.position.get(key, checkpoint.start.get(key, 0))
-            for key, offset in self._scanned.items()
+            for key, offset in chunk.scanned.items()
         )
-        checkpoint.position.update(self._scanned)
+        checkpoint.position.update(chunk.scanned)
         checkpoint.updated_at = self._clock()
         checkpoint.save(self._state_dir)
-        self.pending.clear()
-        self._scanned.clear()
-        self._superseded = 0
         if self._progress is not None:
             self._progress(checkpoint)
+
+    async def _abandon(self) -> None:
+        """Stop the sends still going (a failed one ends the run); nothing more is counted."""
+        tasks = [chunk.sending for chunk in self._in_flight if chunk.sending is not None]
+        self._in_flight.clear()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
 
     def finish(self) -> None:
         """Mark the run done and save it."""
@@ -323,6 +422,13 @@ class _ReplayRun:
         checkpoint.done = True
         checkpoint.updated_at = self._clock()
         checkpoint.save(self._state_dir)
+
+
+async def _interrupted(run: _ReplayRun) -> Checkpoint:
+    """Stop at a chunk boundary: the chunks in flight are acknowledged and counted first."""
+    await run.drain()
+    log.info("replay_interrupted", replay_id=run.checkpoint.replay_id)
+    return run.checkpoint
 
 
 async def run_replay(
@@ -338,7 +444,9 @@ async def run_replay(
     """Send the checkpoint's selection from its positions on; save progress after each chunk.
 
     Only the newest generation of each message is sent (see `Generations`). `stop` ends the
-    run at the next chunk boundary (nothing in flight), ready to resume.
+    run at the next chunk boundary (nothing in flight), ready to resume. Without a rate,
+    a few chunks are in flight at once (`chunks_in_flight`); progress still moves chunk by
+    acknowledged chunk, in order.
     """
     run = _ReplayRun(checkpoint, sink=sink, state_dir=state_dir, progress=progress, clock=clock)
     await run.learn_generations(reader)
@@ -350,12 +458,11 @@ async def run_replay(
             if len(run.pending) >= run.size:
                 await run.flush()
                 if stop is not None and stop.is_set():
-                    log.info("replay_interrupted", replay_id=checkpoint.replay_id)
-                    return checkpoint
+                    return await _interrupted(run)
         await run.flush()
         if stop is not None and stop.is_set():
-            log.info("replay_interrupted", replay_id=checkpoint.replay_id)
-            return checkpoint
+            return await _interrupted(run)
+    await run.drain()
     run.finish()
     log.info(
         "replay_finished",
