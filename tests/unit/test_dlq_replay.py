@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import pytest
 import structlog
@@ -16,7 +17,7 @@ from hub.core.settings import HubSettings
 from hub.core.store.base import KafkaRecord
 from hub.core.store.sqlite import SqliteStateStore
 from hub.core.topics import dead_letter_topic, parking_topic, replay_topic
-from hub.ops.dlq import DeadLetter
+from hub.ops.dlq import DeadLetter, Selection
 from hub.ops.replay import (
     Checkpoint,
     RateLimiter,
@@ -25,11 +26,16 @@ from hub.ops.replay import (
     park_record,
     replay_record,
     route,
+    run_replay,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
     from pathlib import Path
+
+    from aiokafka import TopicPartition
+
+    from hub.ops.kafka_io import TopicReader
 
 AT = datetime(2026, 11, 25, 13, 0, tzinfo=UTC)
 GROUP, INPUT, OUTPUT = "probe", "test.probe", "test.probe-done"
@@ -221,3 +227,125 @@ async def test_a_record_that_does_not_decode_is_not_logged_as_the_case_before_it
     assert logged["offset"] == 2
     assert "case_id" not in logged
     assert "ce_id" not in logged
+
+
+# --- a replay without a rate: several chunks in flight, the checkpoint in order ----------------
+DLQ = "t.in.g.dlq"
+
+
+def letter_record(offset: int) -> KafkaRecord:
+    letter_headers = (
+        ("ce_id", f"e-{offset}".encode()),
+        ("x-hub-origin-topic", b"t.in"),
+        ("x-hub-origin-partition", b"0"),
+        ("x-hub-origin-offset", str(offset).encode()),
+        ("x-hub-origin-group", b"g"),
+        ("x-hub-error-class", b"builtins.TimeoutError"),
+    )
+    return KafkaRecord(DLQ, 0, offset, 1_000 + offset, b"case", b"{}", letter_headers)
+
+
+class LetterReader:
+    """The dead-letter partition `DLQ:0` with `total` letters, read 100 at a time."""
+
+    def __init__(self, total: int) -> None:
+        self.records = [letter_record(offset) for offset in range(total)]
+
+    async def scan(
+        self, start: Mapping[TopicPartition, int], end: Mapping[TopicPartition, int]
+    ) -> AsyncIterator[list[KafkaRecord]]:
+        ((tp, first),) = start.items()
+        for offset in range(first, end[tp], 100):
+            yield self.records[offset : min(offset + 100, end[tp])]
+
+    async def read_since(self, topics: Sequence[str], since_ms: int) -> list[KafkaRecord]:
+        """No parking topic, and nothing sent before: nothing to find."""
+        assert topics
+        assert since_ms >= 0
+        return []
+
+
+class SlowSink:
+    """Acknowledges each chunk after a delay, later chunks sooner; fails on `fail_on` if set."""
+
+    def __init__(self, fail_on: int | None = None) -> None:
+        self.calls = 0
+        self.records: list[OutRecord] = []
+        self.open = 0
+        self.most_open = 0
+        self.fail_on = fail_on
+
+    async def send(self, records: Sequence[OutRecord]) -> None:
+        self.calls += 1
+        call = self.calls
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            await asyncio.sleep(0.02 / call)
+            if call == self.fail_on:
+                raise RuntimeError("broker gone")
+            self.records.extend(records)
+        finally:
+            self.open -= 1
+
+
+def unlimited_plan(total: int) -> Checkpoint:
+    return Checkpoint(
+        replay_id="fast1",
+        actor="alice",
+        selection=Selection(group="g").describe(),
+        rate=None,
+        started_at=AT,
+        updated_at=AT,
+        start={f"{DLQ}:0": 0},
+        end={f"{DLQ}:0": total},
+        position={f"{DLQ}:0": 0},
+    )
+
+
+async def test_without_a_rate_chunks_overlap_but_progress_moves_in_order(tmp_path: Path) -> None:
+    sink = SlowSink()
+    seen: list[tuple[int, int, list[str]]] = []
+
+    def progress(cp: Checkpoint) -> None:
+        on_disk = Checkpoint.load(tmp_path, cp.replay_id)
+        assert on_disk.position == cp.position  # saved before anyone is told
+        seen.append((cp.sent, cp.position[f"{DLQ}:0"], cp.in_flight))
+
+    done = await run_replay(
+        unlimited_plan(1000),
+        reader=cast("TopicReader", LetterReader(1000)),
+        sink=sink,
+        state_dir=tmp_path,
+        progress=progress,
+        clock=lambda: AT,
+    )
+    assert 1 < sink.most_open <= 4
+    # A chunk ends at the size (200) or where a fetched batch (here 100 letters) ends.
+    assert [(sent, position) for sent, position, _ in seen] == [
+        (n, n) for n in range(100, 1001, 100)
+    ]
+    assert seen[0][2] == ["g"]  # later chunks were still in flight
+    assert (done.done, done.sent, done.scanned, done.in_flight) == (True, 1000, 1000, [])
+    origins = [int(dict(record.headers)["x-hub-origin-offset"]) for record in sink.records]
+    assert sorted(origins) == list(range(1000))
+
+
+async def test_without_a_rate_a_failed_chunk_leaves_the_later_ones_for_reconcile(
+    tmp_path: Path,
+) -> None:
+    plan = unlimited_plan(1000)
+    with pytest.raises(RuntimeError, match="broker gone"):
+        await run_replay(
+            plan,
+            reader=cast("TopicReader", LetterReader(1000)),
+            sink=SlowSink(fail_on=3),
+            state_dir=tmp_path,
+            clock=lambda: AT,
+        )
+    saved = Checkpoint.load(tmp_path, plan.replay_id)
+    # Chunks 1 and 2 were acknowledged and counted; 3 (failed) and 4 may have reached the broker.
+    assert (saved.sent, saved.position[f"{DLQ}:0"]) == (200, 200)
+    assert saved.in_flight == ["g"]
+    assert saved.in_flight_since_ms is not None
+    assert not saved.done
