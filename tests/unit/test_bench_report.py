@@ -1,0 +1,131 @@
+"""The bench summary: same-round ratios, targets marked met or missed, peaks, table and JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from hub.bench.report import summarise, table, write_json
+from hub.bench.runner import BenchOptions, BenchRun, Sample
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+RATES = {
+    "raw-batch": (8000.0, 10000.0),
+    "raw-single": (900.0, 1000.0),
+    "faststream-batch": (6000.0, 7000.0),
+    "faststream-single": (600.0, 700.0),
+    "hub": (4800.0, 3000.0),
+    "replay": (4500.0, 3000.0),
+    "dlq-replay": (9000.0, 12000.0),
+    "kafka-perf": (40000.0, 44000.0),
+}
+
+
+def e2e(rate: float, p99_ms: float) -> dict[str, Any]:
+    return {
+        "offered_rate": rate,
+        "achieved_rate": rate,
+        "duration_s": 60.0,
+        "sent": int(rate * 60),
+        "received": int(rate * 60) - 5,
+        "in_time": int(rate * 50),
+        "deadline_ms": 1000.0,
+        "p50_ms": 20.0,
+        "p95_ms": 80.0,
+        "p99_ms": p99_ms,
+        "max_ms": p99_ms * 2,
+    }
+
+
+def a_run() -> BenchRun:
+    run = BenchRun(BenchOptions(rounds=2), "127.0.0.1:9092", broker_started_here=True)
+    for variant, rates in RATES.items():
+        for round_, rate in enumerate(rates):
+            result: dict[str, Any] = {"variant": variant, "rate": rate, "complete": True}
+            if variant == "kafka-perf":
+                result |= {"mb_per_s": 40.0, "p50_ms": 3.0, "p95_ms": 9.0, "p99_ms": 20.0}
+            service = variant in {"hub", "replay"}
+            run.samples.append(
+                Sample(variant, round_, result, 120.0 if service else 70.0, service=service)
+            )
+    run.samples.append(Sample("e2e", 0, e2e(200, 90.0), 80.0, {"intake": 100, "dispatch": 110}))
+    run.samples.append(Sample("e2e", 1, e2e(1000, 4000.0), 85.0, {"intake": 140, "dispatch": 160}))
+    run.broker_peak_rss_mb = 500.0
+    return run
+
+
+def test_ratios_are_taken_round_by_round_and_their_median_is_judged() -> None:
+    summary = summarise(a_run())
+    assert summary["ratios"]["hub_over_raw_batch"] == {"median": 0.45, "per_round": [0.6, 0.3]}
+    assert summary["ratios"]["replay_over_hub"]["per_round"] == [0.938, 1.0]
+    targets = summary["targets"]
+    assert targets["hub_over_raw_batch"]["met"] is False
+    assert targets["hub_over_faststream_batch"]["measured"] == 0.615  # median of 0.8, 0.429
+    assert targets["hub_over_faststream_batch"]["met"] is False
+    assert targets["replay_over_hub"]["met"] is True
+    assert (targets["dlq_replay_rate"]["measured"], targets["dlq_replay_rate"]["met"]) == (
+        10500.0,
+        True,
+    )
+
+
+def test_each_e2e_rate_and_every_service_process_has_its_target() -> None:
+    summary = summarise(a_run())
+    assert [entry["offered_rate"] for entry in summary["e2e"]] == [200, 1000]
+    assert summary["e2e"][1]["peak_rss_mb"] == {"load": 85.0, "intake": 140, "dispatch": 160}
+    targets = summary["targets"]
+    assert targets["e2e_p99_ms@200"]["met"] is True
+    assert targets["e2e_p99_ms@1000"]["met"] is False
+    assert summary["service_peak_rss_mb"] == {
+        "hub": 120.0,
+        "replay": 120.0,
+        "e2e@200 intake": 100,
+        "e2e@200 dispatch": 110,
+        "e2e@1000 intake": 140,
+        "e2e@1000 dispatch": 160,
+    }
+    assert targets["service_peak_rss_mb"] == {
+        "target": 150.0,
+        "measured": 160,
+        "met": False,
+        "at_most": True,
+    }
+
+
+def test_a_variant_left_out_is_not_measured_rather_than_missed() -> None:
+    run = a_run()
+    run.samples = [s for s in run.samples if s.variant not in {"faststream-batch", "dlq-replay"}]
+    summary = summarise(run)
+    assert summary["ratios"]["hub_over_faststream_batch"] is None
+    assert summary["targets"]["hub_over_faststream_batch"]["met"] is None
+    assert summary["targets"]["dlq_replay_rate"]["met"] is None
+
+
+def test_the_table_shows_every_row_and_the_json_holds_the_summary(tmp_path: Path) -> None:
+    run = a_run()
+    summary = summarise(run)
+    console = Console(width=250, record=True)
+    console.print(table(run, summary))
+    text = console.export_text()
+    for label in (
+        "raw aiokafka, batches",
+        "1 at a time (ref.)",
+        "FastStream batch subscriber",
+        "hub dlq replay",
+        "e2e request -> pickup order @ 200/s",
+        "e2e request -> pickup order @ 1,000/s",
+        "target hub_over_raw_batch",
+        "MISSED",
+        "met",
+    ):
+        assert label in text
+    path = tmp_path / "results.json"
+    write_json(run, summary, path)
+    document = json.loads(path.read_text())
+    assert document["summary"]["targets"]["replay_over_hub"]["met"] is True
+    assert document["options"]["rates"] == [200.0, 1000.0]
+    assert len(document["samples"]) == len(run.samples)
