@@ -328,11 +328,14 @@ class Bench:
     def end_to_end(self, index: int, rate: float) -> Sample:
         """Intake and dispatch as `hub run` processes; a load process offers cases, times them.
 
-        Fresh processes and state for each rate, so each rate's peak RSS is its own; request
-        numbers of their own per rate, so no case is an inbox duplicate of an earlier one.
+        Fresh processes for each rate, so each rate's peak RSS is its own, on the state the
+        earlier rates left (as a restart would): their groups' offsets and durable timers are on
+        the broker, so a fresh store would meet timers for shipments it never saw. What an
+        earlier rate left unfinished, and its timers falling due, is part of the later rate's
+        load. Request numbers of their own per rate: no case is an inbox duplicate.
         """
         tag = f"{rate:g}"
-        env = {**self.env, "HUB_STATE_DIR": str(self.workdir / "state" / f"e2e-{tag}")}
+        env = {**self.env, "HUB_STATE_DIR": str(self.workdir / "state" / "e2e")}
         hub = str(Path(sys.executable).with_name("hub"))
         services = {
             name: _spawn([hub, "run", name], env, self.options.log_dir / f"e2e-{tag}-{name}.log")
