@@ -48,6 +48,8 @@ def a_run() -> BenchRun:
             result: dict[str, Any] = {"variant": variant, "rate": rate, "complete": True}
             if variant == "kafka-perf":
                 result |= {"mb_per_s": 40.0, "p50_ms": 3.0, "p95_ms": 9.0, "p99_ms": 20.0}
+            if variant == "dlq-replay":
+                result["cpu_us_per_letter"] = 90.0 + round_ * 20
             service = variant in {"hub", "replay"}
             run.samples.append(
                 Sample(variant, round_, result, 120.0 if service else 70.0, service=service)
@@ -71,6 +73,10 @@ def test_ratios_are_taken_round_by_round_and_their_median_is_judged() -> None:
         10500.0,
         True,
     )
+    # For context only: no target, so not among the targets.
+    assert summary["info_ratios"]["dlq_replay_over_raw_batch"]["per_round"] == [1.125, 1.2]
+    assert "dlq_replay_over_raw_batch" not in targets
+    assert summary["variants"]["dlq-replay"]["cpu_us_per_letter"] == 100.0
 
 
 def test_each_e2e_rate_and_every_service_process_has_its_target() -> None:
@@ -119,6 +125,8 @@ def test_the_table_shows_every_row_and_the_json_holds_the_summary(tmp_path: Path
         "e2e request -> pickup order @ 200/s",
         "e2e request -> pickup order @ 1,000/s",
         "target hub_over_raw_batch",
+        "ratio dlq_replay_over_raw_batch",
+        "CPU 100 us a letter",
         "MISSED",
         "met",
     ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,10 @@ RATIOS: dict[str, tuple[str, str, float]] = {
     "replay_over_hub": ("replay", "hub", 0.9),
 }
 """name: (numerator, denominator, target): same-round ratios of two variants' rates."""
+INFO_RATIOS: dict[str, tuple[str, str]] = {
+    "dlq_replay_over_raw_batch": ("dlq-replay", "raw-batch"),
+}
+"""Ratios shown for context, with no target: a replay reads each letter twice, sends it once."""
 DLQ_REPLAY_TARGET = 10_000.0
 """Letters a second `hub dlq replay` sends with no --rate."""
 E2E_P99_TARGET_MS = 150.0
@@ -87,6 +92,10 @@ def summarise(run: BenchRun) -> dict[str, Any]:
                 key: statistics.median(float(s.result[key]) for s in samples)
                 for key in ("mb_per_s", "p50_ms", "p95_ms", "p99_ms")
             }
+        if variant == "dlq-replay":
+            entry["cpu_us_per_letter"] = statistics.median(
+                float(s.result.get("cpu_us_per_letter", math.nan)) for s in samples
+            )
         variants[variant] = entry
     e2e = [
         {**s.result, "peak_rss_mb": {"load": s.peak_rss_mb, **s.processes}}
@@ -98,6 +107,10 @@ def summarise(run: BenchRun) -> dict[str, Any]:
         "ratios": {
             name: _ratio(run, numerator, denominator)
             for name, (numerator, denominator, _) in RATIOS.items()
+        },
+        "info_ratios": {
+            name: _ratio(run, numerator, denominator)
+            for name, (numerator, denominator) in INFO_RATIOS.items()
         },
         "e2e": e2e,
         "service_peak_rss_mb": _service_peaks(run.samples),
@@ -171,6 +184,8 @@ def table(run: BenchRun, summary: dict[str, Any]) -> Table:
         if variant == "kafka-perf":
             latency = " / ".join(f"{p} {entry[f'{p}_ms']:.0f}" for p in ("p50", "p95", "p99"))
             latency += " ms"
+        if variant == "dlq-replay":
+            latency = f"CPU {entry['cpu_us_per_letter']:.0f} us a letter"
         grid.add_row(
             LABELS[variant] + ("" if entry["complete"] else " (INCOMPLETE)"),
             f"{entry['rate_median']:,.0f}",
@@ -183,6 +198,11 @@ def table(run: BenchRun, summary: dict[str, Any]) -> Table:
     if summary["broker_peak_rss_mb"] is not None:
         grid.add_row("Kafka broker (JVM)", "", "", "", f"{summary['broker_peak_rss_mb']:.0f}")
     grid.add_section()
+    for name, ratio in summary["info_ratios"].items():
+        if ratio is not None:
+            grid.add_row(
+                f"ratio {name}", _figure(ratio["median"]), "", f"per round {ratio['per_round']}", ""
+            )
     for name, target in summary["targets"].items():
         mark = {True: "met", False: "MISSED", None: "not measured"}[target["met"]]
         measured = target["measured"]

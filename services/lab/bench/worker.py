@@ -416,6 +416,8 @@ class ReplayRate(BaseModel):
     complete: bool
     scanned: int
     parked: int
+    cpu_us_per_letter: float
+    """CPU time of this process (user and system) over the timed span, per letter sent."""
 
 
 async def run_dlq_replay(spec: WorkerSpec) -> ReplayRate:
@@ -427,10 +429,10 @@ async def run_dlq_replay(spec: WorkerSpec) -> ReplayRate:
     settings = HubSettings()
     configure_logging(settings.log_level, settings.log_format)
     async with Ops(settings, actor="bench", reason="bench") as ops:
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         checkpoint = await ops.plan_replay(Selection(group=spec.group))
         checkpoint = await ops.replay(checkpoint)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     return ReplayRate(
         variant=spec.variant,
         messages=checkpoint.sent,
@@ -439,6 +441,7 @@ async def run_dlq_replay(spec: WorkerSpec) -> ReplayRate:
         complete=checkpoint.done and checkpoint.sent + checkpoint.parked >= spec.count,
         scanned=checkpoint.scanned,
         parked=checkpoint.parked,
+        cpu_us_per_letter=round(cpu / max(1, checkpoint.sent) * 1e6, 1),
     )
 
 
