@@ -51,7 +51,7 @@ def bench(
         float, typer.Option(min=1, help="An e2e case is in time within this many ms.")
     ] = 1000.0,
     max_records: Annotated[
-        int, typer.Option(min=1, help="Batch bound of raw-batch and faststream-batch.")
+        int, typer.Option(min=1, help="Batch bound of raw-batch, faststream-batch and the hub.")
     ] = 500,
     dlq_letters: Annotated[
         int, typer.Option(min=100, help="Dead letters `hub dlq replay` sends per round.")

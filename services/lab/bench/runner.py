@@ -76,7 +76,7 @@ class BenchOptions:
     deadline_ms: float = 1000.0
     """An e2e case is in time when its pickup order is out within this."""
     max_records: int = 500
-    """The batch bound of raw-batch and faststream-batch."""
+    """The batch bound of raw-batch, faststream-batch and the hub (HUB_BATCH_MAX_RECORDS)."""
     dlq_letters: int = 20_000
     """Dead letters `hub dlq replay` sends in each round."""
     perf_records: int = 100_000
@@ -256,6 +256,9 @@ class Bench:
         env = dict(self.env)
         if variant in {"hub", "replay", "dlq-replay"}:
             env["HUB_STATE_DIR"] = str(self.workdir / "state" / f"{variant}-r{round_}")
+        if variant in {"hub", "replay"}:
+            # The kernel's batch bound, the same as the batch variants'.
+            env["HUB_BATCH_MAX_RECORDS"] = str(self.options.max_records)
         dlq = variant == "dlq-replay"
         spec = WorkerSpec(
             variant=_variant(variant),
