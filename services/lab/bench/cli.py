@@ -35,7 +35,7 @@ def _rates(text: str) -> tuple[float, ...]:
 def bench(
     *,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds of the alternated variants.")] = 3,
-    count: Annotated[int, typer.Option(min=100, help="Records per variant and round.")] = 2000,
+    count: Annotated[int, typer.Option(min=100, help="Records per variant and round.")] = 5000,
     e2e_seconds: Annotated[
         float, typer.Option(min=1, help="How long cases are offered end to end.")
     ] = 60.0,

@@ -69,7 +69,7 @@ class BenchOptions:
     """What to measure and for how long."""
 
     rounds: int = 3
-    count: int = 2000
+    count: int = 5000
     e2e_seconds: float = 60.0
     rates: tuple[float, ...] = (200.0, 1000.0)
     """Cases per second offered end to end, one e2e measurement each."""

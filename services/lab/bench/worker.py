@@ -77,7 +77,7 @@ class WorkerSpec(BaseModel):
     count: int = 0
     max_records: int = 500
     """The batch bound of the batch variants (getmany's and FastStream's `max_records`)."""
-    timeout_s: float = 120.0
+    timeout_s: float = 300.0
     deadline_ms: float = 1000.0
     """e2e: a case counts as in time when its pickup order is out within this."""
     rate: float = 0.0
