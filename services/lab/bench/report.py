@@ -222,7 +222,11 @@ def write_json(run: BenchRun, summary: dict[str, Any], path: Path) -> None:
     document = {
         "machine": machine(),
         "broker": {"bootstrap": run.broker, "started_here": run.broker_started_here},
-        "options": {**asdict(run.options), "skip": sorted(run.options.skip)},
+        "options": {
+            **asdict(run.options),
+            "skip": sorted(run.options.skip),
+            "profile": sorted(run.options.profile),
+        },
         "record_bytes": run.record_bytes,
         "started_at": run.started_at,
         "notes": {
