@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from hub.bench.report import summarise, table, write_json
-from hub.bench.runner import BenchOptions, BenchRun, Sample
+from lab.bench.report import summarise, table, write_json
+from lab.bench.runner import BenchOptions, BenchRun, Sample
 
 if TYPE_CHECKING:
     from pathlib import Path
