@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pytest
@@ -55,12 +56,7 @@ async def test_v1_request_is_consumed_as_v2_and_opens_a_case(
     settings = make_settings()
     service = build_service(settings)
     await create_topics(settings, [Subscription(f"intake-{unique}", service.inputs)])
-    service = type(service)(
-        group=f"intake-{unique}",
-        inputs=service.inputs,
-        handlers=service.handlers,
-        source=service.source,
-    )
+    service = replace(service, group=f"intake-{unique}")
     v1 = sample_request_v1(int(unique[:6], 16))
     sink = KafkaSink(settings, client_id="test-storefront")
     await sink.start()
