@@ -126,6 +126,24 @@ class HubSettings(BaseSettings):
         description="Minimum log level. Unset, `hub dlq`, the demo, the fault suite and the "
         "bench's workers log only WARNING and above, so their own output stays readable.",
     )
+    http_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of `hub run`'s /metrics, /healthz and /readyz; 0 picks a free one "
+        "(logged as `http_serving`): set it where Prometheus scrapes.",
+    )
+    http_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - Prometheus scrapes from another host or container
+        description="Address the HTTP endpoints listen on.",
+    )
+    tracing: Literal["off", "otlp"] = Field(
+        default="off", description="OpenTelemetry traces: `otlp` exports a span per record."
+    )
+    otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318/v1/traces",
+        description="OTLP/HTTP traces endpoint used when `tracing` is `otlp`.",
+    )
     # NoDecode: the environment gives `10s,1m,10m`, not JSON. Kept as text: each tier names
     # its topic (`<topic>.<group>.retry.10s`), so `retry_delays` gives the durations.
     retry_tiers: Annotated[tuple[str, ...], NoDecode] = Field(

@@ -1,0 +1,185 @@
+"""OpenTelemetry: a span per handled record, parented by the input's `traceparent`.
+
+Off by default: until `configure_tracing` installs a provider, the pipeline opens no spans.
+
+The outputs' `traceparent` keeps the span id derived from the output's event id
+(`envelope.child_traceparent`), so reprocessing an input still produces byte-identical records.
+To join the hops into one trace anyway, each output gets a zero-length PRODUCER span, a child of
+the record's span, whose span id *is* that derived id (pinned through `DerivedIdGenerator`). The
+next service's record span names it as parent, so intake -> dispatch -> gateway form one tree.
+The price: a record handled twice (a retry, a redelivery) reports its producer spans twice
+with the same ids; backends show them as one span with two reports, not as a broken trace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from hub.core.envelope import child_traceparent
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.trace import Span, Tracer
+
+    from hub.core.envelope import Envelope
+    from hub.core.settings import HubSettings
+
+_PINNED_SPAN_ID: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "hub_pinned_span_id", default=None
+)
+_PINNED_TRACE_ID: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "hub_pinned_trace_id", default=None
+)
+_PROPAGATOR = TraceContextTextMapPropagator()
+
+
+class _Installed:
+    """The process's tracer, set at start-up (None: tracing is off)."""
+
+    tracer: Tracer | None = None
+    provider: TracerProvider | None = None
+
+
+class DerivedIdGenerator(RandomIdGenerator):
+    """Random ids, unless the hub pinned the id the next span must have (see module doc)."""
+
+    def generate_span_id(self) -> int:
+        """The pinned span id, or a random one."""
+        pinned = _PINNED_SPAN_ID.get()
+        return pinned if pinned is not None else super().generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        """The pinned trace id (a root record's derived trace), or a random one."""
+        pinned = _PINNED_TRACE_ID.get()
+        return pinned if pinned is not None else super().generate_trace_id()
+
+
+def configure_tracing(
+    settings: HubSettings | None = None,
+    *,
+    service_name: str = "aftersales-hub",
+    exporter: SpanExporter | None = None,
+) -> TracerProvider | None:
+    """Install the tracer when `exporter` is given or `HUB_TRACING=otlp`; None when off."""
+    if exporter is None:
+        if settings is None or settings.tracing != "otlp":
+            return None
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415
+            OTLPSpanExporter,  # only loaded when tracing is on
+        )
+
+        exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint)
+        processor: SimpleSpanProcessor | BatchSpanProcessor = BatchSpanProcessor(exporter)
+    else:
+        # Given exporters are tests' in-memory ones: spans are there as soon as they end.
+        processor = SimpleSpanProcessor(exporter)
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": service_name}),
+        id_generator=DerivedIdGenerator(),
+    )
+    provider.add_span_processor(processor)
+    _Installed.provider, _Installed.tracer = provider, provider.get_tracer("hub.core.pipeline")
+    return provider
+
+
+def shutdown_tracing() -> None:
+    """Flush and drop the tracer (tracing is off again)."""
+    if _Installed.provider is not None:
+        _Installed.provider.shutdown()
+    _Installed.tracer = _Installed.provider = None
+
+
+def enabled() -> bool:
+    """Whether spans are recorded."""
+    return _Installed.tracer is not None
+
+
+def _ids(traceparent: str) -> tuple[int, int] | None:
+    parts = traceparent.split("-")
+    if len(parts) != 4:  # noqa: PLR2004 - version, trace id, span id, flags
+        return None
+    try:
+        return int(parts[1], 16), int(parts[2], 16)
+    except ValueError:
+        return None
+
+
+@contextlib.contextmanager
+def record_span(
+    *, group: str, topic: str, partition: int, offset: int, envelope: Envelope | None
+) -> Iterator[Span | None]:
+    """The span of one handled record (None when tracing is off)."""
+    tracer = _Installed.tracer
+    if tracer is None:
+        yield None
+        return
+    attributes: dict[str, str | int] = {
+        "messaging.system": "kafka",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": topic,
+        "messaging.destination.partition.id": str(partition),
+        "messaging.kafka.offset": offset,
+        "messaging.consumer.group.name": group,
+    }
+    if envelope is not None:
+        attributes |= {"messaging.message.id": envelope.id, "cloudevents.event_type": envelope.type}
+    parent = None
+    trace_token = None
+    if envelope is not None and envelope.traceparent:
+        parent = _PROPAGATOR.extract({"traceparent": envelope.traceparent})
+    if envelope is not None and not trace.get_current_span(parent).get_span_context().is_valid:
+        # No usable parent: the outputs' trace id is derived from this record's id; so is ours.
+        derived = _ids(child_traceparent(None, envelope.id, envelope.id))
+        trace_token = _PINNED_TRACE_ID.set(derived[0] if derived else None)
+    try:
+        with tracer.start_as_current_span(
+            f"process {topic}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        ) as span:
+            yield span
+    finally:
+        if trace_token is not None:
+            _PINNED_TRACE_ID.reset(trace_token)
+
+
+def set_outcome(span: Span | None, outcome: str, *, failed: bool) -> None:
+    """Label the record's span with its outcome; a dead letter marks it as an error."""
+    if span is None:
+        return
+    span.set_attribute("hub.outcome", outcome)
+    if failed:
+        span.set_status(Status(StatusCode.ERROR, outcome))
+
+
+def output_span(topic: str, traceparent: str | None) -> None:
+    """A zero-length PRODUCER span whose id is the output's derived span id (see module doc)."""
+    tracer = _Installed.tracer
+    if tracer is None or traceparent is None:
+        return
+    ids = _ids(traceparent)
+    if ids is None:
+        return
+    token = _PINNED_SPAN_ID.set(ids[1])
+    try:
+        span = tracer.start_span(
+            f"publish {topic}",
+            kind=SpanKind.PRODUCER,
+            attributes={"messaging.system": "kafka", "messaging.destination.name": topic},
+        )
+    finally:
+        _PINNED_SPAN_ID.reset(token)
+    span.end()
