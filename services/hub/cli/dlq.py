@@ -74,6 +74,14 @@ def _ops(by: str | None, reason: str) -> Ops:
     return Ops(HubSettings(), actor=by or operator(), reason=reason)
 
 
+def _time(text: str | None) -> datetime | None:
+    """`--since`/`--until`: a time or a duration ago; anything else is a bad argument (exit 2)."""
+    try:
+        return parse_time(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
+
+
 def _when(at: datetime | None) -> str:
     return at.isoformat(timespec="seconds") if at else "-"
 
@@ -248,8 +256,8 @@ def _selection(
         ids=frozenset(ids or ()),
         fingerprint=fingerprint,
         error_class=error_class,
-        since=parse_time(since),
-        until=parse_time(until),
+        since=_time(since),
+        until=_time(until),
     )
 
 
@@ -511,7 +519,7 @@ def audit_command(
 
     async def work() -> list[OpsActionAuditedV1]:
         async with _ops(None, "") as ops:
-            return await ops.trail(group=group, since=parse_time(since))
+            return await ops.trail(group=group, since=_time(since))
 
     events = _run(work)
     if as_json:

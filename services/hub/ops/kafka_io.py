@@ -55,9 +55,13 @@ class TopicReader(AsyncResource):
         )
 
     async def start(self) -> None:
-        """Connect the consumer and the admin client."""
-        await self._consumer.start()
-        await self._admin.start()
+        """Connect the consumer and the admin client (a failed start leaves neither open)."""
+        try:
+            await self._consumer.start()
+            await self._admin.start()
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         """Disconnect both."""
@@ -169,8 +173,8 @@ async def delete_records(settings: HubSettings, upto: Mapping[TopicPartition, in
         client_id="hub-ops",
         **kafka_security(settings),
     )
-    await admin.start()
     try:
+        await admin.start()
         await admin.delete_records(
             {tp: RecordsToDelete(before_offset=offset) for tp, offset in upto.items()},
             timeout_ms=30_000,
