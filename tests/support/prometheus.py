@@ -51,6 +51,7 @@ class PrometheusServer:
         self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
+        self._workdir.mkdir(parents=True, exist_ok=True)
         config = self._workdir / "prometheus.yml"
         config.write_text(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"

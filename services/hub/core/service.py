@@ -391,6 +391,9 @@ class ServiceRuntime(AsyncResource):
         for handle in self._resume_handles:
             handle.cancel()
         await self._close()
+        self._stopped()
+
+    def _stopped(self) -> None:
         log.info("service_stopped", group=self.service.group, counts=dict(self.pipeline.counts))
 
     async def readiness(self) -> dict[str, bool]:
@@ -426,7 +429,7 @@ class ServiceRuntime(AsyncResource):
             on_startup=[http.start, self._open],
             after_startup=[self._started],
             on_shutdown=[stopping],
-            after_shutdown=[self._close, http.stop],
+            after_shutdown=[self._close, http.stop, self._stopped],
         )
 
     async def serve(self) -> None:
