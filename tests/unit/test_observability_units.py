@@ -1,3 +1,4 @@
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -126,3 +127,21 @@ def test_a_record_without_traceparent_gets_the_trace_its_outputs_carry(
     assert consumer.parent is None
     assert f"{consumer.context.trace_id:032x}" == out.traceparent.split("-")[1]
     assert producer.context.trace_id == consumer.context.trace_id
+
+
+def test_a_long_scan_draws_a_bar_on_a_terminal_and_nothing_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hub.cli.dlq import _ScanProgress  # noqa: PLC0415
+
+    quiet = _ScanProgress()
+    quiet(10, 5000)  # pytest's stderr is no terminal
+    assert quiet._progress is None
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    short, long = _ScanProgress(), _ScanProgress()
+    short(10, 100)
+    assert short._progress is None
+    long(10, 5000)
+    assert long._progress is not None
+    long(5000, 5000)
+    assert long._progress is None

@@ -14,7 +14,7 @@ from hub.core.service import to_record
 from hub.ops.dlq import DeadLetter, Ref, is_dead_letter_topic
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
     from hub.core.settings import HubSettings
     from hub.core.store.base import KafkaRecord
@@ -38,7 +38,11 @@ def parse_partition_key(text: str) -> TopicPartition:
 class TopicReader(AsyncResource):
     """Reads topics between offsets with a group-less consumer: it never commits anything."""
 
-    def __init__(self, settings: HubSettings) -> None:
+    def __init__(
+        self, settings: HubSettings, progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        self._progress = progress
+        """Told (records scanned, records to scan) as a scan goes on: long scans show a bar."""
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=None,
@@ -114,6 +118,8 @@ class TopicReader(AsyncResource):
         self._consumer.assign(list(wanted))
         for tp, offset in wanted.items():
             self._consumer.seek(tp, offset)
+        total = sum(end[tp] - offset for tp, offset in wanted.items())
+        done = 0
         while wanted:
             batches = await self._consumer.getmany(*wanted, timeout_ms=FETCH_TIMEOUT_MS)
             records: list[KafkaRecord] = []
@@ -124,6 +130,9 @@ class TopicReader(AsyncResource):
                 if await self._consumer.position(tp) >= end[tp]:
                     del wanted[tp]
                     self._consumer.pause(tp)
+            done += len(records)
+            if self._progress is not None:
+                self._progress(min(done, total) if wanted else total, total)
             if records:
                 yield records
 
