@@ -133,6 +133,34 @@ class PipelineMetrics:
                 SLA_BREACHES.labels(self._group).inc()
 
 
+class NoMetrics(PipelineMetrics):
+    """Records nothing: HUB_METRICS=false, and the bench's baseline."""
+
+    def __init__(self) -> None:
+        super().__init__("-", ())
+
+    def batch(self, size: int) -> None:
+        """Nothing."""
+
+    def handled(self, topic: str, outcome: str, seconds: float | None = None) -> None:
+        """Nothing."""
+
+    def dead_lettered(self, topic: str) -> None:
+        """Nothing."""
+
+    def retry_scheduled(self, topic: str) -> None:
+        """Nothing."""
+
+    def key_parked(self) -> None:
+        """Nothing."""
+
+    def key_released(self) -> None:
+        """Nothing."""
+
+    def emitted(self, outputs: Sequence[OutRecord]) -> None:
+        """Nothing."""
+
+
 def _result_of(error: BaseException) -> str:
     if isinstance(error, httpx.HTTPStatusError):
         return str(error.response.status_code)

@@ -35,7 +35,7 @@ from hub.core.errors import (
     stage_of,
 )
 from hub.core.handler import Decision, Emit, Handler, Incoming, Service
-from hub.core.metrics import PipelineMetrics
+from hub.core.metrics import NoMetrics, PipelineMetrics
 from hub.core.outbound import OutRecord, RecordSink
 from hub.core.store.base import EventId
 from hub.core.topics import dead_letter_topic, replay_topic, retry_topic
@@ -146,7 +146,9 @@ class Pipeline:
         self._scheduled = {*self._tier_of, *service.timer_topics}
         self.counts: Counter[Outcome] = Counter()
         # Metrics and spans are the kernel's: handlers stay pure and report nothing themselves.
-        self.metrics = PipelineMetrics(service.group, service.all_inputs)
+        self.metrics = (
+            PipelineMetrics(service.group, service.all_inputs) if settings.metrics else NoMetrics()
+        )
 
     @property
     def topics(self) -> list[str]:

@@ -225,7 +225,7 @@ class ServiceRuntime(AsyncResource):
             # The hub produces through its own sink: FastStream's publishers take headers as
             # text, one value a name, and a dead letter keeps the original's bytes and repeats.
             consumer_only=True,
-            middlewares=(faststream_metrics(),),
+            middlewares=(faststream_metrics(),) if settings.metrics else (),
         )
         self.store = store or open_store(
             settings.database_url,
@@ -273,7 +273,7 @@ class ServiceRuntime(AsyncResource):
             await self._settle(consumer, partition, batch)
             # FastStream's test broker hands a fake consumer without aiokafka's fetch positions.
             highwater = getattr(consumer, "highwater", lambda _: None)(partition)
-            if highwater is not None:
+            if highwater is not None and self.settings.metrics:
                 observe_lag(self.service.group, partition.topic, partition.partition,
                             highwater - batch[-1].offset - 1)  # fmt: skip
         try:

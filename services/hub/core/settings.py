@@ -137,6 +137,10 @@ class HubSettings(BaseSettings):
         default="0.0.0.0",  # noqa: S104 - Prometheus scrapes from another host or container
         description="Address the HTTP endpoints listen on.",
     )
+    metrics: bool = Field(
+        default=True,
+        description="Collect Prometheus metrics (false: /metrics shows only the process's own).",
+    )
     tracing: Literal["off", "otlp"] = Field(
         default="off", description="OpenTelemetry traces: `otlp` exports a span per record."
     )

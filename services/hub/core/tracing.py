@@ -71,6 +71,7 @@ def configure_tracing(
     *,
     service_name: str = "aftersales-hub",
     exporter: SpanExporter | None = None,
+    batch: bool = False,
 ) -> TracerProvider | None:
     """Install the tracer when `exporter` is given or `HUB_TRACING=otlp`; None when off."""
     if exporter is None:
@@ -83,8 +84,8 @@ def configure_tracing(
         exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint)
         processor: SimpleSpanProcessor | BatchSpanProcessor = BatchSpanProcessor(exporter)
     else:
-        # Given exporters are tests' in-memory ones: spans are there as soon as they end.
-        processor = SimpleSpanProcessor(exporter)
+        # Tests' in-memory exporters want spans as soon as they end; the bench batches, as OTLP.
+        processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name}),
         id_generator=DerivedIdGenerator(),
