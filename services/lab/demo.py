@@ -152,7 +152,8 @@ async def run_demo(
         messages = await _messages(stack, timelines)
         stats = await _stats(settings, set(case_ids))
         if http is not None:
-            await _save_scrape(http, Path(settings.state_dir).parent / "demo-metrics.txt", say)
+            # Under the working directory: the demo's own state lives in a temporary one.
+            await _save_scrape(http, Path(".hub") / "demo-metrics.txt", say)
     return DemoResult(timelines, messages, stats)
 
 
