@@ -35,11 +35,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-ROTATION: tuple[str, ...] = (
-    "raw", "faststream", "hub", "hub-bare", "hub-traced", "replay", "kafka-perf",
-)  # fmt: skip
-HUB_HOPS = ("hub", "hub-bare", "hub-traced")
-"""The hub's hop as deployed, without metrics, and with a span per record."""
+ROTATION: tuple[str, ...] = ("raw", "faststream", "hub", "replay", "kafka-perf")
 """One round measures each of these once, in this order."""
 E2E_FIRST_NUMBER = 10_000_000  # request numbers of their own, apart from the preloaded ones
 E2E_WARMUP = 50
@@ -188,11 +184,7 @@ class Bench:
         """Create every topic, preload the inputs; returns the size of one request record."""
         settings = HubSettings()
         rounds = range(self.options.rounds)
-        subscriptions = [
-            Subscription(self.group(hop, r), (self.input_topic,))
-            for hop in HUB_HOPS
-            for r in rounds
-        ]
+        subscriptions = [Subscription(self.group("hub", r), (self.input_topic,)) for r in rounds]
         subscriptions += [
             Subscription(self.group("replay", r), (self.origin_topic,)) for r in rounds
         ]
@@ -225,7 +217,7 @@ class Bench:
     def throughput(self, variant: str, round_: int) -> Sample:
         """Measure one passthrough variant once."""
         env = dict(self.env)
-        if variant in {*HUB_HOPS, "replay"}:
+        if variant in {"hub", "replay"}:
             env["HUB_STATE_DIR"] = str(self.workdir / "state" / f"{variant}-r{round_}")
         spec = WorkerSpec(
             variant=_variant(variant),
@@ -316,7 +308,7 @@ class Bench:
 
 def _variant(name: str) -> Variant:
     match name:
-        case "raw" | "faststream" | "hub" | "hub-bare" | "hub-traced" | "replay" | "e2e":
+        case "raw" | "faststream" | "hub" | "replay" | "e2e":
             return name
     raise ValueError(f"not a worker variant: {name}")
 

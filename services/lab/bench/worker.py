@@ -22,30 +22,25 @@ from faststream.kafka import KafkaBroker
 
 # FastStream resolves handler annotations at run time (dependency injection).
 from faststream.kafka.annotations import KafkaMessage  # noqa: TC002
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from pydantic import BaseModel, ConfigDict
 
 from hub.core.handler import Route
 from hub.core.logging import configure_logging
 from hub.core.service import ServiceRuntime
 from hub.core.settings import HubSettings
-from hub.core.tracing import configure_tracing
 from hub.messages import CATALOGUE
 from intake.domain import case_id_for
 from intake.service import build_service as build_intake
 from lab.bench.fixtures import storefront_request
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
-
     from faststream.message import StreamMessage
-    from opentelemetry.sdk.trace import ReadableSpan
 
     from hub.core.handler import Service
 
 log = structlog.get_logger(__name__)
 
-Variant = Literal["raw", "faststream", "hub", "hub-bare", "hub-traced", "replay", "e2e"]
+Variant = Literal["raw", "faststream", "hub", "replay", "e2e"]
 PRODUCER_OPTIONS: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
 """The client's limit: acks=all and idempotence as the hub, otherwise aiokafka's defaults."""
 DRAIN_S = 15.0
@@ -239,26 +234,9 @@ def bench_intake(settings: HubSettings, spec: WorkerSpec) -> Service:
     return replace(intake, group=spec.group, inputs=(spec.input_topic,), emits=emits)
 
 
-class _Discard(SpanExporter):
-    """Takes spans and drops them: the SDK's cost without a collector's."""
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        """Drop `spans`."""
-        del spans
-        return SpanExportResult.SUCCESS
-
-
 async def run_hub(spec: WorkerSpec) -> Throughput:
-    """Intake through ServiceRuntime: envelope, upcast, validation, inbox, state, DLQ, logs.
-
-    `hub` as deployed by default (metrics on, tracing off); `hub-bare` without metrics;
-    `hub-traced` with metrics and a span per record, batched to an exporter that drops them.
-    """
+    """Intake through ServiceRuntime: envelope, upcast, validation, inbox, state, DLQ, logs."""
     settings = HubSettings()
-    if spec.variant == "hub-bare":
-        settings = settings.model_copy(update={"metrics": False})
-    if spec.variant == "hub-traced":
-        configure_tracing(exporter=_Discard(), batch=True)
     configure_logging(settings.log_level, settings.log_format)
     runtime = TimedRuntime(bench_intake(settings, spec), settings, registry=CATALOGUE)
     runtime.clock = _Clock(spec.count)
@@ -410,7 +388,7 @@ async def run(spec: WorkerSpec) -> BaseModel:
             return await run_raw(spec)
         case "faststream":
             return await run_faststream(spec)
-        case "hub" | "hub-bare" | "hub-traced" | "replay":
+        case "hub" | "replay":
             return await run_hub(spec)
         case "e2e":
             return await run_e2e(spec)
@@ -419,7 +397,7 @@ async def run(spec: WorkerSpec) -> BaseModel:
 def main() -> None:
     """Entry point of a worker process."""
     spec = WorkerSpec.model_validate_json(sys.argv[1])
-    if spec.variant not in {"hub", "hub-bare", "hub-traced", "replay"}:
+    if spec.variant not in {"hub", "replay"}:
         configure_logging(os.environ.get("HUB_LOG_LEVEL", "WARNING"), "json")
     result = asyncio.run(run(spec))
     sys.stdout.write(result.model_dump_json() + "\n")
