@@ -17,19 +17,29 @@ import contextlib
 import contextvars
 from typing import TYPE_CHECKING
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+)
 
 from hub.core.envelope import child_traceparent
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
+    from contextlib import AbstractContextManager
 
+    from opentelemetry.context import Context
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer
 
@@ -42,7 +52,6 @@ _PINNED_SPAN_ID: contextvars.ContextVar[int | None] = contextvars.ContextVar(
 _PINNED_TRACE_ID: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "hub_pinned_trace_id", default=None
 )
-_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class _Installed:
@@ -72,6 +81,7 @@ def configure_tracing(
     service_name: str = "aftersales-hub",
     exporter: SpanExporter | None = None,
     batch: bool = False,
+    sample_ratio: float | None = None,
 ) -> TracerProvider | None:
     """Install the tracer when `exporter` is given or `HUB_TRACING=otlp`; None when off."""
     if exporter is None:
@@ -86,9 +96,14 @@ def configure_tracing(
     else:
         # Tests' in-memory exporters want spans as soon as they end; the bench batches, as OTLP.
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
+    if sample_ratio is None:
+        sample_ratio = settings.tracing_sample_ratio if settings is not None else 1.0
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name}),
         id_generator=DerivedIdGenerator(),
+        # By trace id alone, not the parent's flag (the storefront samples everything): the
+        # same cases are traced in every service, and unsampled records cost little.
+        sampler=TraceIdRatioBased(sample_ratio),
     )
     provider.add_span_processor(processor)
     _Installed.provider, _Installed.tracer = provider, provider.get_tracer("hub.core.pipeline")
@@ -117,44 +132,82 @@ def _ids(traceparent: str) -> tuple[int, int] | None:
         return None
 
 
-@contextlib.contextmanager
+_NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
 def record_span(
     *, group: str, topic: str, partition: int, offset: int, envelope: Envelope | None
-) -> Iterator[Span | None]:
-    """The span of one handled record (None when tracing is off)."""
+) -> AbstractContextManager[Span | None]:
+    """The span of one handled record, current while it is handled (None when tracing is off)."""
     tracer = _Installed.tracer
     if tracer is None:
-        yield None
-        return
+        return _NO_SPAN
+    return _record_span(
+        tracer, group=group, topic=topic, partition=partition, offset=offset, envelope=envelope
+    )
+
+
+def _remote_parent(traceparent: str | None) -> SpanContext | None:
+    """The span context a W3C traceparent names, or None when there is none or it is invalid."""
+    parts = (traceparent or "").split("-")
+    if len(parts) != 4 or parts[0] != "00" or len(parts[1]) != 32 or len(parts[2]) != 16:  # noqa: PLR2004 - W3C field widths
+        return None
+    try:
+        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+
+
+@contextlib.contextmanager
+def _record_span(
+    tracer: Tracer,
+    *,
+    group: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    envelope: Envelope | None,
+) -> Iterator[Span]:
+    # Start, attach and end by hand: start_as_current_span's wrappers cost per record, and
+    # few attributes, each validated on the way in. (Measured: docs/operations.md.)
     attributes: dict[str, str | int] = {
-        "messaging.system": "kafka",
-        "messaging.operation.type": "process",
         "messaging.destination.name": topic,
         "messaging.destination.partition.id": str(partition),
         "messaging.kafka.offset": offset,
         "messaging.consumer.group.name": group,
     }
+    parent: Context | None = None
+    pinned = None
     if envelope is not None:
-        attributes |= {"messaging.message.id": envelope.id, "cloudevents.event_type": envelope.type}
-    parent = None
-    trace_token = None
-    if envelope is not None and envelope.traceparent:
-        parent = _PROPAGATOR.extract({"traceparent": envelope.traceparent})
-    if envelope is not None and not trace.get_current_span(parent).get_span_context().is_valid:
-        # No usable parent: the outputs' trace id is derived from this record's id; so is ours.
-        derived = _ids(child_traceparent(None, envelope.id, envelope.id))
-        trace_token = _PINNED_TRACE_ID.set(derived[0] if derived else None)
+        attributes["messaging.message.id"] = envelope.id
+        remote = _remote_parent(envelope.traceparent)
+        if remote is not None:
+            parent = trace.set_span_in_context(NonRecordingSpan(remote))
+        else:
+            # No usable parent: the outputs' trace id is derived from this record's id (as
+            # `child_traceparent` does); so is this span's, and the hops still join.
+            derived = _ids(child_traceparent(None, envelope.id, envelope.id))
+            pinned = _PINNED_TRACE_ID.set(derived[0] if derived else None)
     try:
-        with tracer.start_as_current_span(
-            f"process {topic}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-        ) as span:
-            yield span
+        span = tracer.start_span(
+            f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
+        )
     finally:
-        if trace_token is not None:
-            _PINNED_TRACE_ID.reset(trace_token)
+        if pinned is not None:
+            _PINNED_TRACE_ID.reset(pinned)
+    token = otel_context.attach(trace.set_span_in_context(span))
+    try:
+        yield span
+    except BaseException as error:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        raise
+    finally:
+        otel_context.detach(token)
+        span.end()
 
 
 def set_outcome(span: Span | None, outcome: str, *, failed: bool) -> None:
@@ -179,7 +232,7 @@ def output_span(topic: str, traceparent: str | None) -> None:
         span = tracer.start_span(
             f"publish {topic}",
             kind=SpanKind.PRODUCER,
-            attributes={"messaging.system": "kafka", "messaging.destination.name": topic},
+            attributes={"messaging.destination.name": topic},
         )
     finally:
         _PINNED_SPAN_ID.reset(token)
