@@ -31,8 +31,8 @@ from hub.core.topics import (
     replay_topic,
     retry_topic,
 )
-from hub.samples import sample_request_v2
 from intake.service import build_service
+from lab.samples import sample_request_v2
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

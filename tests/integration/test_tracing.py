@@ -17,8 +17,8 @@ from hub.core.outbound import event_record
 from hub.core.service import KafkaSink
 from hub.core.settings import HubSettings
 from hub.core.topics import STOREFRONT_REQUESTS, courier_events_topic, courier_orders_topic
-from hub.local_stack import LocalStack
-from hub.samples import sample_request_v2
+from lab.local_stack import LocalStack
+from lab.samples import sample_request_v2
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

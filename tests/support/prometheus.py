@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 import urllib.request
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import Any, Self
 
 import pytest
+
+from hub.core.settings import HarnessSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 ENSURE = ROOT / "deploy" / "prometheus" / "ensure-prometheus.sh"
@@ -20,7 +21,7 @@ ENSURE_TIMEOUT_S = 600
 
 def prometheus_bin() -> Path:
     """HUB_TEST_PROMETHEUS_DIR (set by `make test`), else what the ensure script installs."""
-    configured = os.environ.get("HUB_TEST_PROMETHEUS_DIR")
+    configured = HarnessSettings().test_prometheus_dir
     if configured:
         return Path(configured)
     result = subprocess.run(  # noqa: S603 - our own script, no user input

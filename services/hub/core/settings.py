@@ -316,3 +316,8 @@ class HarnessSettings(BaseSettings):
         description="PostgreSQL server for the state-store tests (each session makes its own "
         "database); unset: the local server `deploy/postgres/ensure-postgres.sh` starts.",
     )
+    test_prometheus_dir: str | None = Field(
+        default=None,
+        description="Directory holding `prometheus` and `promtool` for the observability tests; "
+        "unset: `deploy/prometheus/ensure-prometheus.sh` installs Debian's package if needed.",
+    )

@@ -20,12 +20,11 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from lab.bench.fixtures import produce_all, storefront_request
-from hub.core.handler import Decision, Incoming
+from hub.core.handler import Route
 from hub.core.logging import configure_logging
 from hub.core.service import ServiceRuntime
 from hub.core.settings import HubSettings
@@ -33,6 +32,7 @@ from hub.core.topics import Subscription, apply_topics, declare
 from hub.core.tracing import configure_tracing, shutdown_tracing
 from hub.messages import CATALOGUE
 from intake.service import build_service as build_intake
+from lab.bench.fixtures import produce_all, storefront_request
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from faststream.kafka.annotations import KafkaMessage
     from opentelemetry.sdk.trace import ReadableSpan
 
-    from hub.core.handler import Handler, Service
+    from hub.core.handler import Service
 
 VARIANTS = ("bare", "metrics", "traced", "traced-10")
 TIMEOUT_S = 300.0
@@ -77,19 +77,8 @@ class _Timed(ServiceRuntime):
 def _intake(settings: HubSettings, group: str, topic: str) -> Service:
     """Intake under its own group, reading `topic`; its outputs go to `<topic>.out`."""
     intake = build_intake(settings)
-
-    def retarget(handler: Handler) -> Handler:
-        def handle(incoming: Incoming[Any]) -> Decision:
-            decision = handler(incoming)
-            if not isinstance(decision, Decision):
-                raise TypeError("intake's handlers are synchronous")
-            emits = tuple(replace(emit, topic=f"{topic}.out") for emit in decision.emits)
-            return replace(decision, emits=emits)
-
-        return handle
-
-    handlers = {name: retarget(handler) for name, handler in intake.handlers.items()}
-    return replace(intake, group=group, inputs=(topic,), handlers=handlers)
+    emits = dict.fromkeys(intake.emits, Route.to(f"{topic}.out"))
+    return replace(intake, group=group, inputs=(topic,), emits=emits)
 
 
 async def _round(settings: HubSettings, spec: tuple[str, str, str], count: int) -> float:
