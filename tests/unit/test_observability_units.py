@@ -145,3 +145,22 @@ def test_a_long_scan_draws_a_bar_on_a_terminal_and_nothing_otherwise(
     assert long._progress is not None
     long(5000, 5000)
     assert long._progress is None
+
+
+def test_an_unsampled_case_gets_no_spans_in_any_service() -> None:
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing(exporter=exporter, sample_ratio=0.5)
+    try:
+        # Low 64 bits of the trace id decide, as TraceIdRatioBased does: the same in every hop.
+        kept = envelope("00-0000000000000000" + "0000000000000001-b7ad6b7169203331-01")
+        dropped = envelope("00-0000000000000000" + "fffffffffffffff0-b7ad6b7169203331-01")
+        for incoming in (kept, dropped):
+            out = incoming.caused(event_id="o", source="s", type_="t", dataschema="d", subject=None)
+            with tracing.record_span(
+                group="g", topic="t", partition=0, offset=0, envelope=incoming
+            ) as span:
+                tracing.output_span("out", out.traceparent)
+            assert (span is None) == (incoming is dropped)
+        assert len(exporter.get_finished_spans()) == 2  # the kept record's two
+    finally:
+        tracing.shutdown_tracing()

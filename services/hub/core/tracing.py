@@ -59,6 +59,8 @@ class _Installed:
 
     tracer: Tracer | None = None
     provider: TracerProvider | None = None
+    bound: int = 0
+    """TraceIdRatioBased's bound: a trace whose low 64 bits are below it is sampled."""
 
 
 class DerivedIdGenerator(RandomIdGenerator):
@@ -107,6 +109,7 @@ def configure_tracing(
     )
     provider.add_span_processor(processor)
     _Installed.provider, _Installed.tracer = provider, provider.get_tracer("hub.core.pipeline")
+    _Installed.bound = TraceIdRatioBased.get_bound_for_rate(sample_ratio)
     return provider
 
 
@@ -133,6 +136,7 @@ def _ids(traceparent: str) -> tuple[int, int] | None:
 
 
 _NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
+_TRACE_ID_LOW_BITS = (1 << 64) - 1
 
 
 def record_span(
@@ -142,9 +146,22 @@ def record_span(
     tracer = _Installed.tracer
     if tracer is None:
         return _NO_SPAN
+    remote = _remote_parent(envelope.traceparent) if envelope is not None else None
+    derived: int | None = None
+    if envelope is not None and remote is None:
+        # No usable parent: the outputs' trace id is derived from this record's id (as
+        # `child_traceparent` does); so is this span's, and the hops still join.
+        ids = _ids(child_traceparent(None, envelope.id, envelope.id))
+        derived = ids[0] if ids else None
+    trace_id = remote.trace_id if remote is not None else derived
+    if trace_id is not None and trace_id & _TRACE_ID_LOW_BITS >= _Installed.bound:
+        # The sampler's own rule, applied before any span exists: an untraced case costs
+        # nothing here (the SDK would still build, and drop, two spans a record).
+        return _NO_SPAN
     return _record_span(
-        tracer, group=group, topic=topic, partition=partition, offset=offset, envelope=envelope
-    )
+        tracer, group=group, topic=topic, partition=partition, offset=offset,
+        envelope=envelope, remote=remote, derived_trace_id=derived,
+    )  # fmt: skip
 
 
 def _remote_parent(traceparent: str | None) -> SpanContext | None:
@@ -170,9 +187,11 @@ def _record_span(
     partition: int,
     offset: int,
     envelope: Envelope | None,
+    remote: SpanContext | None,
+    derived_trace_id: int | None,
 ) -> Iterator[Span]:
     # Start, attach and end by hand: start_as_current_span's wrappers cost per record, and
-    # few attributes, each validated on the way in. (Measured: docs/operations.md.)
+    # few attributes, each validated on the way in.
     attributes: dict[str, str | int] = {
         "messaging.destination.name": topic,
         "messaging.destination.partition.id": str(partition),
@@ -183,14 +202,10 @@ def _record_span(
     pinned = None
     if envelope is not None:
         attributes["messaging.message.id"] = envelope.id
-        remote = _remote_parent(envelope.traceparent)
-        if remote is not None:
-            parent = trace.set_span_in_context(NonRecordingSpan(remote))
-        else:
-            # No usable parent: the outputs' trace id is derived from this record's id (as
-            # `child_traceparent` does); so is this span's, and the hops still join.
-            derived = _ids(child_traceparent(None, envelope.id, envelope.id))
-            pinned = _PINNED_TRACE_ID.set(derived[0] if derived else None)
+    if remote is not None:
+        parent = trace.set_span_in_context(NonRecordingSpan(remote))
+    elif derived_trace_id is not None:
+        pinned = _PINNED_TRACE_ID.set(derived_trace_id)
     try:
         span = tracer.start_span(
             f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
@@ -222,8 +237,8 @@ def set_outcome(span: Span | None, outcome: str, *, failed: bool) -> None:
 def output_span(topic: str, traceparent: str | None) -> None:
     """A zero-length PRODUCER span whose id is the output's derived span id (see module doc)."""
     tracer = _Installed.tracer
-    if tracer is None or traceparent is None:
-        return
+    if tracer is None or traceparent is None or not trace.get_current_span().is_recording():
+        return  # off, or this record's case is not sampled
     ids = _ids(traceparent)
     if ids is None:
         return
