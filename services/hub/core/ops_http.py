@@ -1,8 +1,8 @@
 """The HTTP face of a `hub run` process: /metrics, /healthz and /readyz.
 
-aiohttp rather than FastStream's ASGI app: `hub run` drives FastStream's own (non-ASGI) app, and
-serving ASGI would need an ASGI server as one more dependency; aiohttp already serves the
-partner webhooks.
+aiohttp rather than FastStream's ASGI app: `hub run` drives FastStream's own (non-ASGI) app with
+its signal handling, and going ASGI would put every service under uvicorn for three small
+routes; aiohttp already serves the partner webhooks in the same processes.
 """
 
 from __future__ import annotations
