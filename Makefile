@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/libs
 
-.PHONY: test demo bench bench-console chaos lint typecheck schemas-check unit integration install kafka-jars postgres browser clean
+.PHONY: test demo bench bench-console chaos lint typecheck schemas-check unit integration install kafka-jars postgres prometheus browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ browser:
 			chromium chromium-driver; \
 	fi
 
+# Debian's prometheus package: promtool checks deploy/prometheus/, a private server scrapes a test.
+prometheus:
+	@bash deploy/prometheus/ensure-prometheus.sh > /dev/null
+
 lint: install
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
@@ -40,8 +44,9 @@ typecheck: install
 schemas-check: install
 	$(BIN)/hub schemas check
 
-test: lint typecheck schemas-check kafka-jars postgres browser
-	HUB_TEST_POSTGRES_URL=$$(bash deploy/postgres/ensure-postgres.sh) $(BIN)/pytest
+test: lint typecheck schemas-check kafka-jars postgres prometheus browser
+	HUB_TEST_POSTGRES_URL=$$(bash deploy/postgres/ensure-postgres.sh) \
+	HUB_TEST_PROMETHEUS_DIR=$$(bash deploy/prometheus/ensure-prometheus.sh) $(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest tests/unit tests/component

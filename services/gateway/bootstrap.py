@@ -56,7 +56,7 @@ def center_gateway_runtime(
             f"repair center {center.code} needs {center.api_url_env} in the environment "
             "(see deploy/partners.yaml)"
         )
-    client = CenterClient(url)
+    client = CenterClient(url, partner=f"center-{center.code}")
     sink = KafkaSink(settings, client_id=f"hub-webhook-center-{center.code}")
     reports = CenterReportReceiver(sink, center.code, host="0.0.0.0", port=webhook_port)  # noqa: S104 - centers push from outside
     service = build_center_gateway(settings, center.code, client)

@@ -13,6 +13,7 @@ from aiohttp import web
 from hub.core.errors import HubError
 from hub.core.handler import Decision, Handler, Incoming, Service
 from hub.core.lifecycle import AsyncResource, serve_http
+from hub.core.metrics import MeteredTransport
 from hub.core.outbound import event_record
 from hub.core.topics import center_events_topic, center_tickets_topic
 from hub.messages import CATALOGUE
@@ -37,14 +38,17 @@ REPORTS = (CenterItemReceivedV1, CenterDiagnosedV1, CenterWorkCompletedV1, Cente
 class CenterClient(AsyncResource):
     """A repair center's API; a ticket it already has counts as created."""
 
-    def __init__(self, url: str, timeout_s: float = 2.0) -> None:
+    def __init__(self, url: str, timeout_s: float = 2.0, partner: str = "center") -> None:
         self._url = url.rstrip("/")
+        self._partner = partner
         self._timeout = httpx.Timeout(timeout_s)
         self._http: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
         """Create the connection pool."""
-        self._http = httpx.AsyncClient(timeout=self._timeout)
+        self._http = httpx.AsyncClient(
+            timeout=self._timeout, transport=MeteredTransport(self._partner)
+        )
 
     async def stop(self) -> None:
         """Close the connection pool."""

@@ -25,6 +25,7 @@ from gateway.sf_protocol import (
 )
 from hub.core.errors import PermanentError, TransientError
 from hub.core.lifecycle import AsyncResource
+from hub.core.metrics import MeteredTransport
 from hub.messages.courier import CourierRejection
 
 if TYPE_CHECKING:
@@ -94,7 +95,9 @@ class SfClient(AsyncResource):
 
     async def start(self) -> None:
         """Create the connection pool."""
-        self._http = httpx.AsyncClient(timeout=self._timeout, transport=self._transport)
+        self._http = httpx.AsyncClient(
+            timeout=self._timeout, transport=MeteredTransport("sf", self._transport)
+        )
 
     async def stop(self) -> None:
         """Close the connection pool."""

@@ -8,12 +8,15 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from aiokafka import AIOKafkaConsumer
 
 from dispatch.partners import load_partners
 from hub.core.envelope import Envelope
+from hub.core.ops_http import OpsServer
 from hub.core.outbound import event_record
 from hub.core.service import KafkaSink
 from hub.core.topics import CASES, STOREFRONT_REQUESTS
@@ -134,17 +137,33 @@ async def run_demo(
     )  # fmt: skip
     case_ids = {case_id_for(getattr(r, "request_id", "")): r for r in requests}
     timelines: dict[str, list[Step]] = {case_id: [] for case_id in case_ids}
-    async with stack:
+    async with stack, contextlib.AsyncExitStack() as serving:
         say(
             f"services: intake, dispatch, gateway-sf, repair, notify, tracker; couriers: jd on "
             f"Kafka, sf on {stack.sf.url}"
         )
+        http: OpsServer | None = None
+        if settings.http_port:  # HUB_HTTP_PORT: the demo's services on /metrics, as `hub run`
+            http = await serving.enter_async_context(OpsServer(settings, stack.runtimes))
+            say(f"metrics on http://127.0.0.1:{http.port}/metrics (and /healthz, /readyz)")
         await _publish(settings, requests, say)
         await _follow(settings, timelines, timeout_s)
         await _rate_and_complain(settings, timelines, case_ids, say)
         messages = await _messages(stack, timelines)
         stats = await _stats(settings, set(case_ids))
+        if http is not None:
+            # Under the working directory: the demo's own state lives in a temporary one.
+            await _save_scrape(http, Path(".hub") / "demo-metrics.txt", say)
     return DemoResult(timelines, messages, stats)
+
+
+async def _save_scrape(http: OpsServer, path: Path, say: Callable[[str], None]) -> None:
+    """Keep the last /metrics scrape of the run, to read after the services are gone."""
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"http://127.0.0.1:{http.port}/metrics")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(path.write_text, response.text)
+    say(f"last /metrics scrape saved to {path}")
 
 
 async def _rate_and_complain(

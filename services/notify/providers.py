@@ -8,6 +8,7 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING, Protocol
 
 from hub.core.errors import PermanentError, TransientError
+from hub.core.metrics import counted_send
 
 if TYPE_CHECKING:
     import httpx
@@ -36,6 +37,7 @@ class HttpGatewayProvider:
         self._url = url
         self._client = client
 
+    @counted_send
     async def send(self, request: NotificationRequestedV1) -> str:
         """POST the message; 4xx is permanent, 5xx/429/timeouts are transient (classify)."""
         response = await self._client.post(
@@ -60,6 +62,7 @@ class SmtpProvider:
         self._sender = sender
         self._timeout_s = timeout_s
 
+    @counted_send
     async def send(self, request: NotificationRequestedV1) -> str:
         """Send one e-mail in a worker thread (smtplib blocks)."""
         message = EmailMessage()

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import sys
 from datetime import UTC, datetime
 from pathlib import Path  # noqa: TC003 - typer reads the `--file` annotation at run time
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -16,7 +17,14 @@ import structlog
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from hub.core.errors import PermanentError
@@ -70,8 +78,44 @@ def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
         raise typer.Exit(2) from error
 
 
+SCAN_PROGRESS_MIN = 2000
+"""Scans of fewer records finish before a bar would be worth drawing."""
+
+
+class _ScanProgress:
+    """A bar on stderr while a long scan reads dead-letter topics (on a terminal only)."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._progress is None:
+            if total < SCAN_PROGRESS_MIN or done >= total or not sys.stderr.isatty():
+                return
+            self._progress = Progress(
+                TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=Console(stderr=True), transient=True,
+            )  # fmt: skip
+            self._progress.start()
+            self._task = self._progress.add_task("scan", total=total)
+        if self._task is not None:
+            self._progress.update(self._task, completed=done, total=total)
+        if done >= total:
+            self._progress.stop()
+            self._progress = self._task = None
+
+
 def _ops(by: str | None, reason: str) -> Ops:
-    return Ops(HubSettings(), actor=by or operator(), reason=reason)
+    return Ops(HubSettings(), actor=by or operator(), reason=reason, scan_progress=_ScanProgress())
+
+
+def _time(text: str | None) -> datetime | None:
+    """`--since`/`--until`: a time or a duration ago; anything else is a bad argument (exit 2)."""
+    try:
+        return parse_time(text)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from error
 
 
 def _when(at: datetime | None) -> str:
@@ -248,8 +292,8 @@ def _selection(
         ids=frozenset(ids or ()),
         fingerprint=fingerprint,
         error_class=error_class,
-        since=parse_time(since),
-        until=parse_time(until),
+        since=_time(since),
+        until=_time(until),
     )
 
 
@@ -511,7 +555,7 @@ def audit_command(
 
     async def work() -> list[OpsActionAuditedV1]:
         async with _ops(None, "") as ops:
-            return await ops.trail(group=group, since=parse_time(since))
+            return await ops.trail(group=group, since=_time(since))
 
     events = _run(work)
     if as_json:

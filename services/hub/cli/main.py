@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+from importlib.metadata import version as package_version
 from typing import Annotated
 
 import typer
@@ -31,6 +34,28 @@ acls_app = typer.Typer(
     help="Kafka ACLs declared as code (a secured cluster).", no_args_is_help=True
 )
 app.add_typer(acls_app, name="acls")
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would change; change nothing.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"hub {package_version('aftersales-hub')}")
+        raise typer.Exit
+
+
+@app.callback()
+def _main(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """After-sales repair integration hub."""
 
 
 def _settings() -> HubSettings:
@@ -40,20 +65,27 @@ def _settings() -> HubSettings:
 
 
 @topics_app.command("apply")
-def topics_apply() -> None:
+def topics_apply(dry_run: DryRunOption = False, as_json: JsonOption = False) -> None:
     """Create missing topics and align their configs (safe to run again)."""
     settings = _settings()
     report = asyncio.run(
         apply_topics(
-            settings.kafka_bootstrap_servers, all_topics(settings), kafka_security(settings)
+            settings.kafka_bootstrap_servers,
+            all_topics(settings),
+            kafka_security(settings),
+            dry_run=dry_run,
         )
     )
+    if as_json:
+        print(json.dumps({"dry_run": dry_run, **dataclasses.asdict(report)}, indent=2))
+        return
+    would = "would be " if dry_run else ""
     for name in report.created:
-        print(f"created       {name}")
+        print(f"{would}created       {name}")
     for name in report.reconfigured:
-        print(f"reconfigured  {name}")
+        print(f"{would}reconfigured  {name}")
     for name in report.repartitioned:
-        print(f"repartitioned {name}")
+        print(f"{would}repartitioned {name}")
     for warning in report.warnings:
         print(f"warning       {warning}")
     print(f"{len(report.unchanged)} topics unchanged")
@@ -62,6 +94,11 @@ def topics_apply() -> None:
 @acls_app.command("apply")
 def acls_apply(
     show: Annotated[bool, typer.Option("--show", help="Print every binding.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="List the bindings it would create; connect to nothing."),
+    ] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Grant each service, partner and operations user exactly its rights (safe to run again).
 
@@ -71,15 +108,28 @@ def acls_apply(
     from hub.core.acls import apply_acls  # noqa: PLC0415
 
     settings = _settings()
-    bindings = all_bindings(settings)
+    bindings = sorted(set(all_bindings(settings)))
     config = {"bootstrap_servers": settings.kafka_bootstrap_servers, **kafka_security(settings)}
-    applied = asyncio.run(apply_acls(config, bindings))
-    for binding in bindings if show else ():
+    applied = len(bindings) if dry_run else asyncio.run(apply_acls(config, bindings))
+    if as_json:
+        rows = [
+            {
+                "principal": binding.principal,
+                "operation": binding.operation.name,
+                "resource_type": binding.resource_type.name.lower(),
+                "resource_name": binding.resource_name,
+                "pattern": binding.pattern.name.lower(),
+            }
+            for binding in bindings
+        ]
+        print(json.dumps({"dry_run": dry_run, "bindings": rows}, indent=2))
+        return
+    for binding in bindings if show or dry_run else ():
         print(
             f"{binding.principal:28} {binding.operation.name:8} "
             f"{binding.resource_type.name.lower()} {binding.resource_name}"
         )
-    print(f"{applied} ACL bindings in place")
+    print(f"{applied} ACL bindings {'would be put in place' if dry_run else 'in place'}")
 
 
 @app.command("run")
@@ -101,4 +151,7 @@ def run(
         )
     except ValueError as error:
         raise typer.BadParameter(str(error)) from error
-    asyncio.run(runtime.application().run())
+    from hub.core.tracing import configure_tracing  # noqa: PLC0415
+
+    configure_tracing(settings, service_name=f"hub-{service}")
+    asyncio.run(runtime.serve())

@@ -101,8 +101,8 @@ async def apply_acls(admin_config: Mapping[str, Any], bindings: Iterable[AclBind
     """Create every binding (an existing one is left as it is); returns how many were sent."""
     unique = sorted(set(bindings))
     admin = AIOKafkaAdminClient(**admin_config)
-    await admin.start()
     try:
+        await admin.start()
         for binding in unique:
             request = CreateAclsRequest(
                 binding.resource_type,

@@ -40,7 +40,11 @@ def mask_pii(_logger: object, _method: str, event: EventDict) -> EventDict:
 
 
 def configure_logging(level: str = "INFO", log_format: LogFormat = "auto") -> None:
-    """Configure structlog and the standard library's root logger once per process."""
+    """Configure structlog, and route the standard library's loggers through it, once per process.
+
+    Libraries (aiokafka, FastStream, asyncio, aiohttp) and Python's warnings then come out in
+    the same format as the hub's own events: one JSON object a line when not on a TTY.
+    """
     renderer_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -64,8 +68,18 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "auto") -> No
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
-    # Libraries (aiokafka, FastStream) log through the standard library: warnings and up only.
-    logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr, force=True)
+    # The hub's own events skip the standard library (it costs per line); the libraries' records
+    # get the same processors, plus the logger's name, through one formatter on the root.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    # Libraries log warnings and up only: their INFO is start-up chatter the hub says itself.
+    logging.basicConfig(level=max(numeric_level, logging.WARNING), handlers=[handler], force=True)
+    logging.captureWarnings(capture=True)  # ResourceWarning and friends become log lines too
     # FastStream reports start-up and assignments at INFO and warns that topic creation is off
     # (on purpose: `hub topics apply` owns topics); the hub logs its own lifecycle instead.
     logging.getLogger("faststream").setLevel(max(numeric_level, logging.ERROR))

@@ -24,7 +24,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from hub.core import deadletter
+from hub.core import deadletter, tracing
 from hub.core.envelope import Envelope, derive_event_id
 from hub.core.errors import (
     FailureClass,
@@ -35,6 +35,7 @@ from hub.core.errors import (
     stage_of,
 )
 from hub.core.handler import Decision, Emit, Handler, Incoming, Service
+from hub.core.metrics import NoMetrics, PipelineMetrics
 from hub.core.outbound import OutRecord, RecordSink
 from hub.core.store.base import EventId
 from hub.core.topics import dead_letter_topic, replay_topic, retry_topic
@@ -144,6 +145,10 @@ class Pipeline:
         # Records on these topics carry a due time and wait for it.
         self._scheduled = {*self._tier_of, *service.timer_topics}
         self.counts: Counter[Outcome] = Counter()
+        # Metrics and spans are the kernel's: handlers stay pure and report nothing themselves.
+        self.metrics = (
+            PipelineMetrics(service.group, service.all_inputs) if settings.metrics else NoMetrics()
+        )
 
     @property
     def topics(self) -> list[str]:
@@ -165,6 +170,7 @@ class Pipeline:
                 resume_at = record.offset
                 break
             reads.append(self._read(record))
+        self.metrics.batch(len(reads))
         work = UnitOfWork(self.service.group, self._store, self._sink)
         await work.preload(
             events=[identity for read in reads if (identity := read.identity) is not None],
@@ -239,13 +245,21 @@ class Pipeline:
         # bind and reset, not the bound_contextvars context manager: a hot path.
         tokens = structlog.contextvars.bind_contextvars(**context)
         try:
-            outcome = await self._run(read, work, check_park=read.tier is None)
-            self.counts[outcome] += 1
-            log.info(
-                "message_handled",
-                outcome=outcome.value,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            with tracing.record_span(
+                group=self.service.group,
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                envelope=read.envelope,
+            ) as span:
+                outcome = await self._run(read, work, check_park=read.tier is None)
+                self.counts[outcome] += 1
+                seconds = time.perf_counter() - started
+                self.metrics.handled(record.topic, outcome.value, seconds)
+                tracing.set_outcome(span, outcome.value, failed=outcome is Outcome.DEAD_LETTERED)
+                log.info(
+                    "message_handled", outcome=outcome.value, duration_ms=round(seconds * 1000, 2)
+                )
         finally:
             structlog.contextvars.reset_contextvars(**tokens)
         return outcome
@@ -335,6 +349,7 @@ class Pipeline:
             # The unit produces the retry record before the park is stored: a park
             # without its head would wait forever.
             await work.park(read.key, read.envelope.id)
+            self.metrics.key_parked()
         return Outcome.RETRYING
 
     async def _retry_inline(
@@ -382,6 +397,7 @@ class Pipeline:
         decision: Decision = await answer if inspect.isawaitable(answer) else answer
         tracker.stage = "publish"
         outputs = [self._render(emit, envelope, key) for emit in decision.emits]
+        self.metrics.emitted(outputs)
         # Rendered before anything is buffered: a bad output fails the attempt, not the batch.
         work.record_processed(
             EventId(envelope.source, envelope.id), outputs, key=read.state_key, state=decision.state
@@ -399,6 +415,7 @@ class Pipeline:
             dataschema=emit.event.dataschema(),
             subject=emit.subject or out_key,
         )
+        tracing.output_span(topic, out.traceparent)
         return OutRecord(
             topic=topic,
             key=out_key.encode() if out_key is not None else None,
@@ -414,9 +431,11 @@ class Pipeline:
             outcome = await self._run(read, work, check_park=False)
             await work.remove_parked(key, parked.seq)
             self.counts[outcome] += 1
+            self.metrics.handled(read.original.topic, outcome.value)
             released += 1
             if outcome is Outcome.RETRYING:
                 break  # that follower is the key's new head; the rest wait behind it
+        self.metrics.key_released()
         log.info("park_released", key=key, released=released)
 
     def _schedule_retry(
@@ -434,6 +453,7 @@ class Pipeline:
             original, failure, handler_name, read.envelope, due=self._clock() + delay
         )
         work.send(OutRecord(topic, original.key, original.value, headers))
+        self.metrics.retry_scheduled(original.topic)
         log.warning(
             "message_retry_scheduled",
             retry_topic=topic,
@@ -455,6 +475,7 @@ class Pipeline:
         topic = dead_letter_topic(original.topic, self.service.group)
         headers = self._failure_headers(original, failure, handler_name, envelope)
         work.send(OutRecord(topic, original.key, original.value, headers))
+        self.metrics.dead_lettered(original.topic)
         log.warning(
             "message_dead_lettered",
             dead_letter_topic=topic,

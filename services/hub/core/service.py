@@ -23,11 +23,15 @@ from faststream.kafka import KafkaBroker
 
 # A broker passed in (TestKafkaBroker in component tests) resolves annotations at run time.
 from faststream.kafka.annotations import KafkaMessage  # noqa: TC002
+from faststream.kafka.prometheus import KafkaPrometheusMiddleware
+from prometheus_client import REGISTRY
 
 from hub.core.connection import faststream_security, kafka_security, raise_if_refused
 from hub.core.lifecycle import AsyncResource
+from hub.core.metrics import CONSUMING, observe_lag
+from hub.core.ops_http import OpsServer
 from hub.core.pipeline import Pipeline
-from hub.core.store.base import KafkaRecord
+from hub.core.store.base import EventId, KafkaRecord
 from hub.core.store.factory import open_store
 from hub.core.topics import HUB_RECORD_MAX_BYTES
 
@@ -48,6 +52,21 @@ log = structlog.get_logger(__name__)
 
 INBOX_PURGE_EVERY_S = 3600.0
 OUTAGE_FIRST_BACKOFF_S = 0.5
+READY_PING_S = 2.0
+_READY_PROBE = EventId("urn:aftersales-hub:readyz", "readyz")
+_faststream_metrics: KafkaPrometheusMiddleware | None = None
+
+
+def faststream_metrics() -> KafkaPrometheusMiddleware:
+    """FastStream's own consume metrics (per poll and subscriber), one middleware per process.
+
+    The hub's per-record figures are the pipeline's (`hub.core.metrics`): a batch subscriber
+    hands FastStream a whole poll, so its counts are polls, not records.
+    """
+    global _faststream_metrics  # noqa: PLW0603 - its metrics can be registered once only
+    if _faststream_metrics is None:
+        _faststream_metrics = KafkaPrometheusMiddleware(registry=REGISTRY, app_name="hub")
+    return _faststream_metrics
 
 
 class KafkaSink(AsyncResource):
@@ -74,6 +93,10 @@ class KafkaSink(AsyncResource):
         try:
             await self._producer.start()
         except KafkaError:
+            # A producer that failed to start still holds its client: close it, or Python
+            # warns "Unclosed AIOKafkaProducer" at exit.
+            producer, self._producer = self._producer, None
+            await producer.stop()
             await raise_if_refused(self._settings)
             raise
 
@@ -82,6 +105,16 @@ class KafkaSink(AsyncResource):
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+    async def ping(self, timeout_s: float = READY_PING_S) -> bool:
+        """Whether the cluster answers a metadata request (for /readyz)."""
+        if self._producer is None:
+            return False
+        try:
+            await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout_s)
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        return True
 
     async def send(self, records: Sequence[OutRecord]) -> None:
         """Produce every record, then wait for all acknowledgements."""
@@ -192,6 +225,7 @@ class ServiceRuntime(AsyncResource):
             # The hub produces through its own sink: FastStream's publishers take headers as
             # text, one value a name, and a dead letter keeps the original's bytes and repeats.
             consumer_only=True,
+            middlewares=(faststream_metrics(),) if settings.metrics else (),
         )
         self.store = store or open_store(
             settings.database_url,
@@ -208,7 +242,8 @@ class ServiceRuntime(AsyncResource):
         self._resume_handles: set[asyncio.TimerHandle] = set()
         self._outages: dict[TopicPartition, int] = {}
         self._purging: asyncio.Task[None] | None = None
-        subscriber = self.broker.subscriber(
+        self._http: OpsServer | None = None
+        self._subscriber = subscriber = self.broker.subscriber(
             *self.pipeline.topics,
             group_id=service.group,
             batch=True,
@@ -236,6 +271,11 @@ class ServiceRuntime(AsyncResource):
             )
         for partition, batch in by_partition.items():
             await self._settle(consumer, partition, batch)
+            # FastStream's test broker hands a fake consumer without aiokafka's fetch positions.
+            highwater = getattr(consumer, "highwater", lambda _: None)(partition)
+            if highwater is not None and self.settings.metrics:
+                observe_lag(self.service.group, partition.topic, partition.partition,
+                            highwater - batch[-1].offset - 1)  # fmt: skip
         try:
             # FastStream's ack commits every partition's position: past each handled record,
             # and at the first unhandled one of a partition that was sought back and paused.
@@ -338,16 +378,73 @@ class ServiceRuntime(AsyncResource):
         """Open the store, producer and resources (e.g. an API client), then start consuming."""
         await self._open()
         await self.broker.start()
+        self._started()
+
+    def _started(self) -> None:
+        CONSUMING.labels(self.service.group).set(1)
         log.info("service_started", group=self.service.group, topics=self.pipeline.topics)
 
     async def stop(self) -> None:
         """Drain in-flight messages (up to the grace period), then close everything."""
+        CONSUMING.labels(self.service.group).set(0)
         await self.broker.stop()
         for handle in self._resume_handles:
             handle.cancel()
         await self._close()
+        self._stopped()
+
+    def _stopped(self) -> None:
         log.info("service_stopped", group=self.service.group, counts=dict(self.pipeline.counts))
 
+    async def readiness(self) -> dict[str, bool]:
+        """Consuming, store answering, broker reachable: what /readyz reports."""
+        consuming = bool(self._subscriber.running)
+        try:
+            await self.store.is_processed(self.service.group, _READY_PROBE)
+            store = True
+        except Exception:  # noqa: BLE001 - any failure means not ready; the store logs its own
+            store = False
+        # The producer's client, not FastStream's ping: a consumer-only broker starts no admin
+        # client, and its ping then always says no.
+        sink = self.sink
+        if isinstance(sink, KafkaSink):
+            broker = await sink.ping()
+        else:
+            broker = await self.broker.ping(timeout=READY_PING_S)
+        return {"consuming": consuming, "store": store, "broker": broker}
+
     def application(self) -> FastStream:
-        """A FastStream app (SIGTERM/SIGINT drain and stop) around this runtime."""
-        return FastStream(self.broker, on_startup=[self._open], after_shutdown=[self._close])
+        """A FastStream app (SIGTERM/SIGINT drain and stop) around this runtime, with /metrics.
+
+        The HTTP endpoints come up first, so /healthz answers (and /readyz says 503) while the
+        service connects, and go last.
+        """
+        http = self._http = OpsServer(self.settings, [self])
+
+        async def stopping() -> None:
+            CONSUMING.labels(self.service.group).set(0)
+
+        return FastStream(
+            self.broker,
+            on_startup=[http.start, self._open],
+            after_startup=[self._started],
+            on_shutdown=[stopping],
+            after_shutdown=[self._close, http.stop, self._stopped],
+        )
+
+    async def serve(self) -> None:
+        """`hub run`: the application until SIGTERM/SIGINT; a failed start closes what it opened.
+
+        FastStream runs no shutdown hooks when its start fails, and a producer, consumer or
+        listening socket left open would end the process with resource warnings.
+        """
+        try:
+            await self.application().run()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.broker.stop()
+            with contextlib.suppress(Exception):
+                await self._close()
+            if self._http is not None:
+                await self._http.stop()
+            raise

@@ -126,6 +126,36 @@ class HubSettings(BaseSettings):
         description="Minimum log level. Unset, `hub dlq`, the demo, the fault suite and the "
         "bench's workers log only WARNING and above, so their own output stays readable.",
     )
+    http_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of `hub run`'s /metrics, /healthz and /readyz; 0 picks a free one "
+        "(logged as `http_serving`): set it where Prometheus scrapes.",
+    )
+    http_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - Prometheus scrapes from another host or container
+        description="Address the HTTP endpoints listen on.",
+    )
+    metrics: bool = Field(
+        default=True,
+        description="Collect Prometheus metrics (false: /metrics shows only the process's own).",
+    )
+    tracing: Literal["off", "otlp"] = Field(
+        default="off", description="OpenTelemetry traces: `otlp` exports a span per record."
+    )
+    tracing_sample_ratio: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=1.0,
+        description="Share of cases traced when `tracing` is on, decided by trace id: a case is "
+        "traced in every service or in none. 1 traces all (two spans a record cost about a "
+        "fifth of the hop's CPU; one in ten, about 5 %).",
+    )
+    otlp_endpoint: str = Field(
+        default="http://127.0.0.1:4318/v1/traces",
+        description="OTLP/HTTP traces endpoint used when `tracing` is `otlp`.",
+    )
     # NoDecode: the environment gives `10s,1m,10m`, not JSON. Kept as text: each tier names
     # its topic (`<topic>.<group>.retry.10s`), so `retry_delays` gives the durations.
     retry_tiers: Annotated[tuple[str, ...], NoDecode] = Field(
@@ -285,4 +315,9 @@ class HarnessSettings(BaseSettings):
         default=None,
         description="PostgreSQL server for the state-store tests (each session makes its own "
         "database); unset: the local server `deploy/postgres/ensure-postgres.sh` starts.",
+    )
+    test_prometheus_dir: str | None = Field(
+        default=None,
+        description="Directory holding `prometheus` and `promtool` for the observability tests; "
+        "unset: `deploy/prometheus/ensure-prometheus.sh` installs Debian's package if needed.",
     )

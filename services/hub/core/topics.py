@@ -175,21 +175,24 @@ async def apply_topics(
     bootstrap_servers: str,
     specs: Iterable[TopicSpec],
     security: Mapping[str, Any] | None = None,
+    *,
+    dry_run: bool = False,
 ) -> ApplyReport:
     """Create missing topics, align configs, add partitions; running it twice changes nothing.
 
-    `security`: aiokafka's SASL options, when the cluster asks for a login.
+    `security`: aiokafka's SASL options, when the cluster asks for a login. `dry_run` reads
+    the cluster and reports what would change, changing nothing.
     """
     report = ApplyReport()
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap_servers, client_id="hub-topics", **(security or {})
     )
-    await admin.start()
     try:
+        await admin.start()
         existing = {topic["topic"]: topic for topic in await admin.describe_topics()}
         specs = list(specs)
         missing = [spec for spec in specs if spec.name not in existing]
-        if missing:
+        if missing and not dry_run:
             response = await admin.create_topics(
                 [
                     NewTopic(
@@ -203,21 +206,23 @@ async def apply_topics(
                 timeout_ms=30_000,
             )
             _check(response, "create")
-            report.created = [spec.name for spec in missing]
+        report.created = [spec.name for spec in missing]
         present = [spec for spec in specs if spec.name in existing]
         current = await _current_configs(admin, [spec.name for spec in present])
         for spec in present:
             have = current.get(spec.name, {})
             if any(have.get(key) != value for key, value in spec.configs.items()):
                 resource = ConfigResource(ConfigResourceType.TOPIC, spec.name, dict(spec.configs))
-                await admin.alter_configs([resource])
+                if not dry_run:
+                    await admin.alter_configs([resource])
                 report.reconfigured.append(spec.name)
             partitions = len(existing[spec.name]["partitions"])
             if partitions < spec.partitions:
-                response = await admin.create_partitions(
-                    {spec.name: NewPartitions(spec.partitions)}, timeout_ms=30_000
-                )
-                _check(response, "add partitions to")
+                if not dry_run:
+                    response = await admin.create_partitions(
+                        {spec.name: NewPartitions(spec.partitions)}, timeout_ms=30_000
+                    )
+                    _check(response, "add partitions to")
                 report.repartitioned.append(spec.name)
             elif partitions > spec.partitions:
                 report.warnings.append(
@@ -235,5 +240,6 @@ async def apply_topics(
         repartitioned=len(report.repartitioned),
         unchanged=len(report.unchanged),
         warnings=report.warnings,
+        dry_run=dry_run,
     )
     return report

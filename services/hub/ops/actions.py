@@ -100,8 +100,10 @@ class Ops(AsyncResource):
         reason: str = "",
         sink: RecordSink | None = None,
         clock: Callable[[], datetime] = utc_now,
+        scan_progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.settings = settings
+        self._scan_progress = scan_progress
         self.actor = actor
         self.reason = reason
         self._own_sink = sink is None
@@ -157,7 +159,7 @@ class Ops(AsyncResource):
         self, *, group: str | None = None, since: datetime | None = None
     ) -> list[OpsActionAuditedV1]:
         """The audit events on `hub.ops.audit` (of `group`, since `since`), oldest first."""
-        async with TopicReader(self.settings) as reader:
+        async with TopicReader(self.settings, self._scan_progress) as reader:
             # An event's record is written after its `at`: older records cannot match `since`.
             records = await (
                 reader.read_all([AUDIT])
@@ -176,7 +178,7 @@ class Ops(AsyncResource):
 
     async def letters(self, selection: Selection) -> list[DeadLetter]:
         """The selected dead letters as they are now."""
-        async with TopicReader(self.settings) as reader:
+        async with TopicReader(self.settings, self._scan_progress) as reader:
             return select(await reader.dead_letters(selection.group), selection)
 
     async def inspect(self, action: OpsAction, selection: Selection) -> list[DeadLetter]:
@@ -209,7 +211,7 @@ class Ops(AsyncResource):
             if not matches:
                 raise NotFoundError(f"no dead letter with ce_id {reference!r}") from None
             return matches[-1]  # the latest failure of that event
-        async with TopicReader(self.settings) as reader:
+        async with TopicReader(self.settings, self._scan_progress) as reader:
             record = await reader.read_one(ref)
         if record is None:
             raise NotFoundError(f"no record at {ref} (purged, expired or never written)")
@@ -225,7 +227,7 @@ class Ops(AsyncResource):
         store: StateStore | None = None,
     ) -> list[Prediction]:
         """What a replay of `selection` would do; nothing is sent but the audit event."""
-        async with TopicReader(self.settings) as reader:
+        async with TopicReader(self.settings, self._scan_progress) as reader:
             every = await reader.dead_letters(selection.group)
         letters = select(every, selection)
         predictions = await predict(
@@ -275,7 +277,7 @@ class Ops(AsyncResource):
         replay_id: str | None = None,
     ) -> Checkpoint:
         """A new replay run over the dead letters there are now, saved as its first checkpoint."""
-        async with TopicReader(self.settings) as reader:
+        async with TopicReader(self.settings, self._scan_progress) as reader:
             bounds = await reader.bounds(await reader.dead_letter_topics(selection.group))
         now = self._clock()
         checkpoint = Checkpoint(
@@ -310,7 +312,7 @@ class Ops(AsyncResource):
         already_parked = checkpoint.already_parked
         refs_before = len(checkpoint.refs)
         try:
-            async with TopicReader(self.settings) as reader:
+            async with TopicReader(self.settings, self._scan_progress) as reader:
                 await run_replay(
                     checkpoint,
                     reader=reader,
@@ -402,7 +404,7 @@ class Ops(AsyncResource):
         """Per partition, the first offset and the offset purging would delete up to."""
         if not is_dead_letter_topic(topic):
             raise ValueError(f"{topic} is not a dead-letter topic")
-        async with TopicReader(self.settings) as reader:
+        async with TopicReader(self.settings, self._scan_progress) as reader:
             bounds = await reader.bounds([topic])
         if not bounds:
             raise NotFoundError(f"no topic {topic}")

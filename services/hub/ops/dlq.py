@@ -51,8 +51,14 @@ def parse_time(text: str | None, *, now: datetime | None = None) -> datetime | N
     try:
         return (now or datetime.now(UTC)) - parse_duration(text)
     except ValueError:
+        pass
+    try:
         when = datetime.fromisoformat(text)
-        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is neither a time (2026-11-25T12:00Z) nor a duration ago (30m, 2h)"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _ms_to_time(ms: int) -> datetime:

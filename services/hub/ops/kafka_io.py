@@ -16,7 +16,7 @@ from hub.core.store.base import KafkaRecord
 from hub.ops.dlq import DeadLetter, Ref, is_dead_letter_topic
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable, Mapping
+    from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 
     from aiokafka import ConsumerRecord
 
@@ -61,7 +61,11 @@ def parse_partition_key(text: str) -> TopicPartition:
 class TopicReader(AsyncResource):
     """Reads topics between offsets with a group-less consumer: it never commits anything."""
 
-    def __init__(self, settings: HubSettings) -> None:
+    def __init__(
+        self, settings: HubSettings, progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        self._progress = progress
+        """Told (records scanned, records to scan) as a scan goes on: long scans show a bar."""
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap_servers,
             group_id=None,
@@ -78,9 +82,13 @@ class TopicReader(AsyncResource):
         )
 
     async def start(self) -> None:
-        """Connect the consumer and the admin client."""
-        await self._consumer.start()
-        await self._admin.start()
+        """Connect the consumer and the admin client (a failed start leaves neither open)."""
+        try:
+            await self._consumer.start()
+            await self._admin.start()
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         """Disconnect both."""
@@ -133,6 +141,8 @@ class TopicReader(AsyncResource):
         self._consumer.assign(list(wanted))
         for tp, offset in wanted.items():
             self._consumer.seek(tp, offset)
+        total = sum(end[tp] - offset for tp, offset in wanted.items())
+        done = 0
         while wanted:
             batches = await self._consumer.getmany(*wanted, timeout_ms=FETCH_TIMEOUT_MS)
             records: list[KafkaRecord] = []
@@ -143,6 +153,9 @@ class TopicReader(AsyncResource):
                 if await self._consumer.position(tp) >= end[tp]:
                     del wanted[tp]
                     self._consumer.pause(tp)
+            done += len(records)
+            if self._progress is not None:
+                self._progress(min(done, total) if wanted else total, total)
             if records:
                 yield records
 
@@ -192,8 +205,8 @@ async def delete_records(settings: HubSettings, upto: Mapping[TopicPartition, in
         client_id="hub-ops",
         **kafka_security(settings),
     )
-    await admin.start()
     try:
+        await admin.start()
         await admin.delete_records(
             {tp: RecordsToDelete(before_offset=offset) for tp, offset in upto.items()},
             timeout_ms=30_000,

@@ -37,6 +37,10 @@ class EventId(NamedTuple):
     id: str
 
 
+class StoreUnavailableError(ConnectionError):
+    """The state store cannot be opened or reached (the message names which and where)."""
+
+
 class StaleBatchError(Exception):
     """A batch's event was recorded by another instance meanwhile; nothing of it was written.
 

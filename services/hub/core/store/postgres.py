@@ -20,6 +20,7 @@ from hub.core.store.base import (
     ParkedRecord,
     RecordsOneAsABatch,
     StaleBatchError,
+    StoreUnavailableError,
 )
 
 if TYPE_CHECKING:
@@ -179,13 +180,18 @@ class PostgresStateStore(RecordsOneAsABatch):
         """Connect and create or upgrade the schema when needed (idempotent)."""
         if self._pool is not None:
             return
-        pool = await asyncpg.create_pool(
-            self._url,
-            min_size=1,
-            max_size=4,
-            timeout=CONNECT_TIMEOUT_S,
-            command_timeout=COMMAND_TIMEOUT_S,
-        )
+        try:
+            pool = await asyncpg.create_pool(
+                self._url,
+                min_size=1,
+                max_size=4,
+                timeout=CONNECT_TIMEOUT_S,
+                command_timeout=COMMAND_TIMEOUT_S,
+            )
+        except (OSError, TimeoutError, asyncpg.PostgresError) as error:
+            raise StoreUnavailableError(
+                f"PostgreSQL at {_where(self._url)}: {type(error).__name__}: {error}"
+            ) from error
         try:
             async with pool.acquire() as connection, connection.transaction():
                 await connection.execute("SELECT pg_advisory_xact_lock($1)", SCHEMA_LOCK)

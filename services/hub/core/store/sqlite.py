@@ -26,6 +26,7 @@ from hub.core.store.base import (
     ParkedRecord,
     RecordsOneAsABatch,
     StaleBatchError,
+    StoreUnavailableError,
 )
 
 if TYPE_CHECKING:
@@ -178,12 +179,18 @@ class SqliteStateStore(RecordsOneAsABatch):
         """Open the file, creating it and its schema when missing (idempotent)."""
         if self._db is not None:
             return
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreUnavailableError(f"SQLite file {self._path}: {error}") from error
         thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-sqlite")
         try:
             db, journal, migrated_from = await asyncio.get_running_loop().run_in_executor(
                 thread, _connect, self._path
             )
+        except (OSError, sqlite3.Error) as error:
+            thread.shutdown(wait=False)
+            raise StoreUnavailableError(f"SQLite file {self._path}: {error}") from error
         except BaseException:
             thread.shutdown(wait=False)
             raise

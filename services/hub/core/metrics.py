@@ -1,0 +1,219 @@
+"""Prometheus metrics of every hub process, defined once; the kernel and edge adapters record.
+
+All live in prometheus-client's default registry (with its process and GC collectors), which
+`/metrics` serves; several services in one process tell their series apart by `group`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+import httpx
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Iterable, Sequence
+
+    from hub.core.outbound import OutRecord
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# Handling a record is milliseconds when it goes well, seconds when in-process retries back off.
+_HANDLING_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
+_CALL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0)
+
+RECORDS = Counter("hub_records", "Records taken to an outcome.", ["group", "topic", "outcome"])
+HANDLING = Histogram(
+    "hub_record_handling_seconds",
+    "Time from reading a record to its outcome (in-process retries included).",
+    ["group"],
+    buckets=_HANDLING_BUCKETS,
+)
+BATCH = Histogram(
+    "hub_batch_records", "Records in one partition's unit of work.", ["group"],
+    buckets=_BATCH_BUCKETS,
+)  # fmt: skip
+DEAD_LETTERS = Counter(
+    "hub_dead_letters", "Records sent to a dead-letter topic.", ["group", "topic"]
+)
+RETRIES = Counter("hub_retries_scheduled", "Records sent to a retry topic.", ["group", "topic"])
+PARKED_KEYS = Gauge(
+    "hub_parked_keys",
+    "Keys this process parked behind a retrying record and has not released yet.",
+    ["group"],
+)
+EMITTED = Counter(
+    "hub_events_emitted", "Output events rendered by handlers, by CloudEvents type.",
+    ["group", "type"],
+)  # fmt: skip
+SLA_BREACHES = Counter("hub_sla_breaches", "SLA breach events emitted by the tracker.", ["group"])
+LAG = Gauge(
+    "hub_consumer_lag",
+    "Records behind the partition's high watermark after the last unit of work.",
+    ["group", "topic", "partition"],
+)
+CONSUMING = Gauge("hub_consuming", "1 while the group's subscriber runs.", ["group"])
+PARTNER_CALLS = Histogram(
+    "hub_partner_call_seconds",
+    "Partner API calls by partner and result (HTTP status, or the error's class).",
+    ["partner", "result"],
+    buckets=_CALL_BUCKETS,
+)
+NOTIFICATIONS = Counter(
+    "hub_notifications", "Notification sends by channel and result.", ["channel", "result"]
+)
+
+SLA_BREACH_TYPE = "aftersales.sla.breached"
+"""Family of the tracker's SlaBreached events (`ce_type` is `<family>.v<n>`)."""
+
+
+def registry_text() -> bytes:
+    """The default registry in Prometheus' text format."""
+    from prometheus_client import generate_latest  # noqa: PLC0415 - one caller, /metrics
+
+    return generate_latest(REGISTRY)
+
+
+class PipelineMetrics:
+    """What a pipeline reports, with its group's label children resolved once."""
+
+    __slots__ = ("_batch", "_dead", "_group", "_handling", "_parked", "_records", "_retries")
+
+    def __init__(self, group: str, topics: Iterable[str]) -> None:
+        self._group = group
+        self._handling = HANDLING.labels(group)
+        self._batch = BATCH.labels(group)
+        self._parked = PARKED_KEYS.labels(group)
+        self._records: dict[tuple[str, str], Counter] = {}
+        # Created at zero so that the first dead letter is an increase Prometheus can see.
+        self._dead = {topic: DEAD_LETTERS.labels(group, topic) for topic in topics}
+        self._retries = {topic: RETRIES.labels(group, topic) for topic in topics}
+
+    def batch(self, size: int) -> None:
+        """A unit of work of `size` records began."""
+        self._batch.observe(size)
+
+    def handled(self, topic: str, outcome: str, seconds: float | None = None) -> None:
+        """One record reached `outcome` (a parked follower's time is its head's: no seconds)."""
+        child = self._records.get((topic, outcome))
+        if child is None:
+            child = self._records[topic, outcome] = RECORDS.labels(self._group, topic, outcome)
+        child.inc()
+        if seconds is not None:
+            self._handling.observe(seconds)
+
+    def dead_lettered(self, topic: str) -> None:
+        """A record of `topic` went to its dead-letter topic."""
+        child = self._dead.get(topic) or DEAD_LETTERS.labels(self._group, topic)
+        child.inc()
+
+    def retry_scheduled(self, topic: str) -> None:
+        """A record of `topic` went to a retry topic."""
+        child = self._retries.get(topic) or RETRIES.labels(self._group, topic)
+        child.inc()
+
+    def key_parked(self) -> None:
+        """A key now waits behind a retrying record."""
+        self._parked.inc()
+
+    def key_released(self) -> None:
+        """A parked key goes on."""
+        self._parked.dec()
+
+    def emitted(self, outputs: Sequence[OutRecord]) -> None:
+        """Outputs rendered by a handler (counted by type; SLA breaches on their own)."""
+        for record in outputs:
+            ce_type = next((v for n, v in record.headers if n == "ce_type"), b"").decode()
+            EMITTED.labels(self._group, ce_type).inc()
+            if ce_type.startswith(f"{SLA_BREACH_TYPE}."):
+                SLA_BREACHES.labels(self._group).inc()
+
+
+class NoMetrics(PipelineMetrics):
+    """Records nothing: HUB_METRICS=false, and the bench's baseline."""
+
+    def __init__(self) -> None:
+        super().__init__("-", ())
+
+    def batch(self, size: int) -> None:
+        """Nothing."""
+
+    def handled(self, topic: str, outcome: str, seconds: float | None = None) -> None:
+        """Nothing."""
+
+    def dead_lettered(self, topic: str) -> None:
+        """Nothing."""
+
+    def retry_scheduled(self, topic: str) -> None:
+        """Nothing."""
+
+    def key_parked(self) -> None:
+        """Nothing."""
+
+    def key_released(self) -> None:
+        """Nothing."""
+
+    def emitted(self, outputs: Sequence[OutRecord]) -> None:
+        """Nothing."""
+
+
+def _result_of(error: BaseException) -> str:
+    if isinstance(error, httpx.HTTPStatusError):
+        return str(error.response.status_code)
+    return type(error).__name__
+
+
+class MeteredTransport(httpx.AsyncBaseTransport):
+    """Wraps a partner client's transport: times each call and labels it with its result."""
+
+    def __init__(self, partner: str, inner: httpx.AsyncBaseTransport | None = None) -> None:
+        self._partner = partner
+        self._inner = inner or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` through the wrapped transport, timing it."""
+        started = time.perf_counter()
+        try:
+            response = await self._inner.handle_async_request(request)
+        except Exception as error:
+            PARTNER_CALLS.labels(self._partner, _result_of(error)).observe(
+                time.perf_counter() - started
+            )
+            raise
+        PARTNER_CALLS.labels(self._partner, str(response.status_code)).observe(
+            time.perf_counter() - started
+        )
+        return response
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self._inner.aclose()
+
+
+def counted_send(
+    send: Callable[P, Coroutine[Any, Any, T]],
+) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Decorates a notification provider's `send(self, request)`: counts by channel and result."""
+
+    @functools.wraps(send)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        request: Any = args[1] if len(args) > 1 else kwargs.get("request")
+        channel = str(getattr(request, "channel", "unknown"))
+        try:
+            result = await send(*args, **kwargs)
+        except Exception as error:
+            NOTIFICATIONS.labels(channel, _result_of(error)).inc()
+            raise
+        NOTIFICATIONS.labels(channel, "sent").inc()
+        return result
+
+    return wrapper
+
+
+def observe_lag(group: str, topic: str, partition: int, lag: int) -> None:
+    """Record one partition's lag."""
+    LAG.labels(group, topic, str(partition)).set(max(0, lag))

@@ -1,0 +1,166 @@
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from prometheus_client import REGISTRY
+
+from hub.core import tracing
+from hub.core.envelope import Envelope, child_traceparent
+from hub.core.metrics import MeteredTransport
+from hub.core.settings import HubSettings
+from hub.messages.common import Channel
+from hub.messages.repair import NotificationRequestedV1
+from notify.providers import HttpGatewayProvider
+
+
+def value(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_partner_calls_are_timed_by_partner_and_result() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/down":
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(503 if request.url.path == "/busy" else 200)
+
+    before = {
+        result: value("hub_partner_call_seconds_count", partner="test-p", result=result)
+        for result in ("200", "503", "ConnectError")
+    }
+    transport = MeteredTransport("test-p", httpx.MockTransport(answer))
+    async with httpx.AsyncClient(transport=transport, base_url="http://partner") as client:
+        await client.get("/ok")
+        await client.get("/ok")
+        await client.get("/busy")
+        with pytest.raises(httpx.ConnectError):
+            await client.get("/down")
+    counts = {
+        result: value("hub_partner_call_seconds_count", partner="test-p", result=result) - seen
+        for result, seen in before.items()
+    }
+    assert counts == {"200": 2, "503": 1, "ConnectError": 1}
+
+
+async def test_notification_sends_are_counted_by_channel_and_result() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if b"fail" in request.content:
+            return httpx.Response(500)
+        return httpx.Response(200, json={"message_id": "m1"})
+
+    def notification(body: str) -> NotificationRequestedV1:
+        return NotificationRequestedV1(
+            dedupe_key="c:m:sms", case_id="c", milestone="m", channel=Channel.SMS,
+            address="13800138000", locale="zh-CN", subject="s", body=body,
+        )  # fmt: skip
+
+    sent = value("hub_notifications_total", channel="sms", result="sent")
+    failed = value("hub_notifications_total", channel="sms", result="500")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
+        provider = HttpGatewayProvider("http://sms/send", client)
+        assert await provider.send(notification("ok")) == "m1"
+        with pytest.raises(httpx.HTTPStatusError):
+            await provider.send(notification("fail"))
+    assert value("hub_notifications_total", channel="sms", result="sent") == sent + 1
+    assert value("hub_notifications_total", channel="sms", result="500") == failed + 1
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing(exporter=exporter)
+    try:
+        yield exporter
+    finally:
+        tracing.shutdown_tracing()
+
+
+def envelope(traceparent: str | None) -> Envelope:
+    return Envelope(
+        id="in-1", source="urn:test", type="test.v1", time=datetime(2026, 1, 1, tzinfo=UTC),
+        traceparent=traceparent,
+    )  # fmt: skip
+
+
+def test_tracing_is_off_unless_configured() -> None:
+    assert tracing.configure_tracing(HubSettings()) is None
+    assert not tracing.enabled()
+    with tracing.record_span(group="g", topic="t", partition=0, offset=0, envelope=None) as span:
+        assert span is None
+
+
+def test_a_record_span_is_the_child_of_its_traceparent_and_outputs_carry_derived_ids(
+    spans: InMemorySpanExporter,
+) -> None:
+    parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    incoming = envelope(parent)
+    out = incoming.caused(event_id="out-1", source="s", type_="t", dataschema="d", subject=None)
+    with tracing.record_span(group="g", topic="t", partition=1, offset=7, envelope=incoming):
+        tracing.output_span("out-topic", out.traceparent)
+    producer, consumer = spans.get_finished_spans()
+    assert consumer.kind is SpanKind.CONSUMER
+    assert consumer.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
+    assert consumer.parent is not None
+    assert consumer.parent.span_id == 0xB7AD6B7169203331
+    assert producer.kind is SpanKind.PRODUCER
+    assert producer.parent is not None
+    assert producer.parent.span_id == consumer.context.span_id
+    # The output's traceparent (derived, byte-identical on reprocessing) names this span.
+    assert out.traceparent == (
+        f"00-{producer.context.trace_id:032x}-{producer.context.span_id:016x}-01"
+    )
+    assert out.traceparent == child_traceparent(parent, "in-1", "out-1")
+
+
+def test_a_record_without_traceparent_gets_the_trace_its_outputs_carry(
+    spans: InMemorySpanExporter,
+) -> None:
+    incoming = envelope(None)
+    out = incoming.caused(event_id="out-1", source="s", type_="t", dataschema="d", subject=None)
+    with tracing.record_span(group="g", topic="t", partition=0, offset=0, envelope=incoming):
+        tracing.output_span("out-topic", out.traceparent)
+    producer, consumer = spans.get_finished_spans()
+    assert out.traceparent is not None
+    assert consumer.parent is None
+    assert f"{consumer.context.trace_id:032x}" == out.traceparent.split("-")[1]
+    assert producer.context.trace_id == consumer.context.trace_id
+
+
+def test_a_long_scan_draws_a_bar_on_a_terminal_and_nothing_otherwise(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hub.cli.dlq import _ScanProgress  # noqa: PLC0415
+
+    quiet = _ScanProgress()
+    quiet(10, 5000)  # pytest's stderr is no terminal
+    assert quiet._progress is None
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    short, long = _ScanProgress(), _ScanProgress()
+    short(10, 100)
+    assert short._progress is None
+    long(10, 5000)
+    assert long._progress is not None
+    long(5000, 5000)
+    assert long._progress is None
+
+
+def test_an_unsampled_case_gets_no_spans_in_any_service() -> None:
+    exporter = InMemorySpanExporter()
+    tracing.configure_tracing(exporter=exporter, sample_ratio=0.5)
+    try:
+        # Low 64 bits of the trace id decide, as TraceIdRatioBased does: the same in every hop.
+        kept = envelope("00-0000000000000000" + "0000000000000001-b7ad6b7169203331-01")
+        dropped = envelope("00-0000000000000000" + "fffffffffffffff0-b7ad6b7169203331-01")
+        for incoming in (kept, dropped):
+            out = incoming.caused(event_id="o", source="s", type_="t", dataschema="d", subject=None)
+            with tracing.record_span(
+                group="g", topic="t", partition=0, offset=0, envelope=incoming
+            ) as span:
+                tracing.output_span("out", out.traceparent)
+            assert (span is None) == (incoming is dropped)
+        assert len(exporter.get_finished_spans()) == 2  # the kept record's two
+    finally:
+        tracing.shutdown_tracing()
