@@ -161,24 +161,39 @@ class Pipeline:
         Stops before the first record that is not yet due. Raises only when the store or the
         broker fails; then nothing after the last flush is done and the batch is read again.
         """
-        reads: list[_Read] = []
-        due: datetime | None = None
-        resume_at = records[-1].offset + 1 if records else None
-        for record in records:
-            due = self._not_due_until(record)
-            if due is not None:
-                resume_at = record.offset
-                break
-            reads.append(self._read(record))
-        self.metrics.batch(len(reads))
+        (result,) = await self.process_poll([records])
+        return result
+
+    async def process_poll(self, partitions: Sequence[Sequence[KafkaRecord]]) -> list[BatchResult]:
+        """Several partitions' records as one unit of work: one read, one produce, one write.
+
+        Each partition is taken in offset order, up to its first record not yet due.
+        """
+        plans: list[tuple[list[_Read], int | None, datetime | None]] = []
+        for records in partitions:
+            reads: list[_Read] = []
+            due: datetime | None = None
+            resume_at = records[-1].offset + 1 if records else None
+            for record in records:
+                due = self._not_due_until(record)
+                if due is not None:
+                    resume_at = record.offset
+                    break
+                reads.append(self._read(record))
+            plans.append((reads, resume_at, due))
+        every = [read for reads, _, _ in plans for read in reads]
+        self.metrics.batch(len(every))
         work = UnitOfWork(self.service.group, self._store, self._sink)
         await work.preload(
-            events=[identity for read in reads if (identity := read.identity) is not None],
-            keys={key for read in reads for key in (read.key, read.state_key) if key is not None},
+            events=[identity for read in every if (identity := read.identity) is not None],
+            keys={key for read in every for key in (read.key, read.state_key) if key is not None},
         )
-        outcomes = [await self._process(read, work) for read in reads]
+        results = [
+            BatchResult(tuple([await self._process(read, work) for read in reads]), resume, due)
+            for reads, resume, due in plans
+        ]
         await work.flush()
-        return BatchResult(tuple(outcomes), resume_at, due)
+        return results
 
     def _not_due_until(self, record: KafkaRecord) -> datetime | None:
         if record.topic not in self._scheduled:

@@ -30,7 +30,7 @@ from hub.core.connection import faststream_security, kafka_security, raise_if_re
 from hub.core.lifecycle import AsyncResource
 from hub.core.metrics import CONSUMING, observe_lag
 from hub.core.ops_http import OpsServer
-from hub.core.pipeline import Pipeline
+from hub.core.pipeline import BatchResult, Pipeline
 from hub.core.store.base import EventId, KafkaRecord
 from hub.core.store.factory import open_store
 from hub.core.topics import HUB_RECORD_MAX_BYTES
@@ -250,6 +250,7 @@ class ServiceRuntime(AsyncResource):
             max_records=settings.batch_max_records,
             batch_timeout_ms=settings.batch_wait_ms,
             max_partition_fetch_bytes=settings.batch_max_bytes,
+            fetch_max_bytes=settings.batch_max_bytes,
             # Acknowledged by the handler: only after every partition of the poll is settled.
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
@@ -269,8 +270,19 @@ class ServiceRuntime(AsyncResource):
             by_partition.setdefault(TopicPartition(raw.topic, raw.partition), []).append(
                 to_record(raw)
             )
+        try:
+            # The whole poll as one unit of work: one store read, one produce, one transaction.
+            results = await self.pipeline.process_poll(list(by_partition.values()))
+        except Exception:  # noqa: BLE001 - the store or the broker failed for one of them
+            # Each partition again on its own, so that only those that fail wait (and the
+            # inbox turns what the failed unit already did into counted duplicates).
+            for partition, batch in by_partition.items():
+                await self._settle(consumer, partition, batch)
+        else:
+            for partition, result in zip(by_partition, results, strict=True):
+                self._outages.pop(partition, None)
+                self._hold_until_due(consumer, partition, result)
         for partition, batch in by_partition.items():
-            await self._settle(consumer, partition, batch)
             # FastStream's test broker hands a fake consumer without aiokafka's fetch positions.
             highwater = getattr(consumer, "highwater", lambda _: None)(partition)
             if highwater is not None and self.settings.metrics:
@@ -313,10 +325,18 @@ class ServiceRuntime(AsyncResource):
                 self._hold(consumer, partition, chunk[0].offset, delay)
                 return
             self._outages.pop(partition, None)
-            if result.due is not None and result.resume_at is not None:
-                wait = (result.due - datetime.now(UTC)).total_seconds()
-                self._hold(consumer, partition, result.resume_at, wait)
+            if self._hold_until_due(consumer, partition, result):
                 return
+
+    def _hold_until_due(
+        self, consumer: AIOKafkaConsumer, partition: TopicPartition, result: BatchResult
+    ) -> bool:
+        """Pause a partition whose next record is not due yet; whether it was."""
+        if result.due is None or result.resume_at is None:
+            return False
+        wait = (result.due - datetime.now(UTC)).total_seconds()
+        self._hold(consumer, partition, result.resume_at, wait)
+        return True
 
     def _hold(
         self, consumer: AIOKafkaConsumer, partition: TopicPartition, offset: int, seconds: float

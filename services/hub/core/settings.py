@@ -191,9 +191,11 @@ class HubSettings(BaseSettings):
         description="Most bytes (keys and values) of one partition's unit of work.",
     )
     batch_wait_ms: int = Field(
-        default=100,
+        default=20,
         ge=1,
-        description="How long a poll waits for records when none are there yet.",
+        # FastStream sleeps as long again after an empty poll: a record arriving then waits.
+        description="How long a poll waits for records when none are there yet (and, after an "
+        "empty poll, before the next).",
     )
     outage_backoff_max_s: Seconds = Field(
         default=30.0,
