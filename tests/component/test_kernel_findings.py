@@ -1,0 +1,160 @@
+"""Kernel defects found by the component tier, each pinned by a test that fails today.
+
+Every test here is `xfail(strict=True)`: the suite stays green while the defect is there, and
+turns red the day it is fixed, so that the mark is removed and the test guards the fix.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from kernel_kit import (
+    GROUP,
+    INPUT,
+    OUTPUT,
+    Kernel,
+    event_record,
+    hub_headers,
+    kernel_settings,
+    probe_record,
+)
+from probe import ProbeDoneV1, ProbeV1
+
+from hub.core.errors import DomainRejectionError
+from hub.core.handler import Decision, Incoming, Service
+from hub.core.pipeline import Outcome, Pipeline
+from hub.core.registry import Registry
+from hub.core.store.base import KafkaRecord
+from hub.core.topics import dead_letter_topic
+
+P, X, R, PARKED = Outcome.PROCESSED, Outcome.DEAD_LETTERED, Outcome.RETRYING, Outcome.PARKED
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline._attempt: the in-process retries run inline_attempts times whatever is "
+    "left of max_attempts, so a record is tried up to max_attempts + inline_attempts - 1 times",
+)
+async def test_in_process_retries_never_take_a_record_past_max_attempts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    monkeypatch.setattr("asyncio.sleep", no_sleep)  # tenacity's back-off between attempts
+    kernel = Kernel(settings=kernel_settings(inline_attempts=3, max_attempts=4))
+    kernel.plan.transient[1] = 99
+    assert (await kernel.feed([probe_record(0, 1)])).outcomes == (R,)
+    assert await kernel.drain_retries() == [X]
+    (dead,) = kernel.dead_letters()
+    # Today: 6 handler calls (3 + 3) and x-hub-attempts 6 for max_attempts 4.
+    assert hub_headers(dead)["x-hub-attempts"] == "4"
+    assert len(kernel.plan.seen) == 4
+
+
+def _rejecting_service() -> Service:
+    def handle(incoming: Incoming[ProbeV1]) -> Decision:
+        # Domain errors quote the event (as dispatch's "tracking for unknown order {id}" does).
+        raise DomainRejectionError(f"cannot apply {incoming.event.payload}")
+
+    return Service(
+        group=GROUP, inputs=(INPUT,), handlers={ProbeV1.event_type: handle}, source="urn:test"
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=UnicodeEncodeError,
+    reason="deadletter.failure_headers encodes the error message strictly: a lone surrogate "
+    "(valid JSON '\\ud800' in the body, quoted by the handler's error) raises out of "
+    "process_batch, which the adapter takes for an outage: the partition retries it forever",
+)
+async def test_an_error_message_quoting_a_lone_surrogate_is_dead_lettered() -> None:
+    kernel = Kernel(service=_rejecting_service())
+    template = event_record(0, ProbeV1(seq=1), key=b"k1")
+    poisoned = KafkaRecord(
+        INPUT, 0, 0, 0, b"k1", b'{"seq": 1, "payload": "\\ud800"}', template.headers
+    )
+    result = await kernel.feed([poisoned, probe_record(1, 2, key=b"k2")])
+    assert result.outcomes == (X, X)
+    assert "cannot apply" in hub_headers(kernel.dead_letters()[0])["x-hub-error-message"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline._read: a record whose hub headers cannot be read keeps its own topic, so "
+    "a retry (or replay) record is dead-lettered to '<retry topic>.<group>.dlq', a topic "
+    "nobody declares (auto-create is off, ACLs list only the inputs' DLQs): the produce fails "
+    "and the partition stalls; and, dead-lettered before the release check, its key's park "
+    "is never released",
+)
+async def test_a_retry_record_with_unreadable_hub_headers_goes_to_a_declared_dlq() -> None:
+    kernel = Kernel()
+    kernel.plan.transient[1] = 1
+    await kernel.feed([probe_record(0, 1, key=b"k1")])
+    (retry,) = kernel.take_retries()[next(iter(kernel.fed))]
+    broken = KafkaRecord(
+        retry.topic, 0, 0, 0, retry.key, retry.value,
+        tuple((n, b"abc" if n == "x-hub-origin-offset" else v) for n, v in retry.headers),
+    )  # fmt: skip
+    kernel.clock.advance(timedelta(minutes=1))
+    assert (await kernel.feed([broken])).outcomes == (X,)
+    declared = {dead_letter_topic(topic, GROUP) for topic in kernel.pipeline.service.all_inputs}
+    assert {r.topic for r in kernel.sink.records if r.topic.endswith(".dlq")} <= declared
+    assert await kernel.store.parked_keys(GROUP) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline._run: a record from a retry topic that is dead-lettered before it is "
+    "handled (it no longer decodes, e.g. after a deploy that dropped or tightened its schema) "
+    "returns before the release check: its key stays parked and every later record of the key "
+    "is parked behind a head that will never come back",
+)
+async def test_a_head_that_no_longer_decodes_releases_its_key() -> None:
+    kernel = Kernel()
+    kernel.plan.transient[1] = 1
+    assert (await kernel.feed([probe_record(0, 1, key=b"k1")])).outcomes == (R,)
+    (retry,) = kernel.take_retries()[next(iter(kernel.fed))]
+    # The next deploy knows only the output event: the retry record now fails validation.
+    registry = Registry()
+    registry.register(ProbeDoneV1)
+    deployed = Pipeline(
+        kernel.pipeline.service, registry=registry, store=kernel.store, sink=kernel.sink,
+        settings=kernel.settings, clock=kernel.clock,
+    )  # fmt: skip
+    kernel.clock.advance(timedelta(minutes=1))
+    assert (await deployed.process_batch([retry])).outcomes == (X,)
+    assert await kernel.store.parked_keys(GROUP) == []
+    later = event_record(1, ProbeDoneV1(seq=5, handled_count=1), key=b"k1")
+    assert (await deployed.process_batch([later])).outcomes == (Outcome.IGNORED,)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline._Read.key decodes the record key with errors='replace': distinct "
+    "non-UTF-8 keys (b'\\xff', b'\\xfe') become the same '\\ufffd', so they share one state "
+    "document and one park",
+)
+async def test_distinct_binary_keys_keep_distinct_state_and_parks() -> None:
+    kernel = Kernel()
+    kernel.plan.transient[1] = 1
+    result = await kernel.feed([probe_record(0, 1, key=b"\xff"), probe_record(1, 2, key=b"\xfe")])
+    # Today: (RETRYING, PARKED): b'\xfe' waits behind a head of another key.
+    assert result.outcomes == (R, P)
+    (output,) = kernel.sink.on(OUTPUT)
+    assert ProbeDoneV1.model_validate_json(output.value or b"").handled_count == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="envelope.Envelope.from_headers decodes every header, not only the CloudEvents "
+    "ones: a record carrying any binary header of another system (a binary trace context, "
+    "a schema-registry id) is dead-lettered as undecodable. A design question more than a "
+    "slip: the CloudEvents Kafka binding defines only the ce_ headers and content-type",
+)
+async def test_a_binary_header_outside_cloudevents_does_not_make_a_record_unreadable() -> None:
+    kernel = Kernel()
+    record = event_record(0, ProbeV1(seq=1), key=b"k1", extra_headers=(("x-trace", b"\x00\xff"),))
+    assert (await kernel.feed([record])).outcomes == (P,)
