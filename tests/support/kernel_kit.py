@@ -152,16 +152,28 @@ class Kernel:
                 self.fed[record.topic] += 1
         return dict(retries)
 
+    async def retry_round(self) -> list[Outcome] | None:
+        """Feed the retry records produced so far once they are due; None when there are none."""
+        retries = self.take_retries()
+        if not retries:
+            return None
+        self.clock.advance(max(self.settings.retry_delays) + timedelta(seconds=1))
+        outcomes: list[Outcome] = []
+        for records in retries.values():
+            result = await self.feed(records)
+            assert (len(result.outcomes), result.resume_at) == (
+                len(records),
+                records[-1].offset + 1,
+            )
+            outcomes.extend(result.outcomes)
+        return outcomes
+
     async def drain_retries(self, rounds: int = 50) -> list[Outcome]:
         """Feed every retry record once it is due (moving the clock), until none is left."""
         outcomes: list[Outcome] = []
         for _ in range(rounds):
-            retries = self.take_retries()
-            if not retries:
+            handled = await self.retry_round()
+            if handled is None:
                 return outcomes
-            self.clock.advance(max(self.settings.retry_delays) + timedelta(seconds=1))
-            for records in retries.values():
-                result = await self.feed(records)
-                assert result.resume_at == records[-1].offset + 1
-                outcomes.extend(result.outcomes)
+            outcomes.extend(handled)
         raise AssertionError(f"retries still produced after {rounds} rounds")
