@@ -227,7 +227,11 @@ def loop_and_sqlite(
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=120,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(operations=st.lists(OPERATIONS, max_size=25))
 def test_the_fake_answers_every_call_sequence_like_sqlite(

@@ -158,3 +158,73 @@ async def test_a_binary_header_outside_cloudevents_does_not_make_a_record_unread
     kernel = Kernel()
     record = event_record(0, ProbeV1(seq=1), key=b"k1", extra_headers=(("x-trace", b"\x00\xff"),))
     assert (await kernel.feed([record])).outcomes == (P,)
+
+
+def _from_source(record: KafkaRecord, source: str, offset: int) -> KafkaRecord:
+    headers = tuple((n, source.encode() if n == "ce_source" else v) for n, v in record.headers)
+    return KafkaRecord(record.topic, 0, offset, 0, record.key, record.value, headers)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline._run compares a park's head with envelope.id alone (the store keeps "
+    "head_event_id without its source): an event of another source that happens to use the "
+    "id of the key's head in retry is taken for that head and dropped as a DUPLICATE, "
+    "neither handled nor dead-lettered",
+)
+async def test_an_event_of_another_source_with_the_head_id_is_not_dropped() -> None:
+    kernel = Kernel()
+    kernel.plan.transient[1] = 1
+    head = probe_record(0, 1, key=b"k1", event_id="order-1")
+    other = _from_source(probe_record(1, 2, key=b"k1", event_id="order-1"), "urn:courier", 1)
+    result = await kernel.feed([head, other])
+    # Today: (RETRYING, DUPLICATE), and seq 2 is never seen by the handler.
+    assert result.outcomes == (R, PARKED)
+    await kernel.drain_retries()
+    assert sorted(
+        ProbeDoneV1.model_validate_json(r.value or b"").seq for r in kernel.outputs()
+    ) == [
+        1,
+        2,
+    ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="envelope.derive_event_id derives an output id from the input id alone: two inputs "
+    "that are different events (same ce_id, different ce_source) emit outputs with the same "
+    "(source, id), and the next service drops the second as a duplicate",
+)
+async def test_outputs_of_two_events_sharing_an_id_have_distinct_identities() -> None:
+    kernel = Kernel()
+    first = probe_record(0, 1, key=b"k1", event_id="order-1")
+    second = _from_source(probe_record(1, 2, key=b"k2", event_id="order-1"), "urn:courier", 1)
+    assert (await kernel.feed([first, second])).outcomes == (P, P)
+    one, two = kernel.sink.on(OUTPUT)
+    identity = {name: value for name, value in one.headers if name in {"ce_source", "ce_id"}}
+    other = {name: value for name, value in two.headers if name in {"ce_source", "ce_id"}}
+    assert identity != other
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RecursionError,
+    reason="pipeline._run/_release: a parked follower that is a duplicate of the key's current "
+    "head (the head's own record sent twice, both parked behind an earlier head) calls "
+    "_release again before it is removed; next_parked returns it again, without end: "
+    "RecursionError out of process_batch, and the adapter retries that batch forever",
+)
+async def test_a_parked_duplicate_of_the_new_head_is_released_once() -> None:
+    kernel = Kernel()
+    kernel.plan.transient.update({0: 1, 1: 1})
+    head = probe_record(0, 0, key=b"k1")
+    follower = probe_record(1, 1, key=b"k1")
+    resent = probe_record(2, 1, key=b"k1", event_id="evt-1")  # the partner sends it again
+    assert (await kernel.feed([head, follower, resent])).outcomes == (R, PARKED, PARKED)
+    # The head succeeds; the follower fails in its turn and becomes the head (its copy waits).
+    assert await kernel.retry_round() == [P]
+    assert await kernel.store.park_head(GROUP, "k1") == "evt-1"
+    # The follower succeeds from its retry topic: its parked copy is a duplicate to skip.
+    assert await kernel.retry_round() == [P]
+    assert await kernel.store.parked_keys(GROUP) == []
+    assert [ProbeDoneV1.model_validate_json(r.value or b"").seq for r in kernel.outputs()] == [0, 1]
