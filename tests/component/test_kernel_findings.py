@@ -1,7 +1,8 @@
-"""Kernel defects found by the component tier, each pinned by a test that fails today.
+"""Kernel defects found by the component tier, each pinned by a test.
 
-Every test here is `xfail(strict=True)`: the suite stays green while the defect is there, and
-turns red the day it is fixed, so that the mark is removed and the test guards the fix.
+A defect still open is `xfail(strict=True)`, its reason saying where and why: the suite stays
+green while it is there and turns red the day it is fixed, so that the mark goes and the test
+guards the fix. The first six were fixed on main (105a292); their tests guard those fixes.
 """
 
 from __future__ import annotations
@@ -31,11 +32,7 @@ from hub.core.topics import dead_letter_topic
 P, X, R, PARKED = Outcome.PROCESSED, Outcome.DEAD_LETTERED, Outcome.RETRYING, Outcome.PARKED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline._attempt: the in-process retries run inline_attempts times whatever is "
-    "left of max_attempts, so a record is tried up to max_attempts + inline_attempts - 1 times",
-)
+# Was: the in-process retries ran inline_attempts times whatever was left of max_attempts.
 async def test_in_process_retries_never_take_a_record_past_max_attempts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -48,7 +45,7 @@ async def test_in_process_retries_never_take_a_record_past_max_attempts(
     assert (await kernel.feed([probe_record(0, 1)])).outcomes == (R,)
     assert await kernel.drain_retries() == [X]
     (dead,) = kernel.dead_letters()
-    # Today: 6 handler calls (3 + 3) and x-hub-attempts 6 for max_attempts 4.
+    # It was 6 handler calls (3 + 3) and x-hub-attempts 6 for max_attempts 4.
     assert hub_headers(dead)["x-hub-attempts"] == "4"
     assert len(kernel.plan.seen) == 4
 
@@ -63,13 +60,8 @@ def _rejecting_service() -> Service:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=UnicodeEncodeError,
-    reason="deadletter.failure_headers encodes the error message strictly: a lone surrogate "
-    "(valid JSON '\\ud800' in the body, quoted by the handler's error) raises out of "
-    "process_batch, which the adapter takes for an outage: the partition retries it forever",
-)
+# Was: failure_headers encoded strictly; UnicodeEncodeError out of process_batch, which the
+# adapter takes for an outage: the partition retried that batch forever.
 async def test_an_error_message_quoting_a_lone_surrogate_is_dead_lettered() -> None:
     kernel = Kernel(service=_rejecting_service())
     template = event_record(0, ProbeV1(seq=1), key=b"k1")
@@ -81,14 +73,8 @@ async def test_an_error_message_quoting_a_lone_surrogate_is_dead_lettered() -> N
     assert "cannot apply" in hub_headers(kernel.dead_letters()[0])["x-hub-error-message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline._read: a record whose hub headers cannot be read keeps its own topic, so "
-    "a retry (or replay) record is dead-lettered to '<retry topic>.<group>.dlq', a topic "
-    "nobody declares (auto-create is off, ACLs list only the inputs' DLQs): the produce fails "
-    "and the partition stalls; and, dead-lettered before the release check, its key's park "
-    "is never released",
-)
+# Was: dead-lettered to '<retry topic>.<group>.dlq' (never declared: the produce fails and the
+# partition stalls), and before the release check, so its key stayed parked.
 async def test_a_retry_record_with_unreadable_hub_headers_goes_to_a_declared_dlq() -> None:
     kernel = Kernel()
     kernel.plan.transient[1] = 1
@@ -105,13 +91,8 @@ async def test_a_retry_record_with_unreadable_hub_headers_goes_to_a_declared_dlq
     assert await kernel.store.parked_keys(GROUP) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline._run: a record from a retry topic that is dead-lettered before it is "
-    "handled (it no longer decodes, e.g. after a deploy that dropped or tightened its schema) "
-    "returns before the release check: its key stays parked and every later record of the key "
-    "is parked behind a head that will never come back",
-)
+# Was: a retry record dead-lettered before it was handled (e.g. after a deploy that dropped its
+# schema) returned before the release check: its key stayed parked for good.
 async def test_a_head_that_no_longer_decodes_releases_its_key() -> None:
     kernel = Kernel()
     kernel.plan.transient[1] = 1
@@ -131,29 +112,19 @@ async def test_a_head_that_no_longer_decodes_releases_its_key() -> None:
     assert (await deployed.process_batch([later])).outcomes == (Outcome.IGNORED,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline._Read.key decodes the record key with errors='replace': distinct "
-    "non-UTF-8 keys (b'\\xff', b'\\xfe') become the same '\\ufffd', so they share one state "
-    "document and one park",
-)
+# Was: keys decoded with errors='replace', so b'\xff' and b'\xfe' shared a state and a park.
 async def test_distinct_binary_keys_keep_distinct_state_and_parks() -> None:
     kernel = Kernel()
     kernel.plan.transient[1] = 1
     result = await kernel.feed([probe_record(0, 1, key=b"\xff"), probe_record(1, 2, key=b"\xfe")])
-    # Today: (RETRYING, PARKED): b'\xfe' waits behind a head of another key.
+    # It was (RETRYING, PARKED): b'\xfe' waited behind a head of another key.
     assert result.outcomes == (R, P)
     (output,) = kernel.sink.on(OUTPUT)
     assert ProbeDoneV1.model_validate_json(output.value or b"").handled_count == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="envelope.Envelope.from_headers decodes every header, not only the CloudEvents "
-    "ones: a record carrying any binary header of another system (a binary trace context, "
-    "a schema-registry id) is dead-lettered as undecodable. A design question more than a "
-    "slip: the CloudEvents Kafka binding defines only the ce_ headers and content-type",
-)
+# Was: Envelope.from_headers decoded every header; a binary header of another system made the
+# record undecodable.
 async def test_a_binary_header_outside_cloudevents_does_not_make_a_record_unreadable() -> None:
     kernel = Kernel()
     record = event_record(0, ProbeV1(seq=1), key=b"k1", extra_headers=(("x-trace", b"\x00\xff"),))
