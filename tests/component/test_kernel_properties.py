@@ -372,9 +372,22 @@ async def run(example: Example) -> tuple[Kernel, dict[int, Outcome]]:
         assert (result.resume_at, result.due) == (end, None)
         first.update(zip(range(start, end), result.outcomes, strict=True))
         if end in example.retry_after:
+            await too_early(kernel)
             await kernel.retry_round()  # retries interleaved with the input
     await kernel.drain_retries(rounds=len(built.records) * MAX_ATTEMPTS)
     return kernel, first
+
+
+async def too_early(kernel: Kernel) -> None:
+    """Retry records read before the clock moved: none is due, none is touched."""
+    seen = len(kernel.plan.seen)
+    produced = len(kernel.sink.records)
+    for records in kernel.peek_retries().values():
+        result = await kernel.feed(records)
+        assert (result.outcomes, result.resume_at) == ((), records[0].offset)
+        assert result.due is not None
+        assert result.due.isoformat() == hub_headers(records[0])["x-hub-due-at"]
+    assert (len(kernel.plan.seen), len(kernel.sink.records)) == (seen, produced)
 
 
 def check_dead_letters(built: Built, kernel: Kernel, first: dict[int, Outcome]) -> None:

@@ -144,12 +144,19 @@ class Kernel:
 
     def take_retries(self) -> dict[str, list[KafkaRecord]]:
         """Retry records produced since the last call, read back per retry topic with offsets."""
-        new, self.taken = self.sink.records[self.taken :], len(self.sink.records)
+        retries = self.peek_retries()
+        self.taken = len(self.sink.records)
+        for topic, records in retries.items():
+            self.fed[topic] += len(records)
+        return retries
+
+    def peek_retries(self) -> dict[str, list[KafkaRecord]]:
+        """What `take_retries` would return, leaving it to be taken."""
         retries: dict[str, list[KafkaRecord]] = defaultdict(list)
-        for record in new:
+        for record in self.sink.records[self.taken :]:
             if ".retry." in record.topic:
-                retries[record.topic].append(as_read(record, self.fed[record.topic]))
-                self.fed[record.topic] += 1
+                offset = self.fed[record.topic] + len(retries[record.topic])
+                retries[record.topic].append(as_read(record, offset))
         return dict(retries)
 
     async def retry_round(self) -> list[Outcome] | None:
