@@ -215,3 +215,53 @@ async def test_a_binary_key_and_its_escaped_spelling_stay_distinct() -> None:
     assert result.outcomes == (R, P)
     (output,) = kernel.sink.on(OUTPUT)
     assert ProbeDoneV1.model_validate_json(output.value or b"").handled_count == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=RecursionError,
+    reason="the same recursion without any duplicate input: a follower that fails in its turn "
+    "becomes the head, then a store blip on remove_parked leaves it parked behind itself; "
+    "when its retry succeeds, the release meets it as a duplicate of the head and recurses",
+)
+async def test_a_store_blip_while_a_follower_becomes_the_head_does_not_stall_its_key() -> None:
+    kernel = Kernel()
+    kernel.plan.transient.update({0: 1, 1: 1})
+    assert (await kernel.feed([probe_record(o, o, key=b"k1") for o in range(2)])).outcomes == (
+        R,
+        PARKED,
+    )
+    (head,) = kernel.take_retries().popitem()[1]
+    kernel.clock.advance(timedelta(minutes=1))
+    kernel.store.faults.fail_next("remove_parked")  # right after the follower became the head
+    with pytest.raises(ConnectionError):
+        await kernel.feed([head])
+    assert (await kernel.feed([head])).outcomes == (Outcome.DUPLICATE,)  # read again
+    assert await kernel.store.park_head(GROUP, "k1") == "evt-1"
+    assert await kernel.drain_retries() == [P]
+    assert await kernel.store.parked_keys(GROUP) == []
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="pipeline._attempt produces the retry record, then parks the key; an outage between "
+    "the two (store.park or the flush's commit_batch failing) makes the batch run again and "
+    "produce a second retry record: two retry chains of one event. When one chain runs out "
+    "of attempts its dead letter releases the key while the other is still in retry: the "
+    "followers overtake the head, which is later processed too, after being dead-lettered",
+)
+async def test_a_crash_between_retry_and_park_keeps_the_key_in_order() -> None:
+    kernel = Kernel(settings=kernel_settings(max_attempts=2, retry_tiers=("10s",)))
+    kernel.plan.transient[0] = 3  # calls 1-3 fail, call 4 succeeds
+    head, follower = probe_record(0, 0, key=b"k1"), probe_record(1, 1, key=b"k1")
+    kernel.store.faults.fail_next("park")
+    with pytest.raises(ConnectionError):
+        await kernel.feed([head])  # its retry record was produced, its park was not stored
+    assert (await kernel.feed([head, follower])).outcomes == (R, PARKED)
+    assert len(kernel.sink.on(f"{INPUT}.{GROUP}.retry.10s")) == 2
+    await kernel.drain_retries()
+    done = [ProbeDoneV1.model_validate_json(r.value or b"").seq for r in kernel.outputs()]
+    dead = [hub_headers(d)["x-hub-origin-offset"] for d in kernel.dead_letters()]
+    # Today: done == [1, 0] and dead == ["0"]: the follower first, the head both dead and done.
+    assert done in ([0, 1], [1])  # in order, or the head given up on
+    assert (dead == ["0"]) == (done == [1])  # dead-lettered exactly when not processed

@@ -43,6 +43,8 @@ from hub.core.pipeline import Outcome
 from hub.core.store.base import EventId, KafkaRecord
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pytest
 
     from hub.core.outbound import OutRecord
@@ -353,15 +355,24 @@ def examples(draw: st.DrawFn) -> Example:
 
 
 # --- the run and its checks ----------------------------------------------------------------
-async def run(example: Example) -> tuple[Kernel, dict[int, Outcome]]:
+def prepare(example: Example, outages: Sequence[tuple[str, int]] = ()) -> Kernel:
+    """A kernel whose handler fails as the example plans, and whose store fails as `outages`."""
     built = example.built
     kernel = Kernel(settings=kernel_settings(retry_tiers=("1s", "5s"), max_attempts=MAX_ATTEMPTS))
+    kernel.outages = list(outages)
+    kernel.max_crashes = len(outages) * 2
     for offset, spec in enumerate(built.specs):
         if spec.kind == "valid":
             if spec.transient:
                 kernel.plan.transient[built.seq[offset]] = spec.transient
             if spec.permanent:
                 kernel.plan.permanent.add(built.seq[offset])
+    return kernel
+
+
+async def run(example: Example, kernel: Kernel) -> dict[int, Outcome]:
+    """The partition in its batches, retries interleaved, then retries until none is left."""
+    built = example.built
     first: dict[int, Outcome] = {}
     bounds = [0, *sorted(example.cuts), len(built.records)]
     for start, end in itertools.pairwise(bounds):
@@ -375,7 +386,7 @@ async def run(example: Example) -> tuple[Kernel, dict[int, Outcome]]:
             await too_early(kernel)
             await kernel.retry_round()  # retries interleaved with the input
     await kernel.drain_retries(rounds=len(built.records) * MAX_ATTEMPTS)
-    return kernel, first
+    return first
 
 
 async def too_early(kernel: Kernel) -> None:
@@ -390,7 +401,9 @@ async def too_early(kernel: Kernel) -> None:
     assert (len(kernel.plan.seen), len(kernel.sink.records)) == (seen, produced)
 
 
-def check_dead_letters(built: Built, kernel: Kernel, first: dict[int, Outcome]) -> None:
+def check_dead_letters(
+    built: Built, kernel: Kernel, first: dict[int, Outcome], *, repeats: bool = False
+) -> None:
     dead_by_offset: dict[int, list[OutRecord]] = defaultdict(list)
     for dead in kernel.dead_letters():
         dead_by_offset[int(hub_headers(dead)["x-hub-origin-offset"])].append(dead)
@@ -400,22 +413,27 @@ def check_dead_letters(built: Built, kernel: Kernel, first: dict[int, Outcome]) 
         record = built.records[offset]
         if spec.kind == "bad":
             assert first[offset] is X, spec.why
-            (dead,) = dead_by_offset[offset]
+            dead, *again = dead_by_offset[offset]
             assert (dead.key, dead.value) == (record.key, record.value)
             assert dead.headers[: len(record.headers)] == record.headers
+            assert all(copy == dead for copy in again) if repeats else not again
         elif spec.kind == "ignored":
             assert first[offset] is IGNORED
             assert offset not in dead_by_offset
-        else:
+        elif not repeats:
             assert len(dead_by_offset[offset]) <= 1
 
 
-def check_effects(built: Built, kernel: Kernel) -> dict[int, OutRecord]:
-    """Each event's output once at most; per key, outputs in input order with the state carried."""
+def check_effects(built: Built, kernel: Kernel, *, repeats: bool = False) -> dict[int, OutRecord]:
+    """Each event's output once (or, after a crash, again byte for byte); per key, outputs in
+    input order with the state carried."""
     outputs: dict[int, OutRecord] = {}
     for output in kernel.outputs():
         seq = ProbeDoneV1.model_validate_json(output.value or b"").seq
-        assert seq not in outputs, f"event {seq} had two effects"
+        if seq in outputs:
+            assert repeats, f"event {seq} had two effects"
+            assert output == outputs[seq], f"event {seq} was produced again, differently"
+            continue
         outputs[seq] = output
         input_id = built.identity[seq].id
         assert header_map(output)["ce_id"] == derive_event_id(input_id, "done")
@@ -424,7 +442,8 @@ def check_effects(built: Built, kernel: Kernel) -> dict[int, OutRecord]:
     for seq in outputs:  # in the order they were produced
         by_key[built.records[seq].key].append(seq)
     for key, seqs in by_key.items():
-        if key is not None:  # no key, no order: such an event in retry holds nobody up
+        if key is not None and not repeats:  # no key, no order: it holds nobody up
+            # After an outage, order is not kept (test_kernel_findings.py, an open finding).
             assert seqs == sorted(seqs, key=first_offset.__getitem__), f"{key!r} out of order"
         counts = [
             ProbeDoneV1.model_validate_json(outputs[s].value or b"").handled_count for s in seqs
@@ -455,7 +474,7 @@ def check_eventual(built: Built, kernel: Kernel, outputs: dict[int, OutRecord]) 
         spec = built.specs[seq]
         offsets = {o for o, s in built.seq.items() if s == seq}
         assert (seq in outputs) or (offsets & dead_offsets), f"event {seq} neither done nor dead"
-        assert calls[seq] <= MAX_ATTEMPTS * count
+        assert calls[seq] <= MAX_ATTEMPTS * count or kernel.crashes
         if spec.permanent:
             assert seq not in outputs
         elif spec.transient < MAX_ATTEMPTS:
@@ -493,7 +512,8 @@ def test_every_record_reaches_one_outcome_and_no_partition_is_held(
     @given(example=examples())
     def partitions(example: Example) -> None:
         built = example.built
-        kernel, first = loop.run_until_complete(run(example))
+        kernel = prepare(example)
+        first = loop.run_until_complete(run(example, kernel))
         fed.append(len(built.records))
         check_dead_letters(built, kernel, first)
         outputs = check_effects(built, kernel)
@@ -508,3 +528,75 @@ def test_every_record_reaches_one_outcome_and_no_partition_is_held(
     finally:
         loop.close()
     assert sum(fed) >= TOTAL_RECORDS
+
+
+OUTAGE_EXAMPLES = EXAMPLES // 4
+# Not remove_parked: a blip there can leave a new head parked behind itself, and the kernel
+# then recurses without end (test_kernel_findings.py, an open finding). A failed flush just
+# before it (commit_batch, sink) can do the same, more rarely: none of these examples does.
+OUTAGES = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["sink", "load_batch", "commit_batch", "park", "park_head", "append_parked",
+             "next_parked", "is_processed", "load_state"]
+        ),
+        st.integers(0, 2),
+    ),
+    min_size=2,
+    max_size=12,
+)  # fmt: skip
+
+
+def test_store_and_broker_outages_repeat_outputs_identically_and_record_each_effect_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any store call or produce may fail; the adapter feeds that batch again, as it does."""
+    monkeypatch.setattr(pipeline_module, "log", QuietLog())
+    loop = asyncio.new_event_loop()
+    crashes: list[int] = []
+    stuck: list[int] = []
+
+    @settings(
+        max_examples=OUTAGE_EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        phases=PHASES,
+    )
+    @given(example=examples(), outages=OUTAGES)
+    def partitions(example: Example, outages: list[tuple[str, int]]) -> None:
+        built = example.built
+        kernel = prepare(example, outages)
+        try:
+            first = loop.run_until_complete(run(example, kernel))
+        except RecursionError:
+            # The open finding of a new head parked behind itself (test_kernel_findings.py),
+            # which an outage just before its follower is removed sets up. Anything else
+            # recursing is a failure of its own.
+            assert loop.run_until_complete(parked_behind_itself(kernel))
+            stuck.append(kernel.crashes)
+            return
+        crashes.append(kernel.crashes)
+        check_dead_letters(built, kernel, first, repeats=True)
+        outputs = check_effects(built, kernel, repeats=True)
+        check_eventual(built, kernel, outputs)
+        assert loop.run_until_complete(kernel.store.parked_keys(GROUP)) == []
+
+    try:
+        partitions()
+    finally:
+        loop.close()
+    # The outages did happen, and were recovered from, in most partitions.
+    assert sum(1 for count in crashes if count) >= len(crashes) // 2, crashes
+    assert len(stuck) <= OUTAGE_EXAMPLES // 10, "the recursion finding is not the rare case"
+
+
+async def parked_behind_itself(kernel: Kernel) -> bool:
+    """Whether a key's park waits for the event of its own first follower."""
+    for key in await kernel.store.parked_keys(GROUP):
+        followers = kernel.store.followers(GROUP, key)
+        head = await kernel.store.park_head(GROUP, key)
+        if followers and header_map(followers[0]).get("ce_id") == head:
+            return True
+    return False

@@ -258,17 +258,23 @@ class InMemorySink:
     def __init__(self) -> None:
         self.records: list[OutRecord] = []
         self.sends = 0
-        self._failures: list[BaseException] = []
+        self._failures: list[BaseException | None] = []
 
-    def fail_next(self, times: int = 1, error: BaseException | None = None) -> None:
-        """Make the next `times` sends raise (ConnectionError by default) and produce nothing."""
-        self._failures.extend([error or ConnectionError("broker unreachable")] * times)
+    def fail_next(
+        self, times: int = 1, error: BaseException | None = None, *, after: int = 0
+    ) -> None:
+        """Let `after` sends pass, then make `times` sends raise and produce nothing.
+
+        The error is a ConnectionError (a broker outage) unless given.
+        """
+        failure = error or ConnectionError("broker unreachable")
+        self._failures.extend([None] * after + [failure] * times)
 
     async def send(self, records: Sequence[OutRecord]) -> None:
         """Keep `records`, unless a failure is planned (then none of them)."""
         self.sends += 1
-        if self._failures:
-            raise self._failures.pop(0)
+        if self._failures and (failure := self._failures.pop(0)) is not None:
+            raise failure
         self.records.extend(records)
 
     def on(self, topic: str) -> list[OutRecord]:

@@ -117,6 +117,12 @@ class Kernel:
     """Next offset of each topic the kernel read back from the sink."""
     taken: int = 0
     """How many sink records `take_retries` has already looked at."""
+    outages: list[tuple[str, int]] = field(default_factory=list)
+    """Outages to plan, one before each batch is fed: (store operation or "sink", calls that
+    pass first). A batch an outage fails is fed again, as the adapter does."""
+    crashes: int = 0
+    max_crashes: int = 0
+    """How many failed batches `feed` takes again before it lets the error out."""
 
     def __post_init__(self) -> None:
         self.store = InMemoryStateStore(self.clock)
@@ -131,8 +137,20 @@ class Kernel:
         )
 
     async def feed(self, records: Sequence[KafkaRecord]) -> BatchResult:
-        """One partition's batch through the pipeline."""
-        return await self.pipeline.process_batch(records)
+        """One partition's batch through the pipeline (again after each planned outage)."""
+        while True:
+            if self.outages:
+                operation, after = self.outages.pop(0)
+                if operation == "sink":
+                    self.sink.fail_next(after=after)
+                else:
+                    self.store.faults.fail_next(operation, after=after)
+            try:
+                return await self.pipeline.process_batch(records)
+            except ConnectionError:
+                if self.crashes >= self.max_crashes:
+                    raise
+                self.crashes += 1
 
     def outputs(self) -> list[OutRecord]:
         """What the probe emitted on its output topic."""
