@@ -2,7 +2,8 @@
 
 A defect still open is `xfail(strict=True)`, its reason saying where and why: the suite stays
 green while it is there and turns red the day it is fixed, so that the mark goes and the test
-guards the fix. The first six were fixed on main (105a292); their tests guard those fixes.
+guards the fix. The first six were fixed on main (105a292), the recursion of a parked copy of
+a key's head on this branch; their tests guard those fixes.
 """
 
 from __future__ import annotations
@@ -177,14 +178,8 @@ async def test_outputs_of_two_events_sharing_an_id_have_distinct_identities() ->
     assert identity != other
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="pipeline._run/_release: a parked follower that is a duplicate of the key's current "
-    "head (the head's own record sent twice, both parked behind an earlier head) calls "
-    "_release again before it is removed; next_parked returns it again, without end: "
-    "RecursionError out of process_batch, and the adapter retries that batch forever",
-)
+# Was: a parked follower that is a duplicate of the key's current head started _release again
+# before it was removed; next_parked returned it again: RecursionError, the partition held.
 async def test_a_parked_duplicate_of_the_new_head_is_released_once() -> None:
     kernel = Kernel()
     kernel.plan.transient.update({0: 1, 1: 1})
@@ -217,13 +212,8 @@ async def test_a_binary_key_and_its_escaped_spelling_stay_distinct() -> None:
     assert ProbeDoneV1.model_validate_json(output.value or b"").handled_count == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="the same recursion without any duplicate input: a follower that fails in its turn "
-    "becomes the head, then a store blip on remove_parked leaves it parked behind itself; "
-    "when its retry succeeds, the release meets it as a duplicate of the head and recurses",
-)
+# Was: the same recursion without a duplicate input, after a store blip on remove_parked left
+# a follower that had become the head parked behind itself.
 async def test_a_store_blip_while_a_follower_becomes_the_head_does_not_stall_its_key() -> None:
     kernel = Kernel()
     kernel.plan.transient.update({0: 1, 1: 1})
