@@ -41,7 +41,8 @@ class FaultPlan:
     transient: dict[int, int] = field(default_factory=dict)
     """seq -> how many more calls fail transiently."""
     permanent: set[int] = field(default_factory=set)
-    seen: list[int] = field(default_factory=list)
+    seen: list[int] = field(default_factory=list, repr=False)
+    """Every seq handled, in order; kept out of the repr, which names the handler in headers."""
 
     def handle(self, incoming: Incoming[ProbeV1]) -> Decision:
         seq = incoming.event.seq

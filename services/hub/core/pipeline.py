@@ -303,7 +303,13 @@ class Pipeline:
         identity = EventId(envelope.source, envelope.id)
         if await work.is_processed(identity):
             log.info("duplicate_skipped", reason="already processed")
-            if key is not None and await work.park_head(key) == envelope.id:
+            # Not from _release (a follower, neither checked for a park nor from a retry
+            # topic): a parked copy of the key's head would start the release it is in again.
+            if (
+                (check_park or read.tier is not None)
+                and key is not None
+                and await work.park_head(key) == envelope.id
+            ):
                 await self._release(key, work)
             return Outcome.DUPLICATE
         if check_park and key is not None:
