@@ -135,7 +135,7 @@ def test_the_asyncapi_parser_accepts_every_document_and_refuses_a_broken_one(
         [node, str(VALIDATOR / "validate.mjs"), *files], capture_output=True, text=True, check=False
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    broken = DOCS / "zz-broken.yaml"
+    # A server with a port list where a string belongs: the parser's schema refuses it.
     text = (DOCS / "partner-jd.yaml").read_text(encoding="utf-8")
     broken_copy = tmp_path / "broken.yaml"
     broken_copy.write_text(text.replace("kafka-secure", "kafka-secure\n    port: []"), "utf-8")
@@ -147,7 +147,6 @@ def test_the_asyncapi_parser_accepts_every_document_and_refuses_a_broken_one(
     )
     assert run.returncode == 1, run.stdout
     assert "error" in run.stdout
-    assert not broken.exists()
 
 
 def test_timer_families_follow_the_naming_rule_the_documents_rely_on() -> None:
