@@ -18,7 +18,7 @@ from gateway.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, center_refusal
 from hub.core.errors import HubError
 from hub.core.handler import Decision, Handler, Incoming, Service
 from hub.core.lifecycle import AsyncResource, serve_http
-from hub.core.metrics import MeteredTransport
+from hub.core.metrics import WEBHOOK_REFUSED, MeteredTransport
 from hub.core.outbound import event_record
 from hub.core.topics import center_events_topic, center_tickets_topic
 from hub.messages import CATALOGUE
@@ -131,7 +131,7 @@ class CenterReportReceiver(AsyncResource):
         self._center = center
         self._secret = secret
         self.refused_signatures = 0
-        """Pushes refused for a bad or stale signature (each also a `webhook_refused` warning)."""
+        """Pushes refused for a bad or stale signature (also logged, and `hub_webhook_refused`)."""
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -159,6 +159,7 @@ class CenterReportReceiver(AsyncResource):
         )
         if refusal is not None:
             self.refused_signatures += 1
+            WEBHOOK_REFUSED.labels(partner=self._center).inc()
             log.warning(
                 "webhook_refused",
                 partner=self._center,

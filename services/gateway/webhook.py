@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from gateway.signing import sf_refusal
 from hub.core.lifecycle import AsyncResource, serve_http
+from hub.core.metrics import WEBHOOK_REFUSED
 from hub.core.outbound import event_record
 from hub.core.topics import courier_events_topic
 from hub.messages.courier import CourierTrackingV1, case_id_of
@@ -63,7 +64,7 @@ class RoutePushReceiver(AsyncResource):
         self._checkword = checkword
         self._courier = courier
         self.refused_signatures = 0
-        """Pushes refused for a bad or stale signature (each also a `webhook_refused` warning)."""
+        """Pushes refused for a bad or stale signature (also logged, and `hub_webhook_refused`)."""
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -90,6 +91,7 @@ class RoutePushReceiver(AsyncResource):
         refusal = sf_refusal(self._checkword, msg_data, timestamp, digest)
         if refusal is not None or msg_data is None:
             self.refused_signatures += 1
+            WEBHOOK_REFUSED.labels(partner=self._courier).inc()
             log.warning(
                 "webhook_refused",
                 partner=self._courier,

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
 from cloudevents.core.formats.json import JSONFormat
+from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
 from dispatch.partners import load_partners
@@ -106,6 +107,7 @@ async def test_an_sf_push_failing_the_digest_is_refused_counted_and_produces_not
     form: Any, reason: str
 ) -> None:
     sink = CollectingSink()
+    before = REGISTRY.get_sample_value("hub_webhook_refused_total", {"partner": "sf"}) or 0.0
     async with RoutePushReceiver(sink, checkword=CHECKWORD) as webhook, httpx.AsyncClient() as http:
         with capture_logs() as logs:
             response = await http.post(webhook.url, data=form())
@@ -117,6 +119,7 @@ async def test_an_sf_push_failing_the_digest_is_refused_counted_and_produces_not
     assert warning["partner"] == "sf"
     assert reason in warning["reason"]
     assert warning["refused_signatures"] == 1
+    assert REGISTRY.get_sample_value("hub_webhook_refused_total", {"partner": "sf"}) == before + 1
 
 
 async def test_the_sf_simulator_signs_its_pushes_as_sf_does() -> None:
