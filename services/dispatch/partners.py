@@ -60,6 +60,8 @@ class RepairCenter(BaseModel):
     categories: tuple[str, ...]
     contact: PickupContact
     api_url_env: str | None = None
+    webhook_secret_env: str | None = None
+    """Names the variable holding the secret the center signs its pushed reports with."""
 
     def repairs(self, category: str) -> bool:
         """Whether the center takes items of `category`."""

@@ -37,8 +37,16 @@ def gateway_runtime(
 ) -> ServiceRuntime:
     """gateway-<courier>: the service, its API client and its route-push webhook together."""
     client = sf_client_from_env(courier)
+    # Present: sf_client_from_env refuses to start without it. SF signs pushes as API calls.
+    checkword = os.environ[courier.checkword_env or ""]
     sink = KafkaSink(settings, client_id=f"hub-webhook-{courier.code}")
-    webhook = RoutePushReceiver(sink, courier=courier.code, host="0.0.0.0", port=webhook_port)  # noqa: S104 - couriers push from outside
+    webhook = RoutePushReceiver(
+        sink,
+        checkword=checkword,
+        courier=courier.code,
+        host="0.0.0.0",  # noqa: S104 - couriers push from outside
+        port=webhook_port,
+    )
     service = build_gateway_service(settings, client, courier.code)
     # One producer for the process: the webhook's and the service's records share it.
     return ServiceRuntime(
@@ -50,15 +58,23 @@ def center_gateway_runtime(
     settings: HubSettings, center: RepairCenter, registry: Registry, webhook_port: int
 ) -> ServiceRuntime:
     """gateway-center-<code>: the service, the center's API client and its report webhook."""
-    url = os.environ.get(center.api_url_env or "")
-    if not url:
+    names = (center.api_url_env, center.webhook_secret_env)
+    missing = [name or "?" for name in names if not name or not os.environ.get(name)]
+    if missing:
         raise ValueError(
-            f"repair center {center.code} needs {center.api_url_env} in the environment "
+            f"repair center {center.code} needs {', '.join(missing)} in the environment "
             "(see deploy/partners.yaml)"
         )
+    url, secret = (os.environ[name] for name in names if name)
     client = CenterClient(url, partner=f"center-{center.code}")
     sink = KafkaSink(settings, client_id=f"hub-webhook-center-{center.code}")
-    reports = CenterReportReceiver(sink, center.code, host="0.0.0.0", port=webhook_port)  # noqa: S104 - centers push from outside
+    reports = CenterReportReceiver(
+        sink,
+        center.code,
+        secret=secret,
+        host="0.0.0.0",  # noqa: S104 - centers push from outside
+        port=webhook_port,
+    )
     service = build_center_gateway(settings, center.code, client)
     return ServiceRuntime(
         service, settings, registry=registry, sink=sink, resources=(sink, client, reports)

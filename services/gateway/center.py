@@ -1,4 +1,8 @@
-"""HTTP repair centers: tickets from Kafka become API calls; pushed reports come back to Kafka."""
+"""HTTP repair centers: tickets from Kafka become API calls; pushed reports come back to Kafka.
+
+A pushed report carries `X-Hub-Timestamp` and `X-Hub-Signature` (HMAC-SHA256 under the
+center's secret, see `gateway.signing`); one that fails the check is refused with 401.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,11 @@ import httpx
 import structlog
 from aiohttp import web
 
+from gateway.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, center_refusal
 from hub.core.errors import HubError
 from hub.core.handler import Decision, Handler, Incoming, Service
 from hub.core.lifecycle import AsyncResource, serve_http
-from hub.core.metrics import MeteredTransport
+from hub.core.metrics import WEBHOOK_REFUSED, MeteredTransport
 from hub.core.outbound import event_record
 from hub.core.topics import center_events_topic, center_tickets_topic
 from hub.messages import CATALOGUE
@@ -114,10 +119,19 @@ class CenterReportReceiver(AsyncResource):
     """Receives a center's pushed reports; acknowledges only what is safely on Kafka."""
 
     def __init__(
-        self, sink: RecordSink, center: str, *, host: str = "127.0.0.1", port: int = 0
+        self,
+        sink: RecordSink,
+        center: str,
+        *,
+        secret: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self._sink = sink
         self._center = center
+        self._secret = secret
+        self.refused_signatures = 0
+        """Pushes refused for a bad or stale signature (also logged, and `hub_webhook_refused`)."""
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
@@ -136,8 +150,25 @@ class CenterReportReceiver(AsyncResource):
             await self._runner.cleanup()
 
     async def _receive(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        refusal = center_refusal(
+            self._secret,
+            request.headers.get(TIMESTAMP_HEADER),
+            request.headers.get(SIGNATURE_HEADER),
+            raw,
+        )
+        if refusal is not None:
+            self.refused_signatures += 1
+            WEBHOOK_REFUSED.labels(partner=self._center).inc()
+            log.warning(
+                "webhook_refused",
+                partner=self._center,
+                reason=refusal,
+                refused_signatures=self.refused_signatures,
+            )
+            return web.json_response({"error": "signature check failed"}, status=401)
         try:
-            body = await request.json()
+            body = json.loads(raw)
             report, report_id = read_report(body), str(body["report_id"])
         except (ValueError, KeyError, TypeError, HubError) as error:
             log.warning("center_report_refused", center=self._center, reason=str(error)[:300])

@@ -91,9 +91,9 @@ forms. Lists are comma separated. Names are case-insensitive.
 
 PARTNER_INTRO = (
     "Their names are not fixed in code: each partner's entry in `deploy/partners.yaml` names "
-    "them (`api_url_env`, `partner_id_env`, `checkword_env`), so a new partner brings its own "
-    "variables and no secret is ever in the repository. A gateway refuses to start, naming "
-    "what is missing, when one is unset. Today's table names:"
+    "them (`api_url_env`, `partner_id_env`, `checkword_env`, `webhook_secret_env`), so a new "
+    "partner brings its own variables and no secret is ever in the repository. A gateway "
+    "refuses to start, naming what is missing, when one is unset. Today's table names:"
 )
 SIMULATOR_NOTE = (
     "The SF simulator (`python -m lab.simulators.sf_courier`) reads the same partner id and "
@@ -196,12 +196,17 @@ def partner_rows(table: Path | None = None) -> list[str]:
             for env, what in holds
             if env
         ]
-    lines += [
-        f"| `{center.api_url_env}` | repair center `{center.code}` | "
-        f"`hub run gateway-center-{center.code}` | base URL of the center's API |"
-        for center in partners.repair_centers
-        if center.api_url_env
-    ]
+    for center in partners.repair_centers:
+        center_holds = (
+            (center.api_url_env, "base URL of the center's API"),
+            (center.webhook_secret_env, "key of the HMAC-SHA256 signing its pushes (secret)"),
+        )
+        lines += [
+            f"| `{env}` | repair center `{center.code}` | "
+            f"`hub run gateway-center-{center.code}` | {what} |"
+            for env, what in center_holds
+            if env
+        ]
     return lines
 
 

@@ -70,6 +70,7 @@ log = structlog.get_logger(__name__)
 HUB = Path(sys.executable).with_name("hub")
 SF_PARTNER_ID = "HUB-CHAOS"
 SF_CHECKWORD = "chaos-checkword-not-a-secret"
+CENTER_SECRET = "chaos-center-secret-not-a-secret"  # noqa: S105 - the simulated center's
 HTTP_CENTER = "sh"
 TERMINAL = {CaseClosedV1.ce_type(), CaseRejectedV1.ce_type(), CaseCancelledV1.ce_type()}
 # Gateways own the webhooks partners push to; partners re-push for seconds, not for a restart.
@@ -284,7 +285,7 @@ class Partners:
             for n, c in enumerate(table.couriers) if c.integration == "kafka"
         ]  # fmt: skip
         self.center = RepairCenterSimulator(bootstrap)
-        self.http_center = HttpRepairCenterSimulator()
+        self.http_center = HttpRepairCenterSimulator(webhook_secret=CENTER_SECRET)
         self.http_center.webhook_url = (
             f"http://127.0.0.1:{ports[f'gateway-center-{HTTP_CENTER}']}/centers/"
             f"{HTTP_CENTER}/reports"
@@ -307,6 +308,7 @@ class Partners:
             "HUB_COURIER_SF_PARTNER_ID": SF_PARTNER_ID,
             "HUB_COURIER_SF_CHECKWORD": SF_CHECKWORD,
             "HUB_CENTER_SH_URL": self.http_center.url,
+            "HUB_CENTER_SH_WEBHOOK_SECRET": CENTER_SECRET,
             "HUB_SMS_GATEWAY_URL": self.sms.url,
             "HUB_PUSH_GATEWAY_URL": self.push.url,
             "HUB_SMTP_HOST": "127.0.0.1",

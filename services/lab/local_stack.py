@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 SIM_PARTNER_ID = "HUB-LOCAL"
 SIM_CHECKWORD = "local-checkword-not-a-secret"
 SENDER = "售后服务 <service@aftersales-hub.local>"
+SIM_CENTER_SECRET = "local-center-secret-not-a-secret"  # noqa: S105 - the simulated center's
 HTTP_CENTER = "sh"
 """The repair center the local stack reaches over HTTP (large appliances)."""
 
@@ -59,10 +60,12 @@ class LocalStack(AsyncResource):
     """The tracker's SLA table; None reads deploy/sla.yaml."""
 
     def __post_init__(self) -> None:
-        self.http_center = HttpRepairCenterSimulator(self.center_knobs)
+        self.http_center = HttpRepairCenterSimulator(
+            self.center_knobs, webhook_secret=SIM_CENTER_SECRET
+        )
         # One producer for the whole process: the services and both webhooks share it.
         self.sink = KafkaSink(self.settings, client_id="hub-local")
-        self.center_reports = CenterReportReceiver(self.sink, HTTP_CENTER)
+        self.center_reports = CenterReportReceiver(self.sink, HTTP_CENTER, secret=SIM_CENTER_SECRET)
         self.center_client: CenterClient | None = None
         self.center = RepairCenterSimulator(
             self.settings.kafka_bootstrap_servers, knobs=self.center_knobs
@@ -71,7 +74,7 @@ class LocalStack(AsyncResource):
         self.push = HttpGatewaySink()
         self.smtp = SmtpSink()
         self.http: httpx.AsyncClient | None = None
-        self.webhook = RoutePushReceiver(self.sink)
+        self.webhook = RoutePushReceiver(self.sink, checkword=SIM_CHECKWORD)
         self.sf = SfCourierSimulator(SIM_PARTNER_ID, SIM_CHECKWORD, knobs=self.sf_knobs)
         self.couriers = {
             courier.code: KafkaCourierSimulator(

@@ -246,7 +246,7 @@ async def test_the_sf_gateway_creates_each_order_once_despite_faults_and_relays_
     knobs = SfKnobs(error_rate=0.3, timeout_rate=0.2, hang_s=1.5, step_delay_s=0.1,
                     duplicate_push_rate=0.5, seed=5)  # fmt: skip
     sink = KafkaSink(settings, client_id=f"test-webhook-{code}")
-    async with sink, RoutePushReceiver(sink, courier=code) as webhook:
+    async with sink, RoutePushReceiver(sink, checkword="cw-test", courier=code) as webhook:
         sf = SfCourierSimulator("P-TEST", "cw-test", webhook_url=webhook.url, knobs=knobs)
         async with sf:
             client = SfClient(sf.url, "P-TEST", "cw-test", timeout_s=1.0)

@@ -1,3 +1,4 @@
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -141,3 +142,36 @@ def test_bad_headers_are_undecodable_with_a_clear_reason(
     with pytest.raises(UndecodableError) as caught:
         Envelope.from_headers(headers)
     assert str(caught.value) == message
+
+
+def test_from_record_reads_binary_mode_as_from_headers_does() -> None:
+    envelope = an_envelope()
+    assert Envelope.from_record(envelope.to_headers(), b'{"a": 1}') == (envelope, b'{"a": 1}')
+
+
+def test_from_record_reads_structured_mode_into_the_same_envelope() -> None:
+    envelope = an_envelope()
+    structured = {
+        "specversion": "1.0",
+        "id": envelope.id,
+        "source": envelope.source,
+        "type": envelope.type,
+        "time": envelope.time.isoformat(),
+        "subject": envelope.subject,
+        "dataschema": envelope.dataschema,
+        "datacontenttype": "application/json",
+        "correlationid": envelope.correlation_id,
+        "causationid": envelope.causation_id,
+        "traceparent": envelope.traceparent,
+        "data": {"a": 1},
+    }
+    headers = [("content-type", b"application/cloudevents+json; charset=utf-8")]
+    read, data = Envelope.from_record(headers, json.dumps(structured).encode())
+    assert read == envelope
+    assert json.loads(data) == {"a": 1}
+
+
+def test_a_structured_batch_format_is_refused_by_name() -> None:
+    headers = [("content-type", b"application/cloudevents-batch+json")]
+    with pytest.raises(UndecodableError, match="cloudevents-batch"):
+        Envelope.from_record(headers, b"[]")

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 import re
 import secrets
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from hub.core.errors import UndecodableError
 
@@ -20,6 +23,9 @@ HUB_ID_NAMESPACE = uuid.UUID("6f1d3b0e-8c2a-5b7e-9a41-0d5e2f7c9b13")
 
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
+# Structured mode: the whole event, attributes and data, as one JSON object in the value.
+STRUCTURED_PREFIX = "application/cloudevents"
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 REQUIRED_HEADERS = ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")
 # W3C trace context, version 00: trace id, parent span id, flags.
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-[0-9a-f]{16}-([0-9a-f]{2})")
@@ -103,16 +109,22 @@ class Envelope:
     @classmethod
     def from_headers(cls, headers: Iterable[tuple[str, bytes]]) -> Envelope:
         """Read the envelope from Kafka headers; raise UndecodableError naming what is wrong."""
-        values: dict[str, str] = {}
-        for name, raw in headers:
-            if name in values or not _is_envelope_header(name):
-                # The first occurrence wins, as in the CloudEvents Kafka binding; headers of
-                # other systems (a binary trace context, a registry id) are theirs to read.
-                continue
-            try:
-                values[name] = raw.decode()
-            except UnicodeDecodeError as error:
-                raise UndecodableError(f"header {name} is not UTF-8") from error
+        return cls._from_values(_header_values(headers))
+
+    @classmethod
+    def from_record(
+        cls, headers: Iterable[tuple[str, bytes]], value: bytes | None
+    ) -> tuple[Envelope, bytes]:
+        """The envelope and data of a record in binary or structured mode; UndecodableError."""
+        values = _header_values(headers)
+        # Binary mode pays one dictionary lookup for structured mode's existence.
+        content_type = values.get("content-type")
+        if content_type is not None and content_type.startswith(STRUCTURED_PREFIX):
+            return _structured(content_type, value or b"")
+        return cls._from_values(values), value or b""
+
+    @classmethod
+    def _from_values(cls, values: dict[str, str]) -> Envelope:
         missing = [name for name in REQUIRED_HEADERS if not values.get(name)]
         if missing:
             raise UndecodableError(f"missing CloudEvents headers: {', '.join(missing)}")
@@ -157,3 +169,81 @@ class Envelope:
             correlation_id=self.correlation_id or self.id,
             causation_id=self.id,
         )
+
+
+def _header_values(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for name, raw in headers:
+        if name in values or not _is_envelope_header(name):
+            # The first occurrence wins, as in the CloudEvents Kafka binding; headers of
+            # other systems (a binary trace context, a registry id) are theirs to read.
+            continue
+        try:
+            values[name] = raw.decode()
+        except UnicodeDecodeError as error:
+            raise UndecodableError(f"header {name} is not UTF-8") from error
+    return values
+
+
+def _structured(content_type: str, value: bytes) -> tuple[Envelope, bytes]:
+    """A structured-mode event as the envelope and data binary mode would carry."""
+    if not content_type.startswith(STRUCTURED_CONTENT_TYPE):
+        raise UndecodableError(f"structured event format {content_type!r} is not supported")
+    try:
+        event = json.loads(value)
+    except (ValueError, RecursionError) as error:
+        raise UndecodableError(f"structured CloudEvent is not JSON: {error}") from error
+    if not isinstance(event, dict):
+        raise UndecodableError(
+            f"structured CloudEvent is JSON {type(event).__name__}, not an object"
+        )
+    attributes = _attributes(event)
+    data_type = attributes.get("datacontenttype", CONTENT_TYPE)
+    if not data_type.startswith(CONTENT_TYPE):
+        raise UndecodableError(f"structured CloudEvent data is {data_type!r}, not JSON")
+    # The binding's header names, so binary and structured mode share one validation.
+    values = {f"ce_{name}": text for name, text in attributes.items() if name not in _NOT_HEADERS}
+    values["content-type"] = data_type
+    if "traceparent" in attributes:
+        values["traceparent"] = attributes["traceparent"]
+    try:
+        envelope = Envelope._from_values(values)  # noqa: SLF001 - the one shared validation
+    except UndecodableError as error:
+        raise UndecodableError(f"structured CloudEvent: {error}") from error
+    return envelope, _data(event)
+
+
+# Attributes that are not headers in binary mode: the data, and the content type's own header.
+_NOT_HEADERS = frozenset({"data", "data_base64", "datacontenttype", "traceparent"})
+
+
+def _attributes(event: dict[str, Any]) -> dict[str, str]:
+    """Every attribute as text; the JSON format lets extensions be numbers or booleans."""
+    attributes: dict[str, str] = {}
+    for name, value in event.items():
+        if name in {"data", "data_base64"} or value is None:  # null: an absent attribute
+            continue
+        if isinstance(value, bool):
+            attributes[name] = "true" if value else "false"
+        elif isinstance(value, str | int):
+            attributes[name] = str(value)
+        else:
+            raise UndecodableError(
+                f"structured CloudEvent attribute {name} is JSON {type(value).__name__}"
+            )
+    return attributes
+
+
+def _data(event: dict[str, Any]) -> bytes:
+    if "data" in event and "data_base64" in event:
+        raise UndecodableError("structured CloudEvent has both data and data_base64")
+    if "data_base64" in event:
+        try:
+            return base64.b64decode(event["data_base64"], validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise UndecodableError(
+                f"structured CloudEvent data_base64 is invalid: {error}"
+            ) from error
+    if "data" not in event:
+        raise UndecodableError("structured CloudEvent has no data")
+    return json.dumps(event["data"], ensure_ascii=False).encode()

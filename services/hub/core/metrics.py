@@ -66,6 +66,9 @@ PARTNER_CALLS = Histogram(
 NOTIFICATIONS = Counter(
     "hub_notifications", "Notification sends by channel and result.", ["channel", "result"]
 )
+WEBHOOK_REFUSED = Counter(
+    "hub_webhook_refused", "Partner pushes refused for a bad or stale signature.", ["partner"]
+)
 
 SLA_BREACH_TYPE = "aftersales.sla.breached"
 """Family of the tracker's SlaBreached events (`ce_type` is `<family>.v<n>`)."""

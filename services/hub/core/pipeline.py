@@ -233,8 +233,8 @@ class Pipeline:
         )
         envelope: Envelope | None = None
         try:
-            envelope = Envelope.from_headers(original.headers)
-            event = self._registry.decode(envelope.type, original.value or b"")
+            envelope, data = Envelope.from_record(original.headers, original.value)
+            event = self._registry.decode(envelope.type, data)
             state_key = (
                 self.service.state_key(event) if self.service.state_key else _text(original.key)
             )

@@ -196,8 +196,8 @@ class Ops(AsyncResource):
         event: Event | None = None
         problem: str | None = None
         try:
-            envelope = Envelope.from_headers(letter.original_headers)
-            event = registry.decode(envelope.type, letter.record.value or b"")
+            envelope, data = Envelope.from_record(letter.original_headers, letter.record.value)
+            event = registry.decode(envelope.type, data)
         except PermanentError as error:
             problem = f"{type(error).__name__} ({error.stage}): {error}"
         await self.audit("show", count=1, group=letter.group, refs=[str(letter.ref)])

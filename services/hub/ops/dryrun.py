@@ -128,8 +128,8 @@ async def predict(
             predictions.append(Prediction(letter.ref, "park", "", reason))
             continue
         try:
-            envelope = Envelope.from_headers(letter.original_headers)
-            event = registry.decode(envelope.type, letter.record.value or b"")
+            envelope, data = Envelope.from_record(letter.original_headers, letter.record.value)
+            event = registry.decode(envelope.type, data)
         except PermanentError as error:
             predictions.append(_failed(letter, error, error.stage))
             continue

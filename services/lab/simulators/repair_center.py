@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 import httpx
 from aiohttp import web
 
+from gateway.signing import center_headers
 from hub.core.lifecycle import AsyncResource, serve_http
 from hub.core.topics import center_events_topic, center_tickets_topic
 from hub.messages.repair import (
@@ -149,8 +151,9 @@ class RepairCenterSimulator(KafkaPartner):
 class HttpRepairCenterSimulator(AsyncResource):
     """A repair center with an HTTP API (大家电, Shanghai) that pushes reports to a webhook."""
 
-    def __init__(self, knobs: CenterKnobs | None = None) -> None:
+    def __init__(self, knobs: CenterKnobs | None = None, *, webhook_secret: str) -> None:
         self.workshop = Workshop(knobs or CenterKnobs())
+        self.webhook_secret = webhook_secret
         self.webhook_url: str | None = None
         self.url = ""
         self._runner: web.AppRunner | None = None
@@ -198,9 +201,14 @@ class HttpRepairCenterSimulator(AsyncResource):
             "version": event.version,
             "data": event.model_dump(mode="json"),
         }
+        raw = json.dumps(body, ensure_ascii=False).encode()
         for attempt in range(5):  # the center re-pushes until the hub acknowledges
             try:
-                response = await self._http.post(str(self.webhook_url), json=body)
+                # Signed afresh on every attempt: the timestamp is the push's own.
+                headers = center_headers(self.webhook_secret, raw)
+                response = await self._http.post(
+                    str(self.webhook_url), content=raw, headers=headers
+                )
                 if response.status_code == 200:  # noqa: PLR2004
                     return
             except httpx.HTTPError:

@@ -30,6 +30,7 @@ from gateway.sf_protocol import (
     UPDATE_ORDER,
     sign,
 )
+from gateway.signing import sf_push_form
 from hub.core.lifecycle import AsyncResource, serve_http
 from lab.simulators.process import run
 
@@ -202,11 +203,12 @@ class SfCourierSimulator(AsyncResource):
 
     async def _push(self, client: httpx.AsyncClient, route: dict[str, str]) -> None:
         assert self.webhook_url is not None  # noqa: S101 - only spawned with a webhook
+        msg_data = json.dumps({"Body": {"WaybillRoute": [route]}}, ensure_ascii=False)
         for attempt in range(5):  # SF re-pushes until the receiver acknowledges
             try:
-                response = await client.post(
-                    self.webhook_url, json={"Body": {"WaybillRoute": [route]}}
-                )
+                # Signed afresh on every attempt, as SF does: the timestamp is the push's own.
+                form = sf_push_form(msg_data, self.checkword)
+                response = await client.post(self.webhook_url, data=form)
                 if response.status_code == 200:  # noqa: PLR2004
                     self.pushes += 1
                     return
