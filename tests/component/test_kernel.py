@@ -68,7 +68,7 @@ async def test_a_transient_failure_waits_in_the_first_tier_and_is_handled_when_d
     assert sent["x-hub-due-at"] == (failed_at + timedelta(seconds=10)).isoformat()
     assert sent["x-hub-first-failure-at"] == failed_at.isoformat()
     assert (sent["x-hub-origin-topic"], sent["x-hub-origin-offset"]) == (INPUT, "7")
-    assert await kernel.store.park_head(GROUP, "case-1") == "evt-7"
+    assert await kernel.store.park_head(GROUP, "case-1") == f"{SOURCE} evt-7"
     assert not kernel.store.processed(GROUP)
 
     # Not yet due: the record is not touched and the partition waits at its offset.
@@ -300,7 +300,7 @@ async def test_a_follower_that_fails_in_its_turn_becomes_the_new_head() -> None:
     kernel.clock.advance(timedelta(seconds=10))
     (head,) = kernel.take_retries()[TIER_10S]
     assert (await kernel.feed([head])).outcomes == (P,)  # releases 1, which fails again
-    assert await kernel.store.park_head(GROUP, "k1") == "evt-1"
+    assert await kernel.store.park_head(GROUP, "k1") == f"{SOURCE} evt-1"
     assert kernel.store.followers(GROUP, "k1") == [batch[2]]
     (follower_retry,) = kernel.take_retries()[TIER_10S]
     # The follower starts its own history: its first attempt, a first tier, its own origin.
@@ -433,7 +433,7 @@ async def test_a_crash_after_a_mid_batch_park_keeps_each_effect_once() -> None:
     with pytest.raises(ConnectionError):
         await kernel.feed(batch)
     assert kernel.store.processed(GROUP) == {EventId(SOURCE, "evt-0"), EventId(SOURCE, "evt-1")}
-    assert await kernel.store.park_head(GROUP, "k2") == "evt-2"
+    assert await kernel.store.park_head(GROUP, "k2") == f"{SOURCE} evt-2"
     produced = list(kernel.sink.records)
 
     # Read again: what was committed is a duplicate, the head waits in its retry topic already.

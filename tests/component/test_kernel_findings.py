@@ -15,6 +15,7 @@ from kernel_kit import (
     GROUP,
     INPUT,
     OUTPUT,
+    SOURCE,
     Kernel,
     event_record,
     hub_headers,
@@ -137,13 +138,6 @@ def _from_source(record: KafkaRecord, source: str, offset: int) -> KafkaRecord:
     return KafkaRecord(record.topic, 0, offset, 0, record.key, record.value, headers)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pipeline._run compares a park's head with envelope.id alone (the store keeps "
-    "head_event_id without its source): an event of another source that happens to use the "
-    "id of the key's head in retry is taken for that head and dropped as a DUPLICATE, "
-    "neither handled nor dead-lettered",
-)
 async def test_an_event_of_another_source_with_the_head_id_is_not_dropped() -> None:
     kernel = Kernel()
     kernel.plan.transient[1] = 1
@@ -189,7 +183,7 @@ async def test_a_parked_duplicate_of_the_new_head_is_released_once() -> None:
     assert (await kernel.feed([head, follower, resent])).outcomes == (R, PARKED, PARKED)
     # The head succeeds; the follower fails in its turn and becomes the head (its copy waits).
     assert await kernel.retry_round() == [P]
-    assert await kernel.store.park_head(GROUP, "k1") == "evt-1"
+    assert await kernel.store.park_head(GROUP, "k1") == f"{SOURCE} evt-1"
     # The follower succeeds from its retry topic: its parked copy is a duplicate to skip.
     assert await kernel.retry_round() == [P]
     assert await kernel.store.parked_keys(GROUP) == []
@@ -227,7 +221,7 @@ async def test_a_store_blip_while_a_follower_becomes_the_head_does_not_stall_its
     with pytest.raises(ConnectionError):
         await kernel.feed([head])
     assert (await kernel.feed([head])).outcomes == (Outcome.DUPLICATE,)  # read again
-    assert await kernel.store.park_head(GROUP, "k1") == "evt-1"
+    assert await kernel.store.park_head(GROUP, "k1") == f"{SOURCE} evt-1"
     assert await kernel.drain_retries() == [P]
     assert await kernel.store.parked_keys(GROUP) == []
 

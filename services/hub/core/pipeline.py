@@ -308,13 +308,13 @@ class Pipeline:
             if (
                 (check_park or read.tier is not None)
                 and key is not None
-                and await work.park_head(key) == envelope.id
+                and _is_head(await work.park_head(key), envelope)
             ):
                 await self._release(key, work)
             return Outcome.DUPLICATE
         if check_park and key is not None:
             head = await work.park_head(key)
-            if head == envelope.id:
+            if _is_head(head, envelope):
                 log.info("duplicate_skipped", reason="already waiting in a retry topic")
                 return Outcome.DUPLICATE
             if head is not None and await work.append_parked(key, original):
@@ -331,7 +331,7 @@ class Pipeline:
         key = read.key
         if read.tier is None or key is None or read.envelope is None:
             return
-        if await work.park_head(key) == read.envelope.id:
+        if _is_head(await work.park_head(key), read.envelope):
             await self._release(key, work)
 
     async def _attempt(self, read: _Read, handler: Handler, work: UnitOfWork) -> Outcome:
@@ -369,7 +369,7 @@ class Pipeline:
         if read.key is not None and read.envelope is not None:
             # The unit produces the retry record before the park is stored: a park
             # without its head would wait forever.
-            await work.park(read.key, read.envelope.id)
+            await work.park(read.key, _head_id(read.envelope))
             self.metrics.key_parked()
         return Outcome.RETRYING
 
@@ -643,6 +643,16 @@ class UnitOfWork:
         if self._new_events:
             await self._store.commit_batch(self._group, self._new_events, self._new_states)
             self._new_events, self._new_states = [], {}
+
+
+def _head_id(envelope: Envelope) -> str:
+    """How a park names the event it waits for: its identity, source and id."""
+    return f"{envelope.source} {envelope.id}"
+
+
+def _is_head(head: str | None, envelope: Envelope) -> bool:
+    # A park written before heads carried the source names the bare id.
+    return head is not None and head in {_head_id(envelope), envelope.id}
 
 
 def _text(key: bytes | None) -> str | None:
