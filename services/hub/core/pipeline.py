@@ -87,6 +87,8 @@ class _Read:
     event: Event | None = None
     state_key: str | None = None
     failure: BaseException | None = None
+    ignored: bool = False
+    """A known event of a family this service has no handler for: not even its body is read."""
 
     @property
     def key(self) -> str | None:
@@ -181,7 +183,7 @@ class Pipeline:
                     break
                 reads.append(self._read(record))
             plans.append((reads, resume_at, due))
-        every = [read for reads, _, _ in plans for read in reads]
+        every = [read for reads, _, _ in plans for read in reads if not read.ignored]
         self.metrics.batch(len(every))
         work = UnitOfWork(self.service.group, self._store, self._sink)
         await work.preload(
@@ -234,6 +236,11 @@ class Pipeline:
         envelope: Envelope | None = None
         try:
             envelope, data = Envelope.from_record(original.headers, original.value)
+            family = self._registry.family_of(envelope.type)
+            if family is not None and family not in self.service.handlers:
+                # Another service's event on a shared topic (a third of what dispatch reads):
+                # its body is that service's to validate, so it costs no decoding here.
+                return _Read(original, tier, attempts, first_failure, envelope, ignored=True)
             event = self._registry.decode(envelope.type, data)
             state_key = (
                 self.service.state_key(event) if self.service.state_key else _text(original.key)
@@ -285,6 +292,9 @@ class Pipeline:
 
     async def _run(self, read: _Read, work: UnitOfWork, *, check_park: bool) -> Outcome:
         original = read.original
+        if read.ignored:
+            await self._release_if_head(read, work)
+            return Outcome.IGNORED
         if read.failure is not None or read.event is None or read.envelope is None:
             error = read.failure or UndecodableError("no event")
             failure = deadletter.Failure(
@@ -297,9 +307,8 @@ class Pipeline:
             await self._release_if_head(read, work)
             return Outcome.DEAD_LETTERED
         envelope, event, key = read.envelope, read.event, read.key
-        handler = self.service.handlers.get(event.event_type)
-        if handler is None:
-            return Outcome.IGNORED
+        # Read only when the service handles its family (see _read).
+        handler = self.service.handlers[event.event_type]
         identity = EventId(envelope.source, envelope.id)
         if await work.is_processed(identity):
             log.info("duplicate_skipped", reason="already processed")

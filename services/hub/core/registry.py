@@ -101,6 +101,11 @@ class Registry:
             for family, versions in sorted(self._families.items())
         }
 
+    def family_of(self, ce_type: str) -> str | None:
+        """The family of a `ce_type` this code knows, or None."""
+        model = self._by_type.get(ce_type)
+        return model.event_type if model is not None else None
+
     def model_for(self, ce_type: str) -> type[Event]:
         """The model of one `ce_type`; UnknownEventTypeError when this code does not know it."""
         try:
