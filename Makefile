@@ -74,10 +74,12 @@ chaos: kafka-jars postgres
 	PYTHONPATH=services $(BIN)/python -m lab chaos --cases $(or $(CASES),10000) \
 		--instances 2 --postgres $$(bash deploy/postgres/ensure-postgres.sh)
 
-# The hub's hop next to raw aiokafka and bare FastStream, e2e latency, Kafka's own reference.
+# The hub's hop next to raw aiokafka and bare FastStream, e2e latency, Kafka's own reference;
+# then what metrics and tracing cost the hop (bare, metrics, traced, one in ten traced).
 # Options: make bench BENCH_ARGS="--rounds 5 --e2e-seconds 120"; --help lists them.
 bench: kafka-jars
 	PYTHONPATH=services $(BIN)/python -m lab.bench $(BENCH_ARGS)
+	PYTHONPATH=services $(BIN)/python -m lab.bench.observability
 
 # The console's pages timed with 100,000 dead letters on a real broker; LETTERS=... to change.
 bench-console: kafka-jars
