@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -27,12 +28,13 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from hub.core.handler import Route
 from hub.core.logging import configure_logging
 from hub.core.service import ServiceRuntime
-from hub.core.settings import HubSettings
+from hub.core.settings import HarnessSettings, HubSettings
 from hub.core.topics import Subscription, apply_topics, declare
 from hub.core.tracing import configure_tracing, shutdown_tracing
 from hub.messages import CATALOGUE
 from intake.service import build_service as build_intake
 from lab.bench.fixtures import produce_all, storefront_request
+from lab.harness.kafka import LocalKafka
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -103,8 +105,21 @@ async def _round(settings: HubSettings, spec: tuple[str, str, str], count: int) 
 async def measure(rounds: int, count: int) -> dict[str, list[float]]:
     """Records per second of each variant, round by round."""
     run = uuid.uuid4().hex[:6]
-    with tempfile.TemporaryDirectory(prefix="hub-observe-bench-") as workdir:
-        settings = HubSettings(state_dir=workdir, log_level="WARNING", log_format="json")
+    with (
+        tempfile.TemporaryDirectory(prefix="hub-observe-bench-") as workdir,
+        contextlib.ExitStack() as broker,
+    ):
+        # Like `make bench`: a cluster of the caller's, or a local broker of the run's own.
+        bootstrap = HarnessSettings().kafka_bootstrap_servers
+        if not bootstrap:
+            kafka = broker.enter_context(LocalKafka(nodes=1, base_dir=Path(workdir) / "kafka"))
+            bootstrap = kafka.bootstrap_servers
+        settings = HubSettings(
+            kafka_bootstrap_servers=bootstrap,
+            state_dir=workdir,
+            log_level="WARNING",
+            log_format="json",
+        )
         topic = f"bench.observe.{run}.requests"
         groups = {(v, r): f"bench-observe-{run}-{v}-r{r}" for v in VARIANTS for r in range(rounds)}
         subscriptions = [Subscription(group, (topic,)) for group in groups.values()]
