@@ -6,8 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/libs
 
-# The AsyncAPI project's parser (npm), pinned by tools/asyncapi/package-lock.json.
-ASYNCAPI_TOOLS := tools/asyncapi/node_modules/.installed
+# The AsyncAPI project's parser (npm), pinned by tests/support/asyncapi/package-lock.json.
+ASYNCAPI_TOOLS := tests/support/asyncapi/node_modules/.installed
 
 .PHONY: test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
 
@@ -48,8 +48,8 @@ schemas-check: install
 	$(BIN)/hub schemas check
 
 # --ignore-scripts: the parser needs no install scripts (one only reports telemetry).
-$(ASYNCAPI_TOOLS): tools/asyncapi/package.json tools/asyncapi/package-lock.json
-	cd tools/asyncapi && npm ci --no-audit --no-fund --ignore-scripts
+$(ASYNCAPI_TOOLS): tests/support/asyncapi/package.json tests/support/asyncapi/package-lock.json
+	cd tests/support/asyncapi && npm ci --no-audit --no-fund --ignore-scripts
 	@touch $@
 
 asyncapi-tools: $(ASYNCAPI_TOOLS)
@@ -57,7 +57,7 @@ asyncapi-tools: $(ASYNCAPI_TOOLS)
 # The documents match the declarations, and the AsyncAPI parser finds no error in them.
 asyncapi-check: install $(ASYNCAPI_TOOLS)
 	$(BIN)/hub asyncapi check
-	node tools/asyncapi/validate.mjs docs/asyncapi/*.yaml
+	node tests/support/asyncapi/validate.mjs docs/asyncapi/*.yaml
 
 test: lint typecheck schemas-check asyncapi-check kafka-jars postgres prometheus browser
 	HUB_TEST_POSTGRES_URL=$$(bash deploy/postgres/ensure-postgres.sh) \

@@ -17,7 +17,7 @@ from hub.messages import CATALOGUE
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs" / "asyncapi"
-VALIDATOR = ROOT / "tools" / "asyncapi"
+VALIDATOR = ROOT / "tests" / "support" / "asyncapi"
 INTERNAL_MARKERS = (".retry.", ".timer.", ".dlq", ".replay", ".parking", "hub.ops.audit")
 
 
