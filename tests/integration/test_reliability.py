@@ -503,9 +503,11 @@ async def test_a_store_outage_pauses_only_its_partition_with_backoff(
     finally:
         await watcher.consumer.stop()
     assert len(done) == len(fine) + len(slow)
-    # Backed off, not spinning: a few tries in those seconds, further and further apart.
-    assert 2 <= len(refusals) <= 6, refusals
+    # Backed off, not spinning: a few tries in those seconds, never closer than the first
+    # back-off, and not getting closer. A resumed partition's records may wait for the fetch
+    # already in flight (up to half a second), so the gaps are compared with that margin.
+    assert 2 <= len(refusals) <= 5, refusals
     gaps = [later - earlier for earlier, later in itertools.pairwise(refusals)]
-    assert gaps[0] >= 0.3, gaps
-    assert gaps[-1] > gaps[0], gaps
+    assert min(gaps) >= 0.3, gaps
+    assert gaps[-1] >= gaps[0] - 0.1, gaps
     assert runtime.pipeline.counts[Outcome.PROCESSED] == len(fine) + len(slow)
