@@ -447,6 +447,19 @@ async def _broker_outage(
         say(f"broker node {node} is back")
 
 
+async def _lag(
+    admin: AIOKafkaAdminClient, ends: AIOKafkaConsumer, groups: dict[str, set[str]]
+) -> int:
+    """Records every group still has to read: end offsets less committed ones."""
+    behind = 0
+    for group, topics in groups.items():
+        committed = await admin.list_consumer_group_offsets(group)
+        mine = [tp for tp in committed if tp.topic in topics]
+        last = await ends.end_offsets(mine) if mine else {}
+        behind += sum(max(0, last[tp] - committed[tp].offset) for tp in mine)
+    return behind
+
+
 async def _watch_lag(
     settings: HubSettings, declared: list[Declaration], report: ChaosReport, done: asyncio.Event
 ) -> None:
@@ -459,12 +472,8 @@ async def _watch_lag(
     try:
         while not done.is_set():
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
-                behind = 0
-                for group, topics in groups.items():
-                    committed = await admin.list_consumer_group_offsets(group)
-                    mine = [tp for tp in committed if tp.topic in topics]
-                    last = await ends.end_offsets(mine) if mine else {}
-                    behind += sum(max(0, last[tp] - committed[tp].offset) for tp in mine)
+                # Bounded: while a node is down a reading may hang; it must not hold the end.
+                behind = await asyncio.wait_for(_lag(admin, ends, groups), LAG_EVERY_S * 5)
                 report.lag.append((time.monotonic(), behind))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout=LAG_EVERY_S)

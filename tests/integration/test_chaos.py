@@ -24,6 +24,8 @@ BOUNDED = ChaosPlan(
 )
 
 
+# The run gives up after BOUNDED.timeout_s; starting and stopping a 3-node cluster comes on top.
+@pytest.mark.timeout(BOUNDED.timeout_s + 240)
 async def test_every_case_ends_once_through_broker_loss_sigkills_and_failing_partners(
     tmp_path: Path,
 ) -> None:
