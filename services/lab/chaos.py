@@ -374,11 +374,19 @@ async def _follow(settings: HubSettings, ledger: Ledger, done: asyncio.Event) ->
     async with TopicReader(settings) as reader:
         while True:
             final = done.is_set()
-            # Up to the end offsets of now: the last pass, after `done`, misses nothing.
-            ends = {tp: end for tp, (_, end) in (await reader.bounds(LEDGER_TOPICS)).items()}
-            async for batch in reader.scan({tp: positions.get(tp, 0) for tp in ends}, ends):
-                for record in batch:
-                    ledger.take(record)
+            try:
+                # Up to the end offsets of now: the last pass, after `done`, misses nothing.
+                bounds = await reader.bounds(LEDGER_TOPICS)
+                ends = {tp: end for tp, (_, end) in bounds.items()}
+                async for batch in reader.scan({tp: positions.get(tp, 0) for tp in ends}, ends):
+                    for record in batch:
+                        ledger.take(record)
+            except KafkaError as error:
+                # A node stopped on purpose: read again next pass (the ledger takes a record
+                # read twice once, by its event id).
+                log.info("ledger_read_retried", reason=str(error)[:200])
+                await asyncio.sleep(FOLLOW_EVERY_S)
+                continue
             positions.update(ends)
             if final:
                 return
