@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from hub.core.errors import PermanentError
+from hub.core.errors import PermanentError, TransientError
 from hub.core.handler import Decision, Emit
 from hub.messages.cases import (
     CaseExceptionRaisedV1,
@@ -247,7 +247,10 @@ def _fall_back(
 
 def _load(state: JsonObject | None, what: str) -> Shipment:
     if state is None:
-        raise PermanentError(f"{what} for a case dispatch has no shipment for")
+        # Transient: a courier's answer can be read before its case's shipment is stored (the
+        # case event is read again after a crash, on another partition); it waits in a retry
+        # tier for it, and is dead-lettered only once its attempts run out.
+        raise TransientError(f"{what} for a case dispatch has no shipment for (yet)")
     return Shipment.model_validate(state)
 
 
