@@ -9,7 +9,7 @@ KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/l
 # The AsyncAPI project's parser (npm), pinned by tests/support/asyncapi/package-lock.json.
 ASYNCAPI_TOOLS := tests/support/asyncapi/node_modules/.installed
 
-.PHONY: test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
+.PHONY: podman test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ browser:
 # Debian's prometheus package: promtool checks deploy/prometheus/, a private server scrapes a test.
 prometheus:
 	@bash deploy/prometheus/ensure-prometheus.sh > /dev/null
+
+# Podman with runc and a Debian base image built from Debian's packages (no Docker engine needed).
+podman:
+	@bash deploy/containers/ensure-podman.sh > /dev/null
 
 lint: install
 	$(BIN)/ruff check services tests
