@@ -9,7 +9,7 @@ KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/l
 # The AsyncAPI project's parser (npm), pinned by tests/support/asyncapi/package-lock.json.
 ASYNCAPI_TOOLS := tests/support/asyncapi/node_modules/.installed
 
-.PHONY: podman test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
+.PHONY: podman test demo bench bench-console chaos soak lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -77,6 +77,11 @@ demo: kafka-jars
 chaos: kafka-jars postgres
 	PYTHONPATH=services $(BIN)/python -m lab chaos --cases $(or $(CASES),10000) \
 		--instances 2 --postgres $$(bash deploy/postgres/ensure-postgres.sh)
+
+# Every service on one node for 30 minutes at 200 cases/s: RSS must stay flat after a 5-minute
+# warm-up and the lag reach zero within 10 s of the end. MINUTES=... RATE=... to change.
+soak: kafka-jars
+	PYTHONPATH=services $(BIN)/python -m lab soak --minutes $(or $(MINUTES),30) --rate $(or $(RATE),200)
 
 # The hub's hop next to raw aiokafka and bare FastStream, e2e latency, Kafka's own reference;
 # then what metrics and tracing cost the hop (bare, metrics, traced, one in ten traced).

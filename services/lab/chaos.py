@@ -316,6 +316,22 @@ class Partners:
         }
 
 
+def service_environment(
+    partners: Partners, bootstrap: str, state_dir: Path, **extra: str
+) -> dict[str, str]:
+    """What every `hub run` process of a lab run gets: this one's, less any HUB_ or KAFKA_."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "KAFKA_"))},
+        **partners.environment(),
+        "HUB_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "HUB_STATE_DIR": str(state_dir),
+        "HUB_RETRY_TIERS": ",".join(RETRY_TIERS),
+        "HUB_LOG_FORMAT": "json",
+        "HUB_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
 class Ledger:
     """Follows the case and notification topics and keeps what the report counts."""
 
@@ -394,28 +410,31 @@ async def _follow(settings: HubSettings, ledger: Ledger, done: asyncio.Event) ->
                 await asyncio.wait_for(done.wait(), timeout=FOLLOW_EVERY_S)
 
 
-async def _publish(
-    settings: HubSettings, plan: ChaosPlan, ledger: Ledger, report: ChaosReport
-) -> None:
-    """Offer the cases at the plan's rate: each tenth of a second, the ones due by then."""
-    sink = KafkaSink(settings, client_id="chaos-storefront")
+async def offer_requests(
+    settings: HubSettings, cases: int, rate_per_s: float, offered: Callable[[str], None]
+) -> float:
+    """Offer `cases` storefront requests at a fixed rate; the seconds it took.
+
+    Each tenth of a second, the ones due by then; `offered` hears each case id.
+    """
+    sink = KafkaSink(settings, client_id="lab-storefront")
     await sink.start()
     try:
         started = time.monotonic()
         now = datetime.now(UTC)
-        offered = 0
-        while offered < plan.cases:
-            due = min(plan.cases, int((time.monotonic() - started) * plan.rate_per_s) + 1)
+        sent = 0
+        while sent < cases:
+            due = min(cases, int((time.monotonic() - started) * rate_per_s) + 1)
             batch = []
-            for number in range(offered, due):
+            for number in range(sent, due):
                 request = sample_request_v2(number, now=now - timedelta(minutes=1))
-                ledger.case_ids.add(case_id_for(request.request_id))
+                offered(case_id_for(request.request_id))
                 batch.append(event_record(STOREFRONT_REQUESTS, request, key=request.request_id,
-                                          source="urn:storefront:chaos"))  # fmt: skip
+                                          source="urn:storefront:lab"))  # fmt: skip
             await sink.send(batch)
-            offered = due
+            sent = due
             await asyncio.sleep(0.1)
-        report.offered_seconds = time.monotonic() - started
+        return time.monotonic() - started
     finally:
         await sink.stop()
 
@@ -468,11 +487,16 @@ async def _lag(
     return behind
 
 
-async def _watch_lag(
-    settings: HubSettings, declared: list[Declaration], report: ChaosReport, done: asyncio.Event
+async def watch_lag(
+    settings: HubSettings,
+    groups: dict[str, set[str]],
+    readings: list[tuple[float, int]],
+    done: asyncio.Event,
 ) -> None:
-    """Sample how far behind every group is (end offsets less committed ones) until `done`."""
-    groups = {d.group: set(d.service.all_inputs) for d in declared}
+    """Sample how far behind `groups` are on their topics, about once a second, until `done`.
+
+    Each reading is (monotonic time, end offsets less committed ones, summed).
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     ends = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
@@ -482,7 +506,7 @@ async def _watch_lag(
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 # Bounded: while a node is down a reading may hang; it must not hold the end.
                 behind = await asyncio.wait_for(_lag(admin, ends, groups), LAG_EVERY_S * 5)
-                report.lag.append((time.monotonic(), behind))
+                readings.append((time.monotonic(), behind))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout=LAG_EVERY_S)
     finally:
@@ -538,19 +562,14 @@ async def _run(
             await partner.start()
         log_dir = base_dir / "logs"
         log_dir.mkdir(parents=True, exist_ok=True)
-        environment = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "KAFKA_"))},
-            **partners.environment(),
-            "HUB_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "HUB_REPLICATION_FACTOR": "3",
-            "HUB_MIN_INSYNC_REPLICAS": "2",
-            "HUB_STATE_DIR": str(base_dir / "state"),
-            "HUB_RETRY_TIERS": ",".join(RETRY_TIERS),
-            "HUB_LOG_FORMAT": "json",
-            "HUB_LOG_LEVEL": "WARNING",
-        }
-        if database_url is not None:
-            environment["HUB_DATABASE_URL"] = database_url
+        environment = service_environment(
+            partners,
+            kafka.bootstrap_servers,
+            base_dir / "state",
+            HUB_REPLICATION_FACTOR="3",
+            HUB_MIN_INSYNC_REPLICAS="2",
+            **({} if database_url is None else {"HUB_DATABASE_URL": database_url}),
+        )
         services = Services(environment, log_dir, declared, ports, plan.instances)
         services.start_all()
         ledger = Ledger(report)
@@ -559,9 +578,12 @@ async def _run(
         following = asyncio.create_task(_follow(settings, ledger, counted))
         kills = asyncio.create_task(_kills(services, plan, report, stop, say))
         outage = asyncio.create_task(_broker_outage(kafka, plan, report, stop, say))
-        watching = asyncio.create_task(_watch_lag(settings, declared, report, counted))
+        groups = {d.group: set(d.service.all_inputs) for d in declared}
+        watching = asyncio.create_task(watch_lag(settings, groups, report.lag, counted))
         try:
-            await _publish(settings, plan, ledger, report)
+            report.offered_seconds = await offer_requests(
+                settings, plan.cases, plan.rate_per_s, ledger.case_ids.add
+            )
             say(f"published {plan.cases} requests")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ledger.all_ended.wait(), timeout=plan.timeout_s)

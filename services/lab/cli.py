@@ -65,6 +65,29 @@ def chaos(  # noqa: PLR0917 - typer options are parameters
     raise typer.Exit(1 if failed or told else 0)
 
 
+@app.command("soak")
+def soak(
+    minutes: Annotated[float, typer.Option(help="How long to offer cases.")] = 30.0,
+    rate: Annotated[float, typer.Option(help="Storefront requests per second.")] = 200.0,
+    warm_up: Annotated[
+        float, typer.Option(help="Minutes after which the peak RSS is the baseline.")
+    ] = 5.0,
+) -> None:
+    """The soak: every service on one node at a steady rate; memory and lag over time."""
+    from lab.soak import SoakPlan, run_soak  # noqa: PLC0415 - keeps `--help` fast
+
+    os.environ.setdefault("HUB_LOG_LEVEL", "WARNING")
+    _settings()
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    plan = SoakPlan(minutes=minutes, rate_per_s=rate, warm_up_minutes=warm_up)
+    with tempfile.TemporaryDirectory(prefix="hub-soak-") as workdir:
+        report = asyncio.run(run_soak(plan, Path(workdir), say=print))
+    print()
+    for line in report.lines():
+        print(line)
+    raise typer.Exit(0 if report.passed else 1)
+
+
 @app.command("demo")
 def demo() -> None:
     """Start a local broker (unless KAFKA_BOOTSTRAP_SERVERS is set) and run cases to the center."""

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
 from hub.core.envelope import Envelope
 from hub.core.errors import HubError
@@ -21,6 +23,9 @@ if TYPE_CHECKING:
     from hub.core.registry import Event
 
 log = structlog.get_logger(__name__)
+
+SEND_BACKOFF = wait_exponential(multiplier=0.1, max=2.0)
+"""Between two tries of one answer while the broker cannot take it."""
 
 
 class KafkaPartner(AsyncResource):
@@ -73,9 +78,16 @@ class KafkaPartner(AsyncResource):
         record = event_record(
             self._outbox, event, key=case_id, source=f"urn:partner:{self.name}", event_id=event_id
         )
-        await self._producer.send_and_wait(
-            record.topic, record.value, key=record.key, headers=list(record.headers)
-        )
+        producer = self._producer
+        # A real partner sends again until the broker takes the answer (a node down, leaders
+        # moving): the event id stays the same, so the hub reads a repeat once.
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(KafkaError), wait=SEND_BACKOFF, reraise=True
+        ):
+            with attempt:
+                await producer.send_and_wait(
+                    record.topic, record.value, key=record.key, headers=list(record.headers)
+                )
 
     async def on_event(self, event: Event, raw: bytes) -> None:
         """React to one message of the inbox."""
