@@ -24,6 +24,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
+from tenacity import AsyncRetrying, retry_if_exception_type
 
 from dispatch.partners import load_partners
 from hub.bootstrap import Adapter, Declaration, all_topics, declarations
@@ -54,6 +55,7 @@ from lab.harness.kafka import LocalKafka, free_port
 from lab.orphans import die_with_parent
 from lab.samples import sample_request_v2
 from lab.simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
+from lab.simulators.kafka_partner import SEND_BACKOFF
 from lab.simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
 from lab.simulators.repair_center import HttpRepairCenterSimulator, RepairCenterSimulator
 from lab.simulators.sf_courier import SfCourierSimulator, SfKnobs
@@ -431,7 +433,13 @@ async def offer_requests(
                 offered(case_id_for(request.request_id))
                 batch.append(event_record(STOREFRONT_REQUESTS, request, key=request.request_id,
                                           source="urn:storefront:lab"))  # fmt: skip
-            await sink.send(batch)
+            # A storefront sends again what the broker did not acknowledge (a node down):
+            # the same records, so the same event ids, which intake reads once.
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(KafkaError), wait=SEND_BACKOFF, reraise=True
+            ):
+                with attempt:
+                    await sink.send(batch)
             sent = due
             await asyncio.sleep(0.1)
         return time.monotonic() - started
