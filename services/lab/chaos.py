@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaError
 
 from dispatch.partners import load_partners
 from hub.bootstrap import Adapter, Declaration, all_topics, declarations
+from hub.core.connection import kafka_security
 from hub.core.envelope import Envelope
 from hub.core.errors import UndecodableError
 from hub.core.outbound import event_record
@@ -473,8 +474,9 @@ async def _watch_lag(
 ) -> None:
     """Sample how far behind every group is (end offsets less committed ones) until `done`."""
     groups = {d.group: set(d.service.all_inputs) for d in declared}
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    ends = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    security = kafka_security(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security)
+    ends = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, **security)
     await admin.start()
     await ends.start()
     try:

@@ -1,12 +1,14 @@
 """The `hub` executable: the typer app, with every failure said in one line and an exit code.
 
 Exit codes (docs/operations.md): 0 done, 1 refused or failed, 2 bad arguments or nothing found,
-3 replay interrupted, 4 Kafka unreachable or refusing the login, 5 state store unreachable,
-6 a partner unreachable, 70 an unexpected error (a bug: its traceback is logged), 130 Ctrl-C.
+3 replay interrupted, 4 Kafka unreachable or refusing the login or the TLS handshake, 5 state
+store unreachable, 6 a partner unreachable, 70 an unexpected error (a bug: its traceback is
+logged), 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -21,7 +23,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaError
 from typer._click.exceptions import UsageError
 
 from hub.cli.main import app
-from hub.core.connection import KafkaAuthenticationError
+from hub.core.connection import KafkaRefusedError, kafka_refusal
 from hub.core.settings import HubSettings
 from hub.core.store.base import StoreUnavailableError
 
@@ -41,6 +43,14 @@ def _bootstrap() -> str:
         return HubSettings().kafka_bootstrap_servers
     except ValueError:
         return "the configured bootstrap servers"
+
+
+def _refusal() -> KafkaRefusedError | None:
+    """Why the cluster refused us (TLS, login), when that is why it could not be reached."""
+    try:
+        return asyncio.run(kafka_refusal(HubSettings()))
+    except ValueError:
+        return None
 
 
 def _long_running() -> bool:
@@ -63,7 +73,7 @@ def _cause(error: BaseException) -> BaseException:
     while seen is not None:
         if isinstance(
             seen,
-            (KafkaError, KafkaAuthenticationError, StoreUnavailableError, httpx.TransportError),
+            (KafkaError, KafkaRefusedError, StoreUnavailableError, httpx.TransportError),
         ):
             return seen
         seen = seen.__cause__ or seen.__context__
@@ -73,8 +83,11 @@ def _cause(error: BaseException) -> BaseException:
 def _explain(error: Exception) -> NoReturn:
     """Exit with the documented code for an unreachable dependency; re-raise anything else."""
     cause = _cause(error)
-    if isinstance(cause, KafkaAuthenticationError):
+    if isinstance(cause, KafkaRefusedError):
         _fail(EXIT_KAFKA, str(cause), dependency="kafka")
+    if isinstance(cause, KafkaConnectionError) and (refusal := _refusal()) is not None:
+        # aiokafka says only "Unable to bootstrap": a failed handshake or login says more.
+        _fail(EXIT_KAFKA, str(refusal), dependency="kafka")
     if isinstance(cause, KafkaConnectionError | KafkaError):
         _fail(EXIT_KAFKA, f"cannot reach Kafka at {_bootstrap()}: {cause}", dependency="kafka")
     if isinstance(cause, StoreUnavailableError):
