@@ -157,7 +157,7 @@ async def test_a_case_travels_over_sasl_ssl_through_the_hubs_own_clients(
             await consumer.stop()
 
 
-def test_hub_topics_apply_over_tls_and_a_wrong_ca_refused_in_one_line(
+def test_hub_topics_apply_over_tls_and_a_wrong_ca_or_protocol_refused_in_one_line(
     tls_cluster: TlsCluster, declared: list[str], wrong_ca: Path, tmp_path: Path
 ) -> None:
     trusted = hub("topics", "apply", "--dry-run", env=tls_cluster.env(), tmp_path=tmp_path)
@@ -176,6 +176,18 @@ def test_hub_topics_apply_over_tls_and_a_wrong_ca_refused_in_one_line(
     ), line
     for noise in ("Traceback", "Unclosed", "Warning"):
         assert noise not in refused.stderr
+
+    # The usual slip: the TLS listener's address with the protocol of a listener in clear.
+    in_clear = hub("topics", "apply", "--dry-run", tmp_path=tmp_path,
+                   env=tls_cluster.env(HUB_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT"))  # fmt: skip
+    assert in_clear.returncode == 4, in_clear.stderr
+    assert in_clear.stderr.splitlines() == [
+        (
+            f"hub: Kafka at {tls_cluster.bootstrap}: {tls_cluster.bootstrap} hung up on a request "
+            "in clear (SASL_PLAINTEXT): if it is a TLS listener, set HUB_KAFKA_SECURITY_PROTOCOL "
+            "to SSL or SASL_SSL"
+        )
+    ]
 
 
 @contextlib.asynccontextmanager

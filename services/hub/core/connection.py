@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiokafka.conn import create_conn
-from aiokafka.errors import SaslAuthenticationFailed
+from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class KafkaAuthenticationError(KafkaRefusedError):
 
 
 class KafkaTlsError(KafkaRefusedError):
-    """The TLS handshake failed: the broker's certificate is not trusted, or names another host."""
+    """TLS failed: an untrusted certificate, one naming another host, or TLS on one side only."""
 
     event = "kafka_tls_failed"
 
@@ -113,10 +113,14 @@ def _first_server(settings: HubSettings) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _tls_refusal(settings: HubSettings, error: ssl.SSLError) -> KafkaTlsError:
+def _tls_refusal(settings: HubSettings, error: OSError) -> KafkaTlsError:
     host, port = _first_server(settings)
     where = f"{host}:{port}"
-    if isinstance(error, ssl.SSLCertVerificationError):
+    if not isinstance(error, ssl.SSLError):
+        # A listener without TLS reads the ClientHello as a request, finds it absurd and hangs up.
+        reason = "the broker hung up during the handshake"
+        hint = "if that listener does not speak TLS, check HUB_KAFKA_SECURITY_PROTOCOL"
+    elif isinstance(error, ssl.SSLCertVerificationError):
         reason = f"certificate verify failed: {error.verify_message}"
         if error.verify_code in _NAME_MISMATCH:
             hint = (
@@ -138,14 +142,42 @@ def _tls_refusal(settings: HubSettings, error: ssl.SSLError) -> KafkaTlsError:
     )
 
 
+def _refusal(settings: HubSettings, error: Exception) -> KafkaRefusedError | None:
+    """What a failed direct connection says about this client's settings, if anything."""
+    tls = settings.kafka_protocol in TLS_PROTOCOLS
+    if isinstance(error, SaslAuthenticationFailed):
+        hint = "check HUB_KAFKA_USERNAME and HUB_KAFKA_PASSWORD"
+        return KafkaAuthenticationError(
+            f"Kafka at {settings.kafka_bootstrap_servers} refused user "
+            f"{settings.kafka_username!r} ({settings.kafka_sasl_mechanism}): {hint}",
+            user=str(settings.kafka_username),
+            mechanism=settings.kafka_sasl_mechanism,
+            bootstrap=settings.kafka_bootstrap_servers,
+            hint=hint,
+        )
+    if tls and isinstance(error, ssl.SSLError | ConnectionResetError):
+        return _tls_refusal(settings, error)
+    if not tls and isinstance(error, KafkaConnectionError) and "closed" in str(error):
+        # A TLS listener answers a request in clear with an alert and hangs up.
+        where = "{}:{}".format(*_first_server(settings))
+        hint = "if it is a TLS listener, set HUB_KAFKA_SECURITY_PROTOCOL to SSL or SASL_SSL"
+        return KafkaTlsError(
+            f"Kafka at {settings.kafka_bootstrap_servers}: {where} hung up on a request in "
+            f"clear ({settings.kafka_protocol}): {hint}",
+            bootstrap=settings.kafka_bootstrap_servers,
+            broker=where,
+            reason="hung up on a request without TLS",
+            hint=hint,
+        )
+    return None  # unreachable, or slow: the caller's own error says it best
+
+
 async def kafka_refusal(settings: HubSettings) -> KafkaRefusedError | None:
     """After a failed bootstrap: why the first server refused this client, if it did.
 
     aiokafka only says it could not bootstrap; one direct connection tells a failed TLS
-    handshake or a refused login apart from an unreachable cluster (None).
+    handshake, TLS on one side only, or a refused login apart from an unreachable cluster (None).
     """
-    if settings.kafka_protocol == "PLAINTEXT":
-        return None
     host, port = _first_server(settings)
     try:
         async with asyncio.timeout(PROBE_TIMEOUT_S):
@@ -155,24 +187,11 @@ async def kafka_refusal(settings: HubSettings) -> KafkaRefusedError | None:
                 request_timeout_ms=int(PROBE_TIMEOUT_S * 1000),
                 **kafka_security(settings),
             )
-    except SaslAuthenticationFailed as error:
-        refusal: KafkaRefusedError = KafkaAuthenticationError(
-            f"Kafka at {settings.kafka_bootstrap_servers} refused user "
-            f"{settings.kafka_username!r} ({settings.kafka_sasl_mechanism}): check "
-            "HUB_KAFKA_USERNAME and HUB_KAFKA_PASSWORD",
-            user=str(settings.kafka_username),
-            mechanism=settings.kafka_sasl_mechanism,
-            bootstrap=settings.kafka_bootstrap_servers,
-            hint="check HUB_KAFKA_USERNAME and HUB_KAFKA_PASSWORD",
-        )
-        refusal.__cause__ = error
+    except Exception as error:  # noqa: BLE001 - classified, never raised: a diagnosis only
+        refusal = _refusal(settings, error)
+        if refusal is not None:
+            refusal.__cause__ = error
         return refusal
-    except ssl.SSLError as error:
-        refusal = _tls_refusal(settings, error)
-        refusal.__cause__ = error
-        return refusal
-    except Exception:  # noqa: BLE001 - any other failure: the caller's own error says it best
-        return None
     connection.close()
     return None
 
