@@ -1,4 +1,4 @@
-"""Over TLS: SASL_SSL with SCRAM end to end, a wrong CA and a wrong host name refused clearly."""
+"""Over TLS: SASL_SSL with SCRAM end to end, mutual TLS, and every TLS slip refused clearly."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from hub.core.connection import KafkaTlsError, kafka_security
 from hub.core.outbound import event_record
 from hub.core.service import KafkaSink, ServiceRuntime
 from hub.core.settings import HubSettings
-from hub.core.topics import CASES, STOREFRONT_REQUESTS, apply_topics
+from hub.core.topics import CASES, STOREFRONT_REQUESTS, TopicSpec, apply_topics
 from hub.messages import CATALOGUE
 from intake.domain import case_id_for
 from intake.service import build_service
@@ -241,3 +241,59 @@ async def test_a_broker_reached_by_a_name_its_certificate_lacks_is_refused_unles
                                           key=request.request_id, source="urn:sf")])  # fmt: skip
         finally:
             await sink.stop()
+
+
+@pytest.fixture(scope="module")
+def mutual_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A broker whose SSL listener requires a client certificate from its CA."""
+    base_dir = tmp_path_factory.mktemp("mtls")
+    with LocalKafka(base_dir=base_dir, tls=True, tls_client_auth=True) as kafka:
+        yield kafka
+
+
+async def test_mutual_tls_with_a_client_certificate_and_a_clear_refusal_without(
+    mutual_tls: LocalKafka, tmp_path: Path
+) -> None:
+    ca = mutual_tls.ca
+    assert ca is not None
+    client = ca.issue_client("hub-ops")
+
+    def settings(**overrides: Any) -> HubSettings:
+        return HubSettings(
+            kafka_bootstrap_servers=mutual_tls.tls_bootstrap_servers,
+            kafka_security_protocol="SSL",
+            kafka_ssl_ca_file=ca.certificate,
+            state_dir=str(tmp_path / "state"),
+            **overrides,
+        )
+
+    shown = settings(kafka_ssl_cert_file=client.certificate, kafka_ssl_key_file=client.key)
+    topic = "tls.mutual"
+    await apply_topics(shown.kafka_bootstrap_servers, [TopicSpec(topic, 1, 1)],
+                       kafka_security(shown))  # fmt: skip
+    request = sample_request_v2(7003)
+    sink = KafkaSink(shown, client_id="mutual")
+    await sink.start()
+    try:
+        await sink.send([event_record(topic, request, key=request.request_id, source="urn:sf")])
+    finally:
+        await sink.stop()
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=shown.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest", **kafka_security(shown))  # fmt: skip
+    await consumer.start()
+    try:
+        batches = await consumer.getmany(timeout_ms=10_000)
+        keys = [r.key for batch in batches.values() for r in batch]
+    finally:
+        await consumer.stop()
+    assert keys == [request.request_id.encode()]
+
+    anonymous = KafkaSink(settings(), client_id="anonymous")
+    with pytest.raises(KafkaTlsError) as refused:
+        await anonymous.start()
+    assert str(refused.value) == (
+        f"Kafka at {mutual_tls.tls_bootstrap_servers}: TLS handshake with "
+        f"{mutual_tls.tls_bootstrap_servers} failed (the broker hung up on the first request): "
+        "if the listener requires a client certificate, set HUB_KAFKA_SSL_CERT_FILE and "
+        "HUB_KAFKA_SSL_KEY_FILE"
+    )

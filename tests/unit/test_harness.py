@@ -127,6 +127,9 @@ def test_a_tls_listener_is_ssl_or_sasl_ssl_beside_the_plain_one(tmp_path: Path) 
     assert plain["ssl.keystore.location"] == str(tmp_path / "broker.p12")
     assert plain["ssl.keystore.type"] == "PKCS12"
     assert plain["inter.broker.listener.name"] == "PLAINTEXT"  # nodes talk without TLS
+    assert plain["ssl.client.auth"] == "none"
+    mutual = parse(render_properties(node, local.specs, keystore=keystore, tls_client_auth=True))
+    assert mutual["ssl.client.auth"] == "required"
     password = "x" * 8
     secured = parse(
         render_properties(node, local.specs, admin_password=password, keystore=keystore)
@@ -382,6 +385,8 @@ def test_status_without_a_cluster_says_so(monkeypatch: pytest.MonkeyPatch, tmp_p
         "running": False,
         "healthy": False,
         "bootstrap_servers": None,
+        "tls_bootstrap_servers": None,
+        "ca_file": None,
         "cluster_id": None,
         "nodes": [],
     }

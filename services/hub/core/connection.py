@@ -113,10 +113,20 @@ def _first_server(settings: HubSettings) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _tls_refusal(settings: HubSettings, error: OSError) -> KafkaTlsError:
+def _tls_refusal(settings: HubSettings, error: Exception) -> KafkaTlsError:
     host, port = _first_server(settings)
     where = f"{host}:{port}"
-    if not isinstance(error, ssl.SSLError):
+    if isinstance(error, KafkaConnectionError):
+        # TLS 1.3: the client's handshake is over before the broker checks the client's
+        # certificate, so a missing or untrusted one shows as the first request going unanswered.
+        reason = "the broker hung up on the first request"
+        hint = (
+            "if the listener requires a client certificate, set HUB_KAFKA_SSL_CERT_FILE and "
+            "HUB_KAFKA_SSL_KEY_FILE"
+            if settings.kafka_ssl_cert_file is None
+            else "check that the broker trusts the CA of HUB_KAFKA_SSL_CERT_FILE"
+        )
+    elif not isinstance(error, ssl.SSLError):
         # A listener without TLS reads the ClientHello as a request, finds it absurd and hangs up.
         reason = "the broker hung up during the handshake"
         hint = "if that listener does not speak TLS, check HUB_KAFKA_SECURITY_PROTOCOL"
@@ -155,9 +165,10 @@ def _refusal(settings: HubSettings, error: Exception) -> KafkaRefusedError | Non
             bootstrap=settings.kafka_bootstrap_servers,
             hint=hint,
         )
-    if tls and isinstance(error, ssl.SSLError | ConnectionResetError):
+    closed = isinstance(error, KafkaConnectionError) and "closed" in str(error)
+    if tls and (closed or isinstance(error, ssl.SSLError | ConnectionResetError)):
         return _tls_refusal(settings, error)
-    if not tls and isinstance(error, KafkaConnectionError) and "closed" in str(error):
+    if closed:
         # A TLS listener answers a request in clear with an alert and hangs up.
         where = "{}:{}".format(*_first_server(settings))
         hint = "if it is a TLS listener, set HUB_KAFKA_SECURITY_PROTOCOL to SSL or SASL_SSL"

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from lab.harness.kafka import HarnessError, require_tools
+from lab.harness.kafka import TOOL_JVM, HarnessError, require_tools
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -39,6 +39,14 @@ class BrokerKeystore:
     keystore: Path
     truststore: Path
     password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    """A client's certificate chain and unencrypted key, as PEM files (what Python loads)."""
+
+    certificate: Path
+    key: Path
 
 
 @dataclass(frozen=True)
@@ -106,28 +114,88 @@ class CertificateAuthority:
         The certificate's subject alternative names are `hostnames`: a client checking the
         host name accepts it for those addresses only. Under the CA's password; made once.
         """
-        keystore = self.directory / f"{name}.p12"
-        issued = BrokerKeystore(keystore, self.truststore, self.password)
-        if keystore.exists():
+        san = _subject_alternative_names(hostnames)
+        keystore = self._signed_keystore(name, f"CN={hostnames[0]}", ("-ext", san),
+                                         "serverAuth,clientAuth")  # fmt: skip
+        log.info("test_certificate_issued", name=name, hostnames=list(hostnames))
+        return BrokerKeystore(keystore, self.truststore, self.password)
+
+    def issue_client(self, name: str) -> ClientCertificate:
+        """A client's certificate (`CN=name`, its chain as PEM) and key (PEM), for mutual TLS.
+
+        keytool cannot write a private key out: a few lines of Java read it from the keystore.
+        """
+        issued = ClientCertificate(self.directory / f"{name}.pem", self.directory / f"{name}.key")
+        if issued.key.exists():
             return issued
+        keystore = self._signed_keystore(name, f"CN={name}", (), "clientAuth")
+        source = self.directory / "PemKey.java"
+        source.write_text(_PEM_KEY_JAVA)
+        java = require_tools("java")["java"]
+        result = subprocess.run(  # noqa: S603 - our own java command line
+            [java, *TOOL_JVM, str(source), str(keystore), self.password, name],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise HarnessError(f"exporting the key of {name} failed: {result.stderr}")
+        partial = issued.key.with_suffix(".partial")
+        partial.write_text(result.stdout)
+        partial.chmod(0o600)
+        partial.replace(issued.key)
+        log.info("test_client_certificate_issued", name=name)
+        return issued
+
+    def _signed_keystore(
+        self, name: str, subject: str, extensions: Sequence[str], usage: str
+    ) -> Path:
+        """A PKCS12 keystore at `name.p12` with a new key and its certificate signed by this CA.
+
+        `name.pem` is left beside it: the certificate and the CA's, the chain a peer is shown.
+        """
+        keystore = self.directory / f"{name}.p12"
+        if keystore.exists():
+            return keystore
         partial = keystore.with_suffix(".partial.p12")
         partial.unlink(missing_ok=True)
         request = self.directory / f"{name}.csr"
         signed = self.directory / f"{name}.pem"
-        san = _subject_alternative_names(hostnames)
-        self.keytool("-genkeypair", "-alias", name, *KEY_OPTIONS, "-dname", f"CN={hostnames[0]}",
-                     "-ext", san, *self.store(partial))  # fmt: skip
+        self.keytool("-genkeypair", "-alias", name, *KEY_OPTIONS, "-dname", subject,
+                     *extensions, *self.store(partial))  # fmt: skip
         self.keytool("-certreq", "-alias", name, "-file", str(request), *self.store(partial))
         self.keytool("-gencert", "-rfc", "-alias", "ca", "-infile", str(request),
-                     "-outfile", str(signed), "-validity", str(VALIDITY_DAYS), "-ext", san,
+                     "-outfile", str(signed), "-validity", str(VALIDITY_DAYS), *extensions,
                      "-ext", "KeyUsage:critical=digitalSignature",
-                     "-ext", "ExtendedKeyUsage=serverAuth,clientAuth",
+                     "-ext", f"ExtendedKeyUsage={usage}",
                      *self.store(self.keystore))  # fmt: skip
-        # The whole chain in one reply: the broker presents it, a client needs only the CA.
+        # The whole chain in one reply: a peer is shown it, and needs only the CA to check it.
         signed.write_text(signed.read_text() + self.certificate.read_text())
         self.keytool("-importcert", "-noprompt", "-alias", name, "-file", str(signed),
                      *self.store(partial))  # fmt: skip
         request.unlink()
         partial.replace(keystore)
-        log.info("test_certificate_issued", name=name, hostnames=list(hostnames))
-        return issued
+        return keystore
+
+
+# Run by `java PemKey.java` (the JDK compiles a single source file itself): key to PKCS#8 PEM.
+_PEM_KEY_JAVA = """\
+import java.io.FileInputStream;
+import java.security.Key;
+import java.security.KeyStore;
+import java.util.Base64;
+
+public class PemKey {
+    public static void main(String[] args) throws Exception {
+        KeyStore store = KeyStore.getInstance("PKCS12");
+        try (FileInputStream in = new FileInputStream(args[0])) {
+            store.load(in, args[1].toCharArray());
+        }
+        Key key = store.getKey(args[2], args[1].toCharArray());
+        String body = Base64.getMimeEncoder(64, "\\n".getBytes()).encodeToString(key.getEncoded());
+        System.out.println("-----BEGIN PRIVATE KEY-----\\n" + body);
+        System.out.println("-----END PRIVATE KEY-----");
+    }
+}
+"""

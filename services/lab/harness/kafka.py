@@ -297,8 +297,11 @@ def security_properties(admin_password: str) -> dict[str, object]:
     }
 
 
-def tls_properties(keystore: BrokerKeystore) -> dict[str, object]:
-    """The TLS listener's certificate (PKCS12 made by keytool); clients show none."""
+def tls_properties(keystore: BrokerKeystore, *, client_auth: bool = False) -> dict[str, object]:
+    """The TLS listener's certificate (PKCS12 made by keytool); `client_auth`: clients show one.
+
+    A client's certificate, signed by the same CA, is then its identity (`User:CN=<name>`).
+    """
     return {
         "ssl.keystore.type": "PKCS12",
         "ssl.keystore.location": keystore.keystore,
@@ -307,7 +310,7 @@ def tls_properties(keystore: BrokerKeystore) -> dict[str, object]:
         "ssl.truststore.type": "PKCS12",
         "ssl.truststore.location": keystore.truststore,
         "ssl.truststore.password": keystore.password,
-        "ssl.client.auth": "none",
+        "ssl.client.auth": "required" if client_auth else "none",
     }
 
 
@@ -317,6 +320,7 @@ def render_properties(
     *,
     admin_password: str | None = None,
     keystore: BrokerKeystore | None = None,
+    tls_client_auth: bool = False,
 ) -> str:
     """server.properties of `node` in `cluster`; three nodes replicate 3 ways with min ISR 2.
 
@@ -376,7 +380,7 @@ def render_properties(
     if admin_password is not None:
         settings.update(security_properties(admin_password))
     if keystore is not None:
-        settings.update(tls_properties(keystore))
+        settings.update(tls_properties(keystore, client_auth=tls_client_auth))
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -398,12 +402,14 @@ class LocalKafka:
         specs: Sequence[NodeSpec] | None = None,
         scram_users: Mapping[str, str] | None = None,
         tls: bool = False,
+        tls_client_auth: bool = False,
         detached: bool = False,
     ) -> None:
         """`scram_users` (name to password, `admin` among them) secures the cluster.
 
         `tls` adds a TLS listener to each node (SASL_SSL when secured, else SSL), its
         certificates made by keytool under `base_dir/tls`: see `tls_bootstrap_servers`, `ca`.
+        `tls_client_auth` makes that listener require a client certificate from the same CA.
 
         A `detached` cluster outlives this process; any other dies with it, even on SIGKILL.
         """
@@ -420,6 +426,7 @@ class LocalKafka:
         """Wall time of the last `start()`: format, JVM start-up and readiness."""
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
         self._keystore: BrokerKeystore | None = None
+        self.tls_client_auth = tls_client_auth
         if specs:
             self.specs = list(specs)
             self.tls = any(spec.tls_port is not None for spec in self.specs)
@@ -465,6 +472,7 @@ class LocalKafka:
             self.specs,
             admin_password=None if admin is None else admin.password,
             keystore=self._keystore,
+            tls_client_auth=self.tls_client_auth,
         )
 
     @property
