@@ -1,9 +1,9 @@
 """The `hub` executable: the typer app, with every failure said in one line and an exit code.
 
-Exit codes (docs/operations.md): 0 done, 1 refused or failed, 2 bad arguments or nothing found,
-3 replay interrupted, 4 Kafka unreachable or refusing the login or the TLS handshake, 5 state
-store unreachable, 6 a partner unreachable, 70 an unexpected error (a bug: its traceback is
-logged), 130 Ctrl-C.
+Exit codes (docs/operations.md): 0 done, 1 refused or failed, 2 bad arguments or settings, or
+nothing found, 3 replay interrupted, 4 Kafka unreachable or refusing the login or the TLS
+handshake, 5 state store unreachable, 6 a partner unreachable, 70 an unexpected error (a bug: its
+traceback is logged), 130 Ctrl-C.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import httpx
 import structlog
 import typer
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from pydantic import ValidationError
 
 # Typer vendors click; its UsageError (bad options, BadParameter) is not re-exported.
 from typer._click.exceptions import UsageError
@@ -80,8 +81,25 @@ def _cause(error: BaseException) -> BaseException:
     return error
 
 
+def _invalid_settings(error: ValidationError) -> str:
+    """Every problem of the environment's settings, in one line (fields as configuration.md)."""
+    problems = []
+    for problem in error.errors():
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        field = ".".join(str(part) for part in problem["loc"])
+        if not field:  # the model's own check: its input is every setting, secrets included
+            problems.append(message)
+        elif any(word in field for word in ("password", "secret", "token")):
+            problems.append(f"{field}: {message}")
+        else:
+            problems.append(f"{field} ({problem['input']!r}): {message}")
+    return "invalid settings: " + "; ".join(problems)
+
+
 def _explain(error: Exception) -> NoReturn:
     """Exit with the documented code for an unreachable dependency; re-raise anything else."""
+    if isinstance(error, ValidationError) and error.title.endswith("Settings"):
+        _fail(EXIT_USAGE, _invalid_settings(error), dependency="settings")
     cause = _cause(error)
     if isinstance(cause, KafkaRefusedError):
         _fail(EXIT_KAFKA, str(cause), dependency="kafka")
