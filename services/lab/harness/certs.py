@@ -1,4 +1,4 @@
-"""Test certificates made with the JDK's `keytool`: a CA, and broker certificates it signs."""
+"""Test certificates made with the JDK's `keytool`: a CA, the broker and client ones it signs."""
 
 from __future__ import annotations
 
