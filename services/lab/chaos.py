@@ -28,6 +28,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type
 
 from dispatch.partners import load_partners
 from hub.bootstrap import Adapter, Declaration, all_topics, declarations
+from hub.core.connection import kafka_security
 from hub.core.envelope import Envelope
 from hub.core.errors import UndecodableError
 from hub.core.outbound import event_record
@@ -505,8 +506,9 @@ async def watch_lag(
 
     Each reading is (monotonic time, end offsets less committed ones, summed).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    ends = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers)
+    security = kafka_security(settings)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security)
+    ends = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, **security)
     await admin.start()
     await ends.start()
     try:

@@ -15,6 +15,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 
 from dispatch.partners import load_partners
+from hub.core.connection import kafka_security
 from hub.core.envelope import Envelope
 from hub.core.ops_http import OpsServer
 from hub.core.outbound import event_record
@@ -242,7 +243,10 @@ async def _follow(
     settings: HubSettings, timelines: dict[str, list[Step]], timeout_s: float
 ) -> None:
     consumer = AIOKafkaConsumer(
-        CASES, bootstrap_servers=settings.kafka_bootstrap_servers, auto_offset_reset="earliest"
+        CASES,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        **kafka_security(settings),
     )
     await consumer.start()
     finished: set[str] = set()

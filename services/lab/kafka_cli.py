@@ -51,6 +51,14 @@ def up(
         typer.Option(help=f"Client port of node 1 (default {DEFAULT_PORT}); node n: port+n-1."),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the cluster.")] = 90.0,
+    tls: Annotated[
+        bool | None,
+        typer.Option(
+            "--tls/--no-tls",
+            help="Also listen over TLS (SSL) on port+200+n-1, certificates made by keytool "
+            "(default: as running, or not).",
+        ),
+    ] = None,
 ) -> None:
     """Start the local cluster, or reuse the one running; prints its bootstrap servers."""
     if nodes not in {None, 1, 3}:
@@ -61,6 +69,7 @@ def up(
         if kafka is not None and (
             (nodes is not None and kafka.nodes != nodes)
             or (port is not None and kafka.specs[0].port != port)
+            or (tls is not None and kafka.tls != tls)
         ):
             if any(kafka.alive().values()):
                 _note(
@@ -71,9 +80,8 @@ def up(
             kafka = None  # a stopped cluster of another shape: replaced below
         if kafka is None:
             shutil.rmtree(state_dir, ignore_errors=True)
-            kafka = LocalKafka(
-                nodes=nodes or 1, base_dir=state_dir, port=port or DEFAULT_PORT, detached=True
-            )
+            kafka = LocalKafka(nodes=nodes or 1, base_dir=state_dir, port=port or DEFAULT_PORT,
+                               tls=bool(tls), detached=True)  # fmt: skip
         elif all(kafka.alive().values()):
             _note(f"already running ({kafka.nodes} node(s), state in {state_dir})")
         try:
@@ -85,6 +93,11 @@ def up(
                 f"node logs: {state_dir}/node-*/kafka.log; clean up with `python -m lab kafka down`"
             )
             raise typer.Exit(1) from error
+    if kafka.ca is not None:
+        _note(
+            f"TLS listener: HUB_KAFKA_BOOTSTRAP_SERVERS={kafka.tls_bootstrap_servers} "
+            f"HUB_KAFKA_SECURITY_PROTOCOL=SSL HUB_KAFKA_SSL_CA_FILE={kafka.ca.certificate}"
+        )
     print(kafka.bootstrap_servers)
 
 
@@ -116,6 +129,7 @@ def status(
             "node_id": node.node_id,
             "port": node.port,
             "controller_port": node.controller_port,
+            "tls_port": node.tls_port,
             "pid": node.pid,
             "alive": alive[node.node_id],
             "directory": str(node.directory),
@@ -127,6 +141,8 @@ def status(
         "running": any(alive.values()),
         "healthy": bool(alive) and all(alive.values()),
         "bootstrap_servers": kafka.bootstrap_servers if kafka else None,
+        "tls_bootstrap_servers": kafka.tls_bootstrap_servers if kafka and kafka.tls else None,
+        "ca_file": str(kafka.ca.certificate) if kafka and kafka.ca else None,
         "cluster_id": kafka.cluster_id if kafka else None,
         "nodes": nodes,
     }

@@ -2,6 +2,7 @@
 
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -72,6 +73,24 @@ def test_an_unreachable_broker_is_named_in_one_line_with_exit_4(tmp_path: Path) 
         assert result.returncode == 4, (command, result.stderr)
         line = assert_polite(result)
         assert line.startswith("hub: cannot reach Kafka at 127.0.0.1:"), line
+
+
+def test_contradictory_or_invalid_settings_are_one_line_with_exit_2(tmp_path: Path) -> None:
+    secret = secrets.token_hex(8)
+    login_over_ssl = hub("topics", "apply", "--dry-run", tmp_path=tmp_path,
+                         HUB_KAFKA_SECURITY_PROTOCOL="SSL", HUB_KAFKA_USERNAME="intake",
+                         HUB_KAFKA_PASSWORD=secret)  # fmt: skip
+    assert login_over_ssl.returncode == 2
+    assert assert_polite(login_over_ssl) == (
+        "hub: invalid settings: HUB_KAFKA_USERNAME is set but the Kafka security protocol SSL "
+        "sends no login: use SASL_PLAINTEXT or SASL_SSL"
+    )
+    assert secret not in login_over_ssl.stderr
+    unknown = hub("dlq", "list", tmp_path=tmp_path, HUB_KAFKA_SECURITY_PROTOCOL="TLS")
+    assert unknown.returncode == 2
+    assert assert_polite(unknown).startswith(
+        "hub: invalid settings: kafka_security_protocol ('TLS'): Input should be 'PLAINTEXT', "
+    )
 
 
 def test_hub_run_that_cannot_start_says_why_in_json_lines_only(tmp_path: Path) -> None:

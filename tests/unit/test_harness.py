@@ -15,6 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lab.harness import bootstrap, kafka
+from lab.harness.certs import BrokerKeystore
 from lab.harness.kafka import (
     HarnessError,
     LocalKafka,
@@ -105,6 +106,43 @@ def test_without_a_port_every_listener_gets_its_own_free_port(tmp_path: Path) ->
     ports = [port for node in local.specs for port in (node.port, node.controller_port)]
     assert len(set(ports)) == 6
     assert len(set(free_ports(20))) == 20
+
+
+def test_a_tls_listener_is_ssl_or_sasl_ssl_beside_the_plain_one(tmp_path: Path) -> None:
+    local = LocalKafka(nodes=2, base_dir=tmp_path, port=19092, tls=True)
+    assert local.tls_bootstrap_servers == "127.0.0.1:19292,127.0.0.1:19293"
+    assert LocalKafka.load(tmp_path) is None  # nothing saved yet
+    local.save_state()
+    loaded = LocalKafka.load(tmp_path)
+    assert loaded is not None
+    assert loaded.tls
+    assert loaded.tls_bootstrap_servers == local.tls_bootstrap_servers
+    keystore = BrokerKeystore(tmp_path / "broker.p12", tmp_path / "trust.p12", "pw")
+    node = local.specs[0]
+    plain = parse(render_properties(node, local.specs, keystore=keystore))
+    assert plain["listeners"] == (
+        "PLAINTEXT://127.0.0.1:19092,SSL://127.0.0.1:19292,CONTROLLER://127.0.0.1:19192"
+    )
+    assert plain["advertised.listeners"] == "PLAINTEXT://127.0.0.1:19092,SSL://127.0.0.1:19292"
+    assert plain["ssl.keystore.location"] == str(tmp_path / "broker.p12")
+    assert plain["ssl.keystore.type"] == "PKCS12"
+    assert plain["inter.broker.listener.name"] == "PLAINTEXT"  # nodes talk without TLS
+    assert plain["ssl.client.auth"] == "none"
+    mutual = parse(render_properties(node, local.specs, keystore=keystore, tls_client_auth=True))
+    assert mutual["ssl.client.auth"] == "required"
+    password = "x" * 8
+    secured = parse(
+        render_properties(node, local.specs, admin_password=password, keystore=keystore)
+    )
+    assert secured["advertised.listeners"] == (
+        "SASL_PLAINTEXT://127.0.0.1:19092,SASL_SSL://127.0.0.1:19292"
+    )
+    assert "SASL_SSL:SASL_SSL" in secured["listener.security.protocol.map"]
+    assert "ScramLoginModule" in secured["listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config"]
+    with pytest.raises(ValueError, match="no keystore"):
+        render_properties(node, local.specs)
+    with pytest.raises(HarnessError, match="no TLS listener"):
+        _ = LocalKafka(nodes=1, base_dir=tmp_path / "plain").tls_bootstrap_servers
 
 
 def test_a_cluster_needs_a_node(tmp_path: Path) -> None:
@@ -347,6 +385,8 @@ def test_status_without_a_cluster_says_so(monkeypatch: pytest.MonkeyPatch, tmp_p
         "running": False,
         "healthy": False,
         "bootstrap_servers": None,
+        "tls_bootstrap_servers": None,
+        "ca_file": None,
         "cluster_id": None,
         "nodes": [],
     }

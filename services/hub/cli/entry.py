@@ -1,12 +1,14 @@
 """The `hub` executable: the typer app, with every failure said in one line and an exit code.
 
-Exit codes (docs/operations.md): 0 done, 1 refused or failed, 2 bad arguments or nothing found,
-3 replay interrupted, 4 Kafka unreachable or refusing the login, 5 state store unreachable,
-6 a partner unreachable, 70 an unexpected error (a bug: its traceback is logged), 130 Ctrl-C.
+Exit codes (docs/operations.md): 0 done, 1 refused or failed, 2 bad arguments or settings, or
+nothing found, 3 replay interrupted, 4 Kafka unreachable or refusing the login or the TLS
+handshake, 5 state store unreachable, 6 a partner unreachable, 70 an unexpected error (a bug: its
+traceback is logged), 130 Ctrl-C.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import sys
@@ -16,12 +18,13 @@ import httpx
 import structlog
 import typer
 from aiokafka.errors import KafkaConnectionError, KafkaError
+from pydantic import ValidationError
 
 # Typer vendors click; its UsageError (bad options, BadParameter) is not re-exported.
 from typer._click.exceptions import UsageError
 
 from hub.cli.main import app
-from hub.core.connection import KafkaAuthenticationError
+from hub.core.connection import KafkaRefusedError, kafka_refusal
 from hub.core.settings import HubSettings
 from hub.core.store.base import StoreUnavailableError
 
@@ -41,6 +44,14 @@ def _bootstrap() -> str:
         return HubSettings().kafka_bootstrap_servers
     except ValueError:
         return "the configured bootstrap servers"
+
+
+def _refusal() -> KafkaRefusedError | None:
+    """Why the cluster refused us (TLS, login), when that is why it could not be reached."""
+    try:
+        return asyncio.run(kafka_refusal(HubSettings()))
+    except ValueError:
+        return None
 
 
 def _long_running() -> bool:
@@ -63,18 +74,38 @@ def _cause(error: BaseException) -> BaseException:
     while seen is not None:
         if isinstance(
             seen,
-            (KafkaError, KafkaAuthenticationError, StoreUnavailableError, httpx.TransportError),
+            (KafkaError, KafkaRefusedError, StoreUnavailableError, httpx.TransportError),
         ):
             return seen
         seen = seen.__cause__ or seen.__context__
     return error
 
 
+def _invalid_settings(error: ValidationError) -> str:
+    """Every problem of the environment's settings, in one line (fields as configuration.md)."""
+    problems = []
+    for problem in error.errors():
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        field = ".".join(str(part) for part in problem["loc"])
+        if not field:  # the model's own check: its input is every setting, secrets included
+            problems.append(message)
+        elif any(word in field for word in ("password", "secret", "token")):
+            problems.append(f"{field}: {message}")
+        else:
+            problems.append(f"{field} ({problem['input']!r}): {message}")
+    return "invalid settings: " + "; ".join(problems)
+
+
 def _explain(error: Exception) -> NoReturn:
     """Exit with the documented code for an unreachable dependency; re-raise anything else."""
+    if isinstance(error, ValidationError) and error.title.endswith("Settings"):
+        _fail(EXIT_USAGE, _invalid_settings(error), dependency="settings")
     cause = _cause(error)
-    if isinstance(cause, KafkaAuthenticationError):
+    if isinstance(cause, KafkaRefusedError):
         _fail(EXIT_KAFKA, str(cause), dependency="kafka")
+    if isinstance(cause, KafkaConnectionError) and (refusal := _refusal()) is not None:
+        # aiokafka says only "Unable to bootstrap": a failed handshake or login says more.
+        _fail(EXIT_KAFKA, str(refusal), dependency="kafka")
     if isinstance(cause, KafkaConnectionError | KafkaError):
         _fail(EXIT_KAFKA, f"cannot reach Kafka at {_bootstrap()}: {cause}", dependency="kafka")
     if isinstance(cause, StoreUnavailableError):

@@ -10,18 +10,23 @@ from __future__ import annotations
 from datetime import timedelta
 from importlib.resources import files
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import (
     AliasChoices,
     BeforeValidator,
     Field,
+    FilePath,
     SecretStr,
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+"""Kafka's `security.protocol`: a login (SASL) or none, over TLS (SSL) or not."""
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _ISO_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
@@ -83,11 +88,46 @@ class HubSettings(BaseSettings):
         validation_alias=AliasChoices("HUB_KAFKA_BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS"),
         description="Kafka bootstrap servers, comma separated.",
     )
+    kafka_security_protocol: KafkaProtocol | None = Field(
+        default=None,
+        description="How clients reach Kafka: `PLAINTEXT`, `SSL` (TLS), `SASL_PLAINTEXT` or "
+        "`SASL_SSL` (a login over TLS, as managed Kafka and Strimzi's TLS listeners ask). "
+        "Unset: `SASL_PLAINTEXT` when `kafka_username` is set, `PLAINTEXT` otherwise.",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        default="SCRAM-SHA-512",
+        description="SASL mechanism of the login (`SASL_*` protocols): Strimzi's `scram-sha-512` "
+        "users, Aiven's SCRAM-SHA-256, Confluent Cloud's PLAIN (over TLS only).",
+    )
     kafka_username: str | None = Field(
-        default=None, description="SASL/SCRAM user name; unset: PLAINTEXT without auth."
+        default=None, description="SASL user name; unset: no login (PLAINTEXT or SSL)."
     )
     kafka_password: SecretStr | None = Field(
-        default=None, description="SASL/SCRAM password for `kafka_username`; never logged."
+        default=None, description="SASL password for `kafka_username`; never logged."
+    )
+    kafka_ssl_ca_file: FilePath | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed the brokers' certificates (Strimzi: the "
+        "cluster CA's `ca.crt`); only these are trusted. Unset: the system's trust store.",
+    )
+    kafka_ssl_cert_file: FilePath | None = Field(
+        default=None,
+        description="Client certificate (PEM) for mutual TLS (Strimzi `type: tls` users: the "
+        "KafkaUser secret's `user.crt`); unset: the client shows none.",
+    )
+    kafka_ssl_key_file: FilePath | None = Field(
+        default=None,
+        description="Private key (PEM) of `kafka_ssl_cert_file` (`user.key`); unset: the key is "
+        "in the certificate file.",
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of an encrypted `kafka_ssl_key_file`; never logged."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True,
+        description="Check that a broker's certificate names the address the client connected "
+        "to. `false` keeps the encryption and the CA check but accepts any name: only for a "
+        "certificate that cannot be fixed.",
     )
     database_url: str | None = Field(
         default=None,
@@ -236,6 +276,31 @@ class HubSettings(BaseSettings):
         for tier in value:
             parse_duration(tier)
         return value
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Self:
+        protocol = self.kafka_protocol
+        login = self.kafka_username is not None and self.kafka_password is not None
+        if protocol.startswith("SASL_") and not login:
+            raise ValueError(
+                f"the Kafka security protocol {protocol} needs HUB_KAFKA_USERNAME and "
+                "HUB_KAFKA_PASSWORD"
+            )
+        if not protocol.startswith("SASL_") and self.kafka_username is not None:
+            raise ValueError(
+                f"HUB_KAFKA_USERNAME is set but the Kafka security protocol {protocol} sends no "
+                "login: use SASL_PLAINTEXT or SASL_SSL"
+            )
+        if self.kafka_ssl_key_file is not None and self.kafka_ssl_cert_file is None:
+            raise ValueError("HUB_KAFKA_SSL_KEY_FILE needs HUB_KAFKA_SSL_CERT_FILE")
+        return self
+
+    @property
+    def kafka_protocol(self) -> KafkaProtocol:
+        """The security protocol in force: the one set, else derived from the login."""
+        if self.kafka_security_protocol is not None:
+            return self.kafka_security_protocol
+        return "PLAINTEXT" if self.kafka_username is None else "SASL_PLAINTEXT"
 
     @property
     def retry_delays(self) -> tuple[timedelta, ...]:

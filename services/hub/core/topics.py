@@ -180,7 +180,7 @@ async def apply_topics(
 ) -> ApplyReport:
     """Create missing topics, align configs, add partitions; running it twice changes nothing.
 
-    `security`: aiokafka's SASL options, when the cluster asks for a login. `dry_run` reads
+    `security`: aiokafka's connection options (`kafka_security`: TLS, login). `dry_run` reads
     the cluster and reports what would change, changing nothing.
     """
     report = ApplyReport()

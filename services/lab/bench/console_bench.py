@@ -35,6 +35,7 @@ from hub.console.auth import hash_password
 from hub.console.server import BackgroundServer
 from hub.console.settings import ConsoleSettings, Operator
 from hub.core import deadletter
+from hub.core.connection import kafka_security
 from hub.core.errors import Stage, fingerprint
 from hub.core.logging import configure_logging
 from hub.core.outbound import event_record
@@ -108,6 +109,7 @@ async def load_letters(settings: HubSettings, count: int, *, first: int = 0) -> 
         linger_ms=20,
         max_batch_size=512 * 1024,
         compression_type="lz4" if _has_lz4() else None,
+        **kafka_security(settings),
     )
     started = time.perf_counter()
     now = datetime.now(UTC)

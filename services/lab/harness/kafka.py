@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
     from types import TracebackType
 
+    from lab.harness.certs import BrokerKeystore, CertificateAuthority
+
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
@@ -61,6 +63,8 @@ STATE_FILE = "cluster.json"
 LOG_FILE = "kafka.log"
 LAST_NODE_GRACE = 1.0  # seconds the last node of a stopping cluster gets once it is alone
 CONTROLLER_PORT_OFFSET = 100  # with a fixed port, node n's controller listens on port+100+n-1
+TLS_PORT_OFFSET = 200  # and its TLS listener, if it has one, on port+200+n-1
+TLS_DIR = "tls"
 ADMIN_USER = "admin"
 """The secured cluster's super user: brokers and controllers talk to each other as this user."""
 
@@ -233,6 +237,8 @@ class NodeSpec:
     directory: Path
     pid: int | None = None
     archive_dump: str | None = None
+    tls_port: int | None = None
+    """The port of its TLS listener (SSL, or SASL_SSL on a secured cluster), if it has one."""
     """The class-data archive this node's JVM writes when it exits, if it writes one."""
 
     @property
@@ -275,11 +281,13 @@ def security_properties(admin_password: str) -> dict[str, object]:
     plain = _jaas("org.apache.kafka.common.security.plain.PlainLoginModule", ADMIN_USER,
                   admin_password, **{ADMIN_USER: admin_password})  # fmt: skip
     return {
-        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
+        "listener.security.protocol.map": "SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,"
+        "CONTROLLER:SASL_PLAINTEXT",
         "inter.broker.listener.name": "SASL_PLAINTEXT",
         "sasl.enabled.mechanisms": SCRAM_MECHANISM,
         "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
         "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": scram,
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
         "sasl.mechanism.controller.protocol": "PLAIN",
         "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
         "listener.name.controller.plain.sasl.jaas.config": plain,
@@ -289,14 +297,40 @@ def security_properties(admin_password: str) -> dict[str, object]:
     }
 
 
+def tls_properties(keystore: BrokerKeystore, *, client_auth: bool = False) -> dict[str, object]:
+    """The TLS listener's certificate (PKCS12 made by keytool); `client_auth`: clients show one.
+
+    A client's certificate, signed by the same CA, is then its identity (`User:CN=<name>`).
+    """
+    return {
+        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.location": keystore.keystore,
+        "ssl.keystore.password": keystore.password,
+        "ssl.key.password": keystore.password,
+        "ssl.truststore.type": "PKCS12",
+        "ssl.truststore.location": keystore.truststore,
+        "ssl.truststore.password": keystore.password,
+        "ssl.client.auth": "required" if client_auth else "none",
+    }
+
+
 def render_properties(
-    node: NodeSpec, cluster: Sequence[NodeSpec], *, admin_password: str | None = None
+    node: NodeSpec,
+    cluster: Sequence[NodeSpec],
+    *,
+    admin_password: str | None = None,
+    keystore: BrokerKeystore | None = None,
+    tls_client_auth: bool = False,
 ) -> str:
     """server.properties of `node` in `cluster`; three nodes replicate 3 ways with min ISR 2.
 
     A single node is a dynamic quorum (`format --standalone`), several use static voters.
-    With `admin_password` the cluster is secured (see `security_properties`).
+    With `admin_password` the cluster is secured (see `security_properties`). A node with a
+    `tls_port` listens there too, over TLS with `keystore`'s certificate; brokers and
+    controllers keep talking to each other without it.
     """
+    if node.tls_port is not None and keystore is None:
+        raise ValueError(f"node {node.node_id} has a TLS port but no keystore")
     count = len(cluster)
     replication = min(count, 3)
     min_isr = 2 if count >= 3 else 1  # noqa: PLR2004 - three replicas tolerate the loss of one
@@ -306,15 +340,19 @@ def render_properties(
         voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in cluster)
         quorum = {"controller.quorum.voters": voters}
     client = "PLAINTEXT" if admin_password is None else "SASL_PLAINTEXT"
+    listeners = [f"{client}://{HOST}:{node.port}"]
+    if node.tls_port is not None:
+        tls = "SSL" if admin_password is None else "SASL_SSL"
+        listeners.append(f"{tls}://{HOST}:{node.tls_port}")
     settings: dict[str, object] = {
         "process.roles": "broker,controller",
         "node.id": node.node_id,
         **quorum,
-        "listeners": f"{client}://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
-        "advertised.listeners": f"{client}://{HOST}:{node.port}",
+        "listeners": ",".join([*listeners, f"CONTROLLER://{HOST}:{node.controller_port}"]),
+        "advertised.listeners": ",".join(listeners),
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT",
         "log.dirs": node.directory / "data",
         "num.partitions": 3,
         "default.replication.factor": replication,
@@ -341,6 +379,8 @@ def render_properties(
     }
     if admin_password is not None:
         settings.update(security_properties(admin_password))
+    if keystore is not None:
+        settings.update(tls_properties(keystore, client_auth=tls_client_auth))
     return "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -361,9 +401,15 @@ class LocalKafka:
         cluster_id: str | None = None,
         specs: Sequence[NodeSpec] | None = None,
         scram_users: Mapping[str, str] | None = None,
+        tls: bool = False,
+        tls_client_auth: bool = False,
         detached: bool = False,
     ) -> None:
         """`scram_users` (name to password, `admin` among them) secures the cluster.
+
+        `tls` adds a TLS listener to each node (SASL_SSL when secured, else SSL), its
+        certificates made by keytool under `base_dir/tls`: see `tls_bootstrap_servers`, `ca`.
+        `tls_client_auth` makes that listener require a client certificate from the same CA.
 
         A `detached` cluster outlives this process; any other dies with it, even on SIGKILL.
         """
@@ -379,18 +425,25 @@ class LocalKafka:
         self.start_seconds: float | None = None
         """Wall time of the last `start()`: format, JVM start-up and readiness."""
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
+        self._keystore: BrokerKeystore | None = None
+        self.tls_client_auth = tls_client_auth
         if specs:
             self.specs = list(specs)
+            self.tls = any(spec.tls_port is not None for spec in self.specs)
             return
+        self.tls = tls
         if port is None:
-            ports = free_ports(2 * nodes)
-            pairs = list(zip(ports[:nodes], ports[nodes:], strict=True))
+            ports = free_ports(3 * nodes)
+            triples = [(ports[i], ports[nodes + i], ports[2 * nodes + i]) for i in range(nodes)]
         else:
-            pairs = [(port + i, port + CONTROLLER_PORT_OFFSET + i) for i in range(nodes)]
+            triples = [
+                (port + i, port + CONTROLLER_PORT_OFFSET + i, port + TLS_PORT_OFFSET + i)
+                for i in range(nodes)
+            ]
         self.specs = [
             NodeSpec(node_id=i + 1, port=client, controller_port=controller,
-                     directory=base_dir / f"node-{i + 1}")
-            for i, (client, controller) in enumerate(pairs)
+                     directory=base_dir / f"node-{i + 1}", tls_port=secure if tls else None)
+            for i, (client, controller, secure) in enumerate(triples)
         ]  # fmt: skip
 
     @property
@@ -399,16 +452,40 @@ class LocalKafka:
         password = self.scram_users.get(ADMIN_USER)
         return None if password is None else Credentials(ADMIN_USER, password)
 
+    @property
+    def ca(self) -> CertificateAuthority | None:
+        """The CA that signed the TLS listeners' certificate (its PEM: `ca.certificate`)."""
+        if not self.tls:
+            return None
+        from lab.harness.certs import CertificateAuthority  # noqa: PLC0415 - certs imports us
+
+        return CertificateAuthority.create(self.base_dir / TLS_DIR)
+
     def _properties(self, node: NodeSpec) -> str:
         admin = self.admin
+        if self.tls and self._keystore is None:
+            ca = self.ca
+            assert ca is not None  # noqa: S101 - self.tls makes one
+            self._keystore = ca.issue("broker")
         return render_properties(
-            node, self.specs, admin_password=None if admin is None else admin.password
+            node,
+            self.specs,
+            admin_password=None if admin is None else admin.password,
+            keystore=self._keystore,
+            tls_client_auth=self.tls_client_auth,
         )
 
     @property
     def bootstrap_servers(self) -> str:
         """`host:port` of every node, comma separated."""
         return ",".join(f"{HOST}:{node.port}" for node in self.specs)
+
+    @property
+    def tls_bootstrap_servers(self) -> str:
+        """`host:port` of every node's TLS listener, comma separated."""
+        if not self.tls:
+            raise HarnessError("this cluster has no TLS listener: start it with tls=True")
+        return ",".join(f"{HOST}:{node.tls_port}" for node in self.specs)
 
     def node(self, node_id: int) -> NodeSpec:
         """The node with id `node_id` (1-based)."""
@@ -470,8 +547,8 @@ class LocalKafka:
 
     def _check_ports_free(self, nodes: Sequence[NodeSpec]) -> None:
         for node in nodes:
-            for port in (node.port, node.controller_port):
-                if _accepts(port):
+            for port in (node.port, node.controller_port, node.tls_port):
+                if port is not None and _accepts(port):
                     raise HarnessError(
                         f"port {port} (node {node.node_id}) is already in use: another broker "
                         "(`python -m lab kafka status`) or another program; choose other ports "
@@ -571,7 +648,11 @@ class LocalKafka:
                         f"{_tail(node.log_file)}"
                     )
             live = [node for node in self.specs if node.node_id in expected]
-            closed = [node.node_id for node in live if not _accepts(node.port)]
+            closed = [
+                node.node_id
+                for node in live
+                if not all(_accepts(port) for port in (node.port, node.tls_port) if port)
+            ]
             if closed:
                 # Not listening yet: a metadata request would only log connection errors.
                 last_problem = f"node(s) {closed} not listening yet"
