@@ -16,7 +16,7 @@ from aiohttp import web
 
 from gateway.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, center_refusal
 from hub.core.errors import HubError
-from hub.core.handler import Decision, Handler, Incoming, Service
+from hub.core.handler import Decision, Handler, Service
 from hub.core.lifecycle import AsyncResource, serve_http
 from hub.core.metrics import WEBHOOK_REFUSED, MeteredTransport
 from hub.core.outbound import event_record
@@ -32,6 +32,8 @@ from hub.messages.repair import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from hub.core.outbound import RecordSink
     from hub.core.registry import Event
     from hub.core.settings import HubSettings
@@ -85,18 +87,19 @@ def declare_center_gateway(settings: HubSettings, center: str) -> Service:
         inputs=(center_tickets_topic(center),),
         handlers={},
         source=f"{settings.source}/gateway-center-{center}",
+        state_model=None,
     )
 
 
 def build_center_gateway(settings: HubSettings, center: str, client: CenterClient) -> Service:
     """The gateway of `center` with its handlers: each ticket and quote an API call."""
 
-    async def ticket(incoming: Incoming[RepairTicketV1]) -> Decision:
-        await client.open_ticket(incoming.event)
+    async def ticket(opened: RepairTicketV1, _state: None, _at: datetime) -> Decision[Any]:
+        await client.open_ticket(opened)
         return Decision()
 
-    async def quote(incoming: Incoming[QuoteDecisionV1]) -> Decision:
-        await client.decide_quote(incoming.event)
+    async def quote(decision: QuoteDecisionV1, _state: None, _at: datetime) -> Decision[Any]:
+        await client.decide_quote(decision)
         return Decision()
 
     handlers: dict[str, Handler] = {
