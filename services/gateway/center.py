@@ -14,11 +14,12 @@ import httpx
 import structlog
 from aiohttp import web
 
+from gateway.push import PushReceiver
 from gateway.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, center_refusal
 from hub.core.errors import HubError
 from hub.core.handler import Decision, Handler, Service
-from hub.core.lifecycle import AsyncResource, serve_http
-from hub.core.metrics import WEBHOOK_REFUSED, MeteredTransport
+from hub.core.lifecycle import AsyncResource
+from hub.core.metrics import MeteredTransport
 from hub.core.outbound import event_record
 from hub.core.topics import center_events_topic, center_tickets_topic
 from hub.messages import CATALOGUE
@@ -118,7 +119,7 @@ def read_report(body: dict[str, Any]) -> Event:
     return report
 
 
-class CenterReportReceiver(AsyncResource):
+class CenterReportReceiver(PushReceiver):
     """Receives a center's pushed reports; acknowledges only what is safely on Kafka."""
 
     def __init__(
@@ -130,27 +131,10 @@ class CenterReportReceiver(AsyncResource):
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self._sink = sink
+        path = f"/centers/{center}/reports"
+        super().__init__(sink, partner=center, path=path, host=host, port=port)
         self._center = center
         self._secret = secret
-        self.refused_signatures = 0
-        """Pushes refused for a bad or stale signature (also logged, and `hub_webhook_refused`)."""
-        self._host = host
-        self._port = port
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        """Listen (port 0: a free one)."""
-        app = web.Application()
-        app.router.add_post(f"/centers/{self._center}/reports", self._receive)
-        self._runner, port = await serve_http(app, self._host, self._port)
-        self.url = f"http://{self._host}:{port}/centers/{self._center}/reports"
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _receive(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -161,14 +145,7 @@ class CenterReportReceiver(AsyncResource):
             raw,
         )
         if refusal is not None:
-            self.refused_signatures += 1
-            WEBHOOK_REFUSED.labels(partner=self._center).inc()
-            log.warning(
-                "webhook_refused",
-                partner=self._center,
-                reason=refusal,
-                refused_signatures=self.refused_signatures,
-            )
+            self._refuse(refusal)
             return web.json_response({"error": "signature check failed"}, status=401)
         try:
             body = json.loads(raw)
