@@ -17,7 +17,7 @@ from aiohttp import web
 from gateway.push import PushReceiver
 from gateway.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, center_refusal
 from hub.core.errors import HubError
-from hub.core.handler import Decision, Handler, Service
+from hub.core.handler import Decision, Handler, Route, Service, routes
 from hub.core.lifecycle import AsyncResource
 from hub.core.metrics import MeteredTransport
 from hub.core.outbound import event_record
@@ -82,13 +82,17 @@ class CenterClient(AsyncResource):
 
 
 def declare_center_gateway(settings: HubSettings, center: str) -> Service:
-    """Group `gateway-center-<code>`: reads the center's ticket topic; it emits no events."""
+    """Group `gateway-center-<code>`: reads the center's ticket topic.
+
+    Its handlers emit nothing; its outputs are the reports its webhook takes.
+    """
     return Service(
         group=f"gateway-center-{center}",
         inputs=(center_tickets_topic(center),),
         handlers={},
         source=f"{settings.source}/gateway-center-{center}",
         state_model=None,
+        emits=routes(Route.to(center_events_topic(center)), *REPORTS),
     )
 
 
@@ -127,12 +131,13 @@ class CenterReportReceiver(PushReceiver):
         sink: RecordSink,
         center: str,
         *,
+        declared: Service,
         secret: str,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
         path = f"/centers/{center}/reports"
-        super().__init__(sink, partner=center, path=path, host=host, port=port)
+        super().__init__(sink, declared, partner=center, path=path, host=host, port=port)
         self._center = center
         self._secret = secret
 
@@ -155,7 +160,7 @@ class CenterReportReceiver(PushReceiver):
             return web.json_response({"error": str(error)[:300]}, status=400)
         case_id = str(report.model_dump()["case_id"])
         record = event_record(
-            center_events_topic(self._center),
+            self._topic_of(report),
             report,
             key=case_id,
             source=f"urn:center:{self._center}",

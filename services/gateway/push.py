@@ -1,4 +1,8 @@
-"""What every partner webhook shares: it listens, counts and logs refused pushes, and stops."""
+"""What every partner webhook shares: it listens, counts and logs refused pushes, and stops.
+
+A webhook writes where its group's declaration routes each event (as the kernel does for
+handlers), so its topics and ACLs follow from that one declaration.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ from typing import TYPE_CHECKING
 import structlog
 from aiohttp import web
 
+from hub.core.handler import Emit
 from hub.core.lifecycle import AsyncResource, serve_http
 from hub.core.metrics import WEBHOOK_REFUSED
 
 if TYPE_CHECKING:
+    from hub.core.handler import Service
     from hub.core.outbound import RecordSink
+    from hub.core.registry import Event
 
 log = structlog.get_logger(__name__)
 
@@ -22,8 +29,11 @@ class PushReceiver(AsyncResource):
     A subclass reads and checks one push in `_receive`, and calls `_refuse` for a bad signature.
     """
 
-    def __init__(self, sink: RecordSink, *, partner: str, path: str, host: str, port: int) -> None:
+    def __init__(
+        self, sink: RecordSink, declared: Service, *, partner: str, path: str, host: str, port: int
+    ) -> None:
         self._sink = sink
+        self._declared = declared
         self._partner = partner
         self._path = path
         self._host = host
@@ -44,6 +54,10 @@ class PushReceiver(AsyncResource):
         """Stop listening."""
         if self._runner is not None:
             await self._runner.cleanup()
+
+    def _topic_of(self, event: Event) -> str:
+        """The topic the group's declaration routes `event` to (UndeclaredOutputError if none)."""
+        return self._declared.topic_for(Emit("push", event))
 
     def _refuse(self, reason: str | None) -> None:
         """Count and log a push refused for its signature."""

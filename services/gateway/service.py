@@ -10,6 +10,7 @@ from hub.core.topics import courier_events_topic, courier_orders_topic
 from hub.messages.courier import (
     CourierOrderAcceptedV1,
     CourierOrderRejectedV1,
+    CourierTrackingV1,
     PickupCancelRequestedV1,
     PickupOrderV1,
 )
@@ -22,7 +23,10 @@ if TYPE_CHECKING:
 
 
 def declare_gateway(settings: HubSettings, courier: str) -> Service:
-    """Group `gateway-<courier>`: reads the courier's order topic, reports on its events topic."""
+    """Group `gateway-<courier>`: reads the courier's order topic, reports on its events topic.
+
+    Its outputs are the API's answers and the tracking its route-push webhook takes.
+    """
     return Service(
         group=f"gateway-{courier}",
         inputs=(courier_orders_topic(courier),),
@@ -30,7 +34,10 @@ def declare_gateway(settings: HubSettings, courier: str) -> Service:
         source=f"{settings.source}/gateway-{courier}",
         state_model=None,
         emits=routes(
-            Route.to(courier_events_topic(courier)), CourierOrderAcceptedV1, CourierOrderRejectedV1
+            Route.to(courier_events_topic(courier)),
+            CourierOrderAcceptedV1,
+            CourierOrderRejectedV1,
+            CourierTrackingV1,
         ),
     )
 

@@ -18,10 +18,10 @@ from pydantic import ValidationError
 from gateway.push import PushReceiver
 from gateway.signing import sf_refusal
 from hub.core.outbound import event_record
-from hub.core.topics import courier_events_topic
 from hub.messages.courier import CourierTrackingV1, case_id_of
 
 if TYPE_CHECKING:
+    from hub.core.handler import Service
     from hub.core.outbound import RecordSink
 
 log = structlog.get_logger(__name__)
@@ -54,12 +54,14 @@ class RoutePushReceiver(PushReceiver):
         self,
         sink: RecordSink,
         *,
+        declared: Service,
         checkword: str,
         courier: str = "sf",
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        super().__init__(sink, partner=courier, path=f"/{courier}/routes", host=host, port=port)
+        path = f"/{courier}/routes"
+        super().__init__(sink, declared, partner=courier, path=path, host=host, port=port)
         self._checkword = checkword
         self._courier = courier
 
@@ -85,7 +87,7 @@ class RoutePushReceiver(PushReceiver):
         # The courier's route id makes the message id: a re-pushed route is the same event.
         records = [
             event_record(
-                courier_events_topic(self._courier),
+                self._topic_of(event),
                 event,
                 key=event.case_id,
                 source=f"urn:courier:{self._courier}",
