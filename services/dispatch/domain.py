@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from dispatch.partners import Courier, PartnerTable
-    from hub.core.store.base import JsonObject
     from hub.messages.cases import CaseCancelledV1
     from hub.messages.courier import (
         CourierOrderAcceptedV1,
@@ -110,9 +109,17 @@ class Shipment(BaseModel):
         """The id of the order in force."""
         return self.order.order_id
 
-    def dump(self) -> JsonObject:
-        """The JSON document the state store keeps."""
-        return self.model_dump(mode="json")
+
+class DormantCase(BaseModel):
+    """Dispatch's state of an onsite case, kept in case its technician visit ends in a pickup."""
+
+    model_config = ConfigDict(frozen=True)
+
+    dormant_case: CaseOpenedV1
+
+
+Dispatch = Shipment | DormantCase
+"""What dispatch keeps per case: the shipment in force, or an onsite case not shipped yet."""
 
 
 def _send(
@@ -158,14 +165,19 @@ def _send(
     return emits, sent
 
 
-DORMANT = "dormant_case"
-"""State key of an onsite case, kept in case its technician visit ends in a pickup."""
+def on_case_opened(
+    case: CaseOpenedV1, known: Dispatch | None, at: datetime, *, table: PartnerTable
+) -> Decision[Dispatch]:
+    """A new case to be picked up is dispatched; one known already (a replay) is left alone."""
+    if known is not None:
+        return Decision()  # already dispatched (or kept for an onsite visit)
+    return _open_shipment(case, table, at)
 
 
-def open_shipment(case: CaseOpenedV1, table: PartnerTable, at: datetime) -> Decision:
+def _open_shipment(case: CaseOpenedV1, table: PartnerTable, at: datetime) -> Decision[Dispatch]:
     """A case to be picked up gets the best courier's pickup order (or an exception)."""
     if case.service_mode is ServiceMode.ONSITE:
-        return Decision(state={DORMANT: case.model_dump(mode="json")})
+        return Decision(state=DormantCase(dormant_case=case))
     if case.service_mode is not ServiceMode.PICKUP:
         return Decision()
     choices = rank_couriers(
@@ -211,12 +223,12 @@ def open_shipment(case: CaseOpenedV1, table: PartnerTable, at: datetime) -> Deci
         remaining=tuple(choice.courier.code for choice in rest),
     )
     emits, sent = _send(shipment, first.courier, first.reason, at)
-    return Decision(emits=tuple(emits), state=sent.dump())
+    return Decision(emits=tuple(emits), state=sent)
 
 
 def _fall_back(
     shipment: Shipment, table: PartnerTable, *, code: str, reason: str, at: datetime
-) -> Decision:
+) -> Decision[Dispatch]:
     """The order in force failed: tell why, then try the next courier or raise an exception."""
     failed = PickupFailedV1(
         case_id=shipment.case_id,
@@ -237,21 +249,21 @@ def _fall_back(
         )
         emits.append(Emit("exception", exception))
         done = shipment.model_copy(update={"status": OrderStatus.EXCEPTION})
-        return Decision(emits=tuple(emits), state=done.dump())
+        return Decision(emits=tuple(emits), state=done)
     following, *rest = shipment.remaining
     courier = table.courier(following)
     retry = shipment.model_copy(update={"attempt": shipment.attempt + 1, "remaining": tuple(rest)})
     sent_emits, sent = _send(retry, courier, f"fallback after {shipment.courier}: {code}", at)
-    return Decision(emits=(*emits, *sent_emits), state=sent.dump())
+    return Decision(emits=(*emits, *sent_emits), state=sent)
 
 
-def _load(state: JsonObject | None, what: str) -> Shipment:
-    if state is None:
+def _shipment(state: Dispatch | None, what: str) -> Shipment:
+    if not isinstance(state, Shipment):
         # Transient: a courier's answer can be read before its case's shipment is stored (the
-        # case event is read again after a crash, on another partition); it waits in a retry
-        # tier for it, and is dead-lettered only once its attempts run out.
+        # case event is read again after a crash, on another partition; an onsite case is
+        # still dormant); it waits in a retry tier for it, dead-lettered once attempts run out.
         raise TransientError(f"{what} for a case dispatch has no shipment for (yet)")
-    return Shipment.model_validate(state)
+    return state
 
 
 def _cancel_at_courier(order_id: str, shipment: Shipment, reason: str, role: str) -> Emit:
@@ -260,9 +272,11 @@ def _cancel_at_courier(order_id: str, shipment: Shipment, reason: str, role: str
     return Emit(role, request, partner=courier)
 
 
-def on_accepted(event: CourierOrderAcceptedV1, state: JsonObject | None, at: datetime) -> Decision:
+def on_accepted(
+    event: CourierOrderAcceptedV1, state: Dispatch | None, at: datetime
+) -> Decision[Dispatch]:
     """The courier accepted: the pickup is scheduled, unless that order is no longer in force."""
-    shipment = _load(state, "an acceptance")
+    shipment = _shipment(state, "an acceptance")
     if event.order_id != shipment.order_id or shipment.status is OrderStatus.CANCELLED:
         # A late acceptance of an order we gave up on: withdraw it, or two couriers would come.
         stale = _cancel_at_courier(event.order_id, shipment, "superseded", "cancel-superseded")
@@ -280,14 +294,14 @@ def on_accepted(event: CourierOrderAcceptedV1, state: JsonObject | None, at: dat
     scheduled = shipment.model_copy(
         update={"status": OrderStatus.ACCEPTED, "waybill_no": event.waybill_no}
     )
-    return Decision(emits=(Emit("accepted", accepted),), state=scheduled.dump())
+    return Decision(emits=(Emit("accepted", accepted),), state=scheduled)
 
 
 def on_rejected(
-    event: CourierOrderRejectedV1, state: JsonObject | None, table: PartnerTable, at: datetime
-) -> Decision:
+    event: CourierOrderRejectedV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
+) -> Decision[Dispatch]:
     """The courier refused the order in force: fall back to the next courier."""
-    shipment = _load(state, "a rejection")
+    shipment = _shipment(state, "a rejection")
     if event.order_id != shipment.order_id or shipment.status is not OrderStatus.REQUESTED:
         return Decision()
     reason = f"{event.reason.value} ({event.raw_code}) {event.detail}".strip()
@@ -295,10 +309,10 @@ def on_rejected(
 
 
 def on_acceptance_due(
-    event: PickupAcceptanceDueV1, state: JsonObject | None, table: PartnerTable, at: datetime
-) -> Decision:
+    event: PickupAcceptanceDueV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
+) -> Decision[Dispatch]:
     """No acceptance in time: withdraw the order and fall back to the next courier."""
-    shipment = _load(state, "an acceptance deadline")
+    shipment = _shipment(state, "an acceptance deadline")
     if event.order_id != shipment.order_id or shipment.status is not OrderStatus.REQUESTED:
         return Decision()
     courier = table.courier(shipment.courier)
@@ -314,11 +328,11 @@ def on_acceptance_due(
 
 
 def on_tracking(
-    event: CourierTrackingV1, state: JsonObject | None, table: PartnerTable, at: datetime
-) -> Decision:
+    event: CourierTrackingV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
+) -> Decision[Dispatch]:
     """Normalise a courier's tracking code; a repeated push (same courier event id) is dropped."""
     del at  # tracking carries its own time
-    shipment = _load(state, "tracking")
+    shipment = _shipment(state, "tracking")
     if event.courier_event_id in shipment.seen_events:
         return Decision()
     courier = shipment.courier_of_order.get(event.order_id)
@@ -362,17 +376,18 @@ def on_tracking(
         emits.insert(0, Emit("accepted", accepted))
         changes |= {"status": OrderStatus.ACCEPTED, "waybill_no": event.waybill_no}
     seen = shipment.model_copy(update=changes)
-    return Decision(emits=tuple(emits), state=seen.dump())
+    return Decision(emits=tuple(emits), state=seen)
 
 
 PICKED_UP_OR_LATER = frozenset(TrackingStatus) - {TrackingStatus.CREATED, TrackingStatus.CANCELLED}
 
 
-def on_case_cancelled(event: CaseCancelledV1, state: JsonObject | None, at: datetime) -> Decision:
+def on_case_cancelled(
+    event: CaseCancelledV1, shipment: Dispatch | None, at: datetime
+) -> Decision[Dispatch]:
     """A case cancelled before pickup withdraws its courier order."""
-    if state is None or DORMANT in state:
+    if not isinstance(shipment, Shipment):
         return Decision()  # never dispatched (self-ship, onsite, or rejected)
-    shipment = Shipment.model_validate(state)
     if shipment.status not in {OrderStatus.REQUESTED, OrderStatus.ACCEPTED} or (
         shipment.tracking in PICKED_UP_OR_LATER
     ):
@@ -386,24 +401,24 @@ def on_case_cancelled(event: CaseCancelledV1, state: JsonObject | None, at: date
         cancelled_at=at,
     )
     done = shipment.model_copy(update={"status": OrderStatus.CANCELLED})
-    return Decision(emits=(withdrawn, Emit("cancelled", cancelled)), state=done.dump())
+    return Decision(emits=(withdrawn, Emit("cancelled", cancelled)), state=done)
 
 
 def on_visit_needs_workshop(
-    event: VisitReportedV1, state: JsonObject | None, table: PartnerTable, at: datetime
-) -> Decision:
+    event: VisitReportedV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
+) -> Decision[Dispatch]:
     """An onsite visit that ends in "needs workshop" becomes a pickup of the item."""
-    if event.outcome is not VisitOutcome.NEEDS_WORKSHOP or state is None or DORMANT not in state:
+    if event.outcome is not VisitOutcome.NEEDS_WORKSHOP or not isinstance(state, DormantCase):
         return Decision()
-    case = CaseOpenedV1.model_validate(state[DORMANT])
-    return open_shipment(case.model_copy(update={"service_mode": ServiceMode.PICKUP}), table, at)
+    case = state.dormant_case.model_copy(update={"service_mode": ServiceMode.PICKUP})
+    return _open_shipment(case, table, at)
 
 
 def on_return_requested(
-    event: ReturnShipmentRequestedV1, state: JsonObject | None, table: PartnerTable, at: datetime
-) -> Decision:
+    event: ReturnShipmentRequestedV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
+) -> Decision[Dispatch]:
     """The item goes back: an outbound order from the repair center to the customer."""
-    inbound = _load(state, "a return")
+    inbound = _shipment(state, "a return")
     if inbound.leg is Leg.OUTBOUND:
         return Decision()  # already on its way back
     customer = inbound.order.sender
@@ -440,4 +455,4 @@ def on_return_requested(
         }
     )
     emits, sent = _send(outbound, first.courier, first.reason, at)
-    return Decision(emits=tuple(emits), state=sent.dump())
+    return Decision(emits=tuple(emits), state=sent)

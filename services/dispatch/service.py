@@ -1,12 +1,13 @@
-"""Wiring of the dispatch service: case events and courier events in, decisions out."""
+"""Declaration of the dispatch service: case events and courier events in, decisions out."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from dispatch import domain
 from dispatch.partners import PartnerTable, load_partners
-from hub.core.handler import Decision, Incoming, Route, Service, routes
+from hub.core.handler import Route, Service, routes
 from hub.core.topics import CASES, courier_events_topic, courier_orders_topic
 from hub.messages.cases import (
     CaseCancelledV1,
@@ -40,49 +41,16 @@ CASE_OUTPUTS = (
 
 
 def handlers(table: PartnerTable) -> dict[str, Handler]:
-    """One handler per event family, each a call into the pure domain."""
-
-    def opened(incoming: Incoming[CaseOpenedV1]) -> Decision:
-        if incoming.state is not None:
-            return Decision()  # already dispatched (or kept for an onsite visit)
-        return domain.open_shipment(incoming.event, table, incoming.envelope.time)
-
-    def accepted(incoming: Incoming[CourierOrderAcceptedV1]) -> Decision:
-        return domain.on_accepted(incoming.event, incoming.state, incoming.envelope.time)
-
-    def rejected(incoming: Incoming[CourierOrderRejectedV1]) -> Decision:
-        return domain.on_rejected(incoming.event, incoming.state, table, incoming.envelope.time)
-
-    def due(incoming: Incoming[PickupAcceptanceDueV1]) -> Decision:
-        return domain.on_acceptance_due(
-            incoming.event, incoming.state, table, incoming.envelope.time
-        )
-
-    def tracking(incoming: Incoming[CourierTrackingV1]) -> Decision:
-        return domain.on_tracking(incoming.event, incoming.state, table, incoming.envelope.time)
-
-    def cancelled(incoming: Incoming[CaseCancelledV1]) -> Decision:
-        return domain.on_case_cancelled(incoming.event, incoming.state, incoming.envelope.time)
-
-    def visit(incoming: Incoming[VisitReportedV1]) -> Decision:
-        return domain.on_visit_needs_workshop(
-            incoming.event, incoming.state, table, incoming.envelope.time
-        )
-
-    def back(incoming: Incoming[ReturnShipmentRequestedV1]) -> Decision:
-        return domain.on_return_requested(
-            incoming.event, incoming.state, table, incoming.envelope.time
-        )
-
+    """The domain's handler of each event family, those that choose couriers given `table`."""
     return {
-        CaseOpenedV1.event_type: opened,
-        CourierOrderAcceptedV1.event_type: accepted,
-        CourierOrderRejectedV1.event_type: rejected,
-        PickupAcceptanceDueV1.event_type: due,
-        CourierTrackingV1.event_type: tracking,
-        CaseCancelledV1.event_type: cancelled,
-        VisitReportedV1.event_type: visit,
-        ReturnShipmentRequestedV1.event_type: back,
+        CaseOpenedV1.event_type: partial(domain.on_case_opened, table=table),
+        CourierOrderAcceptedV1.event_type: domain.on_accepted,
+        CourierOrderRejectedV1.event_type: partial(domain.on_rejected, table=table),
+        PickupAcceptanceDueV1.event_type: partial(domain.on_acceptance_due, table=table),
+        CourierTrackingV1.event_type: partial(domain.on_tracking, table=table),
+        CaseCancelledV1.event_type: domain.on_case_cancelled,
+        VisitReportedV1.event_type: partial(domain.on_visit_needs_workshop, table=table),
+        ReturnShipmentRequestedV1.event_type: partial(domain.on_return_requested, table=table),
     }
 
 
@@ -94,6 +62,7 @@ def build_service(settings: HubSettings, table: PartnerTable | None = None) -> S
         inputs=(CASES, *(courier_events_topic(courier.code) for courier in table.couriers)),
         handlers=handlers(table),
         source=f"{settings.source}/{GROUP}",
+        state_model=domain.Dispatch,
         timers=table.deadlines,
         emits={
             **routes(Route.to(CASES), *CASE_OUTPUTS),

@@ -40,14 +40,15 @@ def gateway_runtime(
     # Present: sf_client_from_env refuses to start without it. SF signs pushes as API calls.
     checkword = os.environ[courier.checkword_env or ""]
     sink = KafkaSink(settings, client_id=f"hub-webhook-{courier.code}")
+    service = build_gateway_service(settings, client, courier.code)
     webhook = RoutePushReceiver(
         sink,
+        declared=service,
         checkword=checkword,
         courier=courier.code,
         host="0.0.0.0",  # noqa: S104 - couriers push from outside
         port=webhook_port,
     )
-    service = build_gateway_service(settings, client, courier.code)
     # One producer for the process: the webhook's and the service's records share it.
     return ServiceRuntime(
         service, settings, registry=registry, sink=sink, resources=(sink, client, webhook)
@@ -68,14 +69,15 @@ def center_gateway_runtime(
     url, secret = (os.environ[name] for name in names if name)
     client = CenterClient(url, partner=f"center-{center.code}")
     sink = KafkaSink(settings, client_id=f"hub-webhook-center-{center.code}")
+    service = build_center_gateway(settings, center.code, client)
     reports = CenterReportReceiver(
         sink,
         center.code,
+        declared=service,
         secret=secret,
         host="0.0.0.0",  # noqa: S104 - centers push from outside
         port=webhook_port,
     )
-    service = build_center_gateway(settings, center.code, client)
     return ServiceRuntime(
         service, settings, registry=registry, sink=sink, resources=(sink, client, reports)
     )

@@ -14,11 +14,12 @@ import httpx
 import structlog
 from aiohttp import web
 
+from gateway.push import PushReceiver
 from gateway.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, center_refusal
 from hub.core.errors import HubError
-from hub.core.handler import Decision, Handler, Incoming, Service
-from hub.core.lifecycle import AsyncResource, serve_http
-from hub.core.metrics import WEBHOOK_REFUSED, MeteredTransport
+from hub.core.handler import Decision, Handler, Route, Service, routes
+from hub.core.lifecycle import AsyncResource
+from hub.core.metrics import MeteredTransport
 from hub.core.outbound import event_record
 from hub.core.topics import center_events_topic, center_tickets_topic
 from hub.messages import CATALOGUE
@@ -32,6 +33,8 @@ from hub.messages.repair import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from hub.core.outbound import RecordSink
     from hub.core.registry import Event
     from hub.core.settings import HubSettings
@@ -79,24 +82,29 @@ class CenterClient(AsyncResource):
 
 
 def declare_center_gateway(settings: HubSettings, center: str) -> Service:
-    """Group `gateway-center-<code>`: reads the center's ticket topic; it emits no events."""
+    """Group `gateway-center-<code>`: reads the center's ticket topic.
+
+    Its handlers emit nothing; its outputs are the reports its webhook takes.
+    """
     return Service(
         group=f"gateway-center-{center}",
         inputs=(center_tickets_topic(center),),
         handlers={},
         source=f"{settings.source}/gateway-center-{center}",
+        state_model=None,
+        emits=routes(Route.to(center_events_topic(center)), *REPORTS),
     )
 
 
 def build_center_gateway(settings: HubSettings, center: str, client: CenterClient) -> Service:
     """The gateway of `center` with its handlers: each ticket and quote an API call."""
 
-    async def ticket(incoming: Incoming[RepairTicketV1]) -> Decision:
-        await client.open_ticket(incoming.event)
+    async def ticket(opened: RepairTicketV1, _state: None, _at: datetime) -> Decision[Any]:
+        await client.open_ticket(opened)
         return Decision()
 
-    async def quote(incoming: Incoming[QuoteDecisionV1]) -> Decision:
-        await client.decide_quote(incoming.event)
+    async def quote(decision: QuoteDecisionV1, _state: None, _at: datetime) -> Decision[Any]:
+        await client.decide_quote(decision)
         return Decision()
 
     handlers: dict[str, Handler] = {
@@ -115,7 +123,7 @@ def read_report(body: dict[str, Any]) -> Event:
     return report
 
 
-class CenterReportReceiver(AsyncResource):
+class CenterReportReceiver(PushReceiver):
     """Receives a center's pushed reports; acknowledges only what is safely on Kafka."""
 
     def __init__(
@@ -123,31 +131,15 @@ class CenterReportReceiver(AsyncResource):
         sink: RecordSink,
         center: str,
         *,
+        declared: Service,
         secret: str,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self._sink = sink
+        path = f"/centers/{center}/reports"
+        super().__init__(sink, declared, partner=center, path=path, host=host, port=port)
         self._center = center
         self._secret = secret
-        self.refused_signatures = 0
-        """Pushes refused for a bad or stale signature (also logged, and `hub_webhook_refused`)."""
-        self._host = host
-        self._port = port
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        """Listen (port 0: a free one)."""
-        app = web.Application()
-        app.router.add_post(f"/centers/{self._center}/reports", self._receive)
-        self._runner, port = await serve_http(app, self._host, self._port)
-        self.url = f"http://{self._host}:{port}/centers/{self._center}/reports"
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _receive(self, request: web.Request) -> web.Response:
         raw = await request.read()
@@ -158,14 +150,7 @@ class CenterReportReceiver(AsyncResource):
             raw,
         )
         if refusal is not None:
-            self.refused_signatures += 1
-            WEBHOOK_REFUSED.labels(partner=self._center).inc()
-            log.warning(
-                "webhook_refused",
-                partner=self._center,
-                reason=refusal,
-                refused_signatures=self.refused_signatures,
-            )
+            self._refuse(refusal)
             return web.json_response({"error": "signature check failed"}, status=401)
         try:
             body = json.loads(raw)
@@ -175,7 +160,7 @@ class CenterReportReceiver(AsyncResource):
             return web.json_response({"error": str(error)[:300]}, status=400)
         case_id = str(report.model_dump()["case_id"])
         record = event_record(
-            center_events_topic(self._center),
+            self._topic_of(report),
             report,
             key=case_id,
             source=f"urn:center:{self._center}",

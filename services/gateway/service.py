@@ -3,31 +3,41 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from hub.core.handler import Decision, Emit, Handler, Incoming, Route, Service, routes
+from hub.core.handler import Decision, Emit, Handler, Route, Service, routes
 from hub.core.topics import courier_events_topic, courier_orders_topic
 from hub.messages.courier import (
     CourierOrderAcceptedV1,
     CourierOrderRejectedV1,
+    CourierTrackingV1,
     PickupCancelRequestedV1,
     PickupOrderV1,
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from gateway.sf_client import SfClient
     from hub.core.settings import HubSettings
 
 
 def declare_gateway(settings: HubSettings, courier: str) -> Service:
-    """Group `gateway-<courier>`: reads the courier's order topic, reports on its events topic."""
+    """Group `gateway-<courier>`: reads the courier's order topic, reports on its events topic.
+
+    Its outputs are the API's answers and the tracking its route-push webhook takes.
+    """
     return Service(
         group=f"gateway-{courier}",
         inputs=(courier_orders_topic(courier),),
         handlers={},
         source=f"{settings.source}/gateway-{courier}",
+        state_model=None,
         emits=routes(
-            Route.to(courier_events_topic(courier)), CourierOrderAcceptedV1, CourierOrderRejectedV1
+            Route.to(courier_events_topic(courier)),
+            CourierOrderAcceptedV1,
+            CourierOrderRejectedV1,
+            CourierTrackingV1,
         ),
     )
 
@@ -35,15 +45,14 @@ def declare_gateway(settings: HubSettings, courier: str) -> Service:
 def build_gateway_service(settings: HubSettings, client: SfClient, courier: str = "sf") -> Service:
     """The gateway of `courier` with its handlers: each order an API call through `client`."""
 
-    async def ordered(incoming: Incoming[PickupOrderV1]) -> Decision:
-        order = incoming.event
+    async def ordered(order: PickupOrderV1, _state: None, at: datetime) -> Decision[Any]:
         result = await client.create_order(order)
         if result.waybill_no is not None:
             accepted = CourierOrderAcceptedV1(
                 order_id=order.order_id,
                 case_id=order.case_id,
                 waybill_no=result.waybill_no,
-                accepted_at=incoming.envelope.time,
+                accepted_at=at,
             )
             return Decision(emits=(Emit("accepted", accepted, key=order.case_id),))
         assert result.rejection is not None  # noqa: S101 - the client returns one or the other
@@ -56,8 +65,10 @@ def build_gateway_service(settings: HubSettings, client: SfClient, courier: str 
         )
         return Decision(emits=(Emit("rejected", rejected, key=order.case_id),))
 
-    async def cancel(incoming: Incoming[PickupCancelRequestedV1]) -> Decision:
-        await client.cancel_order(incoming.event.order_id)
+    async def cancel(
+        request: PickupCancelRequestedV1, _state: None, _at: datetime
+    ) -> Decision[Any]:
+        await client.cancel_order(request.order_id)
         return Decision()
 
     handlers: dict[str, Handler] = {

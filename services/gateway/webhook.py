@@ -15,14 +15,13 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
+from gateway.push import PushReceiver
 from gateway.signing import sf_refusal
-from hub.core.lifecycle import AsyncResource, serve_http
-from hub.core.metrics import WEBHOOK_REFUSED
 from hub.core.outbound import event_record
-from hub.core.topics import courier_events_topic
 from hub.messages.courier import CourierTrackingV1, case_id_of
 
 if TYPE_CHECKING:
+    from hub.core.handler import Service
     from hub.core.outbound import RecordSink
 
 log = structlog.get_logger(__name__)
@@ -48,39 +47,23 @@ def tracking_of(route: dict[str, Any]) -> CourierTrackingV1:
     )
 
 
-class RoutePushReceiver(AsyncResource):
+class RoutePushReceiver(PushReceiver):
     """An HTTP endpoint for route pushes; acknowledges only what is safely on Kafka."""
 
     def __init__(
         self,
         sink: RecordSink,
         *,
+        declared: Service,
         checkword: str,
         courier: str = "sf",
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self._sink = sink
+        path = f"/{courier}/routes"
+        super().__init__(sink, declared, partner=courier, path=path, host=host, port=port)
         self._checkword = checkword
         self._courier = courier
-        self.refused_signatures = 0
-        """Pushes refused for a bad or stale signature (also logged, and `hub_webhook_refused`)."""
-        self._host = host
-        self._port = port
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        """Listen on a free port of 127.0.0.1."""
-        app = web.Application()
-        app.router.add_post(f"/{self._courier}/routes", self._receive)
-        self._runner, port = await serve_http(app, self._host, self._port)
-        self.url = f"http://{self._host}:{port}/{self._courier}/routes"
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     async def _receive(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -90,14 +73,7 @@ class RoutePushReceiver(AsyncResource):
         )
         refusal = sf_refusal(self._checkword, msg_data, timestamp, digest)
         if refusal is not None or msg_data is None:
-            self.refused_signatures += 1
-            WEBHOOK_REFUSED.labels(partner=self._courier).inc()
-            log.warning(
-                "webhook_refused",
-                partner=self._courier,
-                reason=refusal,
-                refused_signatures=self.refused_signatures,
-            )
+            self._refuse(refusal)
             return web.json_response(UNAUTHORIZED, status=401)
         try:
             body = json.loads(msg_data)
@@ -111,7 +87,7 @@ class RoutePushReceiver(AsyncResource):
         # The courier's route id makes the message id: a re-pushed route is the same event.
         records = [
             event_record(
-                courier_events_topic(self._courier),
+                self._topic_of(event),
                 event,
                 key=event.case_id,
                 source=f"urn:courier:{self._courier}",

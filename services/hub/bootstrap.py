@@ -14,7 +14,7 @@ from dispatch.partners import load_partners
 from dispatch.service import build_service as build_dispatch
 from gateway.center import declare_center_gateway
 from gateway.service import declare_gateway
-from hub.core.topics import Subscription, center_events_topic, declare
+from hub.core.topics import Subscription, declare
 from intake.service import build_service as build_intake
 from notify.service import build_service as build_notify
 from notify.service import declare_sender
@@ -51,8 +51,6 @@ class Declaration:
     adapter: Adapter = Adapter.NONE
     partner: str | None = None
     """The courier or repair center of a gateway."""
-    webhook_outputs: tuple[str, ...] = ()
-    """Topics the adapter's webhook writes outside the kernel (a partner's pushed events)."""
 
     @property
     def group(self) -> str:
@@ -61,8 +59,11 @@ class Declaration:
 
     @property
     def outputs(self) -> tuple[str, ...]:
-        """Every topic the group's process writes (its own retry and timer topics aside)."""
-        return tuple(dict.fromkeys((*self.service.outputs, *self.webhook_outputs)))
+        """Every topic the group's process writes (its own retry and timer topics aside).
+
+        An adapter's webhook writes where the service's declaration routes its events.
+        """
+        return self.service.outputs
 
 
 def declarations(
@@ -84,12 +85,7 @@ def declarations(
             for code in couriers
         ),
         *(
-            Declaration(
-                declare_center_gateway(settings, code),
-                Adapter.CENTER_API,
-                code,
-                webhook_outputs=(center_events_topic(code),),
-            )
+            Declaration(declare_center_gateway(settings, code), Adapter.CENTER_API, code)
             for code in centers
         ),
     ]

@@ -1,18 +1,25 @@
-"""Intake decisions, pure: is a request eligible, how is it served, what is its case id."""
+"""Intake decisions, pure: is a request eligible, how is it served, what is its case id.
+
+Intake keeps its state per order item (one open case per item at a time); each output is
+keyed by its case id.
+"""
 
 from __future__ import annotations
 
 import uuid
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ConfigDict
+
+from hub.core.handler import Decision, Emit
 from hub.messages.cases import CaseCancelledV1, CaseOpenedV1, CaseRejectedV1, RejectionReason
 from hub.messages.common import RequestType, ServiceMode
 from hub.messages.repair import QuoteAnsweredV1
 from hub.messages.tracker import ComplaintEscalatedV1, RatingSubmittedV1
 
 if TYPE_CHECKING:
-    from hub.core.store.base import JsonObject
     from hub.messages.storefront import (
         AfterSalesCancelledV1,
         AfterSalesRequestedV2,
@@ -26,6 +33,23 @@ RETURN_WINDOW = timedelta(days=7)
 DEFAULT_WARRANTY_MONTHS = 12
 WARRANTY_MONTHS = {"large_appliance": 36, "phone": 12, "laptop": 24, "small_appliance": 12}
 ONSITE_CATEGORIES = frozenset({"large_appliance"})
+
+
+class ItemStatus(StrEnum):
+    """Whether the order item's latest case is still open."""
+
+    OPEN = "open"
+    CANCELLED = "cancelled"
+
+
+class OrderItem(BaseModel):
+    """Intake's state of one order item: its latest case and the request that opened it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    case_id: str
+    request_id: str
+    status: ItemStatus
 
 
 def case_id_for(request_id: str) -> str:
@@ -51,18 +75,17 @@ def service_mode(request: AfterSalesRequestedV2) -> ServiceMode:
 
 
 def decide(
-    request: AfterSalesRequestedV2, *, at: datetime, item_state: JsonObject | None = None
-) -> tuple[CaseOpenedV1 | CaseRejectedV1, JsonObject | None]:
-    """Open a case for an eligible request, or reject it; and the order item's new state."""
+    request: AfterSalesRequestedV2, item: OrderItem | None, at: datetime
+) -> Decision[OrderItem]:
+    """Open a case for an eligible request, or reject it (the order item's state unchanged)."""
     case_id = case_id_for(request.request_id)
     expires = warranty_expiry(request.item.category, request.item.purchase_date)
     in_warranty = at.date() <= expires
     rejection: tuple[RejectionReason, str] | None = None
-    open_case = item_state.get("case_id") if item_state and item_state["status"] == "open" else None
-    if open_case is not None and open_case != case_id:
+    if item is not None and item.status is ItemStatus.OPEN and item.case_id != case_id:
         rejection = (
             RejectionReason.CASE_ALREADY_OPEN,
-            f"order item {request.order_item_id} already has open case {open_case}",
+            f"order item {request.order_item_id} already has open case {item.case_id}",
         )
     elif request.request_type is RequestType.RETURN:
         if at.date() - request.item.purchase_date > RETURN_WINDOW:
@@ -82,7 +105,7 @@ def decide(
             reason=reason,
             rejected_at=at,
         )
-        return rejected, None
+        return Decision(emits=(Emit("case", rejected, key=case_id),))
     opened = CaseOpenedV1(
         case_id=case_id,
         request_id=request.request_id,
@@ -99,55 +122,60 @@ def decide(
         pickup_window=request.pickup_window,
         opened_at=at,
     )
-    return opened, {"case_id": case_id, "request_id": request.request_id, "status": "open"}
+    state = OrderItem(case_id=case_id, request_id=request.request_id, status=ItemStatus.OPEN)
+    return Decision(emits=(Emit("case", opened, key=case_id),), state=state)
 
 
 def answer_quote(
-    answer: QuoteAnswerGivenV1, *, at: datetime, item_state: JsonObject | None
-) -> QuoteAnsweredV1 | None:
+    answer: QuoteAnswerGivenV1, item: OrderItem | None, at: datetime
+) -> Decision[OrderItem]:
     """The customer's answer to a quote, for the open case of that request."""
-    if item_state is None or item_state["request_id"] != answer.request_id:
-        return None
-    return QuoteAnsweredV1(case_id=item_state["case_id"], approved=answer.approved, answered_at=at)
+    if item is None or item.request_id != answer.request_id:
+        return Decision()
+    answered = QuoteAnsweredV1(case_id=item.case_id, approved=answer.approved, answered_at=at)
+    return Decision(emits=(Emit("quote", answered, key=item.case_id),))
 
 
 def cancel(
-    cancellation: AfterSalesCancelledV1, *, at: datetime, item_state: JsonObject | None
-) -> tuple[CaseCancelledV1, JsonObject] | None:
-    """Cancel the open case of the withdrawn request; None when there is nothing to cancel."""
+    cancellation: AfterSalesCancelledV1, item: OrderItem | None, at: datetime
+) -> Decision[OrderItem]:
+    """Cancel the open case of the withdrawn request; nothing when there is none to cancel."""
     if (
-        item_state is None
-        or item_state["status"] != "open"
-        or item_state["request_id"] != cancellation.request_id
+        item is None
+        or item.status is not ItemStatus.OPEN
+        or item.request_id != cancellation.request_id
     ):
-        return None
+        return Decision()
     cancelled = CaseCancelledV1(
-        case_id=item_state["case_id"],
+        case_id=item.case_id,
         request_id=cancellation.request_id,
         reason=cancellation.reason or "withdrawn by the customer",
         cancelled_at=at,
     )
-    return cancelled, {**item_state, "status": "cancelled"}
+    state = item.model_copy(update={"status": ItemStatus.CANCELLED})
+    return Decision(emits=(Emit("cancel", cancelled, key=item.case_id),), state=state)
 
 
-def rate(rating: RatingGivenV1, *, item_state: JsonObject | None) -> RatingSubmittedV1 | None:
+def rate(rating: RatingGivenV1, item: OrderItem | None, _at: datetime) -> Decision[OrderItem]:
     """The customer's rating, for the tracker to record once the case is closed."""
-    if item_state is None or item_state["request_id"] != rating.request_id:
-        return None
-    return RatingSubmittedV1(
-        case_id=item_state["case_id"],
+    if item is None or item.request_id != rating.request_id:
+        return Decision()
+    submitted = RatingSubmittedV1(
+        case_id=item.case_id,
         score=rating.score,
         comment=rating.comment,
         rated_at=rating.rated_at,
     )
+    return Decision(emits=(Emit("rating", submitted, key=item.case_id),))
 
 
 def escalate(
-    complaint: ComplaintFiledV1, *, at: datetime, item_state: JsonObject | None
-) -> ComplaintEscalatedV1 | None:
+    complaint: ComplaintFiledV1, item: OrderItem | None, at: datetime
+) -> Decision[OrderItem]:
     """A complaint about a case goes to the platform's arbitration."""
-    if item_state is None or item_state["request_id"] != complaint.request_id:
-        return None
-    return ComplaintEscalatedV1(
-        case_id=item_state["case_id"], complaint=complaint.complaint, escalated_at=at
+    if item is None or item.request_id != complaint.request_id:
+        return Decision()
+    escalated = ComplaintEscalatedV1(
+        case_id=item.case_id, complaint=complaint.complaint, escalated_at=at
     )
+    return Decision(emits=(Emit("complaint", escalated, key=item.case_id),))

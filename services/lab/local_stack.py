@@ -7,8 +7,13 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from gateway.center import CenterClient, CenterReportReceiver, build_center_gateway
-from gateway.service import build_gateway_service
+from gateway.center import (
+    CenterClient,
+    CenterReportReceiver,
+    build_center_gateway,
+    declare_center_gateway,
+)
+from gateway.service import build_gateway_service, declare_gateway
 from gateway.sf_client import SfClient
 from gateway.webhook import RoutePushReceiver
 from hub.bootstrap import Adapter, Declaration, all_topics, declarations
@@ -65,7 +70,12 @@ class LocalStack(AsyncResource):
         )
         # One producer for the whole process: the services and both webhooks share it.
         self.sink = KafkaSink(self.settings, client_id="hub-local")
-        self.center_reports = CenterReportReceiver(self.sink, HTTP_CENTER, secret=SIM_CENTER_SECRET)
+        self.center_reports = CenterReportReceiver(
+            self.sink,
+            HTTP_CENTER,
+            declared=declare_center_gateway(self.settings, HTTP_CENTER),
+            secret=SIM_CENTER_SECRET,
+        )
         self.center_client: CenterClient | None = None
         self.center = RepairCenterSimulator(
             self.settings.kafka_bootstrap_servers, knobs=self.center_knobs
@@ -74,7 +84,9 @@ class LocalStack(AsyncResource):
         self.push = HttpGatewaySink()
         self.smtp = SmtpSink()
         self.http: httpx.AsyncClient | None = None
-        self.webhook = RoutePushReceiver(self.sink, checkword=SIM_CHECKWORD)
+        self.webhook = RoutePushReceiver(
+            self.sink, declared=declare_gateway(self.settings, "sf"), checkword=SIM_CHECKWORD
+        )
         self.sf = SfCourierSimulator(SIM_PARTNER_ID, SIM_CHECKWORD, knobs=self.sf_knobs)
         self.couriers = {
             courier.code: KafkaCourierSimulator(

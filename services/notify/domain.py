@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
 
 from hub.core.handler import Decision, Emit
 from hub.messages.cases import CaseOpenedV1, PickupAcceptedV1, TrackingStatus, TrackingUpdatedV1
-from hub.messages.common import Channel
+from hub.messages.common import Channel, Customer
 from hub.messages.courier import Leg
 from hub.messages.repair import (
     CaseClosedV1,
@@ -20,8 +22,18 @@ from hub.messages.repair import (
 from notify.templates import render
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from hub.core.registry import Event
-    from hub.core.store.base import JsonObject
+
+
+class Audience(BaseModel):
+    """Notify's state of one case: whom to tell, and the notifications already requested."""
+
+    model_config = ConfigDict(frozen=True)
+
+    customer: Customer
+    notified: tuple[str, ...] = ()
 
 
 def milestone_of(event: Event) -> str | None:
@@ -47,42 +59,45 @@ def milestone_of(event: Event) -> str | None:
     return None
 
 
-def _address(channel: Channel, customer: dict[str, Any]) -> str | None:
-    field = {Channel.SMS: "phone", Channel.APP_PUSH: "customer_id", Channel.EMAIL: "email"}
-    address = customer.get(field[channel])
-    return str(address) if address else None
+def _address(channel: Channel, customer: Customer) -> str | None:
+    address = {
+        Channel.SMS: customer.phone,
+        Channel.APP_PUSH: customer.customer_id,
+        Channel.EMAIL: customer.email,
+    }[channel]
+    return address or None
 
 
-def plan(event: Event, state: JsonObject | None) -> Decision:
+def plan(event: Event, audience: Audience | None, _at: datetime) -> Decision[Audience]:
     """One NotificationRequested per channel the customer chose, never twice for a milestone."""
     milestone = milestone_of(event)
     if milestone is None:
         return Decision()
     if isinstance(event, CaseOpenedV1):
-        state = {"customer": event.customer.model_dump(mode="json"), "notified": []}
-    if state is None:
+        audience = Audience(customer=event.customer)
+    if audience is None:
         return Decision()  # a case opened before notify existed: nobody to address
-    customer = state["customer"]
-    notified: list[str] = list(state["notified"])
-    fields = {"name": customer["name"], **event.model_dump(mode="json")}
+    customer = audience.customer
+    notified = list(audience.notified)
+    fields = {"name": customer.name, **event.model_dump(mode="json")}
     case_id = str(fields["case_id"])
     emits = []
-    for channel in (Channel(value) for value in customer["channels"]):
+    for channel in customer.channels:
         key = f"{case_id}:{milestone}:{channel.value}"
         address = _address(channel, customer)
         if key in notified or address is None:
             continue
-        message = render(milestone, customer["locale"], fields)
+        message = render(milestone, customer.locale, fields)
         request = NotificationRequestedV1(
             dedupe_key=key,
             case_id=case_id,
             milestone=milestone,
             channel=channel,
             address=address,
-            locale=customer["locale"],
+            locale=customer.locale,
             subject=message.subject,
             body=message.body,
         )
         emits.append(Emit(f"notify-{milestone}-{channel.value}", request))
         notified.append(key)
-    return Decision(emits=tuple(emits), state={"customer": customer, "notified": notified})
+    return Decision(emits=tuple(emits), state=Audience(customer=customer, notified=tuple(notified)))

@@ -1,11 +1,11 @@
-"""Wiring of notify (plans messages from case events) and notify-sender (delivers them)."""
+"""Declarations of notify (plans messages from case events) and notify-sender (delivers them)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from hub.core.handler import Decision, Emit, Handler, Incoming, Route, Service, routes
+from hub.core.handler import Decision, Emit, Route, Service, routes
 from hub.core.topics import CASES, NOTIFICATION_EVENTS, NOTIFICATION_REQUESTS
 from hub.messages.cases import CaseOpenedV1, PickupAcceptedV1, TrackingUpdatedV1
 from hub.messages.repair import (
@@ -18,10 +18,11 @@ from hub.messages.repair import (
     ReplacementIssuedV1,
     WorkCompletedV1,
 )
-from notify.domain import plan
+from notify.domain import Audience, plan
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from datetime import datetime
 
     from hub.core.settings import HubSettings
     from hub.messages.common import Channel
@@ -33,19 +34,15 @@ MILESTONE_EVENTS = (
 )  # fmt: skip
 
 
-def _plan(incoming: Incoming[CaseOpenedV1]) -> Decision:
-    return plan(incoming.event, incoming.state)
-
-
 def build_service(settings: HubSettings) -> Service:
     """Group `notify`: case events in, one notification request per milestone and channel."""
-    handlers: dict[str, Handler] = {model.event_type: _plan for model in MILESTONE_EVENTS}
     return Service(
         group="notify",
         inputs=(CASES,),
-        handlers=handlers,
+        handlers={model.event_type: plan for model in MILESTONE_EVENTS},
         source=f"{settings.source}/notify",
         emits=routes(Route.to(NOTIFICATION_REQUESTS), NotificationRequestedV1),
+        state_model=Audience,
     )
 
 
@@ -57,21 +54,23 @@ def declare_sender(settings: HubSettings) -> Service:
         handlers={},
         source=f"{settings.source}/notify-sender",
         emits=routes(Route.to(NOTIFICATION_EVENTS), NotificationSentV1),
+        state_model=None,
     )
 
 
 def build_sender(settings: HubSettings, providers: Mapping[Channel, Provider]) -> Service:
     """notify-sender with its handler: each request delivered through its channel's provider."""
 
-    async def deliver(incoming: Incoming[NotificationRequestedV1]) -> Decision:
-        request = incoming.event
+    async def deliver(
+        request: NotificationRequestedV1, _state: None, at: datetime
+    ) -> Decision[Any]:
         message_id = await providers[request.channel].send(request)
         sent = NotificationSentV1(
             dedupe_key=request.dedupe_key,
             case_id=request.case_id,
             channel=request.channel,
             provider_message_id=message_id,
-            sent_at=incoming.envelope.time,
+            sent_at=at,
         )
         return Decision(emits=(Emit("sent", sent, key=request.case_id),))
 

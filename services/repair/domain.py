@@ -31,7 +31,7 @@ from hub.messages.repair import (
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from hub.core.store.base import JsonObject
+    from dispatch.partners import PartnerTable
     from hub.messages.cases import CaseOpenedV1, TrackingUpdatedV1
     from hub.messages.repair import (
         CenterDiagnosedV1,
@@ -70,17 +70,9 @@ class RepairCase(BaseModel):
     resolution: Resolution | None = None
     repaired: bool = False
 
-    def dump(self) -> JsonObject:
-        """The JSON document the state store keeps."""
-        return self.model_dump(mode="json")
-
-    def moved(self, **changes: object) -> JsonObject:
-        """The state after `changes`, as a document."""
-        return self.model_copy(update=changes).dump()
-
-
-def _load(state: JsonObject | None) -> RepairCase | None:
-    return RepairCase.model_validate(state) if state is not None else None
+    def moved(self, **changes: object) -> RepairCase:
+        """The state after `changes`."""
+        return self.model_copy(update=changes)
 
 
 def _ticket(case: RepairCase, *, onsite: bool, waybill: str | None) -> Emit:
@@ -95,11 +87,15 @@ def _ticket(case: RepairCase, *, onsite: bool, waybill: str | None) -> Emit:
     return Emit("ticket", ticket, partner=case.center)
 
 
-def on_case_opened(event: CaseOpenedV1, center: str, at: datetime) -> Decision:
+def on_case_opened(
+    event: CaseOpenedV1, known: RepairCase | None, at: datetime, *, table: PartnerTable
+) -> Decision[RepairCase]:
     """Remember the case and its center; an onsite case books a technician right away."""
+    if known is not None:
+        return Decision()  # a case opened again (a replay): its repair is under way
     case = RepairCase(
         case_id=event.case_id,
-        center=center,
+        center=table.center_for(event.item.category).code,
         order_id=event.order_id,
         order_item_id=event.order_item_id,
         item=event.item,
@@ -108,15 +104,16 @@ def on_case_opened(event: CaseOpenedV1, center: str, at: datetime) -> Decision:
         stage=Stage.AWAITING_ITEM,
     )
     if event.service_mode is not ServiceMode.ONSITE:
-        return Decision(state=case.dump())
+        return Decision(state=case)
     scheduled = VisitScheduledV1(case_id=case.case_id, scheduled_at=at)
     emits = (_ticket(case, onsite=True, waybill=None), Emit("visit", scheduled))
-    return Decision(emits=emits, state=case.dump())
+    return Decision(emits=emits, state=case)
 
 
-def on_tracking(event: TrackingUpdatedV1, state: JsonObject | None) -> Decision:
+def on_tracking(
+    event: TrackingUpdatedV1, case: RepairCase | None, _at: datetime
+) -> Decision[RepairCase]:
     """Delivered inbound: open the ticket. Delivered outbound: the case is done."""
-    case = _load(state)
     if case is None or event.status is not TrackingStatus.DELIVERED:
         return Decision()
     if event.leg is Leg.INBOUND and case.stage is Stage.AWAITING_ITEM:
@@ -133,10 +130,9 @@ def on_tracking(event: TrackingUpdatedV1, state: JsonObject | None) -> Decision:
 
 
 def on_item_received(
-    event: CenterItemReceivedV1, state: JsonObject | None, at: datetime
-) -> Decision:
+    event: CenterItemReceivedV1, case: RepairCase | None, at: datetime
+) -> Decision[RepairCase]:
     """The center has the item: a serial that differs from the order's stops the case."""
-    case = _load(state)
     if case is None or case.stage not in {Stage.AT_CENTER, Stage.AWAITING_ITEM}:
         return Decision()
     matches = event.serial_number == case.item.serial_number
@@ -160,9 +156,10 @@ def on_item_received(
     return Decision(emits=emits, state=case.moved(stage=Stage.EXCEPTION))
 
 
-def on_diagnosed(event: CenterDiagnosedV1, state: JsonObject | None, at: datetime) -> Decision:
+def on_diagnosed(
+    event: CenterDiagnosedV1, case: RepairCase | None, at: datetime
+) -> Decision[RepairCase]:
     """Diagnosis decides the path: quote, refund, replacement, or repair."""
-    case = _load(state)
     if case is None or case.stage is not Stage.AT_CENTER:
         return Decision()
     diagnosed = DiagnosisCompletedV1(
@@ -202,9 +199,10 @@ def on_diagnosed(event: CenterDiagnosedV1, state: JsonObject | None, at: datetim
     return Decision(emits=tuple(emits), state=case.moved(stage=stage, resolution=event.resolution))
 
 
-def on_quote_answered(event: QuoteAnsweredV1, state: JsonObject | None) -> Decision:
+def on_quote_answered(
+    event: QuoteAnsweredV1, case: RepairCase | None, _at: datetime
+) -> Decision[RepairCase]:
     """Pass the customer's answer to the center, which repairs or gives the item back."""
-    case = _load(state)
     if case is None or case.stage is not Stage.QUOTED:
         return Decision()
     decision = QuoteDecisionV1(case_id=case.case_id, approved=event.approved)
@@ -215,10 +213,9 @@ def on_quote_answered(event: QuoteAnsweredV1, state: JsonObject | None) -> Decis
 
 
 def on_work_completed(
-    event: CenterWorkCompletedV1, state: JsonObject | None, at: datetime
-) -> Decision:
+    event: CenterWorkCompletedV1, case: RepairCase | None, at: datetime
+) -> Decision[RepairCase]:
     """Work done (or refused): the item goes back to the customer."""
-    case = _load(state)
     if case is None or case.stage is not Stage.WORKING:
         return Decision()
     done = WorkCompletedV1(
@@ -236,10 +233,9 @@ def on_work_completed(
 
 
 def on_visit_reported(
-    event: CenterVisitReportedV1, state: JsonObject | None, at: datetime
-) -> Decision:
+    event: CenterVisitReportedV1, case: RepairCase | None, at: datetime
+) -> Decision[RepairCase]:
     """Fixed at home closes the case; "needs workshop" waits for the pickup dispatch now makes."""
-    case = _load(state)
     if case is None or case.stage is not Stage.AWAITING_ITEM:
         return Decision()
     reported = VisitReportedV1(

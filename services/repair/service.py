@@ -1,11 +1,12 @@
-"""Wiring of the repair service: case events and the center's reports in, case events out."""
+"""Declaration of the repair service: case events and the center's reports in, case events out."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from dispatch.partners import PartnerTable, load_partners
-from hub.core.handler import Decision, Handler, Incoming, Route, Service, routes
+from hub.core.handler import Handler, Route, Service, routes
 from hub.core.topics import CASES, center_events_topic, center_tickets_topic
 from hub.messages.cases import CaseExceptionRaisedV1, CaseOpenedV1, TrackingUpdatedV1
 from hub.messages.repair import (
@@ -44,28 +45,14 @@ def build_service(settings: HubSettings, table: PartnerTable | None = None) -> S
     """The repair consumer group, for the repair centers of `table` (deploy/partners.yaml)."""
     table = table or load_partners()
 
-    def opened(incoming: Incoming[CaseOpenedV1]) -> Decision:
-        if incoming.state is not None:
-            return Decision()
-        center = table.center_for(incoming.event.item.category).code
-        return domain.on_case_opened(incoming.event, center, incoming.envelope.time)
-
     handlers: dict[str, Handler] = {
-        CaseOpenedV1.event_type: opened,
-        TrackingUpdatedV1.event_type: lambda i: domain.on_tracking(i.event, i.state),
-        CenterItemReceivedV1.event_type: lambda i: domain.on_item_received(
-            i.event, i.state, i.envelope.time
-        ),
-        CenterDiagnosedV1.event_type: lambda i: domain.on_diagnosed(
-            i.event, i.state, i.envelope.time
-        ),
-        QuoteAnsweredV1.event_type: lambda i: domain.on_quote_answered(i.event, i.state),
-        CenterWorkCompletedV1.event_type: lambda i: domain.on_work_completed(
-            i.event, i.state, i.envelope.time
-        ),
-        CenterVisitReportedV1.event_type: lambda i: domain.on_visit_reported(
-            i.event, i.state, i.envelope.time
-        ),
+        CaseOpenedV1.event_type: partial(domain.on_case_opened, table=table),
+        TrackingUpdatedV1.event_type: domain.on_tracking,
+        CenterItemReceivedV1.event_type: domain.on_item_received,
+        CenterDiagnosedV1.event_type: domain.on_diagnosed,
+        QuoteAnsweredV1.event_type: domain.on_quote_answered,
+        CenterWorkCompletedV1.event_type: domain.on_work_completed,
+        CenterVisitReportedV1.event_type: domain.on_visit_reported,
     }
     centers = tuple(center_events_topic(center.code) for center in table.repair_centers)
     return Service(
@@ -73,6 +60,7 @@ def build_service(settings: HubSettings, table: PartnerTable | None = None) -> S
         inputs=(CASES, *centers),
         handlers=handlers,
         source=f"{settings.source}/{GROUP}",
+        state_model=domain.RepairCase,
         emits={
             **routes(Route.to(CASES), *CASE_OUTPUTS),
             **routes(

@@ -8,6 +8,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+import structlog
+from pydantic import BaseModel, ConfigDict
+
 from hub.core.handler import Decision, Emit
 from hub.messages.cases import (
     CaseCancelledV1,
@@ -53,8 +56,9 @@ from hub.messages.tracker import (
 
 if TYPE_CHECKING:
     from hub.core.registry import Event
-    from hub.core.store.base import JsonObject
     from tracker.sla import SlaTable
+
+log = structlog.get_logger(__name__)
 
 
 class Status(StrEnum):
@@ -163,11 +167,21 @@ class Change:
     detail: str
 
 
+class CaseRecord(BaseModel):
+    """The tracker's state of one case: its latest snapshot, and the facts already folded in."""
+
+    model_config = ConfigDict(frozen=True)
+
+    snapshot: CaseStatusV1
+    seen: tuple[str, ...]
+    """Fingerprints of the events folded in: a fact delivered twice counts once."""
+
+
 @dataclass(frozen=True, slots=True)
 class Tracked:
     """The handler's decision, and why an event was not applied (for the log), if it was not."""
 
-    decision: Decision
+    decision: Decision[CaseRecord]
     not_applied: str | None = None
     duplicate: bool = False
 
@@ -211,7 +225,7 @@ class Case:
             TimelineEntry(at=at, kind=kind, status=self.status, detail=detail, applied=applied)
         )
 
-    def result(self, updated_at: datetime) -> Decision:
+    def result(self, updated_at: datetime) -> Decision[CaseRecord]:
         """The new snapshot, published and kept, with the emits gathered on the way."""
         snapshot = self.snapshot.model_copy(
             update={
@@ -225,16 +239,15 @@ class Case:
             }
         )
         emits = (*self.emits, Emit("status", snapshot))
-        state = {"snapshot": snapshot.model_dump(mode="json"), "seen": self.seen}
-        return Decision(emits=emits, state=state)
+        return Decision(emits=emits, state=CaseRecord(snapshot=snapshot, seen=tuple(self.seen)))
 
 
-def load(state: JsonObject | None, case_id: str, at: datetime) -> Case:
+def load(record: CaseRecord | None, case_id: str, at: datetime) -> Case:
     """The case as the tracker last saw it, or a fresh one in `submitted`."""
-    if state is None:
+    if record is None:
         snapshot = CaseStatusV1(case_id=case_id, status=Status.SUBMITTED, seq=0, updated_at=at)
         return Case(snapshot, [])
-    return Case(CaseStatusV1.model_validate(state["snapshot"]), list(state["seen"]))
+    return Case(record.snapshot, list(record.seen))
 
 
 def fingerprint(event: Event) -> str:
@@ -254,10 +267,25 @@ def business_time(event: Event, default: datetime) -> datetime:
     return default
 
 
-def track(event: Event, state: JsonObject | None, *, at: datetime, sla: SlaTable) -> Tracked:
+def track(
+    event: Event, record: CaseRecord | None, at: datetime, *, sla: SlaTable
+) -> Decision[CaseRecord]:
+    """The handler: fold one case event (or SLA check) in, and log what was not applied."""
+    tracked = fold(event, record, at, sla)
+    if tracked.duplicate:
+        log.info("case_event_duplicate", event_type=event.event_type)
+    elif tracked.not_applied is not None:
+        # Kept in the timeline, marked not applied; said here so operators see it too.
+        log.warning(
+            "case_event_not_applied", event_type=event.event_type, reason=tracked.not_applied
+        )
+    return tracked.decision
+
+
+def fold(event: Event, record: CaseRecord | None, at: datetime, sla: SlaTable) -> Tracked:
     """Fold one case event into the case; `at` is the event's publication time."""
     case_id = str(getattr(event, "case_id", ""))
-    case = load(state, case_id, at)
+    case = load(record, case_id, at)
     if isinstance(event, SlaCheckDueV1):
         return _sla_check(case, event, at, sla)
     mark = fingerprint(event)

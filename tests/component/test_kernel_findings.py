@@ -8,7 +8,8 @@ a key's head on this branch; their tests guard those fixes.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from kernel_kit import (
@@ -25,7 +26,7 @@ from kernel_kit import (
 from probe import ProbeDoneV1, ProbeV1
 
 from hub.core.errors import DomainRejectionError
-from hub.core.handler import Decision, Incoming, Service
+from hub.core.handler import Decision, Service
 from hub.core.pipeline import Outcome, Pipeline
 from hub.core.registry import Registry
 from hub.core.store.base import KafkaRecord
@@ -53,12 +54,16 @@ async def test_in_process_retries_never_take_a_record_past_max_attempts(
 
 
 def _rejecting_service() -> Service:
-    def handle(incoming: Incoming[ProbeV1]) -> Decision:
+    def handle(event: ProbeV1, _state: None, _at: datetime) -> Decision[Any]:
         # Domain errors quote the event (as dispatch's "tracking for unknown order {id}" does).
-        raise DomainRejectionError(f"cannot apply {incoming.event.payload}")
+        raise DomainRejectionError(f"cannot apply {event.payload}")
 
     return Service(
-        group=GROUP, inputs=(INPUT,), handlers={ProbeV1.event_type: handle}, source="urn:test"
+        group=GROUP,
+        inputs=(INPUT,),
+        handlers={ProbeV1.event_type: handle},
+        source="urn:test",
+        state_model=None,
     )
 
 

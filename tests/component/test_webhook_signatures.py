@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -16,7 +17,8 @@ from structlog.testing import capture_logs
 
 from dispatch.partners import load_partners
 from gateway.bootstrap import center_gateway_runtime
-from gateway.center import CenterReportReceiver
+from gateway.center import CenterReportReceiver, declare_center_gateway
+from gateway.service import declare_gateway
 from gateway.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -25,6 +27,7 @@ from gateway.signing import (
     sf_push_form,
 )
 from gateway.webhook import RoutePushReceiver
+from hub.core.errors import UndeclaredOutputError
 from hub.core.settings import HubSettings
 from hub.core.topics import center_events_topic, courier_events_topic
 from hub.messages import CATALOGUE
@@ -39,6 +42,15 @@ if TYPE_CHECKING:
 
 CHECKWORD = "cw-test"
 SECRET = "center-secret-test"  # noqa: S105 - a test key
+SF = declare_gateway(HubSettings(), "sf")
+SH = declare_center_gateway(HubSettings(), "sh")
+"""The declarations the webhooks route their events by."""
+
+
+def sf_webhook(sink: CollectingSink) -> RoutePushReceiver:
+    return RoutePushReceiver(sink, declared=SF, checkword=CHECKWORD)
+
+
 SIX_MINUTES = 6 * 60
 
 
@@ -79,7 +91,10 @@ def sdk_read(record: OutRecord) -> Any:
 
 async def test_a_signed_sf_push_is_taken_and_its_record_reads_as_a_cloudevent() -> None:
     sink = CollectingSink()
-    async with RoutePushReceiver(sink, checkword=CHECKWORD) as webhook, httpx.AsyncClient() as http:
+    async with (
+        sf_webhook(sink) as webhook,
+        httpx.AsyncClient() as http,
+    ):
         response = await http.post(webhook.url, data=sf_push_form(route(), CHECKWORD))
     assert response.status_code == 200
     assert response.json()["return_code"] == "0000"
@@ -108,7 +123,10 @@ async def test_an_sf_push_failing_the_digest_is_refused_counted_and_produces_not
 ) -> None:
     sink = CollectingSink()
     before = REGISTRY.get_sample_value("hub_webhook_refused_total", {"partner": "sf"}) or 0.0
-    async with RoutePushReceiver(sink, checkword=CHECKWORD) as webhook, httpx.AsyncClient() as http:
+    async with (
+        sf_webhook(sink) as webhook,
+        httpx.AsyncClient() as http,
+    ):
         with capture_logs() as logs:
             response = await http.post(webhook.url, data=form())
     assert response.status_code == 401
@@ -124,7 +142,7 @@ async def test_an_sf_push_failing_the_digest_is_refused_counted_and_produces_not
 
 async def test_the_sf_simulator_signs_its_pushes_as_sf_does() -> None:
     sink = CollectingSink()
-    async with RoutePushReceiver(sink, checkword=CHECKWORD) as webhook:
+    async with sf_webhook(sink) as webhook:
         sf = SfCourierSimulator("P-TEST", CHECKWORD, webhook_url=webhook.url)
         async with httpx.AsyncClient() as http:
             await sf._push(http, json.loads(route())["Body"]["WaybillRoute"][0])
@@ -137,7 +155,7 @@ async def test_a_signed_center_report_is_taken() -> None:
     sink = CollectingSink()
     body = report_body()
     async with (
-        CenterReportReceiver(sink, "sh", secret=SECRET) as webhook,
+        CenterReportReceiver(sink, "sh", declared=SH, secret=SECRET) as webhook,
         httpx.AsyncClient() as http,
     ):
         response = await http.post(webhook.url, content=body, headers=center_headers(SECRET, body))
@@ -145,6 +163,24 @@ async def test_a_signed_center_report_is_taken() -> None:
     (record,) = sink.records
     assert record.topic == center_events_topic("sh")
     assert sdk_read(record).get_type() == "repair.center.item-received.v1"
+
+
+async def test_a_webhook_writes_only_where_its_declaration_routes_the_event(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = CollectingSink()
+    body = report_body()
+    undeclared = replace(SH, emits={})  # a declaration that routes no center report
+    async with (
+        CenterReportReceiver(sink, "sh", declared=undeclared, secret=SECRET) as webhook,
+        httpx.AsyncClient() as http,
+    ):
+        response = await http.post(webhook.url, content=body, headers=center_headers(SECRET, body))
+    assert response.status_code == 500  # the center pushes again; nothing went anywhere
+    assert sink.records == []
+    (error,) = [r.exc_info[1] for r in caplog.records if r.exc_info and r.exc_info[1]]
+    assert isinstance(error, UndeclaredOutputError)
+    assert str(error) == "gateway-center-sh declares no output for repair.center.item-received"
 
 
 def _signed(secret: str, body: bytes, at: float) -> dict[str, str]:
@@ -175,7 +211,7 @@ async def test_a_center_report_failing_the_signature_is_refused_counted_and_prod
     sink = CollectingSink()
     body = report_body()
     async with (
-        CenterReportReceiver(sink, "sh", secret=SECRET) as webhook,
+        CenterReportReceiver(sink, "sh", declared=SH, secret=SECRET) as webhook,
         httpx.AsyncClient() as http,
     ):
         with capture_logs() as logs:
@@ -193,7 +229,7 @@ async def test_a_stale_signature_is_refused_even_when_the_secret_is_right() -> N
     sink = CollectingSink()
     body = report_body()
     async with (
-        CenterReportReceiver(sink, "sh", secret=SECRET) as webhook,
+        CenterReportReceiver(sink, "sh", declared=SH, secret=SECRET) as webhook,
         httpx.AsyncClient() as http,
     ):
         fresh = await http.post(
@@ -208,7 +244,7 @@ async def test_a_stale_signature_is_refused_even_when_the_secret_is_right() -> N
 
 async def test_the_http_center_simulator_signs_its_reports() -> None:
     sink = CollectingSink()
-    async with CenterReportReceiver(sink, "sh", secret=SECRET) as webhook:
+    async with CenterReportReceiver(sink, "sh", declared=SH, secret=SECRET) as webhook:
         center = HttpRepairCenterSimulator(webhook_secret=SECRET)
         center.webhook_url = webhook.url
         async with center:

@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from kafka_io import create_topics, settle_and_read
 
-from gateway.service import build_gateway_service
+from gateway.service import build_gateway_service, declare_gateway
 from gateway.sf_client import SfClient, SfCreateResult
 from gateway.sf_protocol import CREATE_ORDER, SEARCH_ORDER, request_form
 from gateway.webhook import RoutePushReceiver
@@ -246,7 +246,9 @@ async def test_the_sf_gateway_creates_each_order_once_despite_faults_and_relays_
     knobs = SfKnobs(error_rate=0.3, timeout_rate=0.2, hang_s=1.5, step_delay_s=0.1,
                     duplicate_push_rate=0.5, seed=5)  # fmt: skip
     sink = KafkaSink(settings, client_id=f"test-webhook-{code}")
-    async with sink, RoutePushReceiver(sink, checkword="cw-test", courier=code) as webhook:
+    declared = declare_gateway(settings, code)
+    webhook = RoutePushReceiver(sink, declared=declared, checkword="cw-test", courier=code)
+    async with sink, webhook:
         sf = SfCourierSimulator("P-TEST", "cw-test", webhook_url=webhook.url, knobs=knobs)
         async with sf:
             client = SfClient(sf.url, "P-TEST", "cw-test", timeout_s=1.0)

@@ -70,10 +70,11 @@ class Tracker:
         self.runtime: ServiceRuntime | None = None
 
     async def start(self) -> None:
+        # Its outputs as its declaration routes them (the case-status topic is the tracker's).
         await create_topics(
             self.settings,
             [Subscription(self.service.group, self.service.all_inputs)],
-            [NOTIFICATION_REQUESTS],
+            self.service.outputs,
         )
         self.runtime = ServiceRuntime(self.service, self.settings, registry=CATALOGUE)
         await self.runtime.start()

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict
 
 from hub.core.errors import PermanentError, TransientError
-from hub.core.handler import Decision, Emit, Incoming, Route, Service, routes
+from hub.core.handler import Decision, Emit, Route, Service, routes
 from hub.core.registry import Event, Registry
+
+if TYPE_CHECKING:
+    from datetime import datetime
 
 REGISTRY = Registry()
 
@@ -33,6 +39,15 @@ class ProbeDoneV1(Event):
     handled_count: int
 
 
+class ProbeState(BaseModel):
+    """What the probe service keeps per key."""
+
+    model_config = ConfigDict(frozen=True)
+
+    handled: int
+    last_seq: int
+
+
 @dataclass
 class FaultPlan:
     """Failures to inject by input `seq`, and the order in which the handler saw inputs."""
@@ -44,18 +59,20 @@ class FaultPlan:
     seen: list[int] = field(default_factory=list, repr=False)
     """Every seq handled, in order; kept out of the repr, which names the handler in headers."""
 
-    def handle(self, incoming: Incoming[ProbeV1]) -> Decision:
-        seq = incoming.event.seq
+    def handle(
+        self, event: ProbeV1, state: ProbeState | None, _at: datetime
+    ) -> Decision[ProbeState]:
+        seq = event.seq
         self.seen.append(seq)
         if self.transient.get(seq, 0) > 0:
             self.transient[seq] -= 1
             raise TransientError(f"courier API timed out for probe {seq}")
         if seq in self.permanent:
             raise PermanentError(f"probe {seq} cannot be applied")
-        count = int((incoming.state or {}).get("handled", 0)) + 1
+        count = (state.handled if state is not None else 0) + 1
         return Decision(
             emits=(Emit(role="done", event=ProbeDoneV1(seq=seq, handled_count=count)),),
-            state={"handled": count, "last_seq": seq},
+            state=ProbeState(handled=count, last_seq=seq),
         )
 
 
@@ -68,4 +85,5 @@ def probe_service(group: str, input_topic: str, output_topic: str, plan: FaultPl
         handlers={ProbeV1.event_type: plan.handle},
         source="urn:aftersales-hub:test-probe",
         emits=routes(Route.to(output_topic), ProbeDoneV1),
+        state_model=ProbeState,
     )

@@ -39,7 +39,8 @@ def opened(
     fault: str = "screen_flicker",
     window_end: datetime | None = None,
 ) -> CaseOpenedV1:
-    base, _ = decide(sample_request_v2(1, now=at), at=at)
+    (emit,) = decide(sample_request_v2(1, now=at), None, at).emits
+    base = emit.event
     assert isinstance(base, CaseOpenedV1)
     window = (
         TimeWindow(start=window_end - timedelta(hours=3), end=window_end) if window_end else None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from probe import REGISTRY, FaultPlan, ProbeDoneV1, ProbeV1, probe_service
@@ -72,7 +72,7 @@ async def test_an_event_the_declaration_does_not_route_is_dead_lettered_not_sent
     service = probe_service("g", INPUT, OUTPUT, plan)
     stray = PickupCancelRequestedV1(order_id="o1", case_id="AS1", reason="test")
 
-    def handle(_incoming: object) -> Decision:
+    def handle(_event: object, _state: object, _at: object) -> Decision[Any]:
         return Decision(emits=(Emit("stray", stray),))
 
     service = replace(service, handlers={ProbeV1.event_type: handle})

@@ -38,7 +38,8 @@ TABLE = load_partners()
 def a_case(number: int = 0, **item: object) -> CaseOpenedV1:
     request = sample_request_v2(number, now=NOW)
     request = request.model_copy(update={"item": request.item.model_copy(update=item)})
-    opened, _ = decide(request, at=NOW)
+    (emit,) = decide(request, None, NOW).emits
+    opened = emit.event
     assert isinstance(opened, CaseOpenedV1)
     return opened
 
@@ -76,7 +77,7 @@ def test_no_courier_for_the_address_raises_an_exception_event() -> None:
     case = case.model_copy(
         update={"address": case.address.model_copy(update={"province": "西藏自治区"})}
     )
-    decision = domain.open_shipment(case, TABLE, NOW)
+    decision = domain.on_case_opened(case, None, NOW, table=TABLE)
     (emit,) = decision.emits
     assert isinstance(emit.event, CaseExceptionRaisedV1)
     assert emit.event.code == "no_courier"
@@ -85,7 +86,7 @@ def test_no_courier_for_the_address_raises_an_exception_event() -> None:
 
 def test_an_opened_pickup_case_sends_an_order_with_only_what_a_courier_needs() -> None:
     case = a_case(0)
-    decision = domain.open_shipment(case, TABLE, NOW)
+    decision = domain.on_case_opened(case, None, NOW, table=TABLE)
     order, requested, due = (emit.event for emit in decision.emits)
     assert isinstance(order, PickupOrderV1)
     assert decision.emits[0].partner == "jd"
@@ -107,12 +108,12 @@ def test_an_opened_pickup_case_sends_an_order_with_only_what_a_courier_needs() -
 
 def test_onsite_and_self_ship_cases_are_not_dispatched() -> None:
     case = a_case(0).model_copy(update={"service_mode": ServiceMode.SELF_SHIP})
-    assert domain.open_shipment(case, TABLE, NOW).emits == ()
+    assert domain.on_case_opened(case, None, NOW, table=TABLE).emits == ()
 
 
-def opened_state(number: int = 0) -> tuple[str, dict[str, object]]:
+def opened_state(number: int = 0) -> tuple[str, domain.Dispatch]:
     case = a_case(number)
-    decision = domain.open_shipment(case, TABLE, NOW)
+    decision = domain.on_case_opened(case, None, NOW, table=TABLE)
     assert decision.state is not None
     return case.case_id, decision.state
 
@@ -125,7 +126,7 @@ def test_rejection_falls_back_to_the_next_courier_then_to_an_exception() -> None
         reason=CourierRejection.CAPACITY,
         raw_code="CAPACITY",
     )
-    decision = domain.on_rejected(reject, state, TABLE, NOW)
+    decision = domain.on_rejected(reject, state, NOW, table=TABLE)
     failed, order, requested, _ = (emit.event for emit in decision.emits)
     assert isinstance(failed, PickupFailedV1)
     assert failed.code == "capacity"
@@ -142,14 +143,14 @@ def test_rejection_falls_back_to_the_next_courier_then_to_an_exception() -> None
         reason=CourierRejection.OUT_OF_HOURS,
         raw_code="8096",
     )
-    final = domain.on_rejected(last, decision.state, TABLE, NOW)
+    final = domain.on_rejected(last, decision.state, NOW, table=TABLE)
     assert [type(emit.event) for emit in final.emits] == [PickupFailedV1, CaseExceptionRaisedV1]
 
 
 def test_no_acceptance_in_time_withdraws_the_order_and_falls_back() -> None:
     case_id, state = opened_state()
     due = PickupAcceptanceDueV1(case_id=case_id, order_id=f"{case_id}-inbound-1", courier="jd")
-    decision = domain.on_acceptance_due(due, state, TABLE, NOW)
+    decision = domain.on_acceptance_due(due, state, NOW, table=TABLE)
     withdraw = decision.emits[0]
     assert isinstance(withdraw.event, PickupCancelRequestedV1)
     assert withdraw.partner == "jd"
@@ -173,7 +174,7 @@ def test_a_deadline_after_acceptance_changes_nothing() -> None:
     accepted = domain.on_accepted(accept, state, NOW)
     assert isinstance(accepted.emits[0].event, PickupAcceptedV1)
     due = PickupAcceptanceDueV1(case_id=case_id, order_id=f"{case_id}-inbound-1", courier="jd")
-    assert domain.on_acceptance_due(due, accepted.state, TABLE, NOW) == Decision()
+    assert domain.on_acceptance_due(due, accepted.state, NOW, table=TABLE) == Decision()
 
 
 def tracking(case_id: str, event_id: str, code: str) -> CourierTrackingV1:
@@ -189,12 +190,12 @@ def tracking(case_id: str, event_id: str, code: str) -> CourierTrackingV1:
 
 def test_tracking_is_normalised_and_a_repeated_push_changes_nothing() -> None:
     case_id, state = opened_state()
-    first = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), state, TABLE, NOW)
+    first = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), state, NOW, table=TABLE)
     implied, emit = first.emits
     assert isinstance(implied.event, PickupAcceptedV1)  # tracking proves the courier took it
     assert isinstance(emit.event, TrackingUpdatedV1)
     assert (emit.event.status, emit.event.raw_code) == (TrackingStatus.PICKED_UP, "PICKUP")
-    again = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), first.state, TABLE, NOW)
+    again = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), first.state, NOW, table=TABLE)
     assert again.emits == ()
     assert again.state is None
     late = CourierOrderAcceptedV1(
@@ -206,7 +207,7 @@ def test_tracking_is_normalised_and_a_repeated_push_changes_nothing() -> None:
 def test_an_unknown_tracking_code_is_a_permanent_error_naming_the_fix() -> None:
     case_id, state = opened_state()
     with pytest.raises(PermanentError, match=r"courier jd sent unknown tracking code 'TELEPORTED'"):
-        domain.on_tracking(tracking(case_id, "e9", "TELEPORTED"), state, TABLE, NOW)
+        domain.on_tracking(tracking(case_id, "e9", "TELEPORTED"), state, NOW, table=TABLE)
 
 
 def test_cancellation_before_pickup_withdraws_the_order_but_not_after_pickup() -> None:
@@ -219,5 +220,5 @@ def test_cancellation_before_pickup_withdraws_the_order_but_not_after_pickup() -
         PickupCancelRequestedV1,
         PickupCancelledV1,
     ]
-    picked = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), state, TABLE, NOW)
+    picked = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), state, NOW, table=TABLE)
     assert domain.on_case_cancelled(cancel, picked.state, NOW).emits == ()

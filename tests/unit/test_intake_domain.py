@@ -1,12 +1,20 @@
 from datetime import UTC, date, datetime, timedelta
 
-from hub.messages.cases import CaseOpenedV1, CaseRejectedV1, RejectionReason
+from hub.core.handler import Decision
+from hub.core.registry import Event
+from hub.messages.cases import CaseCancelledV1, CaseOpenedV1, CaseRejectedV1, RejectionReason
 from hub.messages.common import RequestType, ServiceMode
 from hub.messages.storefront import AfterSalesCancelledV1
-from intake.domain import cancel, case_id_for, decide, warranty_expiry
+from intake.domain import ItemStatus, OrderItem, cancel, case_id_for, decide, warranty_expiry
 from lab.samples import sample_request_v2
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+def emitted(decision: Decision[OrderItem]) -> Event:
+    """The one event a decision emits."""
+    (emit,) = decision.emits
+    return emit.event
 
 
 def test_case_id_is_deterministic_per_request() -> None:
@@ -16,7 +24,7 @@ def test_case_id_is_deterministic_per_request() -> None:
 
 
 def test_in_warranty_repair_opens_a_pickup_case() -> None:
-    result = decide(sample_request_v2(0, now=NOW), at=NOW)[0]
+    result = emitted(decide(sample_request_v2(0, now=NOW), None, NOW))
     assert isinstance(result, CaseOpenedV1)
     assert result.service_mode is ServiceMode.PICKUP
     assert result.in_warranty
@@ -27,7 +35,7 @@ def test_expired_warranty_is_rejected_with_its_end_date() -> None:
     old = request.model_copy(
         update={"item": request.item.model_copy(update={"purchase_date": date(2020, 1, 10)})}
     )
-    result = decide(old, at=NOW)[0]
+    result = emitted(decide(old, None, NOW))
     assert isinstance(result, CaseRejectedV1)
     assert result.reason_code is RejectionReason.WARRANTY_EXPIRED
     assert result.reason == "warranty ended on 2021-01-10"
@@ -49,8 +57,8 @@ def test_no_reason_return_closes_after_seven_days() -> None:
             )
         }
     )
-    assert isinstance(decide(recent, at=NOW)[0], CaseOpenedV1)
-    rejected = decide(late, at=NOW)[0]
+    assert isinstance(emitted(decide(recent, None, NOW)), CaseOpenedV1)
+    rejected = emitted(decide(late, None, NOW))
     assert isinstance(rejected, CaseRejectedV1)
     assert rejected.reason_code is RejectionReason.RETURN_WINDOW_CLOSED
 
@@ -60,7 +68,7 @@ def test_large_appliances_get_an_onsite_technician() -> None:
     fridge = request.model_copy(
         update={"item": request.item.model_copy(update={"category": "large_appliance"})}
     )
-    result = decide(fridge, at=NOW)[0]
+    result = emitted(decide(fridge, None, NOW))
     assert isinstance(result, CaseOpenedV1)
     assert result.service_mode is ServiceMode.ONSITE
 
@@ -71,26 +79,35 @@ def test_warranty_months_depend_on_category() -> None:
 
 
 def test_a_second_request_for_an_item_with_an_open_case_is_rejected() -> None:
-    first, state = decide(sample_request_v2(1, now=NOW), at=NOW)
+    opening = decide(sample_request_v2(1, now=NOW), None, NOW)
+    first = emitted(opening)
     assert isinstance(first, CaseOpenedV1)
+    assert opening.state == OrderItem(
+        case_id=first.case_id, request_id=first.request_id, status=ItemStatus.OPEN
+    )
     again = sample_request_v2(1, now=NOW).model_copy(update={"request_id": "RQ-other"})
-    second, unchanged = decide(again, at=NOW, item_state=state)
+    rejecting = decide(again, opening.state, NOW)
+    second = emitted(rejecting)
     assert isinstance(second, CaseRejectedV1)
     assert second.reason_code is RejectionReason.CASE_ALREADY_OPEN
     assert second.reason == f"order item OI-00000001-1 already has open case {first.case_id}"
-    assert unchanged is None
+    assert rejecting.state is None
 
 
 def test_a_withdrawn_request_cancels_its_open_case_once() -> None:
     request = sample_request_v2(3, now=NOW)
-    opened, state = decide(request, at=NOW)
+    opening = decide(request, None, NOW)
+    opened = emitted(opening)
+    assert isinstance(opened, CaseOpenedV1)
     withdrawal = AfterSalesCancelledV1(
         request_id=request.request_id, order_item_id=request.order_item_id, cancelled_at=NOW
     )
-    result = cancel(withdrawal, at=NOW, item_state=state)
-    assert result is not None
-    cancelled, after = result
+    result = cancel(withdrawal, opening.state, NOW)
+    cancelled = emitted(result)
+    assert isinstance(cancelled, CaseCancelledV1)
     assert cancelled.case_id == opened.case_id
     assert cancelled.reason == "withdrawn by the customer"
-    assert cancel(withdrawal, at=NOW, item_state=after) is None
-    assert cancel(withdrawal, at=NOW, item_state=None) is None
+    assert result.state is not None
+    assert result.state.status is ItemStatus.CANCELLED
+    assert cancel(withdrawal, result.state, NOW) == Decision()
+    assert cancel(withdrawal, None, NOW) == Decision()

@@ -26,14 +26,13 @@ from hub.messages.tracker import (
     SlaCheckDueV1,
     SlaClock,
 )
-from tracker.domain import Status, Tracked, business_time, fits, track
+from tracker.domain import CaseRecord, Status, Tracked, business_time, fits, fold
 from tracker.service import build_service
 from tracker.sla import OpsRecipient, SlaTable, Thresholds, load_sla
 
 if TYPE_CHECKING:
     from hub.core.handler import Emit
     from hub.core.registry import Event
-    from hub.core.store.base import JsonObject
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -46,13 +45,13 @@ CASE = "AS-UNIT-1"
 
 class Folded:
     def __init__(self) -> None:
-        self.state: JsonObject | None = None
+        self.state: CaseRecord | None = None
         self.emits: list[Emit] = []
         self.results: list[Tracked] = []
 
     def feed(self, *events: Event, at: datetime | None = None) -> Folded:
         for event in events:
-            result = track(event, self.state, at=at or business_time(event, T0), sla=SLA)
+            result = fold(event, self.state, at or business_time(event, T0), SLA)
             self.results.append(result)
             self.emits += result.decision.emits
             if result.decision.state is not None:
@@ -62,7 +61,7 @@ class Folded:
     @property
     def snapshot(self) -> CaseStatusV1:
         assert self.state is not None
-        return CaseStatusV1.model_validate(self.state["snapshot"])
+        return self.state.snapshot
 
     def of(self, kind: type[Any]) -> list[Any]:
         return [emit.event for emit in self.emits if isinstance(emit.event, kind)]

@@ -59,6 +59,15 @@ class UndeclaredOutputError(PermanentError):
     stage: Stage = "publish"
 
 
+class InvalidStateError(PermanentError):
+    """A key's stored state does not validate as its service's state model (a model changed).
+
+    The record is fine; its key's state is not: it is dead-lettered, to replay once fixed.
+    """
+
+    stage: Stage = "handle"
+
+
 class DomainRejectionError(PermanentError):
     """The event is valid but cannot apply (e.g. it does not fit the case's state)."""
 

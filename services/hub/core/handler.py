@@ -1,32 +1,34 @@
-"""What a handler receives and returns: pure decisions from an input and the key's state."""
+"""What a handler receives and returns: pure decisions from an input and the key's state.
+
+A handler is `(event, state, at) -> Decision`: the input event (upcast to its latest version),
+the key's state as the service's typed state model (None before the first decision), and the
+input's time. The kernel validates the stored state into the model and stores what it returns.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from datetime import datetime
+from types import UnionType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from hub.core.errors import UndeclaredOutputError
-from hub.core.registry import Event
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from hub.core.errors import InvalidStateError, UndeclaredOutputError
 from hub.core.topics import timer_topic
 
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from hub.core.envelope import Envelope
+    from hub.core.registry import Event
     from hub.core.store.base import JsonObject
 
-EventT_co = TypeVar("EventT_co", bound=Event, covariant=True)
+StateT = TypeVar("StateT", bound=BaseModel)
 
-
-@dataclass(frozen=True, slots=True)
-class Incoming(Generic[EventT_co]):
-    """One decoded input: the event upcast to its latest version, its envelope, key and state."""
-
-    event: EventT_co
-    envelope: Envelope
-    key: str | None
-    state: JsonObject | None
+StateModel = type[BaseModel] | UnionType
+"""A service's state: a pydantic model, or a union of models (one per shape the state takes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +94,15 @@ def routes(route: Route, *models: type[Event]) -> dict[str, Route]:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(Generic[StateT]):
     """A handler's answer: what to emit, and the key's new state (None leaves it unchanged)."""
 
     emits: tuple[Emit, ...] = ()
-    state: JsonObject | None = None
+    state: StateT | None = None
 
 
-Handler = Callable[[Incoming[Any]], Decision | Awaitable[Decision]]
+Handler = Callable[[Any, Any, datetime], Decision[Any] | Awaitable[Decision[Any]]]
+"""`(event, state, at) -> Decision`, or a coroutine for handlers that call a partner."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +117,38 @@ class Service:
     inputs: tuple[str, ...]
     handlers: Mapping[str, Handler]
     source: str
+    state_model: StateModel | None
+    """The typed state handlers receive and return; None for a service that keeps none.
+
+    Required, so that every declaration says which (or that it keeps none).
+    """
     state_key: Callable[[Any], str | None] | None = None
     """Which state document an event reads and writes; by default the record key (the case)."""
     timers: tuple[timedelta, ...] = ()
     """Delays the handlers may set on an Emit; each has a topic `<group>.timer.<delay>`."""
     emits: Mapping[str, Route] = field(default_factory=dict)
     """Where each event type (family) the handlers emit goes; any other is refused."""
+
+    def load_state(self, document: JsonObject | None, key: str | None = None) -> BaseModel | None:
+        """The stored document of `key` as the state model; InvalidStateError when it fails."""
+        if document is None or self.state_model is None:
+            return None
+        try:
+            state: BaseModel = _adapter(self.state_model).validate_python(document)
+        except ValidationError as error:
+            raise InvalidStateError(
+                f"the {self.group} state of {key} no longer validates: {error}"
+            ) from error
+        return state
+
+    def dump_state(self, state: BaseModel | None) -> JsonObject | None:
+        """The document the store keeps for `state` (JSON types, fields in model order)."""
+        if state is None:
+            return None
+        if self.state_model is None:
+            raise InvalidStateError(f"{self.group} declares no state model, yet returned a state")
+        document: JsonObject = _adapter(self.state_model).dump_python(state, mode="json")
+        return document
 
     @property
     def outputs(self) -> tuple[str, ...]:
@@ -150,3 +179,9 @@ class Service:
     def all_inputs(self) -> tuple[str, ...]:
         """Inputs and timer topics: each gets retry tiers and a dead-letter topic."""
         return (*self.inputs, *self.timer_topics)
+
+
+@functools.cache
+def _adapter(model: StateModel) -> TypeAdapter[Any]:
+    # Built once per model: a TypeAdapter compiles its validator and serializer.
+    return TypeAdapter(cast("Any", model))

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from tenacity import (
@@ -34,7 +34,6 @@ from hub.core.errors import (
     classify,
     stage_of,
 )
-from hub.core.handler import Decision, Emit, Handler, Incoming, Service
 from hub.core.metrics import NoMetrics, PipelineMetrics
 from hub.core.outbound import OutRecord, RecordSink
 from hub.core.store.base import EventId
@@ -43,6 +42,7 @@ from hub.core.topics import dead_letter_topic, replay_topic, retry_topic
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+    from hub.core.handler import Decision, Emit, Handler, Service
     from hub.core.registry import Event, Registry
     from hub.core.settings import HubSettings
     from hub.core.store.base import Headers, JsonObject, KafkaRecord, ParkedRecord, StateStore
@@ -422,15 +422,18 @@ class Pipeline:
         if envelope is None or event is None:
             raise UndecodableError("no event")  # _run handles only decoded records
         tracker.stage = "handle"
-        state = await work.load_state(read.state_key) if read.state_key is not None else None
-        answer = handler(Incoming(event=event, envelope=envelope, key=key, state=state))
-        decision: Decision = await answer if inspect.isawaitable(answer) else answer
+        document = await work.load_state(read.state_key) if read.state_key is not None else None
+        # A stored state that no longer validates is the record's permanent failure.
+        state = self.service.load_state(document, read.state_key)
+        answer = handler(event, state, envelope.time)
+        decision: Decision[Any] = await answer if inspect.isawaitable(answer) else answer
+        new_state = self.service.dump_state(decision.state)
         tracker.stage = "publish"
         outputs = [self._render(emit, envelope, key) for emit in decision.emits]
         self.metrics.emitted(outputs)
         # Rendered before anything is buffered: a bad output fails the attempt, not the batch.
         work.record_processed(
-            EventId(envelope.source, envelope.id), outputs, key=read.state_key, state=decision.state
+            EventId(envelope.source, envelope.id), outputs, key=read.state_key, state=new_state
         )
 
     def _render(self, emit: Emit, envelope: Envelope, key: str | None) -> OutRecord:
@@ -671,6 +674,6 @@ def _text(key: bytes | None) -> str | None:
 
 
 def _handler_name(handler: Handler) -> str:
-    return (
-        f"{getattr(handler, '__module__', '?')}.{getattr(handler, '__qualname__', repr(handler))}"
-    )
+    # A handler bound to its configuration (functools.partial) is named by its function.
+    named = getattr(handler, "func", handler)
+    return f"{getattr(named, '__module__', '?')}.{getattr(named, '__qualname__', repr(named))}"

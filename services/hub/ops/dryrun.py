@@ -5,18 +5,17 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from hub.core.envelope import Envelope
 from hub.core.errors import FailureClass, PermanentError, classify, stage_of
-from hub.core.handler import Decision, Incoming
 from hub.core.store.base import EventId
 from hub.ops.replay import route
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from hub.core.handler import Service
+    from hub.core.handler import Decision, Service
     from hub.core.registry import Event, Registry
     from hub.core.settings import HubSettings
     from hub.core.store.base import JsonObject, StateStore
@@ -76,24 +75,22 @@ class _Predictor:
         if await self._processed(EventId(envelope.source, envelope.id)):
             reason = f"{envelope.id} was already processed (the inbox skips it)"
             return Prediction(letter.ref, "duplicate", "handle", reason)
-        key = letter.case_id
-        state_key = service.state_key(event) if service.state_key else key
-        incoming = Incoming(
-            event=event, envelope=envelope, key=key, state=await self._state(state_key)
-        )
+        state_key = service.state_key(event) if service.state_key else letter.case_id
         try:
-            answer = handler(incoming)
-            decision: Decision = await answer if inspect.isawaitable(answer) else answer
+            state = service.load_state(await self._state(state_key), state_key)
+            answer = handler(event, state, envelope.time)
+            decision: Decision[Any] = await answer if inspect.isawaitable(answer) else answer
             _check_emits(service, decision)
+            document = service.dump_state(decision.state)
         except Exception as error:  # noqa: BLE001 - a prediction reports every failure
             return _failed(letter, error, stage_of(error, "handle"))
         self.seen.add(EventId(envelope.source, envelope.id))
-        if state_key is not None and decision.state is not None:
-            self.states[state_key] = decision.state
+        if state_key is not None and document is not None:
+            self.states[state_key] = document
         return Prediction(letter.ref, "pass", "handle", "handler accepts it")
 
 
-def _check_emits(service: Service, decision: Decision) -> None:
+def _check_emits(service: Service, decision: Decision[Any]) -> None:
     """Fail as rendering the outputs would (an undeclared timer, an unserialisable event)."""
     for emit in decision.emits:
         if emit.delay is not None and emit.delay not in service.timers:

@@ -38,11 +38,13 @@ from lab.bench.fixtures import storefront_request
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+    from datetime import datetime
 
     from aiokafka import ConsumerRecord
     from faststream.message import StreamMessage
 
-    from hub.core.handler import Decision, Handler, Incoming, Service
+    from hub.core.handler import Decision, Handler, Service
+    from hub.core.registry import Event
 
 log = structlog.get_logger(__name__)
 
@@ -344,12 +346,14 @@ class _HandlerClock:
         self.all_handled = asyncio.Event()
 
     def timed(self, handler: Handler) -> Handler:
-        def handle(incoming: Incoming[Any]) -> Decision | Awaitable[Decision]:
+        def handle(
+            event: Event, state: BaseModel | None, at: datetime
+        ) -> Decision[Any] | Awaitable[Decision[Any]]:
             self.clock.arrived()
             self.handled += 1
             if self.handled >= self.spec.count:
                 self.all_handled.set()
-            return handler(incoming)
+            return handler(event, state, at)
 
         return handle
 
