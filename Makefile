@@ -9,7 +9,7 @@ KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/l
 # The AsyncAPI project's parser (npm), pinned by tests/support/asyncapi/package-lock.json.
 ASYNCAPI_TOOLS := tests/support/asyncapi/node_modules/.installed
 
-.PHONY: podman test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
+.PHONY: podman image test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,22 @@ prometheus:
 # Podman with runc and a Debian base image built from Debian's packages (no Docker engine needed).
 podman:
 	@bash deploy/containers/ensure-podman.sh > /dev/null
+
+# The product image, on a Python base built here from Debian's packages (no registry needed);
+# elsewhere `podman build -f deploy/containers/Containerfile .` uses python:3.11-slim.
+# --format docker: the OCI format has no HEALTHCHECK field.
+comma := ,
+IMAGE_NAME ?= localhost/aftersales-hub
+IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+PYTHON_BASE ?= localhost/aftersales-python-base:bookworm
+# The host's CA bundle, for pip behind a TLS-inspecting proxy (a build secret: no layer keeps it).
+PIP_CA ?= $(firstword $(PIP_CERT) $(wildcard /etc/ssl/certs/ca-certificates.crt))
+image: podman
+	podman build --quiet --format docker -f deploy/containers/Containerfile.python-base \
+		-t $(PYTHON_BASE) deploy/containers > /dev/null
+	podman build --format docker --build-arg BASE_IMAGE=$(PYTHON_BASE) \
+		$(if $(PIP_CA),--secret id=pip-ca$(comma)src=$(PIP_CA)) \
+		-f deploy/containers/Containerfile -t $(IMAGE_NAME):$(IMAGE_VERSION) .
 
 lint: install
 	$(BIN)/ruff check services tests
