@@ -9,7 +9,7 @@ KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/l
 # The AsyncAPI project's parser (npm), pinned by tests/support/asyncapi/package-lock.json.
 ASYNCAPI_TOOLS := tests/support/asyncapi/node_modules/.installed
 
-.PHONY: podman image test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
+.PHONY: podman image deploy-tools test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,13 @@ image: podman
 		$(if $(PIP_CA),--secret id=pip-ca$(comma)src=$(PIP_CA)) \
 		-f deploy/containers/Containerfile -t $(IMAGE_NAME):$(IMAGE_VERSION) .
 
+# Go fetches KEDA's CRDs from its module; Maven and Java make Strimzi's with Strimzi's generator.
+deploy-tools:
+	@if ! command -v go > /dev/null && [ ! -x /usr/local/go/bin/go ]; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go; \
+	fi
+
 lint: install
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
@@ -79,7 +86,7 @@ asyncapi-check: install $(ASYNCAPI_TOOLS)
 	$(BIN)/hub asyncapi check
 	node tests/support/asyncapi/validate.mjs docs/asyncapi/*.yaml
 
-test: lint typecheck schemas-check asyncapi-check kafka-jars postgres prometheus browser
+test: lint typecheck schemas-check asyncapi-check kafka-jars postgres prometheus browser deploy-tools
 	HUB_TEST_POSTGRES_URL=$$(bash deploy/postgres/ensure-postgres.sh) \
 	HUB_TEST_PROMETHEUS_DIR=$$(bash deploy/prometheus/ensure-prometheus.sh) $(BIN)/pytest
 
