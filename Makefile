@@ -9,7 +9,7 @@ KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/l
 # The AsyncAPI project's parser (npm), pinned by tests/support/asyncapi/package-lock.json.
 ASYNCAPI_TOOLS := tests/support/asyncapi/node_modules/.installed
 
-.PHONY: podman image deploy-tools test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
+.PHONY: podman image deploy-tools containers-test test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ deploy-tools:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go; \
 	fi
 
+# The image under podman: the rendered Deployments played against a broker of their own (a case
+# travels intake -> dispatch), and the compose file. `make test` runs them too (it builds the image).
+containers-test: kafka-jars image
+	$(BIN)/pytest -m containers tests/containers
+
 lint: install
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
@@ -86,7 +91,7 @@ asyncapi-check: install $(ASYNCAPI_TOOLS)
 	$(BIN)/hub asyncapi check
 	node tests/support/asyncapi/validate.mjs docs/asyncapi/*.yaml
 
-test: lint typecheck schemas-check asyncapi-check kafka-jars postgres prometheus browser deploy-tools
+test: lint typecheck schemas-check asyncapi-check kafka-jars postgres prometheus browser deploy-tools image
 	HUB_TEST_POSTGRES_URL=$$(bash deploy/postgres/ensure-postgres.sh) \
 	HUB_TEST_PROMETHEUS_DIR=$$(bash deploy/prometheus/ensure-prometheus.sh) $(BIN)/pytest
 
