@@ -54,6 +54,7 @@ image: podman
 	podman build --quiet --format docker -f deploy/containers/Containerfile.python-base \
 		-t $(PYTHON_BASE) deploy/containers > /dev/null
 	podman build --format docker --build-arg BASE_IMAGE=$(PYTHON_BASE) \
+		--build-arg HUB_VERSION=$(IMAGE_VERSION) \
 		$(if $(PIP_CA),--secret id=pip-ca$(comma)src=$(PIP_CA)) \
 		-f deploy/containers/Containerfile -t $(IMAGE_NAME):$(IMAGE_VERSION) .
 
