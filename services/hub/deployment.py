@@ -471,8 +471,8 @@ def render(
         "images": [{"name": repository, "newTag": tag}],
     }
     texts["k8s/kustomization.yaml"] = dump([kustomization])
-    # HUB_IMAGE: a registry's copy of the image instead of the one built locally.
-    compose_image = f"${{HUB_IMAGE:-{target.image}}}"
+    # AFTERSALES_HUB_IMAGE: a registry's copy of the image instead of the one built locally.
+    compose_image = f"${{AFTERSALES_HUB_IMAGE:-{target.image}}}"
     texts["compose.yaml"] = dump([_compose(declared, settings, compose_image)])
     return texts
 

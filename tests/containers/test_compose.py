@@ -89,7 +89,7 @@ async def test_compose_up_applies_the_topics_then_runs_intake_healthy(
         "intake": {"network_mode": "host", "environment": {"HUB_HTTP_PORT": str(port)}},
     }}), encoding="utf-8")  # fmt: skip
     files = (COMPOSE, override)
-    environment = {"HUB_KAFKA_BOOTSTRAP_SERVERS": broker, "HUB_IMAGE": image}
+    environment = {"HUB_KAFKA_BOOTSTRAP_SERVERS": broker, "AFTERSALES_HUB_IMAGE": image}
     compose(project, "up", "-d", "intake", files=files, **environment)
 
     ready: dict[str, object] = {}

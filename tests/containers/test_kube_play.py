@@ -71,7 +71,11 @@ def pod_manifest(group: str, image: str, http_port: int) -> dict[str, Any]:
         del container[probe]
     container["env"] = [
         {"name": "HUB_HTTP_PORT", "value": str(http_port)},
-        *(e for e in container["env"] if not e["name"].startswith(("HUB_KAFKA_", "HUB_HTTP"))),
+        *(
+            e
+            for e in container["env"]
+            if not e["name"].startswith("HUB_KAFKA_") and e["name"] != "HUB_HTTP_PORT"
+        ),
     ]
     return dict(deployment)
 

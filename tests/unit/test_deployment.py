@@ -192,4 +192,4 @@ def test_the_compose_file_runs_every_group_after_the_topics(files: dict[str, str
     }
     assert services["kafka"]["profiles"] == ["kafka"]
     assert services["gateway-sf"]["environment"]["HUB_COURIER_SF_CHECKWORD"] is None
-    assert services["intake"]["image"] == "${HUB_IMAGE:-aftersales-hub:0.1.0}"
+    assert services["intake"]["image"] == "${AFTERSALES_HUB_IMAGE:-aftersales-hub:0.1.0}"
