@@ -58,12 +58,14 @@ image: podman
 		$(if $(PIP_CA),--secret id=pip-ca$(comma)src=$(PIP_CA)) \
 		-f deploy/containers/Containerfile -t $(IMAGE_NAME):$(IMAGE_VERSION) .
 
-# Go fetches KEDA's CRDs from its module; Maven and Java make Strimzi's with Strimzi's generator.
-deploy-tools:
+# Go fetches KEDA's CRDs from its module and builds kustomize (once, a few minutes); Maven and
+# Java make Strimzi's CRDs with Strimzi's generator. All cached in ~/.cache/aftersales-hub.
+deploy-tools: install
 	@if ! command -v go > /dev/null && [ ! -x /usr/local/go/bin/go ]; then \
 		apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go; \
 	fi
+	@PYTHONPATH=services $(BIN)/python tests/support/crds.py > /dev/null
 
 # The image under podman: the rendered Deployments played against a broker of their own (a case
 # travels intake -> dispatch), and the compose file. `make test` runs them too (it builds the image).

@@ -1,9 +1,10 @@
-"""KEDA's and Strimzi's CRD schemas, fetched from their published packages into the cache.
+"""KEDA's and Strimzi's CRD schemas, and kustomize, fetched from their published packages.
 
 KEDA ships its CRDs in its Go module; Strimzi publishes its API model (`io.strimzi:api`) and
 the generator it makes its CRDs with (`io.strimzi:crd-generator`) on Maven Central, so the
 schemas are generated here exactly as Strimzi generates them. Nothing is committed.
-Run as a script to fetch both: `python tests/support/crds.py`.
+kustomize is built from its Go module. Run as a script to fetch all three:
+`python tests/support/crds.py` (`make deploy-tools` does).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import yaml
 
 from lab.harness.kafka import cache_root, file_lock
 
+KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5"
+KUSTOMIZE_VERSION = "v5.7.1"
 KEDA_MODULE = "github.com/kedacore/keda/v2"
 KEDA_VERSION = "v2.16.1"
 STRIMZI_VERSION = "0.45.0"
@@ -52,19 +55,34 @@ def _run(command: list[str], **environment: str) -> str:
     return done.stdout
 
 
-def keda_crd_dir() -> Path:
-    """`config/crd/bases` of KEDA's Go module, downloaded through the Go module proxy."""
+def _go(*args: str) -> str:
     go = _tool(*GO_CANDIDATES)
     home = cache_root() / "go"
     with file_lock(cache_root() / "go.lock"):
-        out = _run(
-            [go, "mod", "download", "-json", f"{KEDA_MODULE}@{KEDA_VERSION}"],
+        return _run(
+            [go, *args],
             GOMODCACHE=str(home / "mod"),
             GOPATH=str(home),
+            GOBIN=str(home / "bin"),
             # Read-only module files would make the cache undeletable with rm -rf.
             GOFLAGS="-modcacherw",
             GOTOOLCHAIN="local",
         )
+
+
+def kustomize_binary() -> Path:
+    """kustomize, built once from its Go module into the cache (a few minutes on 2 cores)."""
+    binary = cache_root() / "go" / "bin" / "kustomize"
+    marker = binary.with_name(f"kustomize.{KUSTOMIZE_VERSION}")
+    if not marker.is_file():
+        _go("install", f"{KUSTOMIZE_MODULE}@{KUSTOMIZE_VERSION}")
+        marker.touch()
+    return binary
+
+
+def keda_crd_dir() -> Path:
+    """`config/crd/bases` of KEDA's Go module, downloaded through the Go module proxy."""
+    out = _go("mod", "download", "-json", f"{KEDA_MODULE}@{KEDA_VERSION}")
     module = json.loads(out)
     if "Error" in module:
         raise CrdUnavailableError(f"go mod download {KEDA_MODULE}: {module['Error']}")
@@ -109,8 +127,8 @@ def crd_schema(path: Path, version: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Fetch both and say where they are."""
-    sys.stdout.write(f"{keda_crd_dir()}\n{strimzi_crd_dir()}\n")
+    """Fetch all three and say where they are."""
+    sys.stdout.write(f"{keda_crd_dir()}\n{strimzi_crd_dir()}\n{kustomize_binary()}\n")
 
 
 if __name__ == "__main__":
