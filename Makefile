@@ -9,7 +9,7 @@ KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/l
 # The AsyncAPI project's parser (npm), pinned by tests/support/asyncapi/package-lock.json.
 ASYNCAPI_TOOLS := tests/support/asyncapi/node_modules/.installed
 
-.PHONY: podman test demo bench bench-console chaos soak lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
+.PHONY: podman image deploy-tools containers-test test demo bench bench-console chaos soak lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,37 @@ prometheus:
 podman:
 	@bash deploy/containers/ensure-podman.sh > /dev/null
 
+# The product image, on a Python base built here from Debian's packages (no registry needed);
+# elsewhere `podman build -f deploy/containers/Containerfile .` uses python:3.11-slim.
+# --format docker: the OCI format has no HEALTHCHECK field.
+comma := ,
+IMAGE_NAME ?= localhost/aftersales-hub
+IMAGE_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+PYTHON_BASE ?= localhost/aftersales-python-base:bookworm
+# The host's CA bundle, for pip behind a TLS-inspecting proxy (a build secret: no layer keeps it).
+PIP_CA ?= $(firstword $(PIP_CERT) $(wildcard /etc/ssl/certs/ca-certificates.crt))
+image: podman
+	podman build --quiet --format docker -f deploy/containers/Containerfile.python-base \
+		-t $(PYTHON_BASE) deploy/containers > /dev/null
+	podman build --format docker --build-arg BASE_IMAGE=$(PYTHON_BASE) \
+		--build-arg HUB_VERSION=$(IMAGE_VERSION) \
+		$(if $(PIP_CA),--secret id=pip-ca$(comma)src=$(PIP_CA)) \
+		-f deploy/containers/Containerfile -t $(IMAGE_NAME):$(IMAGE_VERSION) .
+
+# Go fetches KEDA's CRDs from its module and builds kustomize (once, a few minutes); Maven and
+# Java make Strimzi's CRDs with Strimzi's generator. All cached in ~/.cache/aftersales-hub.
+deploy-tools: install
+	@if ! command -v go > /dev/null && [ ! -x /usr/local/go/bin/go ]; then \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go; \
+	fi
+	@PYTHONPATH=services $(BIN)/python tests/support/crds.py > /dev/null
+
+# The image under podman: the rendered Deployments played against a broker of their own (a case
+# travels intake -> dispatch), and the compose file. `make test` runs them too (it builds the image).
+containers-test: kafka-jars image
+	$(BIN)/pytest -m containers tests/containers
+
 lint: install
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
@@ -63,7 +94,7 @@ asyncapi-check: install $(ASYNCAPI_TOOLS)
 	$(BIN)/hub asyncapi check
 	node tests/support/asyncapi/validate.mjs docs/asyncapi/*.yaml
 
-test: lint typecheck schemas-check asyncapi-check kafka-jars postgres prometheus browser
+test: lint typecheck schemas-check asyncapi-check kafka-jars postgres prometheus browser deploy-tools image
 	HUB_TEST_POSTGRES_URL=$$(bash deploy/postgres/ensure-postgres.sh) \
 	HUB_TEST_PROMETHEUS_DIR=$$(bash deploy/prometheus/ensure-prometheus.sh) $(BIN)/pytest
 

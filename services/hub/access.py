@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 OPERATIONS_USER = "ops"
 STOREFRONT_USER = "storefront"
+LAG_READER_USER = "lag-reader"
+"""The autoscaler's user (KEDA): it reads each group's lag on its declared inputs, nothing else."""
 
 
 def partner_user(code: str) -> str:
@@ -77,8 +79,21 @@ def operations_bindings(services: list[Service]) -> list[AclBinding]:
     ]
 
 
+def lag_reader_bindings(services: list[Service]) -> list[AclBinding]:
+    """DESCRIBE on each group and its declared inputs: committed and end offsets, no records."""
+    principal = user(LAG_READER_USER)
+    return [
+        *(AclBinding(principal, ResourceType.GROUP, s.group, Operation.DESCRIBE) for s in services),
+        *(
+            AclBinding(principal, ResourceType.TOPIC, topic, Operation.DESCRIBE)
+            for s in services
+            for topic in s.inputs
+        ),
+    ]
+
+
 def all_bindings(settings: HubSettings, table: PartnerTable | None = None) -> list[AclBinding]:
-    """Every ACL of the hub: each declared group, the partners, the storefront, operations."""
+    """Every ACL: each group, the partners, the storefront, operations and the autoscaler."""
     table = table or load_partners()
     declared = declarations(settings, table)
     bindings: list[AclBinding] = []
@@ -88,4 +103,5 @@ def all_bindings(settings: HubSettings, table: PartnerTable | None = None) -> li
         )
     services = [declaration.service for declaration in declared]
     bindings += [*partner_bindings(table), *storefront_bindings(), *operations_bindings(services)]
+    bindings += lag_reader_bindings(services)
     return sorted(set(bindings))

@@ -13,6 +13,7 @@ import typer
 from hub.bootstrap import all_topics
 from hub.cli.asyncapi import asyncapi_app
 from hub.cli.console import console_app
+from hub.cli.deploy import deploy_app
 from hub.cli.dlq import dlq_app
 from hub.cli.schemas import schemas_app
 from hub.cli.settings import settings_app
@@ -25,6 +26,7 @@ from hub.core.topics import apply_topics
 app = typer.Typer(help="After-sales repair integration hub.", no_args_is_help=True)
 topics_app = typer.Typer(help="Topics declared as code.", no_args_is_help=True)
 app.add_typer(asyncapi_app, name="asyncapi")
+app.add_typer(deploy_app, name="deploy")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(console_app, name="console")
 app.add_typer(schemas_app, name="schemas")
