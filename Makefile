@@ -4,12 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml constraints.txt | sha1sum | cut -c1-12)
-KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/libs
+KAFKA_VERSION := 4.3.1
+KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-$(KAFKA_VERSION)/libs
+# The test broker's image: Debian's JDK and the harness's own jars (services/lab/harness/container.py).
+KAFKA_IMAGE := localhost/aftersales-hub-kafka:$(KAFKA_VERSION)
 
 # The AsyncAPI project's parser (npm), pinned by tests/support/asyncapi/package-lock.json.
 ASYNCAPI_TOOLS := tests/support/asyncapi/node_modules/.installed
 
-.PHONY: podman test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
+.PHONY: podman kafka-image test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +43,10 @@ prometheus:
 # Podman with runc and a Debian base image built from Debian's packages (no Docker engine needed).
 podman:
 	@bash deploy/containers/ensure-podman.sh > /dev/null
+
+# Kafka in an image built here (deploy/containers/Containerfile.kafka), for HUB_TEST_BROKER=container.
+kafka-image: podman kafka-jars
+	@bash deploy/containers/build-kafka-image.sh $(KAFKA_LIBS) $(KAFKA_IMAGE) > /dev/null
 
 lint: install
 	$(BIN)/ruff check services tests
