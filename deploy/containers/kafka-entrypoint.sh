@@ -24,6 +24,6 @@ if [ -f "$CONFIG_DIR/format.args" ]; then
 fi
 # shellcheck disable=SC2086 # the JVM options are a list of words
 java $KAFKA_TOOL_JVM_OPTS "$LOG4J" -cp "$CLASSPATH" kafka.tools.StorageTool format \
-    --config "$CONFIG_DIR/server.properties" --ignore-formatted "${format_args[@]}" > /dev/null
+    --config "$CONFIG_DIR/server.properties" --ignore-formatted "${format_args[@]}"
 # shellcheck disable=SC2086
 exec java $KAFKA_JVM_OPTS "$LOG4J" -cp "$CLASSPATH" kafka.Kafka "$CONFIG_DIR/server.properties"
