@@ -12,7 +12,7 @@ KAFKA_IMAGE := localhost/aftersales-hub-kafka:$(KAFKA_VERSION)
 # The AsyncAPI project's parser (npm), pinned by tests/support/asyncapi/package-lock.json.
 ASYNCAPI_TOOLS := tests/support/asyncapi/node_modules/.installed
 
-.PHONY: podman kafka-image test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
+.PHONY: podman kafka-image test-containers test demo bench bench-console chaos lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -73,6 +73,20 @@ asyncapi-check: install $(ASYNCAPI_TOOLS)
 test: lint typecheck schemas-check asyncapi-check kafka-jars postgres prometheus browser
 	HUB_TEST_POSTGRES_URL=$$(bash deploy/postgres/ensure-postgres.sh) \
 	HUB_TEST_PROMETHEUS_DIR=$$(bash deploy/prometheus/ensure-prometheus.sh) $(BIN)/pytest
+	@$(MAKE) --no-print-directory test-containers
+
+# The broker-level integration tests once more, on Kafka in a container of the image built here
+# (through podman's Docker API, whatever DOCKER_HOST says), then: no test broker container left.
+CONTAINER_TESTS := tests/integration/test_container_broker.py \
+	tests/integration/test_intake_on_broker.py tests/integration/test_repair_flow.py \
+	tests/integration/test_security.py
+test-containers: install kafka-image
+	@status=0; env -u DOCKER_HOST HUB_TEST_BROKER=container \
+		$(BIN)/pytest -p no:cacheprovider $(CONTAINER_TESTS) || status=$$?; \
+	left="$$(podman ps -a --filter label=aftersales-hub.test-broker --format '{{.ID}} {{.Status}}')"; \
+	if [ -n "$$left" ]; then echo "test broker containers left behind:"; echo "$$left"; exit 1; fi; \
+	echo "no test broker container left: podman ps -a --filter label=aftersales-hub.test-broker is empty"; \
+	exit $$status
 
 unit: install
 	$(BIN)/pytest tests/unit tests/component
