@@ -20,7 +20,8 @@ fi
 # What the image is made of: a change to any of these builds it again.
 inputs="$( {
     podman image inspect --format '{{.Id}}' "$BASE_IMAGE"
-    cat "$HERE/Containerfile.kafka" "$HERE/kafka-entrypoint.sh" "$ROOT/deploy/kafka/log4j2.properties"
+    cat "$HERE/Containerfile.kafka" "$HERE/kafka-entrypoint.sh" "$HERE/kafka-class-archive.sh" \
+        "$ROOT/deploy/kafka/log4j2.properties"
     while read -r jar; do sha1sum "$LIBS/$jar"; done < "$MARKER" | cut -c1-40
 } | sha256sum | cut -c1-16)"
 
@@ -35,13 +36,14 @@ context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
 mkdir "$context/libs"
 while read -r jar; do cp "$LIBS/$jar" "$context/libs/"; done < "$MARKER"
-cp "$HERE/kafka-entrypoint.sh" "$ROOT/deploy/kafka/log4j2.properties" "$context/"
+cp "$HERE/kafka-entrypoint.sh" "$HERE/kafka-class-archive.sh" "$ROOT/deploy/kafka/log4j2.properties" \
+    "$context/"
 
 podman build --quiet --file "$HERE/Containerfile.kafka" \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" --build-arg "KAFKA_VERSION=$KAFKA_VERSION" \
     --build-arg "INPUTS=$inputs" --tag "$IMAGE" "$context" >&2
 # The image this one replaces is left without a name: remove it rather than keep 600 MB around.
 if [ -n "$previous" ] && [ "$previous" != "$(podman image inspect --format '{{.Id}}' "$IMAGE")" ]; then
-    podman rmi "$previous" > /dev/null 2>&1 || true
+    podman rmi --no-prune "$previous" > /dev/null 2>&1 || true
 fi
 echo "$IMAGE"

@@ -18,6 +18,13 @@ if [ ! -f "$CONFIG_DIR/start" ]; then
     exit 2
 fi
 
+# The class-data archive the build wrote, when it wrote one (kafka-class-archive.sh).
+if [ -f /opt/kafka/classes.jsa ]; then
+    CDS="-XX:SharedArchiveFile=/opt/kafka/classes.jsa -Xlog:cds=off -Xlog:cds+dynamic=off"
+    KAFKA_TOOL_JVM_OPTS="$KAFKA_TOOL_JVM_OPTS $CDS"
+    KAFKA_JVM_OPTS="$KAFKA_JVM_OPTS $CDS"
+fi
+
 format_args=()
 if [ -f "$CONFIG_DIR/format.args" ]; then
     mapfile -t format_args < "$CONFIG_DIR/format.args"
