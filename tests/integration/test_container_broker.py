@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from typing import TYPE_CHECKING
 
 import pytest
@@ -116,3 +118,35 @@ def test_a_container_left_behind_fails_the_run_and_is_removed(
             assert not client.client.containers.list(all=True, filters={"id": leaked_ids[0]})
         finally:
             client.client.close()
+
+
+def test_a_container_whose_owner_was_killed_is_removed_by_the_next_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from testcontainers.core.container import DockerContainer  # noqa: PLC0415
+
+    from lab.harness import container  # noqa: PLC0415
+
+    gone = subprocess.Popen(["true"])  # noqa: S607 - its pid names a process that is gone
+    gone.wait()
+    labels = {
+        container.LABEL: "kafka",
+        container.RUN_LABEL: "killed-run",
+        container.OWNER_LABEL: f"{socket.gethostname()}:{gone.pid}",
+    }
+    with container.container_engine(tmp_path_factory.mktemp("killed")) as engine:
+        orphan = DockerContainer(
+            container.KAFKA_IMAGE,
+            docker_client_kw={"environment": {"DOCKER_HOST": engine.docker_host}},
+        ).with_kwargs(labels=labels)
+        orphan.start()
+        orphan_id = orphan.get_wrapped_container().id
+    with container.container_engine(tmp_path_factory.mktemp("next")) as engine:
+        client = container.docker_client(engine.docker_host)
+        try:
+            left = client.client.containers.list(all=True, filters={"id": orphan_id})
+            for found in left:
+                found.remove(force=True)  # only if the engine did not: no test leaves one
+        finally:
+            client.client.close()
+    assert not left
