@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import io
 import os
+import shutil
 import socket
 import subprocess
 import tarfile
@@ -112,17 +113,14 @@ def podman_api(base_dir: Path) -> Iterator[str]:
 
 def require_podman() -> str:
     """The podman binary; a HarnessError says how to get it."""
-    with contextlib.suppress(OSError):
-        found = subprocess.run(
-            ["/bin/sh", "-c", "command -v podman"], capture_output=True, text=True, check=False
-        ).stdout.strip()
-        if found:
-            return found
-    raise HarnessError(
-        "`podman` is not installed, and HUB_TEST_BROKER=container needs a Docker-compatible "
-        "engine: run `make kafka-image` (it installs podman and builds the image), or set "
-        "DOCKER_HOST to a Docker engine."
-    )
+    found = shutil.which("podman")
+    if found is None:
+        raise HarnessError(
+            "`podman` is not installed, and HUB_TEST_BROKER=container needs a Docker-compatible "
+            "engine: run `make kafka-image` (it installs podman and builds the image), or set "
+            "DOCKER_HOST to a Docker engine."
+        )
+    return found
 
 
 def _wait_for_socket(path: Path, process: subprocess.Popen[bytes]) -> None:
