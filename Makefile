@@ -78,9 +78,9 @@ test: lint typecheck schemas-check asyncapi-check kafka-jars postgres prometheus
 # The broker-level integration tests once more, on Kafka in a container of the image built here
 # (through podman's Docker API, whatever DOCKER_HOST says), then: no test broker container left.
 CONTAINER_TESTS := tests/integration/test_container_broker.py \
-	tests/integration/test_intake_on_broker.py tests/integration/test_repair_flow.py \
+	tests/integration/test_intake_on_broker.py tests/integration/test_reliability.py \
 	tests/integration/test_security.py
-test-containers: install kafka-image
+test-containers: install kafka-image postgres
 	@status=0; env -u DOCKER_HOST HUB_TEST_BROKER=container \
 		$(BIN)/pytest -p no:cacheprovider $(CONTAINER_TESTS) || status=$$?; \
 	left="$$(podman ps -a --filter label=aftersales-hub.test-broker --format '{{.ID}} {{.Status}}')"; \
