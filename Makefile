@@ -4,12 +4,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml constraints.txt | sha1sum | cut -c1-12)
-KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-4.3.1/libs
+KAFKA_VERSION := 4.3.1
+KAFKA_LIBS := $(or $(HUB_CACHE_DIR),$(HOME)/.cache/aftersales-hub)/kafka-$(KAFKA_VERSION)/libs
+# The test broker's image: Debian's JDK and the harness's own jars (services/lab/harness/container.py).
+KAFKA_IMAGE := localhost/aftersales-hub-kafka:$(KAFKA_VERSION)
 
 # The AsyncAPI project's parser (npm), pinned by tests/support/asyncapi/package-lock.json.
 ASYNCAPI_TOOLS := tests/support/asyncapi/node_modules/.installed
 
-.PHONY: podman image deploy-tools containers-test test demo bench bench-console chaos soak lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
+.PHONY: podman image deploy-tools containers-test kafka-image test-containers test demo bench bench-console chaos soak lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -72,6 +75,10 @@ deploy-tools: install
 containers-test: kafka-jars image
 	$(BIN)/pytest -m containers tests/containers
 
+# Kafka in an image built here (deploy/containers/Containerfile.kafka), for HUB_TEST_BROKER=container.
+kafka-image: podman kafka-jars
+	@bash deploy/containers/build-kafka-image.sh $(KAFKA_LIBS) $(KAFKA_IMAGE) > /dev/null
+
 lint: install
 	$(BIN)/ruff check services tests
 	$(BIN)/ruff format --check services tests
@@ -97,6 +104,22 @@ asyncapi-check: install $(ASYNCAPI_TOOLS)
 test: lint typecheck schemas-check asyncapi-check kafka-jars postgres prometheus browser deploy-tools image
 	HUB_TEST_POSTGRES_URL=$$(bash deploy/postgres/ensure-postgres.sh) \
 	HUB_TEST_PROMETHEUS_DIR=$$(bash deploy/prometheus/ensure-prometheus.sh) $(BIN)/pytest
+	@$(MAKE) --no-print-directory test-containers
+
+# The broker-level integration tests once more, on Kafka in a container of the image built here
+# (through podman's Docker API, whatever DOCKER_HOST says), then: no test broker container left.
+# (Not the store-outage back-off test: it times the store's retries, not the broker's work.)
+CONTAINER_TESTS := tests/integration/test_container_broker.py \
+	tests/integration/test_intake_on_broker.py tests/integration/test_reliability.py \
+	tests/integration/test_security.py \
+	--deselect tests/integration/test_reliability.py::test_a_store_outage_pauses_only_its_partition_with_backoff
+test-containers: install kafka-image postgres
+	@status=0; env -u DOCKER_HOST HUB_TEST_BROKER=container \
+		$(BIN)/pytest -p no:cacheprovider $(CONTAINER_TESTS) || status=$$?; \
+	left="$$(podman ps -a --filter label=aftersales-hub.test-broker --format '{{.ID}} {{.Status}}')"; \
+	if [ -n "$$left" ]; then echo "test broker containers left behind:"; echo "$$left"; exit 1; fi; \
+	echo "no test broker container left: podman ps -a --filter label=aftersales-hub.test-broker is empty"; \
+	exit $$status
 
 unit: install
 	$(BIN)/pytest tests/unit tests/component

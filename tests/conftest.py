@@ -11,7 +11,7 @@ import pytest
 
 from hub.core.logging import configure_logging
 from hub.core.settings import HubSettings
-from lab.harness.bootstrap import BROKER_IN_USE, kafka_for_tests
+from lab.harness.bootstrap import BROKER_IN_USE, kafka_for_tests, session_notes
 
 sys.path.insert(0, str(Path(__file__).parent / "support"))
 
@@ -23,7 +23,7 @@ configure_logging("INFO", "console")
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real broker: KAFKA_BOOTSTRAP_SERVERS, else testcontainers, else the local harness."""
+    """A real broker: the local harness, a container or a running cluster (HUB_TEST_BROKER)."""
     with kafka_for_tests(tmp_path_factory.mktemp("kafka")) as bootstrap:
         yield bootstrap
 
@@ -61,3 +61,5 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Say which broker the integration tests ran against: never an in-memory fake."""
     for broker in BROKER_IN_USE:
         terminalreporter.write_line(f"integration tests ran against {broker}")
+    for note in session_notes():
+        terminalreporter.write_line(note)

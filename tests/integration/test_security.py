@@ -23,7 +23,8 @@ from hub.core.topics import CASES, STOREFRONT_REQUESTS, apply_topics, courier_or
 from hub.messages import CATALOGUE
 from intake.domain import case_id_for
 from intake.service import build_service
-from lab.harness.kafka import ADMIN_USER, LocalKafka
+from lab.harness.bootstrap import Broker, secured_kafka_for_tests
+from lab.harness.kafka import ADMIN_USER
 from lab.samples import sample_request_v2
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ USERS = ("intake", "dispatch", partner_user("jd"), partner_user("yd"), STOREFRON
 class SecuredCluster:
     """A broker of its own with one SCRAM user per principal and the hub's ACLs applied."""
 
-    def __init__(self, kafka: LocalKafka, passwords: dict[str, str]) -> None:
+    def __init__(self, kafka: Broker, passwords: dict[str, str]) -> None:
         self.kafka = kafka
         self.passwords = passwords
         self.bootstrap = kafka.bootstrap_servers
@@ -54,7 +55,7 @@ class SecuredCluster:
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredCluster]:
     passwords = {name: secrets.token_hex(12) for name in (ADMIN_USER, *USERS)}
-    with LocalKafka(base_dir=tmp_path_factory.mktemp("secured"), scram_users=passwords) as kafka:
+    with secured_kafka_for_tests(tmp_path_factory.mktemp("secured"), passwords) as kafka:
         yield SecuredCluster(kafka, passwords)
 
 

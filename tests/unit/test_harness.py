@@ -1,20 +1,20 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
-import stat
 import subprocess
 import sys
-import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from lab.harness import bootstrap, kafka
+from lab.harness import bootstrap, container, kafka
 from lab.harness.certs import BrokerKeystore
 from lab.harness.kafka import (
     HarnessError,
@@ -198,7 +198,7 @@ def test_missing_maven_says_what_to_install_and_the_alternatives(
     assert "`mvn` is not installed" in message
     assert "apt-get install maven`" in message
     assert "KAFKA_BOOTSTRAP_SERVERS" in message
-    assert "Docker" in message
+    assert "HUB_TEST_BROKER=container" in message
     assert not cache.joinpath("libs").exists()
 
 
@@ -292,89 +292,132 @@ def test_a_broken_class_archive_is_never_kept(tmp_path: Path) -> None:
 def test_configured_bootstrap_servers_win_and_nothing_is_started(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.delenv("HUB_TEST_BROKER", raising=False)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "kafka-1:9092,kafka-2:9092")
-    monkeypatch.setattr(bootstrap, "docker_engine_available", pytest.fail)
+    monkeypatch.setattr(bootstrap, "LocalKafka", pytest.fail)
     monkeypatch.setattr(bootstrap, "BROKER_IN_USE", [])
     with bootstrap.kafka_for_tests(tmp_path) as servers:
         assert servers == "kafka-1:9092,kafka-2:9092"
     assert not any(tmp_path.iterdir())
-
-
-class FakeContainer:
-    started: list[FakeContainer] = []  # noqa: RUF012 - a record of the test run
-
-    def __init__(self) -> None:
-        self.image = "confluentinc/cp-kafka:test"
-        self.env: dict[str, str] = {}
-        self.kraft = False
-
-    def with_kraft(self) -> Self:
-        self.kraft = True
-        return self
-
-    def with_env(self, key: str, value: str) -> Self:
-        self.env[key] = value
-        return self
-
-    def get_bootstrap_server(self) -> str:
-        return "localhost:32768"
-
-    def __enter__(self) -> Self:
-        FakeContainer.started.append(self)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        pass
-
-
-@pytest.fixture
-def fake_testcontainers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    module = types.ModuleType("testcontainers.community.kafka")
-    monkeypatch.setattr(module, "KafkaContainer", FakeContainer, raising=False)
-    monkeypatch.setitem(sys.modules, "testcontainers.community.kafka", module)
-    FakeContainer.started.clear()
-    yield
-    FakeContainer.started.clear()
-
-
-@pytest.mark.usefixtures("fake_testcontainers")
-def test_a_docker_engine_means_testcontainers_in_kraft_mode(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
-    monkeypatch.setattr(bootstrap, "docker_engine_available", lambda: True)
-    monkeypatch.setattr(bootstrap, "BROKER_IN_USE", [])
-    with bootstrap.kafka_for_tests(tmp_path) as servers:
-        assert servers == "localhost:32768"
-    (container,) = FakeContainer.started
-    assert container.kraft
-    assert container.env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert bootstrap.BROKER_IN_USE == [
-        "a testcontainers Kafka (confluentinc/cp-kafka:test) at localhost:32768"
+        "the cluster at KAFKA_BOOTSTRAP_SERVERS=kafka-1:9092,kafka-2:9092"
     ]
 
 
-def fake_docker(directory: Path, script: str) -> None:
-    directory.mkdir()
-    docker = directory / "docker"
-    docker.write_text(f"#!/bin/sh\n{script}\n")
-    docker.chmod(docker.stat().st_mode | stat.S_IEXEC)
+@pytest.mark.parametrize(
+    ("environment", "expected"),
+    [
+        ({}, "harness"),
+        ({"KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}, "external"),
+        ({"HUB_TEST_BROKER": "container"}, "container"),
+        ({"HUB_TEST_BROKER": "harness", "KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"}, "harness"),
+    ],
+)
+def test_the_broker_is_chosen_by_setting_never_by_what_answers(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], expected: str
+) -> None:
+    for name in ("HUB_TEST_BROKER", "KAFKA_BOOTSTRAP_SERVERS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert bootstrap.broker_choice() == expected
 
 
-def test_a_docker_client_without_an_engine_does_not_count(
+def test_an_external_broker_needs_its_address(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path / "none"))
-    assert not bootstrap.docker_engine_available()
-    fake_docker(tmp_path / "broken", "echo 'Cannot connect to the Docker daemon' >&2; exit 1")
-    monkeypatch.setenv("PATH", str(tmp_path / "broken"))
-    assert not bootstrap.docker_engine_available()
-    fake_docker(tmp_path / "hanging", "exec sleep 5")
-    monkeypatch.setenv("PATH", str(tmp_path / "hanging"))
-    assert not bootstrap.docker_engine_available(timeout_s=0.2)
-    fake_docker(tmp_path / "working", "exit 0")
-    monkeypatch.setenv("PATH", str(tmp_path / "working"))
-    assert bootstrap.docker_engine_available()
+    monkeypatch.setenv("HUB_TEST_BROKER", "external")
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    with (
+        pytest.raises(HarnessError, match="needs KAFKA_BOOTSTRAP_SERVERS"),
+        bootstrap.kafka_for_tests(tmp_path),
+    ):
+        pass
+
+
+def test_an_unknown_broker_choice_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HUB_TEST_BROKER", "docker")
+    with pytest.raises(ValidationError, match="harness"):
+        bootstrap.broker_choice()
+
+
+class FakeContainerKafka:
+    started: list[FakeContainerKafka] = []  # noqa: RUF012 - a record of the test run
+
+    def __init__(self, engine: container.Engine) -> None:
+        self.docker_host = engine.docker_host
+        self.stopped = False
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return "127.0.0.1:32768"
+
+    def describe(self) -> str:
+        return f"a container on {self.docker_host}"
+
+    def __enter__(self) -> Self:
+        FakeContainerKafka.started.append(self)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stopped = True
+
+
+def test_the_container_path_runs_the_container_on_the_sessions_engine(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    engines: list[Path] = []
+
+    @contextlib.contextmanager
+    def engine(base_dir: Path) -> Iterator[container.Engine]:
+        engines.append(base_dir)
+        yield container.Engine("unix:///run/test.sock")
+
+    monkeypatch.setenv("HUB_TEST_BROKER", "container")
+    monkeypatch.setattr(container, "container_engine", engine)
+    monkeypatch.setattr(container, "ContainerKafka", FakeContainerKafka)
+    monkeypatch.setattr(bootstrap, "BROKER_IN_USE", [])
+    FakeContainerKafka.started.clear()
+    with bootstrap.kafka_for_tests(tmp_path) as servers:
+        assert servers == "127.0.0.1:32768"
+    (started,) = FakeContainerKafka.started
+    assert started.stopped
+    assert engines == [tmp_path / "engine"]
+    assert bootstrap.BROKER_IN_USE == ["a container on unix:///run/test.sock"]
+
+
+def test_a_container_advertises_the_port_the_host_mapped() -> None:
+    properties = container.container_properties("127.0.0.1", 32768, None)
+    assert properties["listeners"] == (
+        "PLAINTEXT://0.0.0.0:9092,BROKER://127.0.0.1:9094,CONTROLLER://127.0.0.1:9093"
+    )
+    assert properties["advertised.listeners"] == (
+        "PLAINTEXT://127.0.0.1:32768,BROKER://127.0.0.1:9094"
+    )
+    assert properties["inter.broker.listener.name"] == "BROKER"
+    # What the harness's node has: the container's broker behaves as the local one does.
+    assert properties["auto.create.topics.enable"] == "false"
+    assert properties["controller.quorum.bootstrap.servers"] == "127.0.0.1:9093"
+    assert properties["log.dirs"] == Path("/var/lib/kafka/data")
+
+
+def test_a_secured_container_authenticates_its_own_broker_listener_with_scram() -> None:
+    properties = container.container_properties("127.0.0.1", 32768, "secret")
+    assert properties["advertised.listeners"] == (
+        "SASL_PLAINTEXT://127.0.0.1:32768,BROKER://127.0.0.1:9094"
+    )
+    assert properties["listener.security.protocol.map"] == (
+        "SASL_PLAINTEXT:SASL_PLAINTEXT,BROKER:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    )
+    scram = "listener.name.{}.scram-sha-512.sasl.jaas.config"
+    assert properties[scram.format("broker")] == properties[scram.format("sasl_plaintext")]
+    assert 'password="secret"' in str(properties[scram.format("broker")])
+    arguments = container.format_arguments("abc", {"admin": "secret", "intake": "pw"})
+    assert arguments == [
+        "--cluster-id", "abc", "--standalone",
+        "--add-scram", "SCRAM-SHA-512=[name=admin,password=secret]",
+        "--add-scram", "SCRAM-SHA-512=[name=intake,password=pw]",
+    ]  # fmt: skip
 
 
 def test_status_without_a_cluster_says_so(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -399,3 +442,10 @@ def test_up_refuses_a_node_count_other_than_one_or_three(
     result = CliRunner().invoke(kafka_app, ["up", "--nodes", "2"])
     assert result.exit_code == 2
     assert not (tmp_path / ".hub" / "kafka").exists()
+
+
+def test_the_makefile_builds_the_image_of_the_harness_kafka_version() -> None:
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    assert f"KAFKA_VERSION := {kafka.KAFKA_VERSION}\n" in makefile
+    assert "KAFKA_IMAGE := localhost/aftersales-hub-kafka:$(KAFKA_VERSION)" in makefile
+    assert container.KAFKA_IMAGE.endswith(f"/aftersales-hub-kafka:{kafka.KAFKA_VERSION}")

@@ -373,6 +373,20 @@ class HarnessSettings(BaseSettings):
         description="Where the Kafka jars (and class-data archives) are cached, outside the "
         "repository; unset: `~/.cache/aftersales-hub`. The Makefile reads it too.",
     )
+    test_broker: Literal["harness", "container", "external"] | None = Field(
+        default=None,
+        description="The broker the test session runs against: `harness` (a local node from the "
+        "cached jars), `container` (a node in a container of the image `make kafka-image` "
+        "builds, through a Docker-compatible API) or `external` (KAFKA_BOOTSTRAP_SERVERS); "
+        "unset: `external` when KAFKA_BOOTSTRAP_SERVERS is set, else `harness`.",
+    )
+    docker_host: str | None = Field(
+        default=None,
+        validation_alias="DOCKER_HOST",
+        description="The Docker-compatible engine for `HUB_TEST_BROKER=container` "
+        "(`unix:///run/docker.sock`, `tcp://...`); unset: the tests start podman's API service "
+        "on a private socket and stop it at the end.",
+    )
     kafka_cds: bool = Field(
         default=True,
         description="Start local brokers with a class-data sharing archive (half the start "

@@ -96,8 +96,8 @@ def require_tools(*tools: str) -> dict[str, str]:
             f"{names} {verb} not installed, and the local Kafka broker needs it "
             "(`java` 17+ runs the broker, `mvn` fetches its jars from Maven Central once). "
             f"Install it (Debian/Ubuntu: `apt-get install {packages}`), or point the hub at a "
-            "running cluster with KAFKA_BOOTSTRAP_SERVERS=host:port, or run where a Docker "
-            "engine answers (the tests then start Kafka with testcontainers)."
+            "running cluster with KAFKA_BOOTSTRAP_SERVERS=host:port, or run the tests with "
+            "HUB_TEST_BROKER=container (Kafka in a container; `make kafka-image` builds it)."
         )
     return {tool: path for tool, path in found.items() if path is not None}
 
@@ -322,7 +322,31 @@ def render_properties(
     keystore: BrokerKeystore | None = None,
     tls_client_auth: bool = False,
 ) -> str:
-    """server.properties of `node` in `cluster`; three nodes replicate 3 ways with min ISR 2.
+    """server.properties of `node` in `cluster` (see `node_settings`)."""
+    settings = node_settings(
+        node,
+        cluster,
+        admin_password=admin_password,
+        keystore=keystore,
+        tls_client_auth=tls_client_auth,
+    )
+    return format_properties(settings)
+
+
+def format_properties(settings: Mapping[str, object]) -> str:
+    """`key=value` lines, as Kafka reads them."""
+    return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def node_settings(
+    node: NodeSpec,
+    cluster: Sequence[NodeSpec],
+    *,
+    admin_password: str | None = None,
+    keystore: BrokerKeystore | None = None,
+    tls_client_auth: bool = False,
+) -> dict[str, object]:
+    """The settings of `node` in `cluster`; three nodes replicate 3 ways with min ISR 2.
 
     A single node is a dynamic quorum (`format --standalone`), several use static voters.
     With `admin_password` the cluster is secured (see `security_properties`). A node with a
@@ -381,7 +405,7 @@ def render_properties(
         settings.update(security_properties(admin_password))
     if keystore is not None:
         settings.update(tls_properties(keystore, client_auth=tls_client_auth))
-    return "".join(f"{key}={value}\n" for key, value in settings.items())
+    return settings
 
 
 class LocalKafka:
@@ -657,7 +681,7 @@ class LocalKafka:
                 # Not listening yet: a metadata request would only log connection errors.
                 last_problem = f"node(s) {closed} not listening yet"
             else:
-                answers = _run_async(functools.partial(_metadata_of_each, live, self.admin))
+                answers = run_async(functools.partial(_metadata_of_each, live, self.admin))
                 problem = self._readiness_problem(answers, expected)
                 if problem is None:
                     return
@@ -839,15 +863,16 @@ MetadataAnswer = tuple[str | None, set[int]] | str
 async def _metadata_of_each(
     nodes: Sequence[NodeSpec], admin: Credentials | None
 ) -> dict[int, MetadataAnswer]:
-    answers = await asyncio.gather(*(_metadata(node.port, admin) for node in nodes))
+    answers = await asyncio.gather(*(broker_metadata(HOST, node.port, admin) for node in nodes))
     return {node.node_id: answer for node, answer in zip(nodes, answers, strict=True)}
 
 
-async def _metadata(port: int, admin: Credentials | None) -> MetadataAnswer:
+async def broker_metadata(host: str, port: int, admin: Credentials | None) -> MetadataAnswer:
+    """What the node at `host:port` itself answers to a metadata request (or what went wrong)."""
     # A connection to this one node: through a client, another node could answer instead.
     sasl = {} if admin is None else scram_options(admin.username, admin.password)
     try:
-        connection = await create_conn(HOST, port, request_timeout_ms=3000, **sasl)
+        connection = await create_conn(host, port, request_timeout_ms=3000, **sasl)
     except Exception as error:  # noqa: BLE001 - any failure here means "not yet"
         return f"{type(error).__name__}: {error}"
     try:
@@ -859,7 +884,7 @@ async def _metadata(port: int, admin: Credentials | None) -> MetadataAnswer:
     return response.get("cluster_id"), {int(broker["node_id"]) for broker in response["brokers"]}
 
 
-def _run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+def run_async(factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run a coroutine to completion from synchronous code, even inside a running event loop."""
     try:
         asyncio.get_running_loop()
