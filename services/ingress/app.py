@@ -9,16 +9,18 @@ import signal
 import time
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import uvicorn
 from aiokafka.errors import KafkaError
-from fastapi import FastAPI, Header, Request
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hub.core.handler import Emit
 from hub.core.lifecycle import AsyncResource
@@ -147,10 +149,6 @@ class Ingress(AsyncResource):
     ) -> Accepted:
         """Authenticate, read, authorise and send one event; Problem when refused."""
         backend = self.tokens.authenticate(authorization)
-        if len(body) > self.config.max_body_bytes:
-            raise Problem(
-                413, "Content Too Large", f"the body is over {self.config.max_body_bytes} B"
-            )
         received = read_event(headers, body, registry=self.registry, accepted=self.service.emits)
         envelope = received.envelope
         self.tokens.check_source(backend, envelope.source)
@@ -257,6 +255,22 @@ def _request_body(service: Service, registry: Registry) -> dict[str, Any]:
     }
 
 
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body; a 413 as soon as it is known to be over `limit` (never read whole)."""
+    too_large = Problem(413, "Content Too Large", f"the body is over {limit} B")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def build_app(ingress: Ingress, *, manage: bool = True) -> FastAPI:
     """The front door's app; `manage` starts and stops `ingress` with the app's lifespan."""
 
@@ -270,12 +284,19 @@ def build_app(ingress: Ingress, *, manage: bool = True) -> FastAPI:
             if manage:
                 await ingress.stop()
 
-    app = FastAPI(title=TITLE, description=DESCRIPTION, version="1.0.0", lifespan=lifespan)
+    app = FastAPI(
+        title=TITLE,
+        description=DESCRIPTION,
+        version="1.0.0",
+        lifespan=lifespan,
+    )
 
-    @app.exception_handler(Problem)
-    async def refused(_request: Request, problem: Exception) -> JSONResponse:
-        assert isinstance(problem, Problem)  # noqa: S101 - registered for Problem only
-        return _problem_response(problem)
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(_request: Request, error: Exception) -> JSONResponse:
+        # Starlette's own refusals (413, 404, 405) as problem details, like ours.
+        assert isinstance(error, StarletteHTTPException)  # noqa: S101 - registered for it only
+        title = HTTPStatus(error.status_code).phrase
+        return _problem_response(Problem(error.status_code, title, str(error.detail)))
 
     @app.post(
         "/events",
@@ -288,13 +309,15 @@ def build_app(ingress: Ingress, *, manage: bool = True) -> FastAPI:
             "requestBody": _request_body(ingress.service, ingress.registry),
         },
     )
-    async def post_event(
-        request: Request, authorization: Annotated[str | None, Header()] = None
-    ) -> Accepted | JSONResponse:
+    async def post_event(request: Request) -> Response:
         started = time.perf_counter()
         status = 202
         try:
-            return await ingress.accept(authorization, request.headers, await request.body())
+            headers = request.headers
+            body = await _body(request, ingress.config.max_body_bytes)
+            accepted = await ingress.accept(headers.get("authorization"), headers, body)
+            # A response, not the model: FastAPI would validate and encode it once more.
+            return Response(accepted.model_dump_json(), 202, media_type="application/json")
         except Problem as problem:
             status = problem.status
             return _problem_response(problem)
@@ -326,6 +349,16 @@ def openapi_document(app: FastAPI, registry: Registry, service: Service) -> dict
             schemas |= schema.pop("$defs", {})
             schemas[model.__name__] = schema
     document["components"]["schemas"] = dict(sorted(schemas.items()))
+    # The token is read from the header directly (a dependency per request costs more than
+    # the check itself); the document says so as a security scheme.
+    document["components"]["securitySchemes"] = {
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "The token `hub ingress new-token` made for your backend.",
+        }
+    }
+    document["security"] = [{"bearer": []}]
     return document
 
 
@@ -397,13 +430,11 @@ def _case_route(app: FastAPI, ingress: Ingress) -> None:
         },
         summary="A case's status and timeline",
     )
-    async def get_case(
-        case_id: str, authorization: Annotated[str | None, Header()] = None
-    ) -> CaseAnswer | JSONResponse:
+    async def get_case(case_id: str, request: Request) -> CaseAnswer | JSONResponse:
         started = time.perf_counter()
         status = 200
         try:
-            ingress.tokens.authenticate(authorization)
+            ingress.tokens.authenticate(request.headers.get("authorization"))
             case = await ingress.cases.case(case_id)
         except Problem as problem:
             status = problem.status

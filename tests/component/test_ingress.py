@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from openapi_spec_validator import validate
 
 from hub.core.settings import HubSettings
 from hub.core.store.base import EventId
@@ -233,11 +234,28 @@ def sink_record() -> OutRecord:
     return OutRecord("t", b"k", b"{}", ())
 
 
+async def test_a_body_over_the_limit_is_413_as_problem_details(
+    front: tuple[httpx.AsyncClient, SlowSink],
+) -> None:
+    client, sink = front
+    huge = data(comment="x" * (1024 * 1024))
+    answer = await client.post("/events", headers=binary("evt-huge"), json=huge)
+    assert answer.status_code == 413
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.json()["detail"] == "the body is over 1048576 B"
+    assert sink.records == []
+
+
 async def test_an_unknown_case_is_404(front: tuple[httpx.AsyncClient, SlowSink]) -> None:
     client, _ = front
     answer = await client.get("/cases/AS404", headers={"authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 404
     assert answer.json()["detail"] == "no case 'AS404' (yet)"
+    nowhere = await client.get("/nowhere")
+    assert (nowhere.status_code, nowhere.headers["content-type"]) == (
+        404,
+        "application/problem+json",
+    )
 
 
 def test_backends_are_read_from_a_file_too(tmp_path: Path) -> None:
@@ -259,3 +277,4 @@ def test_the_committed_openapi_document_is_in_step_with_the_app() -> None:
     responses = document["paths"]["/events"]["post"]["responses"]
     assert {"202", "400", "401", "403", "503"} <= set(responses)
     assert "AfterSalesRequestedV2" in document["components"]["schemas"]
+    validate(document)  # the OpenAPI 3.1 schema and every $ref, by openapi-spec-validator
