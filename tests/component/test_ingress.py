@@ -228,6 +228,29 @@ async def test_a_failed_send_records_nothing_so_the_retry_sends(tmp_path: Path) 
     assert len(sink.records) == 1
 
 
+async def test_requests_in_flight_together_ask_the_store_once(tmp_path: Path) -> None:
+    class CountingStore(SqliteStateStore):
+        reads = 0
+
+        async def load_batch(self, group: str, events: Any, keys: Any) -> Any:
+            self.reads += 1
+            return await super().load_batch(group, events, keys)
+
+    store = CountingStore(tmp_path / "ingress.db")
+    await store.open()
+    sink = SlowSink()
+    admission = Admission(store, sink, "ingress")
+    events = [EventId(SOURCE, f"e{n}") for n in range(20)]
+    try:
+        sent = await asyncio.gather(*(admission.admit(e, sink_record()) for e in events))
+        assert sent == [True] * 20
+        assert store.reads == 1
+        assert [await store.is_processed("ingress", e) for e in events] == [True] * 20
+    finally:
+        await store.close()
+    assert len(sink.records) == 20
+
+
 def sink_record() -> OutRecord:
     from hub.core.outbound import OutRecord  # noqa: PLC0415
 
