@@ -166,6 +166,15 @@ class Ingress(AsyncResource):
                 "the broker did not acknowledge the event; send it again with the same ce-id",
                 headers={"Retry-After": "1"},
             ) from error
+        except Exception as error:
+            # The duplicate check could not be made (the state store is down): nothing was sent.
+            log.exception("ingress_store_failed", error_class=type(error).__name__)
+            raise Problem(
+                503,
+                "Service Unavailable",
+                "the event could not be checked for duplicates; send it again with the same ce-id",
+                headers={"Retry-After": "1"},
+            ) from error
         log.info(
             "ingress_event",
             backend=backend,
@@ -290,6 +299,7 @@ def build_app(ingress: Ingress, *, manage: bool = True) -> FastAPI:
         version="1.0.0",
         lifespan=lifespan,
     )
+    app.state.ingress = ingress
 
     @app.exception_handler(StarletteHTTPException)
     async def refused(_request: Request, error: Exception) -> JSONResponse:

@@ -269,6 +269,25 @@ async def test_a_body_over_the_limit_is_413_as_problem_details(
     assert sink.records == []
 
 
+async def test_a_store_outage_is_503_and_sends_nothing(
+    front: tuple[httpx.AsyncClient, SlowSink], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client, sink = front
+
+    async def down(*_args: object) -> None:
+        raise ConnectionError("database is down")
+
+    transport = client._transport
+    assert isinstance(transport, httpx.ASGITransport)
+    ingress = transport.app.state.ingress  # type: ignore[attr-defined]
+    monkeypatch.setattr(ingress.store, "load_batch", down)
+    answer = await client.post("/events", headers=binary("evt-down"), json=data())
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "1"
+    assert "same ce-id" in answer.json()["detail"]
+    assert sink.records == []
+
+
 async def test_an_unknown_case_is_404(front: tuple[httpx.AsyncClient, SlowSink]) -> None:
     client, _ = front
     answer = await client.get("/cases/AS404", headers={"authorization": f"Bearer {TOKEN}"})
