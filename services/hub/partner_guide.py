@@ -284,7 +284,7 @@ def _ingress(example: _Example, registry: Registry, accepted_types: dict[str, An
     body = json.dumps(json.loads(request.to_bytes()), ensure_ascii=False, indent=2)
     binary = [
         "curl -sS https://hub.example.com/events \\",
-        '  -H "Authorization: Bearer $HUB_TOKEN" \\',
+        '  -H "Authorization: Bearer $BACKEND_TOKEN" \\',
         '  -H "Content-Type: application/json" \\',
         *(
             f'  -H "ce-{name[3:]}: {value.decode()}" \\'
@@ -327,7 +327,7 @@ def _ingress(example: _Example, registry: Registry, accepted_types: dict[str, An
             _fenced(
                 "bash",
                 "curl -sS https://hub.example.com/events \\\n"
-                '  -H "Authorization: Bearer $HUB_TOKEN" \\\n'
+                '  -H "Authorization: Bearer $BACKEND_TOKEN" \\\n'
                 '  -H "Content-Type: application/cloudevents+json" \\\n'
                 "  --data-binary @event.json",
             ),

@@ -418,6 +418,7 @@ class IngressRuntime:
             log_config=None,
             access_log=False,
             lifespan="on",
+            timeout_keep_alive=int(self.config.keep_alive_s),
         )
         log.info(
             "http_serving",

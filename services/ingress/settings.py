@@ -56,6 +56,12 @@ class IngressSettings(BaseSettings):
         description="How long a request waits for the broker's acknowledgement before a 503 "
         "(the backend sends again with the same ce-id; a late record is not doubled downstream).",
     )
+    keep_alive_s: Seconds = Field(
+        default=75.0,
+        gt=0,
+        description="How long an idle kept-alive connection stays open: longer than the idle "
+        "timeout of the load balancer in front (60 s is common), so that it closes first.",
+    )
     max_body_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body accepted (413 beyond)."
     )

@@ -44,6 +44,7 @@ TOKEN = "bench-token"  # noqa: S105 - the bench's own throwaway backend
 SOURCE = "urn:storefront:bench"
 READY_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 30.0
+RETRIES = 2
 FIRST_NUMBER = 50_000_000  # request numbers of their own, apart from the other rows'
 P99_TARGET_MS = 50.0
 RATE_TARGET = 1000.0
@@ -90,6 +91,7 @@ class Load:
         self._placeholder = sample_request_v2(0).request_id.encode()
         self.refused: dict[int, int] = {}
         self.sent = 0
+        self.resent = 0
 
     async def send(self) -> None:
         """One request, new id and request number; a non-202 is counted by status."""
@@ -106,10 +108,19 @@ class Load:
             "ce-time": "2026-12-01T08:00:00+00:00",
         }
         body = self._template.replace(self._placeholder, f"RQ-{number:08d}".encode())
-        async with self._session.post(self._url, data=body, headers=headers) as answer:
-            await answer.read()
-            if answer.status != 202:  # noqa: PLR2004 - the one success status
-                self.refused[answer.status] = self.refused.get(answer.status, 0) + 1
+        for attempt in range(RETRIES + 1):
+            try:
+                async with self._session.post(self._url, data=body, headers=headers) as answer:
+                    await answer.read()
+                    if answer.status != 202:  # noqa: PLR2004 - the one success status
+                        self.refused[answer.status] = self.refused.get(answer.status, 0) + 1
+                    return
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                # A kept-alive connection closed under us: send again, same ce-id, as a
+                # backend does (the front door writes it once either way).
+                if attempt == RETRIES:
+                    raise
+                self.resent += 1
 
 
 async def open_loop(load: Load, rate: float, seconds: float) -> dict[str, Any]:
@@ -200,6 +211,7 @@ async def _drive(url: str, options: IngressOptions, pid: int) -> dict[str, Any]:
             "open": opened,
             "closed": closed,
             "refused": load.refused,
+            "resent": load.resent,
             "requests": load.sent,
             # CPU of the ingress process per request of both phases: what one core can carry,
             # far less sensitive than the rates to what else the machine runs.
@@ -262,7 +274,7 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"requests/s (p50 {closed['p50_ms']:.1f} / p99 {closed['p99_ms']:.1f} ms)"
         ),
         (
-            f"refused: {result['refused'] or 'none'}; ingress CPU "
+            f"refused: {result['refused'] or 'none'}, sent again: {result['resent']}; ingress CPU "
             f"{result['ingress_cpu_us_per_request']:.0f} us a request, peak RSS "
             f"{result['ingress_peak_rss_mb']:.0f} MiB"
         ),

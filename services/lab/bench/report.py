@@ -184,7 +184,8 @@ def _ingress_row(grid: Table, ingress: dict[str, Any]) -> None:
         "8 HTTP front door (`hub run ingress`), requests/s",
         f"{closed['rate']:,.0f}",
         f"{opened['achieved_rate']:,.0f} @ {opened['offered_rate']:,.0f} offered"
-        + (f", {refused} refused" if refused else ""),
+        + (f", {refused} refused" if refused else "")
+        + (f", {ingress['resent']} sent again" if ingress.get("resent") else ""),
         f"p50 {opened['p50_ms']:,.1f} / p95 {opened['p95_ms']:,.1f} / p99 {opened['p99_ms']:,.1f}"
         f" / max {opened['max_ms']:,.0f} ms; CPU {ingress['ingress_cpu_us_per_request']:,.0f} us"
         " a request",
