@@ -60,6 +60,11 @@ def kafka_headers(headers: Iterable[tuple[str, str]]) -> list[tuple[str, bytes]]
     return found
 
 
+def _attribute(name: str, *, structured: bool) -> str:
+    """How the sender named an attribute: `type` in a structured event, `ce-type` as a header."""
+    return name if structured else f"ce-{name}"
+
+
 def _invalid(detail: str, errors: list[FieldError]) -> Problem:
     return Problem(400, "Invalid CloudEvent", detail, errors)
 
@@ -99,17 +104,16 @@ def read_event(
     except UndecodableError as error:
         message = str(error) if structured else _KAFKA_NAME.sub(r"ce-\1", str(error))
         named = _KAFKA_NAME.search(str(error))
-        where = named.group(1) if structured and named else "envelope"
-        if named and not structured:
-            where = f"ce-{named.group(1)}"
+        where = _attribute(named.group(1), structured=structured) if named else "envelope"
         raise _invalid(message, [FieldError(field=where, message=message)]) from error
+    type_field = _attribute("type", structured=structured)
     try:
         model = registry.model_for(envelope.type)
     except UnknownEventTypeError as error:
-        raise _invalid(str(error), [FieldError(field="type", message=str(error))]) from error
+        raise _invalid(str(error), [FieldError(field=type_field, message=str(error))]) from error
     if model.event_type not in accepted:
         message = f"{envelope.type} is not sent here; accepted: {', '.join(sorted(accepted))}"
-        raise _invalid(message, [FieldError(field="type", message=message)])
+        raise _invalid(message, [FieldError(field=type_field, message=message)])
     try:
         event = registry.decode(envelope.type, data)
     except SchemaViolationError as error:

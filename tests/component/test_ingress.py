@@ -132,6 +132,25 @@ async def test_a_structured_event_is_produced_in_binary_mode(
     assert json.loads(record.value or b"") == body
 
 
+async def test_a_structured_event_without_a_time_is_400_naming_it(
+    front: tuple[httpx.AsyncClient, SlowSink],
+) -> None:
+    client, sink = front
+    event = {"specversion": "1.0", "id": "evt-t", "source": SOURCE,
+             "type": "storefront.aftersales.requested.v2", "data": data(3)}  # fmt: skip
+    answer = await client.post(
+        "/events",
+        headers={
+            "authorization": f"Bearer {TOKEN}",
+            "content-type": "application/cloudevents+json",
+        },
+        content=json.dumps(event),
+    )
+    assert answer.status_code == 400
+    assert [e["field"] for e in answer.json()["errors"]] == ["time"]
+    assert sink.records == []
+
+
 async def test_invalid_data_is_400_naming_each_field(
     front: tuple[httpx.AsyncClient, SlowSink],
 ) -> None:
@@ -151,8 +170,8 @@ async def test_invalid_data_is_400_naming_each_field(
     [
         ({"ce-time": ""}, "ce-time", "missing CloudEvents headers: ce-time"),
         ({"ce-time": "yesterday"}, "ce-time", "ce-time is not RFC 3339"),
-        ({"ce-type": "storefront.aftersales.requested.v9"}, "type", "unknown version"),
-        ({"ce-type": "aftersales.case.opened.v1"}, "type", "is not sent here"),
+        ({"ce-type": "storefront.aftersales.requested.v9"}, "ce-type", "unknown version"),
+        ({"ce-type": "aftersales.case.opened.v1"}, "ce-type", "is not sent here"),
     ],
 )
 async def test_a_bad_envelope_is_400_naming_the_attribute(
