@@ -109,12 +109,17 @@ class Ingress(AsyncResource):
         self._purging: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Open the stores and connect the producer."""
-        await self.store.open()
-        if self._case_store is not None:
-            await self._case_store.open()
-        if self._own_sink is not None:
-            await self._own_sink.start()
+        """Open the stores and connect the producer; what opened is closed if one fails."""
+        try:
+            await self.store.open()
+            if self._case_store is not None:
+                await self._case_store.open()
+            if self._own_sink is not None:
+                await self._own_sink.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.stop()
+            raise
         self._purging = asyncio.create_task(self._purge_periodically())
         if not len(self.tokens):
             log.warning("ingress_without_backends", hint="set HUB_INGRESS_BACKENDS")
@@ -126,6 +131,7 @@ class Ingress(AsyncResource):
             self._purging.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purging
+            self._purging = None
         await self.admission.close()
         if self._own_sink is not None:
             await self._own_sink.stop()
@@ -407,10 +413,12 @@ class IngressRuntime:
     def __init__(self, settings: HubSettings, service: Service, registry: Registry) -> None:
         self.config = IngressSettings()
         self.ingress = Ingress(settings, service, registry, self.config)
-        self.app = build_app(self.ingress)
+        # Started here, not in the app's lifespan: uvicorn turns a failed start into its own
+        # exit, and `hub run` says an unreachable broker or store with its documented code.
+        self.app = build_app(self.ingress, manage=False)
 
     async def serve(self) -> None:
-        """Serve until a signal; uvicorn drains open requests, then the lifespan closes all."""
+        """Connect, serve until a signal (uvicorn drains open requests), then close."""
         config = uvicorn.Config(
             self.app,
             host=self.config.host,
@@ -420,13 +428,17 @@ class IngressRuntime:
             lifespan="on",
             timeout_keep_alive=int(self.config.keep_alive_s),
         )
-        log.info(
-            "http_serving",
-            host=self.config.host,
-            port=self.config.port,
-            paths=["/events", "/cases/{case_id}", "/metrics", "/healthz", "/readyz"],
-        )
-        await _Server(config).serve()
+        await self.ingress.start()
+        try:
+            log.info(
+                "http_serving",
+                host=self.config.host,
+                port=self.config.port,
+                paths=["/events", "/cases/{case_id}", "/metrics", "/healthz", "/readyz"],
+            )
+            await _Server(config).serve()
+        finally:
+            await self.ingress.stop()
 
 
 def _case_route(app: FastAPI, ingress: Ingress) -> None:

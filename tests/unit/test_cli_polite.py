@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HUB = Path(sys.executable).parent / "hub"
 
 
@@ -74,8 +76,11 @@ def test_an_unreachable_broker_is_named_in_one_line_with_exit_4(tmp_path: Path) 
         assert line.startswith("hub: cannot reach Kafka at 127.0.0.1:"), line
 
 
-def test_hub_run_that_cannot_start_says_why_in_json_lines_only(tmp_path: Path) -> None:
-    result = hub("run", "intake", tmp_path=tmp_path)
+@pytest.mark.parametrize("service", ["intake", "ingress"])
+def test_hub_run_that_cannot_start_says_why_in_json_lines_only(
+    tmp_path: Path, service: str
+) -> None:
+    result = hub("run", service, tmp_path=tmp_path, HUB_INGRESS_PORT="0")
     assert result.returncode == 4
     events = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
     assert result.stdout == ""
@@ -85,9 +90,10 @@ def test_hub_run_that_cannot_start_says_why_in_json_lines_only(tmp_path: Path) -
     assert "Unclosed" not in result.stderr
 
 
-def test_hub_run_with_an_unreachable_store_exits_5(tmp_path: Path) -> None:
+@pytest.mark.parametrize("service", ["intake", "ingress"])
+def test_hub_run_with_an_unreachable_store_exits_5(tmp_path: Path, service: str) -> None:
     url = f"postgresql://hub@127.0.0.1:{closed_port()}/hub"
-    result = hub("run", "intake", tmp_path=tmp_path, HUB_DATABASE_URL=url)
+    result = hub("run", service, tmp_path=tmp_path, HUB_DATABASE_URL=url, HUB_INGRESS_PORT="0")
     assert result.returncode == 5
     failed = json.loads(result.stderr.splitlines()[-1])
     assert failed["event"] == "service_failed"
