@@ -22,6 +22,7 @@ from hub.access import all_bindings, partner_user
 from hub.asyncapi import build_documents
 from hub.bootstrap import declaration_of
 from hub.core.acls import user
+from hub.core.connection import SCRAM_MECHANISM
 from hub.core.envelope import Envelope, derive_event_id
 from hub.core.topics import (
     STOREFRONT_REQUESTS,
@@ -173,6 +174,27 @@ def _rights(settings: HubSettings, table: PartnerTable, code: str) -> str:
     lines = ["| resource | name | allowed |", "|---|---|---|"]
     lines += [f"| {kind} | `{name}` | {operation} |" for kind, name, operation in rows]
     return "\n".join(lines)
+
+
+def _client_config(code: str) -> str:
+    """A Kafka client's settings for the partner, as librdkafka names them."""
+    user_name = partner_user(code)
+    lines = [
+        "bootstrap.servers=<the bootstrap servers you were given>",
+        "security.protocol=SASL_SSL",
+        f"sasl.mechanism={SCRAM_MECHANISM}",
+        f"sasl.username={user_name}",
+        "sasl.password=<your password>",
+        "# (Java clients: sasl.jaas.config with ScramLoginModule instead of the two lines above)",
+        "# consumer (pickup orders)",
+        f"group.id={user_name}",
+        "enable.auto.commit=false",
+        "auto.offset.reset=earliest",
+        "# producer (your events)",
+        "acks=all",
+        "enable.idempotence=true",
+    ]
+    return _fenced("properties", "\n".join(lines))
 
 
 def _message_types(
@@ -354,6 +376,7 @@ def blocks(settings: HubSettings, table: PartnerTable, registry: Registry) -> di
     ingress = declaration_of("ingress", settings, table).service
     return {
         "kafka-courier-rights": _rights(settings, table, kafka),
+        "kafka-client-config": _client_config(kafka),
         "kafka-courier-messages": _message_types(settings, table, registry, kafka),
         "pickup-order-record": _fenced(
             "yaml",
