@@ -12,7 +12,7 @@ KAFKA_IMAGE := localhost/aftersales-hub-kafka:$(KAFKA_VERSION)
 # The AsyncAPI project's parser (npm), pinned by tests/support/asyncapi/package-lock.json.
 ASYNCAPI_TOOLS := tests/support/asyncapi/node_modules/.installed
 
-.PHONY: podman image deploy-tools containers-test kafka-image test-containers test demo bench bench-console chaos soak lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
+.PHONY: podman image deploy-tools containers-test kafka-image test-containers test demo bench bench-ingress bench-console chaos soak lint typecheck schemas-check asyncapi-check asyncapi-tools unit integration install kafka-jars postgres prometheus browser clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -143,6 +143,10 @@ soak: kafka-jars
 bench: kafka-jars
 	PYTHONPATH=services $(BIN)/python -m lab.bench $(BENCH_ARGS)
 	PYTHONPATH=services $(BIN)/python -m lab.bench.observability
+
+# Only the HTTP front door's row: `hub run ingress` under HTTP load (INGRESS_ARGS="--rate 500").
+bench-ingress: kafka-jars
+	PYTHONPATH=services $(BIN)/python -m lab.bench.ingress $(INGRESS_ARGS)
 
 # The console's pages timed with 100,000 dead letters on a real broker; LETTERS=... to change.
 bench-console: kafka-jars

@@ -98,10 +98,14 @@ def all_bindings(settings: HubSettings, table: PartnerTable | None = None) -> li
     declared = declarations(settings, table)
     bindings: list[AclBinding] = []
     for declaration in declared:
-        bindings += service_bindings(
-            declaration.service, declaration.outputs, settings.retry_delays
-        )
-    services = [declaration.service for declaration in declared]
+        if declaration.consumes:
+            bindings += service_bindings(
+                declaration.service, declaration.outputs, settings.retry_delays
+            )
+        else:
+            # Nothing to read, retry or replay: it may write what it produces and no more.
+            bindings += writes_to(user(declaration.group), declaration.outputs)
+    services = [declaration.service for declaration in declared if declaration.consumes]
     bindings += [*partner_bindings(table), *storefront_bindings(), *operations_bindings(services)]
     bindings += lag_reader_bindings(services)
     return sorted(set(bindings))

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from dispatch.partners import load_partners
 from dispatch.service import build_service as build_dispatch
 from gateway.center import declare_center_gateway
 from gateway.service import declare_gateway
 from hub.core.topics import Subscription, declare
+from ingress.service import declare_ingress
 from intake.service import build_service as build_intake
 from notify.service import build_service as build_notify
 from notify.service import declare_sender
@@ -24,7 +25,6 @@ from tracker.service import build_service as build_tracker
 if TYPE_CHECKING:
     from dispatch.partners import PartnerTable
     from hub.core.handler import Service
-    from hub.core.service import ServiceRuntime
     from hub.core.settings import HubSettings
     from hub.core.topics import TopicSpec
     from tracker.sla import SlaTable
@@ -41,6 +41,15 @@ class Adapter(StrEnum):
     """An HTTP repair center's API client, and its report webhook (which writes its events)."""
     NOTIFICATION_PROVIDERS = "notification-providers"
     """The SMS and push gateways and the SMTP relay."""
+    HTTP_INGRESS = "http-ingress"
+    """The HTTP front door: it consumes nothing; backends' CloudEvents are its input."""
+
+
+class Runnable(Protocol):
+    """What `hub run` runs: until SIGTERM or Ctrl-C, draining first."""
+
+    async def serve(self) -> None:
+        """Run until asked to stop."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,11 @@ class Declaration:
         """
         return self.service.outputs
 
+    @property
+    def consumes(self) -> bool:
+        """Whether the group reads topics (the ingress reads HTTP requests instead)."""
+        return bool(self.service.all_inputs)
+
 
 def declarations(
     settings: HubSettings, table: PartnerTable | None = None, sla: SlaTable | None = None
@@ -88,6 +102,7 @@ def declarations(
             Declaration(declare_center_gateway(settings, code), Adapter.CENTER_API, code)
             for code in centers
         ),
+        Declaration(declare_ingress(settings), Adapter.HTTP_INGRESS),
     ]
 
 
@@ -109,7 +124,7 @@ def runtime_for(
     *,
     webhook_port: int,
     table: PartnerTable | None = None,
-) -> ServiceRuntime:
+) -> Runnable:
     """A declared group ready to run, its adapters built from the settings and environment.
 
     ValueError names what the environment lacks (a partner's URL or credentials).
@@ -117,6 +132,7 @@ def runtime_for(
     from gateway.bootstrap import center_gateway_runtime, gateway_runtime  # noqa: PLC0415
     from hub.core.service import ServiceRuntime  # noqa: PLC0415 - the kernel only to run
     from hub.messages import CATALOGUE  # noqa: PLC0415
+    from ingress.app import IngressRuntime  # noqa: PLC0415 - FastAPI only to serve it
     from notify.bootstrap import sender_runtime  # noqa: PLC0415
 
     table = table or load_partners()
@@ -130,6 +146,8 @@ def runtime_for(
             return gateway_runtime(settings, table.courier(code), CATALOGUE, webhook_port)
         case Adapter.CENTER_API:
             return center_gateway_runtime(settings, table.center(code), CATALOGUE, webhook_port)
+        case Adapter.HTTP_INGRESS:
+            return IngressRuntime(settings, declaration.service, CATALOGUE)
 
 
 def all_topics(
@@ -137,5 +155,5 @@ def all_topics(
 ) -> list[TopicSpec]:
     """Every topic the declared groups read or write, with their retry, dead-letter and replay."""
     declared = declarations(settings, table, sla)
-    subscriptions = [Subscription(d.group, d.service.all_inputs) for d in declared]
+    subscriptions = [Subscription(d.group, d.service.all_inputs) for d in declared if d.consumes]
     return declare(settings, subscriptions, [t for d in declared for t in d.outputs])

@@ -110,6 +110,15 @@ def _has_webhook(declaration: Declaration) -> bool:
     return declaration.adapter in {Adapter.COURIER_API, Adapter.CENTER_API}
 
 
+def _is_ingress(declaration: Declaration) -> bool:
+    # The HTTP front door serves its probes and metrics on its own port, next to POST /events.
+    return declaration.adapter is Adapter.HTTP_INGRESS
+
+
+def _port_variable(declaration: Declaration) -> str:
+    return "HUB_INGRESS_PORT" if _is_ingress(declaration) else "HUB_HTTP_PORT"
+
+
 def _deployment(declaration: Declaration, settings: HubSettings, target: Target) -> dict[str, Any]:
     group = declaration.group
     args = ["run", group]
@@ -129,7 +138,7 @@ def _deployment(declaration: Declaration, settings: HubSettings, target: Target)
             {"secretRef": {"name": APP, "optional": True}},
         ],
         "env": [
-            {"name": "HUB_HTTP_PORT", "value": str(HTTP_PORT)},
+            {"name": _port_variable(declaration), "value": str(HTTP_PORT)},
             {"name": "HUB_KAFKA_USERNAME", "value": group},
             {
                 "name": "HUB_KAFKA_PASSWORD",
@@ -205,16 +214,19 @@ def _deployment(declaration: Declaration, settings: HubSettings, target: Target)
     }
 
 
-def _webhook_service(declaration: Declaration) -> dict[str, Any]:
+def _service(declaration: Declaration) -> dict[str, Any]:
+    """What partners (webhooks) or platform backends (the front door) reach the group by."""
     group = declaration.group
+    port = (
+        {"name": "http", "port": HTTP_PORT, "targetPort": "http"}
+        if _is_ingress(declaration)
+        else {"name": "webhook", "port": WEBHOOK_PORT, "targetPort": "webhook"}
+    )
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": deployment_name(group), "labels": _labels(group)},
-        "spec": {
-            "selector": _labels(group),
-            "ports": [{"name": "webhook", "port": WEBHOOK_PORT, "targetPort": "webhook"}],
-        },
+        "spec": {"selector": _labels(group), "ports": [port]},
     }
 
 
@@ -391,7 +403,7 @@ def _compose(declared: list[Declaration], settings: HubSettings, image: str) -> 
         },
     }
     for declaration in declared:
-        environment = {**passed_through, "HUB_HTTP_PORT": str(HTTP_PORT)}
+        environment = {**passed_through, _port_variable(declaration): str(HTTP_PORT)}
         if declaration.partner is not None:
             environment |= dict.fromkeys(_partner_variables(declaration))
         service: dict[str, Any] = {
@@ -453,12 +465,13 @@ def render(
     files = {
         "k8s/configmap.yaml": [_config_map(settings, target)],
         "k8s/deployments.yaml": [_deployment(d, settings, target) for d in declared],
-        "k8s/services.yaml": [_webhook_service(d) for d in declared if _has_webhook(d)],
+        "k8s/services.yaml": [_service(d) for d in declared if _has_webhook(d) or _is_ingress(d)],
         "k8s/kafka-topics.yaml": [_kafka_topic(spec, target) for spec in topics.values()],
         "k8s/kafka-users.yaml": _kafka_users(all_bindings(settings, table), target),
         "k8s/autoscaling.yaml": [
             *_lag_reader_auth(),
-            *(_scaled_object(d, topics, target) for d in declared),
+            # On consumer lag: a group that reads no topic (the front door) has none to scale on.
+            *(_scaled_object(d, topics, target) for d in declared if d.service.inputs),
         ],
     }
     texts = {path: dump(documents) for path, documents in files.items()}

@@ -19,6 +19,7 @@ from hub.core.settings import (
     OperatorSettings,
     Seconds,
 )
+from ingress.settings import IngressSettings
 
 if TYPE_CHECKING:
     from pydantic.fields import FieldInfo
@@ -55,6 +56,12 @@ SETTINGS_MODELS = (
         ConsoleSettings,
         "Read by `hub console serve`, the on-call web console; it also reads every variable of "
         "the first section.",
+    ),
+    Section(
+        "`hub run ingress`",
+        IngressSettings,
+        "Read by the HTTP front door, which also reads every variable of the first section "
+        "(broker, state store, `HUB_STATE_DIR`). `hub ingress new-token` makes a backend's entry.",
     ),
     Section(
         "Local broker, tests, demo, bench and chaos",

@@ -565,7 +565,8 @@ async def _run(
             state_dir=str(base_dir / "state"),
         )
         await apply_topics(settings.kafka_bootstrap_servers, all_topics(settings))
-        declared = declarations(settings)
+        # The HTTP front door consumes nothing: the fault suite's load goes straight to Kafka.
+        declared = [d for d in declarations(settings) if d.consumes]
         ports = {d.group: free_port() for d in declared if d.adapter in UNKILLED}
         partners = Partners(kafka.bootstrap_servers, plan.partner_failure_rate, plan.seed, ports)
         for partner in partners.all:

@@ -129,6 +129,8 @@ class LocalStack(AsyncResource):
         services = [
             self._with_adapters(declaration, providers)
             for declaration in declarations(self.settings, self.table, self.sla)
+            # The HTTP front door consumes nothing: the stack's producers write for it.
+            if declaration.consumes
         ]
         self.runtimes = [
             ServiceRuntime(service, self.settings, registry=CATALOGUE, sink=self.sink)

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 USERS = ("intake", "dispatch", partner_user("jd"), partner_user("yd"), STOREFRONT_USER,
-         OPERATIONS_USER)  # fmt: skip
+         OPERATIONS_USER, "ingress")  # fmt: skip
 
 
 class SecuredCluster:
@@ -176,6 +176,37 @@ async def test_a_service_runs_on_its_own_rights_and_cannot_write_a_topic_it_does
             await sink.send([overreach])
     finally:
         await sink.stop()
+
+
+async def test_the_front_door_may_write_storefront_requests_and_nothing_else(
+    secured: SecuredCluster, declared: int, settings_of: Callable[[str], HubSettings]
+) -> None:
+    assert declared > 0
+    request = sample_request_v2(4343)
+    # The producer the ingress runs: acks=all, idempotent, on the ingress user's rights alone.
+    sink = KafkaSink(settings_of("ingress"), client_id="hub-ingress")
+    await sink.start()
+    try:
+        await sink.send(
+            [event_record(STOREFRONT_REQUESTS, request, key=request.request_id, source="urn:be")]
+        )
+        overreach = event_record(CASES, request, key="x", source="urn:be")
+        with pytest.raises(TopicAuthorizationFailedError, match=r"aftersales\.cases"):
+            await sink.send([overreach])
+    finally:
+        await sink.stop()
+    # It consumes nothing: no topic to read, no group to join.
+    reader = AIOKafkaConsumer(STOREFRONT_REQUESTS, **secured.sasl("ingress"))
+    await reader.start()
+    try:
+        with pytest.raises(TopicAuthorizationFailedError, match=r"storefront\.aftersales"):
+            await reader.getmany(timeout_ms=5000)
+    finally:
+        await reader.stop()
+    member = AIOKafkaConsumer(STOREFRONT_REQUESTS, group_id="ingress", **secured.sasl("ingress"))
+    with pytest.raises(GroupAuthorizationFailedError, match="ingress"):
+        await member.start()
+    await member.stop()
 
 
 async def test_a_wrong_password_is_refused_with_a_clear_error_in_our_logs(

@@ -137,3 +137,58 @@ def test_the_table_shows_every_row_and_the_json_holds_the_summary(tmp_path: Path
     assert document["summary"]["targets"]["replay_over_hub"]["met"] is True
     assert document["options"]["rates"] == [200.0, 1000.0]
     assert len(document["samples"]) == len(run.samples)
+
+
+def ingress_result(closed_rate: float, p99_ms: float) -> dict[str, Any]:
+    return {
+        "variant": "ingress",
+        "open": {
+            "offered_rate": 1000.0,
+            "sent": 20000,
+            "achieved_rate": 990.0,
+            "p50_ms": 4.0,
+            "p95_ms": 12.0,
+            "p99_ms": p99_ms,
+            "max_ms": 90.0,
+        },
+        "closed": {
+            "connections": 64,
+            "answered": 30000,
+            "rate": closed_rate,
+            "p50_ms": 30.0,
+            "p99_ms": 80.0,
+        },
+        "refused": {"503": 2},
+        "requests": 50000,
+        "ingress_cpu_us_per_request": 410.0,
+        "ingress_peak_rss_mb": 95.0,
+    }
+
+
+def test_the_ingress_row_has_its_two_targets_and_its_process_is_a_service() -> None:
+    run = a_run()
+    run.samples.append(Sample("ingress", 0, ingress_result(1450.0, 61.5), 95.0, service=True))
+    summary = summarise(run)
+    targets = summary["targets"]
+    assert targets["ingress_requests_per_s"]["measured"] == 1450.0
+    assert targets["ingress_requests_per_s"]["met"] is True
+    assert targets["ingress_p99_ms@1000"] == {
+        "target": 50.0,
+        "measured": 61.5,
+        "met": False,
+        "at_most": True,
+    }
+    assert summary["service_peak_rss_mb"]["ingress"] == 95.0
+    console = Console(width=250, record=True)
+    console.print(table(run, summary))
+    text = console.export_text()
+    assert "8 HTTP front door" in text
+    assert "990 @ 1,000 offered, 2 refused" in text
+    assert "p99 61.5" in text
+    assert "CPU 410 us a request" in text
+
+
+def test_without_an_ingress_sample_there_is_no_ingress_target() -> None:
+    summary = summarise(a_run())
+    assert summary["ingress"] is None
+    assert not [name for name in summary["targets"] if name.startswith("ingress")]

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 HUB = Path(sys.executable).parent / "hub"
 
 
@@ -93,8 +95,11 @@ def test_contradictory_or_invalid_settings_are_one_line_with_exit_2(tmp_path: Pa
     )
 
 
-def test_hub_run_that_cannot_start_says_why_in_json_lines_only(tmp_path: Path) -> None:
-    result = hub("run", "intake", tmp_path=tmp_path)
+@pytest.mark.parametrize("service", ["intake", "ingress"])
+def test_hub_run_that_cannot_start_says_why_in_json_lines_only(
+    tmp_path: Path, service: str
+) -> None:
+    result = hub("run", service, tmp_path=tmp_path, HUB_INGRESS_PORT="0")
     assert result.returncode == 4
     events = [json.loads(line) for line in result.stderr.splitlines()]  # every line is JSON
     assert result.stdout == ""
@@ -104,9 +109,10 @@ def test_hub_run_that_cannot_start_says_why_in_json_lines_only(tmp_path: Path) -
     assert "Unclosed" not in result.stderr
 
 
-def test_hub_run_with_an_unreachable_store_exits_5(tmp_path: Path) -> None:
+@pytest.mark.parametrize("service", ["intake", "ingress"])
+def test_hub_run_with_an_unreachable_store_exits_5(tmp_path: Path, service: str) -> None:
     url = f"postgresql://hub@127.0.0.1:{closed_port()}/hub"
-    result = hub("run", "intake", tmp_path=tmp_path, HUB_DATABASE_URL=url)
+    result = hub("run", service, tmp_path=tmp_path, HUB_DATABASE_URL=url, HUB_INGRESS_PORT="0")
     assert result.returncode == 5
     failed = json.loads(result.stderr.splitlines()[-1])
     assert failed["event"] == "service_failed"

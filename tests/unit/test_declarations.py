@@ -114,6 +114,10 @@ def test_each_group_may_read_and_write_exactly_what_its_declaration_says() -> No
     settings = HubSettings()
     for declaration in declarations(settings):
         service, group = declaration.service, declaration.group
+        if not declaration.consumes:
+            assert granted(group, "READ") == set(), group
+            assert granted(group, "WRITE") == set(declaration.outputs), group
+            continue
         retries = {
             retry_topic(topic, group, delay)
             for topic in service.all_inputs
@@ -177,3 +181,19 @@ def test_hub_run_knows_every_declared_group_and_names_them_for_an_unknown_one() 
         )
     with pytest.raises(ValueError, match=r"unknown service 'intak'; known: intake, dispatch"):
         declaration_of("intak", settings)
+
+
+def test_the_http_front_door_may_write_the_storefront_topic_and_nothing_else() -> None:
+    settings = HubSettings()
+    (ingress,) = [d for d in declarations(settings) if d.group == "ingress"]
+    assert ingress.adapter is bootstrap.Adapter.HTTP_INGRESS
+    assert not ingress.consumes
+    assert ingress.outputs == ("storefront.aftersales.requests",)
+    rights = {
+        (b.resource_type.name, b.resource_name, b.operation.name)
+        for b in all_bindings(settings)
+        if b.principal == user("ingress")
+    }
+    assert rights == {("TOPIC", "storefront.aftersales.requests", "WRITE")}
+    topics = {spec.name for spec in all_topics(settings)}
+    assert not {t for t in topics if t.startswith("ingress.") or ".ingress." in t}

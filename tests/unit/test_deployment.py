@@ -80,7 +80,12 @@ def test_a_deployment_per_group_probed_on_healthz_and_readyz_as_non_root(
     assert container["resources"]["limits"]["memory"] == "512Mi"
     gateway = deployments["hub-gateway-sf"]["spec"]["template"]["spec"]["containers"][0]
     assert gateway["args"] == ["run", "gateway-sf", "--webhook-port", "8080"]
-    assert sorted(by_kind(files, "Service")) == ["hub-gateway-center-sh", "hub-gateway-sf"]
+    # Partners reach the webhooks, platform backends the front door, on the ingress's own port.
+    assert sorted(by_kind(files, "Service")) == [
+        "hub-gateway-center-sh", "hub-gateway-sf", "hub-ingress"
+    ]  # fmt: skip
+    ingress = by_kind(files, "Deployment")["hub-ingress"]["spec"]["template"]["spec"]
+    assert {"name": "HUB_INGRESS_PORT", "value": "9464"} in ingress["containers"][0]["env"]
 
 
 def test_the_config_map_carries_the_topic_layout_the_manifests_were_rendered_with() -> None:
@@ -143,7 +148,8 @@ def test_a_scaled_object_per_group_on_the_lag_of_its_declared_inputs_only(
     assert not [t for t in every_topic if ".retry." in t or ".timer." in t or "replay" in t]
     assert dispatch["scaleTargetRef"] == {"name": "hub-dispatch"}
     assert (dispatch["minReplicaCount"], dispatch["maxReplicaCount"]) == (1, 3)
-    assert sorted(scaled) == sorted(by_kind(files, "Deployment"))
+    # Every group that reads topics scales on their lag; the front door reads none.
+    assert sorted(scaled) == sorted(set(by_kind(files, "Deployment")) - {"hub-ingress"})
 
 
 def test_replicas_are_bounded_by_input_partitions_and_by_one_on_sqlite() -> None:

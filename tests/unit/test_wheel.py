@@ -33,7 +33,16 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_the_wheel_carries_the_product_and_its_data_but_not_the_lab(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     packages = {name.split("/")[0] for name in names if "/" in name and ".dist-info" not in name}
-    assert packages == {"hub", "intake", "dispatch", "repair", "notify", "tracker", "gateway"}
+    assert packages == {
+        "hub",
+        "intake",
+        "dispatch",
+        "repair",
+        "notify",
+        "tracker",
+        "gateway",
+        "ingress",
+    }
     assert not [name for name in names if name.startswith(("lab/", "simulators/"))]
     assert {"hub/data/partners.yaml", "hub/data/sla.yaml"} <= set(names)
     schemas = [name for name in names if name.startswith("hub/data/schemas/")]

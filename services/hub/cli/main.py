@@ -15,6 +15,8 @@ from hub.cli.asyncapi import asyncapi_app
 from hub.cli.console import console_app
 from hub.cli.deploy import deploy_app
 from hub.cli.dlq import dlq_app
+from hub.cli.docs import docs_app
+from hub.cli.ingress import ingress_app
 from hub.cli.schemas import schemas_app
 from hub.cli.settings import settings_app
 from hub.cli.stats import case_app, stats_command
@@ -28,7 +30,9 @@ topics_app = typer.Typer(help="Topics declared as code.", no_args_is_help=True)
 app.add_typer(asyncapi_app, name="asyncapi")
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(docs_app, name="docs")
 app.add_typer(console_app, name="console")
+app.add_typer(ingress_app, name="ingress")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(settings_app, name="settings")
 app.add_typer(topics_app, name="topics")

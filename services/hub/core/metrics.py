@@ -69,6 +69,12 @@ NOTIFICATIONS = Counter(
 WEBHOOK_REFUSED = Counter(
     "hub_webhook_refused", "Partner pushes refused for a bad or stale signature.", ["partner"]
 )
+INGRESS_REQUESTS = Histogram(
+    "hub_ingress_request_seconds",
+    "Requests of the HTTP front door by route and status, timed to the answer.",
+    ["route", "status"],
+    buckets=_HANDLING_BUCKETS,
+)
 
 SLA_BREACH_TYPE = "aftersales.sla.breached"
 """Family of the tracker's SlaBreached events (`ce_type` is `<family>.v<n>`)."""

@@ -15,7 +15,7 @@ from lab.bench.report import summarise, table, write_json
 from lab.bench.runner import ROTATION, BenchOptions, run_bench
 
 DEFAULT_OUTPUT = Path(".hub/bench/results.json")
-SKIPPABLE = (*ROTATION, "e2e")
+SKIPPABLE = (*ROTATION, "e2e", "ingress")
 
 app = typer.Typer(add_completion=False)
 
@@ -59,8 +59,18 @@ def bench(
     perf_records: Annotated[
         int, typer.Option(min=1000, help="Records ProducerPerformance sends per round.")
     ] = 100_000,
+    ingress_rate: Annotated[
+        float, typer.Option(min=1, help="Requests per second offered to `hub run ingress`.")
+    ] = 1000.0,
+    ingress_seconds: Annotated[
+        float, typer.Option(min=1, help="Length of each ingress phase (open, closed loop).")
+    ] = 20.0,
     skip: Annotated[
         list[str] | None, typer.Option(help=f"Leave a variant out: {', '.join(SKIPPABLE)}.")
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(help="Measure only these variants (e.g. --only ingress); the rest skipped."),
     ] = None,
     profile: Annotated[
         list[str] | None,
@@ -69,7 +79,7 @@ def bench(
     output: Annotated[Path, typer.Option(help="Where the JSON goes.")] = DEFAULT_OUTPUT,
 ) -> None:
     """Measure the hub's hop next to raw aiokafka and bare FastStream, in one run on one broker."""
-    unknown = (set(skip or ()) | set(profile or ())) - set(SKIPPABLE)
+    unknown = (set(skip or ()) | set(profile or ()) | set(only or ())) - set(SKIPPABLE)
     if unknown:
         raise typer.BadParameter(f"unknown variant(s) {sorted(unknown)}; known: {SKIPPABLE}")
     offered = _rates(rates)
@@ -87,9 +97,11 @@ def bench(
         max_records=max_records,
         dlq_letters=dlq_letters,
         perf_records=perf_records,
-        skip=frozenset(skip or ()),
+        skip=frozenset(skip or ()) | (frozenset(SKIPPABLE) - set(only) if only else frozenset()),
         profile=frozenset(profile or ()),
         log_dir=output.parent / "logs",
+        ingress_rate=ingress_rate,
+        ingress_seconds=ingress_seconds,
     )
     run = run_bench(options, say=console.print)
     summary = summarise(run)

@@ -28,6 +28,10 @@ INFO_RATIOS: dict[str, tuple[str, str]] = {
 DLQ_REPLAY_TARGET = 10_000.0
 """Letters a second `hub dlq replay` sends with no --rate."""
 E2E_P99_TARGET_MS = 150.0
+INGRESS_RATE_TARGET = 1000.0
+"""Requests a second `hub run ingress` answers 202 (closed loop)."""
+INGRESS_P99_TARGET_MS = 50.0
+"""p99 of a request at the offered rate (open loop), from its scheduled send time."""
 SERVICE_RSS_TARGET_MB = 150.0
 """Peak RSS of each process that runs a service (hub and replay workers, e2e intake/dispatch)."""
 LABELS = {
@@ -61,7 +65,9 @@ def _service_peaks(samples: list[Sample]) -> dict[str, float]:
     """Peak RSS of every process that ran a service, by name."""
     peaks: dict[str, float] = {}
     for sample in samples:
-        if sample.service:
+        if sample.service and sample.variant == "ingress":
+            peaks["ingress"] = sample.peak_rss_mb
+        elif sample.service:
             name = sample.variant
             peaks[name] = max(peaks.get(name, 0.0), sample.peak_rss_mb)
         if sample.variant == "e2e":
@@ -113,6 +119,7 @@ def summarise(run: BenchRun) -> dict[str, Any]:
             for name, (numerator, denominator) in INFO_RATIOS.items()
         },
         "e2e": e2e,
+        "ingress": next((s.result for s in run.samples if s.variant == "ingress"), None),
         "service_peak_rss_mb": _service_peaks(run.samples),
         "broker_peak_rss_mb": run.broker_peak_rss_mb,
     }
@@ -136,6 +143,12 @@ def _targets(summary: dict[str, Any]) -> dict[str, Any]:
     for entry in summary["e2e"]:
         targets[f"e2e_p99_ms@{entry['offered_rate']:g}"] = _target(
             E2E_P99_TARGET_MS, entry["p99_ms"], at_most=True
+        )
+    ingress = summary["ingress"]
+    if ingress is not None:
+        targets["ingress_requests_per_s"] = _target(INGRESS_RATE_TARGET, ingress["closed"]["rate"])
+        targets[f"ingress_p99_ms@{ingress['open']['offered_rate']:g}"] = _target(
+            INGRESS_P99_TARGET_MS, ingress["open"]["p99_ms"], at_most=True
         )
     peaks: dict[str, float] = summary["service_peak_rss_mb"]
     targets["service_peak_rss_mb"] = _target(
@@ -164,6 +177,39 @@ def _e2e_row(grid: Table, e2e: dict[str, Any]) -> None:
     )
 
 
+def _ingress_row(grid: Table, ingress: dict[str, Any]) -> None:
+    opened, closed = ingress["open"], ingress["closed"]
+    refused = sum(ingress["refused"].values())
+    grid.add_row(
+        "8 HTTP front door (`hub run ingress`), requests/s",
+        f"{closed['rate']:,.0f}",
+        f"{opened['achieved_rate']:,.0f} @ {opened['offered_rate']:,.0f} offered"
+        + (f", {refused} refused" if refused else "")
+        + (f", {ingress['resent']} sent again" if ingress.get("resent") else ""),
+        f"p50 {opened['p50_ms']:,.1f} / p95 {opened['p95_ms']:,.1f} / p99 {opened['p99_ms']:,.1f}"
+        f" / max {opened['max_ms']:,.0f} ms; CPU {ingress['ingress_cpu_us_per_request']:,.0f} us"
+        " a request",
+        f"{ingress['ingress_peak_rss_mb']:.0f}",
+    )
+
+
+def _variant_rows(grid: Table, variants: dict[str, Any]) -> None:
+    for variant, entry in variants.items():
+        latency = ""
+        if variant == "kafka-perf":
+            latency = " / ".join(f"{p} {entry[f'{p}_ms']:.0f}" for p in ("p50", "p95", "p99"))
+            latency += " ms"
+        if variant == "dlq-replay":
+            latency = f"CPU {entry['cpu_us_per_letter']:.0f} us a letter"
+        grid.add_row(
+            LABELS[variant] + ("" if entry["complete"] else " (INCOMPLETE)"),
+            f"{entry['rate_median']:,.0f}",
+            f"{entry['rate_min']:,.0f}..{entry['rate_max']:,.0f}",
+            latency,
+            f"{entry['peak_rss_mb']:.0f}",
+        )
+
+
 def table(run: BenchRun, summary: dict[str, Any]) -> Table:
     """The figures as one table for the terminal."""
     rounds = run.options.rounds
@@ -179,22 +225,11 @@ def table(run: BenchRun, summary: dict[str, Any]) -> Table:
             justify="left" if column in {"variant", "latency"} else "right",
             no_wrap=column == "variant",
         )
-    for variant, entry in summary["variants"].items():
-        latency = ""
-        if variant == "kafka-perf":
-            latency = " / ".join(f"{p} {entry[f'{p}_ms']:.0f}" for p in ("p50", "p95", "p99"))
-            latency += " ms"
-        if variant == "dlq-replay":
-            latency = f"CPU {entry['cpu_us_per_letter']:.0f} us a letter"
-        grid.add_row(
-            LABELS[variant] + ("" if entry["complete"] else " (INCOMPLETE)"),
-            f"{entry['rate_median']:,.0f}",
-            f"{entry['rate_min']:,.0f}..{entry['rate_max']:,.0f}",
-            latency,
-            f"{entry['peak_rss_mb']:.0f}",
-        )
+    _variant_rows(grid, summary["variants"])
     for e2e in summary["e2e"]:
         _e2e_row(grid, e2e)
+    if summary["ingress"] is not None:
+        _ingress_row(grid, summary["ingress"])
     if summary["broker_peak_rss_mb"] is not None:
         grid.add_row("Kafka broker (JVM)", "", "", "", f"{summary['broker_peak_rss_mb']:.0f}")
     grid.add_section()
@@ -249,6 +284,11 @@ def write_json(run: BenchRun, summary: dict[str, Any], path: Path) -> None:
             "e2e_latency": "from the scheduled send time of a storefront request to the arrival "
             "of its pickup order on courier.<code>.pickup-orders (no coordinated omission); "
             "fresh intake and dispatch processes for each rate",
+            "ingress": "`hub run ingress` as deployed (its own process, fresh SQLite store, "
+            "production logging); binary-mode storefront requests over kept-alive aiohttp "
+            "connections, each a new ce-id: an open-loop phase at the offered rate (latency "
+            "from the scheduled send time to the 202), then a closed loop of N clients (the "
+            "most it answers a second); CPU per request from /proc over both phases",
         },
         "summary": summary,
         "samples": [asdict(sample) for sample in run.samples],

@@ -84,6 +84,12 @@ class BenchOptions:
     profile: frozenset[str] = frozenset()
     """Variants whose worker runs under py-spy (their RSS is then py-spy's, not theirs)."""
     log_dir: Path = Path(".hub/bench/logs")
+    ingress_rate: float = 1000.0
+    """Requests per second offered to `hub run ingress` in its open-loop phase."""
+    ingress_seconds: float = 20.0
+    """How long each ingress phase (open loop, then closed loop) lasts."""
+    ingress_connections: int = 64
+    """Kept-alive HTTP connections of the ingress load (and closed-loop clients)."""
 
 
 @dataclass(frozen=True)
@@ -207,6 +213,10 @@ class Bench:
         """Whether `variant` is measured in this run."""
         return variant not in self.options.skip
 
+    def passthrough(self) -> bool:
+        """Whether a round-robin variant is measured (they need the preloaded input)."""
+        return any(self.measures(variant) for variant in ROTATION)
+
     async def prepare(self) -> int:
         """Create every topic, preload the inputs; returns the size of one request record."""
         settings = HubSettings()
@@ -223,7 +233,8 @@ class Bench:
         await apply_topics(self.bootstrap, wanted.values())
         count = self.options.count
         records = [storefront_request(i, topic=self.input_topic) for i in range(count)]
-        await produce_all(self.bootstrap, records)
+        if self.passthrough():
+            await produce_all(self.bootstrap, records)
         if self.measures("replay"):
             for r in rounds:
                 group = self.group("replay", r)
@@ -365,6 +376,21 @@ class Bench:
             peaks = {name: round(_finish(process)[1], 1) for name, process in services.items()}
         return Sample("e2e", index, result, round(rss, 1), processes=peaks)
 
+    def ingress(self) -> Sample:
+        """`hub run ingress` as deployed, HTTP load from this process (lab.bench.ingress)."""
+        from lab.bench.ingress import IngressOptions, measure  # noqa: PLC0415 - HTTP client
+
+        options = IngressOptions(
+            rate=self.options.ingress_rate,
+            seconds=self.options.ingress_seconds,
+            connections=self.options.ingress_connections,
+            log_level=self.env["HUB_LOG_LEVEL"],
+        )
+        result = measure(
+            self.bootstrap, options, self.workdir / "state", self.options.log_dir / "ingress.log"
+        )
+        return Sample("ingress", 0, result, result["ingress_peak_rss_mb"], service=True)
+
 
 def _variant(name: str) -> Variant:
     match name:
@@ -391,10 +417,12 @@ def run_bench(options: BenchOptions, say: Callable[[str], None]) -> BenchRun:
             run = BenchRun(options, bootstrap, broker_started_here=broker_pid is not None)
             bench = Bench(options, bootstrap, workdir, say)
             os.environ["HUB_KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-            say(f"broker {bootstrap}; creating topics, preloading {options.count} requests ...")
+            preload = f", preloading {options.count} requests" if bench.passthrough() else ""
+            say(f"broker {bootstrap}; creating topics{preload} ...")
             run.record_bytes = asyncio.run(bench.prepare())
-            say("warming up (raw passes, not counted) ...")
-            bench.warm_up()
+            if bench.passthrough():
+                say("warming up (raw passes, not counted) ...")
+                bench.warm_up()
             for round_ in range(options.rounds):
                 for variant in ROTATION:
                     if not bench.measures(variant):
@@ -421,6 +449,20 @@ def run_bench(options: BenchOptions, say: Callable[[str], None]) -> BenchRun:
                     f"end-to-end @ {rate:.0f}/s: {sample.result['received']}/"
                     f"{sample.result['sent']} arrived, {sample.result['in_time']} in time, "
                     f"p99 {sample.result['p99_ms']:,.0f} ms"
+                )
+            if bench.measures("ingress"):
+                say(
+                    f"ingress: {options.ingress_rate:.0f} requests/s offered, then "
+                    f"{options.ingress_connections} clients back to back, "
+                    f"{options.ingress_seconds:.0f} s each (`hub run ingress`) ..."
+                )
+                sample = bench.ingress()
+                run.samples.append(sample)
+                log.info("bench_measured", result=sample.result)
+                say(
+                    f"ingress: {sample.result['closed']['rate']:,.0f} requests/s closed loop; "
+                    f"p99 {sample.result['open']['p99_ms']:,.1f} ms at "
+                    f"{options.ingress_rate:.0f}/s offered"
                 )
             if broker_pid is not None:
                 run.broker_peak_rss_mb = _peak_rss_of(broker_pid)

@@ -1,0 +1,322 @@
+"""The HTTP front door under load: `hub run ingress` on one broker, an HTTP client offering events.
+
+`python -m lab.bench.ingress [--rate 1000] [--seconds 20] [--connections 64]` against
+KAFKA_BOOTSTRAP_SERVERS (or a local broker of its own). `hub run ingress` runs as deployed, in a
+process of its own on a fresh state store; this process offers binary-mode storefront requests
+over kept-alive connections (aiohttp), each with an id of its own, in two phases:
+
+- `open`: `--rate` requests a second for `--seconds`, each timed from its *scheduled* send time
+  to its 202 (a slow answer delays no later request: no coordinated omission);
+- `closed`: `--connections` clients back to back for `--seconds`: the most it answers a second.
+
+Every answer must be 202, i.e. on the broker with acks=all. `make bench` runs it as its ingress
+row; the last line printed is the result as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from hub.bootstrap import all_topics
+from hub.core.logging import configure_logging
+from hub.core.settings import HarnessSettings, HubSettings
+from hub.core.topics import apply_topics
+from ingress.auth import token_digest
+from lab.samples import sample_request_v2
+
+TOKEN = "bench-token"  # noqa: S105 - the bench's own throwaway backend
+SOURCE = "urn:storefront:bench"
+READY_TIMEOUT_S = 60.0
+REQUEST_TIMEOUT_S = 30.0
+RETRIES = 2
+FIRST_NUMBER = 50_000_000  # request numbers of their own, apart from the other rows'
+P99_TARGET_MS = 50.0
+RATE_TARGET = 1000.0
+
+
+@dataclass(frozen=True)
+class IngressOptions:
+    """What to offer, for how long."""
+
+    rate: float = RATE_TARGET
+    seconds: float = 20.0
+    connections: int = 64
+    warmup: int = 500
+    log_level: str = "INFO"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a running process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _percentile(values: list[float], share: float) -> float:
+    """Nearest-rank percentile of `values` (sorted here)."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, round(share * len(ordered)) - 1))]
+
+
+class Load:
+    """Bodies and headers of distinct storefront requests, and the session that sends them."""
+
+    def __init__(self, url: str, session: aiohttp.ClientSession, first: int) -> None:
+        self._url = f"{url}/events"
+        self._session = session
+        self._next = first
+        # One rendered request; each send puts its own request id in (cheap for the client).
+        self._template = sample_request_v2(0).to_bytes()
+        self._placeholder = sample_request_v2(0).request_id.encode()
+        self.refused: dict[int, int] = {}
+        self.sent = 0
+        self.resent = 0
+
+    async def send(self) -> None:
+        """One request, new id and request number; a non-202 is counted by status."""
+        number = self._next
+        self._next += 1
+        self.sent += 1
+        headers = {
+            "authorization": f"Bearer {TOKEN}",
+            "content-type": "application/json",
+            "ce-specversion": "1.0",
+            "ce-id": f"bench-{number}",
+            "ce-source": SOURCE,
+            "ce-type": "storefront.aftersales.requested.v2",
+            "ce-time": "2026-12-01T08:00:00+00:00",
+        }
+        body = self._template.replace(self._placeholder, f"RQ-{number:08d}".encode())
+        for attempt in range(RETRIES + 1):
+            try:
+                async with self._session.post(self._url, data=body, headers=headers) as answer:
+                    await answer.read()
+                    if answer.status != 202:  # noqa: PLR2004 - the one success status
+                        self.refused[answer.status] = self.refused.get(answer.status, 0) + 1
+                    return
+            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                # A kept-alive connection closed under us: send again, same ce-id, as a
+                # backend does (the front door writes it once either way).
+                if attempt == RETRIES:
+                    raise
+                self.resent += 1
+
+
+async def open_loop(load: Load, rate: float, seconds: float) -> dict[str, Any]:
+    """`rate` a second for `seconds`; latency from each request's scheduled time."""
+    total = int(rate * seconds)
+    latencies: list[float] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.1
+
+    async def one(scheduled: float) -> None:
+        await load.send()
+        latencies.append((loop.time() - scheduled) * 1000)
+
+    tasks: list[asyncio.Task[None]] = []
+    for index in range(total):
+        scheduled = start + index / rate
+        delay = scheduled - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = loop.time() - start
+    return {
+        "offered_rate": rate,
+        "sent": total,
+        "achieved_rate": round(total / elapsed, 1),
+        "p50_ms": round(_percentile(latencies, 0.50), 2),
+        "p95_ms": round(_percentile(latencies, 0.95), 2),
+        "p99_ms": round(_percentile(latencies, 0.99), 2),
+        "max_ms": round(max(latencies), 2),
+    }
+
+
+async def closed_loop(load: Load, connections: int, seconds: float) -> dict[str, Any]:
+    """`connections` clients back to back for `seconds`: requests answered a second."""
+    loop = asyncio.get_running_loop()
+    done = 0
+    latencies: list[float] = []
+    end = loop.time() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while loop.time() < end:
+            started = loop.time()
+            await load.send()
+            latencies.append((loop.time() - started) * 1000)
+            done += 1
+
+    started = loop.time()
+    await asyncio.gather(*(client() for _ in range(connections)))
+    return {
+        "connections": connections,
+        "answered": done,
+        "rate": round(done / (loop.time() - started), 1),
+        "p50_ms": round(_percentile(latencies, 0.50), 2),
+        "p99_ms": round(_percentile(latencies, 0.99), 2),
+    }
+
+
+async def _ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"hub run ingress exited with {process.returncode}")
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(f"{url}/readyz") as answer:
+                    if answer.status == 200:  # noqa: PLR2004 - ready
+                        return
+            await asyncio.sleep(0.2)
+    raise RuntimeError("hub run ingress was not ready in time")
+
+
+async def _drive(url: str, options: IngressOptions, pid: int) -> dict[str, Any]:
+    connector = aiohttp.TCPConnector(limit=options.connections, keepalive_timeout=60)
+    # No total: in the open phase a request may wait for a connection as long as the backlog
+    # takes, and that wait is part of its latency. A read that hangs still fails.
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        load = Load(url, session, FIRST_NUMBER + int(time.time()) % 1000 * 100_000)
+        for _ in range(options.warmup // options.connections + 1):
+            await asyncio.gather(*(load.send() for _ in range(options.connections)))
+        counted, cpu = load.sent, _cpu_seconds(pid)
+        opened = await open_loop(load, options.rate, options.seconds)
+        closed = await closed_loop(load, options.connections, options.seconds)
+        measured = load.sent - counted
+        return {
+            "open": opened,
+            "closed": closed,
+            "refused": load.refused,
+            "resent": load.resent,
+            "requests": load.sent,
+            # CPU of the ingress process per request of both phases: what one core can carry,
+            # far less sensitive than the rates to what else the machine runs.
+            "ingress_cpu_us_per_request": round((_cpu_seconds(pid) - cpu) / measured * 1e6, 1),
+        }
+
+
+def measure(
+    bootstrap: str, options: IngressOptions, workdir: Path, log_file: Path
+) -> dict[str, Any]:
+    """Start `hub run ingress`, offer the load, stop it; the figures and its peak RSS."""
+    port = _free_port()
+    backends = {"bench": {"token_sha256": token_digest(TOKEN), "sources": [SOURCE]}}
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "KAFKA_"))},
+        "HUB_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "HUB_STATE_DIR": str(workdir / f"ingress-{uuid.uuid4().hex[:6]}"),
+        "HUB_INGRESS_HOST": "127.0.0.1",
+        "HUB_INGRESS_PORT": str(port),
+        "HUB_INGRESS_BACKENDS": json.dumps(backends),
+        "HUB_LOG_LEVEL": options.log_level,
+        "HUB_LOG_FORMAT": "json",
+    }
+    hub = str(Path(sys.executable).with_name("hub"))
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("wb") as output:
+        process = subprocess.Popen(  # noqa: S603 - our own CLI
+            [hub, "run", "ingress"], env=environment, stdout=output, stderr=subprocess.STDOUT
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        asyncio.run(_ready(url, process))
+        result = asyncio.run(_drive(url, options, process.pid))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "variant": "ingress",
+        "options": asdict(options),
+        **result,
+        "ingress_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+        "ingress_exit": process.returncode,
+    }
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """The figures as the bench prints them, with the targets."""
+    opened, closed = result["open"], result["closed"]
+    met_rate = closed["rate"] >= RATE_TARGET
+    met_p99 = opened["p99_ms"] <= P99_TARGET_MS
+    return [
+        (
+            f"ingress @ {opened['offered_rate']:,.0f}/s offered: {opened['achieved_rate']:,.0f}/s, "
+            f"p50 {opened['p50_ms']:.1f} / p95 {opened['p95_ms']:.1f} / p99 "
+            f"{opened['p99_ms']:.1f} / max {opened['max_ms']:.1f} ms"
+        ),
+        (
+            f"ingress closed loop, {closed['connections']} connections: {closed['rate']:,.0f} "
+            f"requests/s (p50 {closed['p50_ms']:.1f} / p99 {closed['p99_ms']:.1f} ms)"
+        ),
+        (
+            f"refused: {result['refused'] or 'none'}, sent again: {result['resent']}; ingress CPU "
+            f"{result['ingress_cpu_us_per_request']:.0f} us a request, peak RSS "
+            f"{result['ingress_peak_rss_mb']:.0f} MiB"
+        ),
+        (
+            f"target requests/s >= {RATE_TARGET:,.0f}: {'met' if met_rate else 'MISSED'}; "
+            f"target p99 <= {P99_TARGET_MS:.0f} ms at {opened['offered_rate']:,.0f}/s: "
+            f"{'met' if met_p99 else 'MISSED'}"
+        ),
+    ]
+
+
+def main() -> None:
+    """Entry point: a broker (the caller's or our own), the topics, the measurement."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rate", type=float, default=RATE_TARGET)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--log-level", default="INFO", help="HUB_LOG_LEVEL of the ingress.")
+    parser.add_argument("--log-dir", type=Path, default=Path(".hub/bench/logs"))
+    arguments = parser.parse_args()
+    options = IngressOptions(
+        rate=arguments.rate,
+        seconds=arguments.seconds,
+        connections=arguments.connections,
+        log_level=arguments.log_level,
+    )
+    configure_logging("WARNING", "json")
+    with tempfile.TemporaryDirectory(prefix="hub-ingress-bench-") as temp:
+        workdir = Path(temp)
+        with contextlib.ExitStack() as broker:
+            bootstrap = HarnessSettings().kafka_bootstrap_servers
+            if not bootstrap:
+                from lab.harness.kafka import LocalKafka  # noqa: PLC0415 - only without a cluster
+
+                kafka = broker.enter_context(LocalKafka(nodes=1, base_dir=workdir / "kafka"))
+                bootstrap = kafka.bootstrap_servers
+            settings = HubSettings(kafka_bootstrap_servers=bootstrap)
+            asyncio.run(apply_topics(bootstrap, all_topics(settings)))
+            result = measure(bootstrap, options, workdir, arguments.log_dir / "ingress.log")
+    sys.stdout.write("\n".join(summary_lines(result)) + "\n")
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
