@@ -75,7 +75,7 @@ class BatchResult:
     due: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Read:
     """One record as read: its original form, retry history, and its event or why not."""
 
@@ -89,6 +89,8 @@ class _Read:
     failure: BaseException | None = None
     ignored: bool = False
     """A known event of a family this service has no handler for: not even its body is read."""
+    hop: str | None = None
+    """The hop's traceparent, once asked for (`Pipeline._traceparent`)."""
 
     @property
     def key(self) -> str | None:
@@ -273,6 +275,7 @@ class Pipeline:
                 partition=record.partition,
                 offset=record.offset,
                 envelope=read.envelope,
+                traceparent=self._traceparent(read) if tracing.enabled() else None,
             ) as span:
                 outcome = await self._run(read, work, check_park=read.tier is None)
                 self.counts[outcome] += 1
@@ -426,14 +429,23 @@ class Pipeline:
         answer = handler(Incoming(event=event, envelope=envelope, key=key, state=state))
         decision: Decision = await answer if inspect.isawaitable(answer) else answer
         tracker.stage = "publish"
-        outputs = [self._render(emit, envelope, key) for emit in decision.emits]
+        traceparent = self._traceparent(read)
+        outputs = [self._render(emit, envelope, key, traceparent) for emit in decision.emits]
         self.metrics.emitted(outputs)
         # Rendered before anything is buffered: a bad output fails the attempt, not the batch.
         work.record_processed(
             EventId(envelope.source, envelope.id), outputs, key=read.state_key, state=decision.state
         )
 
-    def _render(self, emit: Emit, envelope: Envelope, key: str | None) -> OutRecord:
+    def _traceparent(self, read: _Read) -> str | None:
+        """The traceparent of this hop's outputs and span, derived once per record."""
+        if read.hop is None and read.envelope is not None:
+            read.hop = read.envelope.hop_traceparent(self.service.group)
+        return read.hop
+
+    def _render(
+        self, emit: Emit, envelope: Envelope, key: str | None, traceparent: str | None
+    ) -> OutRecord:
         out_key = emit.key if emit.key is not None else key
         topic, extra = self.service.topic_for(emit), cast("Headers", ())
         if emit.delay is not None:
@@ -444,8 +456,8 @@ class Pipeline:
             type_=emit.event.ce_type(),
             dataschema=emit.event.dataschema(),
             subject=emit.subject or out_key,
+            traceparent=traceparent or envelope.hop_traceparent(self.service.group),
         )
-        tracing.output_span(topic, out.traceparent)
         return OutRecord(
             topic=topic,
             key=out_key.encode() if out_key is not None else None,

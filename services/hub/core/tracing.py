@@ -2,13 +2,16 @@
 
 Off by default: until `configure_tracing` installs a provider, the pipeline opens no spans.
 
-The outputs' `traceparent` keeps the span id derived from the output's event id
-(`envelope.child_traceparent`), so reprocessing an input still produces byte-identical records.
-To join the hops into one trace anyway, each output gets a zero-length PRODUCER span, a child of
-the record's span, whose span id *is* that derived id (pinned through `DerivedIdGenerator`). The
-next service's record span names it as parent, so intake -> dispatch -> gateway form one tree.
-The price: a record handled twice (a retry, a redelivery) reports its producer spans twice
-with the same ids; backends show them as one span with two reports, not as a broken trace.
+Every output of a hop carries the hop's `traceparent` (`Envelope.hop_traceparent`): the input's
+trace, and a span id derived from the group and the input's identity, so reprocessing an input
+still produces byte-identical records. The record's span is given that very id (pinned through
+`DerivedIdGenerator`), so the next service's span names it as parent and intake -> dispatch ->
+gateway form one tree, with one span per handled record and none per output. The price: a
+record handled twice (a retry, a redelivery) reports its span twice with the same id; backends
+show one span with two reports, not a broken trace.
+
+Sampling is by trace id alone (TraceIdRatioBased), decided before any span exists: an unsampled
+record costs one slice of its traceparent and an integer comparison.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
@@ -33,13 +37,12 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from hub.core.envelope import child_traceparent
+from hub.core.envelope import parent_span
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from contextlib import AbstractContextManager
 
-    from opentelemetry.context import Context
     from opentelemetry.sdk.trace.export import SpanExporter
     from opentelemetry.trace import Span, Tracer
 
@@ -125,57 +128,36 @@ def enabled() -> bool:
     return _Installed.tracer is not None
 
 
-def _ids(traceparent: str) -> tuple[int, int] | None:
-    parts = traceparent.split("-")
-    if len(parts) != 4:  # noqa: PLR2004 - version, trace id, span id, flags
-        return None
-    try:
-        return int(parts[1], 16), int(parts[2], 16)
-    except ValueError:
-        return None
-
-
 _NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
-_TRACE_ID_LOW_BITS = (1 << 64) - 1
+_TRACE_ID_LOW_BITS = slice(19, 35)
+"""Where the low 64 bits of the trace id are in a traceparent `00-<32 hex>-<16 hex>-<2 hex>`."""
 
 
 def record_span(
-    *, group: str, topic: str, partition: int, offset: int, envelope: Envelope | None
+    *,
+    group: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    envelope: Envelope | None,
+    traceparent: str | None = None,
 ) -> AbstractContextManager[Span | None]:
-    """The span of one handled record, current while it is handled (None when tracing is off)."""
+    """The span of one handled record, current while it is handled (None when not traced).
+
+    `traceparent` is the hop's (`Envelope.hop_traceparent`), which its outputs carry: the span
+    gets its trace and span id. Without one (a record that cannot be read) the ids are random.
+    """
     tracer = _Installed.tracer
     if tracer is None:
         return _NO_SPAN
-    remote = _remote_parent(envelope.traceparent) if envelope is not None else None
-    derived: int | None = None
-    if envelope is not None and remote is None:
-        # No usable parent: the outputs' trace id is derived from this record's id (as
-        # `child_traceparent` does); so is this span's, and the hops still join.
-        ids = _ids(child_traceparent(None, envelope.id, envelope.id))
-        derived = ids[0] if ids else None
-    trace_id = remote.trace_id if remote is not None else derived
-    if trace_id is not None and trace_id & _TRACE_ID_LOW_BITS >= _Installed.bound:
+    if traceparent is not None and int(traceparent[_TRACE_ID_LOW_BITS], 16) >= _Installed.bound:
         # The sampler's own rule, applied before any span exists: an untraced case costs
-        # nothing here (the SDK would still build, and drop, two spans a record).
+        # nothing more here.
         return _NO_SPAN
     return _record_span(
         tracer, group=group, topic=topic, partition=partition, offset=offset,
-        envelope=envelope, remote=remote, derived_trace_id=derived,
+        envelope=envelope, traceparent=traceparent,
     )  # fmt: skip
-
-
-def _remote_parent(traceparent: str | None) -> SpanContext | None:
-    """The span context a W3C traceparent names, or None when there is none or it is invalid."""
-    parts = (traceparent or "").split("-")
-    if len(parts) != 4 or parts[0] != "00" or len(parts[1]) != 32 or len(parts[2]) != 16:  # noqa: PLR2004 - W3C field widths
-        return None
-    try:
-        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
-    except ValueError:
-        return None
-    if not trace_id or not span_id:
-        return None
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
 
 
 @contextlib.contextmanager
@@ -187,32 +169,39 @@ def _record_span(
     partition: int,
     offset: int,
     envelope: Envelope | None,
-    remote: SpanContext | None,
-    derived_trace_id: int | None,
+    traceparent: str | None,
 ) -> Iterator[Span]:
-    # Start, attach and end by hand: start_as_current_span's wrappers cost per record, and
-    # few attributes, each validated on the way in.
+    # Start, attach and end by hand: start_as_current_span's wrappers cost per record; the
+    # context is always given, so the SDK never looks up the current one.
     attributes: dict[str, str | int] = {
         "messaging.destination.name": topic,
         "messaging.destination.partition.id": str(partition),
         "messaging.kafka.offset": offset,
         "messaging.consumer.group.name": group,
     }
-    parent: Context | None = None
-    pinned = None
+    parent = Context()
+    pinned: tuple[contextvars.Token[int | None], contextvars.Token[int | None]] | None = None
     if envelope is not None:
         attributes["messaging.message.id"] = envelope.id
-    if remote is not None:
-        parent = trace.set_span_in_context(NonRecordingSpan(remote))
-    elif derived_trace_id is not None:
-        pinned = _PINNED_TRACE_ID.set(derived_trace_id)
+        remote = parent_span(envelope.traceparent)
+        if remote is not None:
+            trace_id, span_id, flags = remote
+            context = SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
+            parent = trace.set_span_in_context(NonRecordingSpan(context), parent)
+    if traceparent is not None:
+        # The hop's ids, which its outputs name (see module doc).
+        pinned = (
+            _PINNED_TRACE_ID.set(int(traceparent[3:35], 16)),
+            _PINNED_SPAN_ID.set(int(traceparent[36:52], 16)),
+        )
     try:
         span = tracer.start_span(
             f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
         )
     finally:
         if pinned is not None:
-            _PINNED_TRACE_ID.reset(pinned)
+            _PINNED_TRACE_ID.reset(pinned[0])
+            _PINNED_SPAN_ID.reset(pinned[1])
     token = otel_context.attach(trace.set_span_in_context(span))
     try:
         yield span
@@ -232,23 +221,3 @@ def set_outcome(span: Span | None, outcome: str, *, failed: bool) -> None:
     span.set_attribute("hub.outcome", outcome)
     if failed:
         span.set_status(Status(StatusCode.ERROR, outcome))
-
-
-def output_span(topic: str, traceparent: str | None) -> None:
-    """A zero-length PRODUCER span whose id is the output's derived span id (see module doc)."""
-    tracer = _Installed.tracer
-    if tracer is None or traceparent is None or not trace.get_current_span().is_recording():
-        return  # off, or this record's case is not sampled
-    ids = _ids(traceparent)
-    if ids is None:
-        return
-    token = _PINNED_SPAN_ID.set(ids[1])
-    try:
-        span = tracer.start_span(
-            f"publish {topic}",
-            kind=SpanKind.PRODUCER,
-            attributes={"messaging.destination.name": topic},
-        )
-    finally:
-        _PINNED_SPAN_ID.reset(token)
-    span.end()
