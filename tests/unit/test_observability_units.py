@@ -11,7 +11,7 @@ from prometheus_client import REGISTRY
 
 from hub.core import tracing
 from hub.core.envelope import Envelope
-from hub.core.metrics import MeteredTransport
+from hub.core.metrics import MeteredTransport, PipelineMetrics
 from hub.core.settings import HubSettings
 from hub.messages.common import Channel
 from hub.messages.repair import NotificationRequestedV1
@@ -187,3 +187,20 @@ def test_an_unsampled_case_gets_no_spans_in_any_service() -> None:
         assert len(exporter.get_finished_spans()) == 2  # the kept case's, one a hop
     finally:
         tracing.shutdown_tracing()
+
+
+def test_pipeline_counts_reach_the_counters_once_per_poll() -> None:
+    group = "g-flush"
+    metrics = PipelineMetrics(group, ["in"])
+    records = {"group": group, "topic": "in", "outcome": "processed"}
+    metrics.handled("in", "processed", 0.002)
+    metrics.handled("in", "processed", 0.004)
+    metrics.emitted(["aftersales.sla.breached.v1", "aftersales.case.opened.v1"])
+    assert value("hub_records_total", **records) == 0
+    # The handling time is observed at once; the counts wait for the end of the poll.
+    assert value("hub_record_handling_seconds_count", group=group) == 2
+    metrics.flush()
+    metrics.flush()  # nothing counted twice
+    assert value("hub_records_total", **records) == 2
+    assert value("hub_events_emitted_total", group=group, type="aftersales.case.opened.v1") == 1
+    assert value("hub_sla_breaches_total", group=group) == 1

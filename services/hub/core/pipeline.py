@@ -192,11 +192,15 @@ class Pipeline:
             events=[identity for read in every if (identity := read.identity) is not None],
             keys={key for read in every for key in (read.key, read.state_key) if key is not None},
         )
-        results = [
-            BatchResult(tuple([await self._process(read, work) for read in reads]), resume, due)
-            for reads, resume, due in plans
-        ]
-        await work.flush()
+        try:
+            results = [
+                BatchResult(tuple([await self._process(read, work) for read in reads]), resume, due)
+                for reads, resume, due in plans
+            ]
+            await work.flush()
+        finally:
+            # Counted as they happened, whether or not the poll is settled (as one at a time).
+            self.metrics.flush()
         return results
 
     def _not_due_until(self, record: KafkaRecord) -> datetime | None:
@@ -431,7 +435,7 @@ class Pipeline:
         tracker.stage = "publish"
         traceparent = self._traceparent(read)
         outputs = [self._render(emit, envelope, key, traceparent) for emit in decision.emits]
-        self.metrics.emitted(outputs)
+        self.metrics.emitted(emit.event.ce_type() for emit in decision.emits)
         # Rendered before anything is buffered: a bad output fails the attempt, not the batch.
         work.record_processed(
             EventId(envelope.source, envelope.id), outputs, key=read.state_key, state=decision.state
