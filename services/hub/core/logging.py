@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import sys
@@ -16,6 +17,34 @@ LogFormat = Literal["auto", "json", "console"]
 
 PRIVATE_KEYS = frozenset({"name", "phone", "mobile", "email", "street", "address", "contact"})
 PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+# Every PHONE match is a match of this; starting with a literal, it is searched ten times faster.
+_PHONE_HINT = re.compile(r"1[3-9]\d{9}")
+
+_RECORD_CONTEXT: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
+    "hub_record_log_context", default=None
+)
+
+
+def bind_record(context: dict[str, object]) -> contextvars.Token[dict[str, object] | None]:
+    """Make `context` part of every line logged until `unbind_record`: the record's keys.
+
+    One context variable for the whole set: binding seven of structlog's costs per record.
+    """
+    return _RECORD_CONTEXT.set(context)
+
+
+def unbind_record(token: contextvars.Token[dict[str, object] | None]) -> None:
+    """Forget what `bind_record` bound."""
+    _RECORD_CONTEXT.reset(token)
+
+
+def merge_record_context(_logger: object, _method: str, event: EventDict) -> EventDict:
+    """Structlog processor: the record's context (`bind_record`), where the line sets no value."""
+    context = _RECORD_CONTEXT.get()
+    if context is not None:
+        for key, value in context.items():
+            event.setdefault(key, value)
+    return event
 
 
 def mask_text(text: str) -> str:
@@ -31,11 +60,16 @@ def mask_value(value: object) -> object:
 
 def mask_pii(_logger: object, _method: str, event: EventDict) -> EventDict:
     """Structlog processor: private fields masked, phone numbers in any text masked."""
+    texts: list[str] = []
     for key, value in event.items():
         if key in PRIVATE_KEYS and value is not None:
             event[key] = mask_value(value)
         elif isinstance(value, str):
-            event[key] = mask_text(value)
+            texts.append(key)
+    # One quick search over every text of the line; most lines have no number to mask.
+    if texts and _PHONE_HINT.search("\x00".join([event[key] for key in texts])) is not None:
+        for key in texts:
+            event[key] = mask_text(event[key])
     return event
 
 
@@ -47,6 +81,7 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "auto") -> No
     """
     renderer_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     shared: list[Processor] = [
+        merge_record_context,
         structlog.contextvars.merge_contextvars,
         mask_pii,
         structlog.processors.add_log_level,

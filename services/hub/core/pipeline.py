@@ -35,6 +35,7 @@ from hub.core.errors import (
     stage_of,
 )
 from hub.core.handler import Decision, Emit, Handler, Incoming, Service
+from hub.core.logging import bind_record, unbind_record
 from hub.core.metrics import NoMetrics, PipelineMetrics
 from hub.core.outbound import OutRecord, RecordSink
 from hub.core.store.base import EventId
@@ -270,8 +271,7 @@ class Pipeline:
         }  # fmt: skip
         if read.envelope is not None:
             context.update(ce_id=read.envelope.id, ce_type=read.envelope.type, case_id=read.key)
-        # bind and reset, not the bound_contextvars context manager: a hot path.
-        tokens = structlog.contextvars.bind_contextvars(**context)
+        token = bind_record(context)
         try:
             with tracing.record_span(
                 group=self.service.group,
@@ -290,7 +290,7 @@ class Pipeline:
                     "message_handled", outcome=outcome.value, duration_ms=round(seconds * 1000, 2)
                 )
         finally:
-            structlog.contextvars.reset_contextvars(**tokens)
+            unbind_record(token)
         return outcome
 
     def _home_topic(self, topic: str) -> str:
