@@ -69,7 +69,8 @@ def mask_pii(_logger: object, _method: str, event: EventDict) -> EventDict:
     # One quick search over every text of the line; most lines have no number to mask.
     if texts and _PHONE_HINT.search("\x00".join([event[key] for key in texts])) is not None:
         for key in texts:
-            event[key] = mask_text(event[key])
+            if _PHONE_HINT.search(event[key]) is not None:
+                event[key] = mask_text(event[key])
     return event
 
 

@@ -216,6 +216,9 @@ class Pipeline:
     def _read(self, record: KafkaRecord) -> _Read:
         """Read a record; never raises: whatever fails here makes the record a dead letter."""
         tier = self._tier_of.get(record.topic)
+        if tier is None and record.topic in self._inputs and not _has_hub_headers(record.headers):
+            # As its producer sent it (most records): its own origin, no history, no copy.
+            return self._decode(record, None, 0, None)
         try:
             origin = deadletter.origin_of(record)
             attempts, first_failure = deadletter.previous_failure(record)
@@ -240,6 +243,16 @@ class Pipeline:
             timestamp_ms=origin.timestamp_ms,
             headers=deadletter.original_headers(record.headers),
         )
+        return self._decode(original, tier, attempts, first_failure)
+
+    def _decode(
+        self,
+        original: KafkaRecord,
+        tier: int | None,
+        attempts: int,
+        first_failure: datetime | None,
+    ) -> _Read:
+        """The envelope and event of a record as first read; never raises (see `_read`)."""
         envelope: Envelope | None = None
         try:
             envelope, data = Envelope.from_record(original.headers, original.value)
@@ -678,6 +691,10 @@ def _head_id(envelope: Envelope) -> str:
 def _is_head(head: str | None, envelope: Envelope) -> bool:
     # A park written before heads carried the source names the bare id.
     return head is not None and head in {_head_id(envelope), envelope.id}
+
+
+def _has_hub_headers(headers: Headers) -> bool:
+    return any(name.startswith(deadletter.PREFIX) for name, _ in headers)
 
 
 def _text(key: bytes | None) -> str | None:

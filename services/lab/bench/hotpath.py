@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import itertools
 import logging
 import statistics
 import sys
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 VARIANTS = ("bare", "metrics", "traced-10", "traced")
 TOPIC = "bench.hotpath.requests"
+_RUNS = itertools.count()
 
 
 class _Drop:
@@ -73,7 +75,7 @@ async def _run(variant: str, records: list[KafkaRecord], batch: int, workdir: Pa
     intake = build_intake(settings)
     service = replace(
         intake,
-        group=f"hotpath-{variant}-{time.monotonic_ns()}",
+        group=f"hotpath-{variant}-{next(_RUNS)}",
         inputs=(TOPIC,),
         emits=dict.fromkeys(intake.emits, Route.to(f"{TOPIC}.out")),
     )
