@@ -42,8 +42,9 @@ class Event(BaseModel):
         return f"{cls.event_type}/v{cls.version}.json"
 
     def to_bytes(self) -> bytes:
-        """The JSON body, deterministic for equal models."""
-        return self.model_dump_json().encode()
+        """The JSON body, deterministic for equal models (what `model_dump_json` writes)."""
+        # The serializer's bytes as they are: model_dump_json decodes them to text.
+        return self.__pydantic_serializer__.to_json(self)
 
 
 EventT = TypeVar("EventT", bound=Event)
