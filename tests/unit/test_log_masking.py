@@ -1,9 +1,12 @@
 import io
 import json
+import time
+from datetime import UTC, datetime, timedelta
 
+import pytest
 import structlog
 
-from hub.core.logging import bind_record, configure_logging, unbind_record
+from hub.core.logging import add_timestamp, bind_record, configure_logging, unbind_record
 
 
 def test_logs_never_show_a_phone_number_name_or_street() -> None:
@@ -47,3 +50,26 @@ def test_a_record_context_is_on_every_line_and_masked_like_the_rest() -> None:
     assert handled["name"] == "张***"
     assert "offset" not in after
     assert after["note"] == "digits 1380013800 and 138001380001 are no phone numbers"
+
+
+@pytest.mark.parametrize(
+    "nanoseconds",
+    [
+        0,
+        1,
+        999,
+        1_000,
+        1_764_576_000_000_000_000,
+        1_764_576_000_123_456_789,
+        253_402_300_799_999_999_999,
+    ],
+)
+def test_the_time_stamp_is_the_one_structlog_writes(
+    monkeypatch: pytest.MonkeyPatch, nanoseconds: int
+) -> None:
+    monkeypatch.setattr(time, "time_ns", lambda: nanoseconds)
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=nanoseconds // 1000)
+    expected = moment.isoformat().replace("+00:00", "Z")
+    assert add_timestamp(None, "info", {})["timestamp"] == expected
+    again = add_timestamp(None, "info", {})["timestamp"]  # from the cached second
+    assert again == expected

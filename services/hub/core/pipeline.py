@@ -10,7 +10,7 @@ import contextlib
 import inspect
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, cast
@@ -92,10 +92,11 @@ class _Read:
     """A known event of a family this service has no handler for: not even its body is read."""
     hop: str | None = None
     """The hop's traceparent, once asked for (`Pipeline._traceparent`)."""
+    key: str | None = field(init=False)
+    """The record key as text (decoded once: it is read five times a record)."""
 
-    @property
-    def key(self) -> str | None:
-        return _text(self.original.key)
+    def __post_init__(self) -> None:
+        self.key = _text(self.original.key)
 
     @property
     def identity(self) -> EventId | None:
@@ -444,7 +445,13 @@ class Pipeline:
         tracker.stage = "handle"
         state = await work.load_state(read.state_key) if read.state_key is not None else None
         answer = handler(Incoming(event=event, envelope=envelope, key=key, state=state))
-        decision: Decision = await answer if inspect.isawaitable(answer) else answer
+        decision: Decision = (
+            answer
+            if isinstance(answer, Decision)  # most handlers are plain functions
+            else await answer
+            if inspect.isawaitable(answer)
+            else answer
+        )
         tracker.stage = "publish"
         traceparent = self._traceparent(read)
         outputs = [self._render(emit, envelope, key, traceparent) for emit in decision.emits]
