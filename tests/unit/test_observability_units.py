@@ -197,10 +197,27 @@ def test_pipeline_counts_reach_the_counters_once_per_poll() -> None:
     metrics.handled("in", "processed", 0.004)
     metrics.emitted(["aftersales.sla.breached.v1", "aftersales.case.opened.v1"])
     assert value("hub_records_total", **records) == 0
-    # The handling time is observed at once; the counts wait for the end of the poll.
-    assert value("hub_record_handling_seconds_count", group=group) == 2
+    assert value("hub_record_handling_seconds_count", group=group) == 0
     metrics.flush()
     metrics.flush()  # nothing counted twice
     assert value("hub_records_total", **records) == 2
     assert value("hub_events_emitted_total", group=group, type="aftersales.case.opened.v1") == 1
     assert value("hub_sla_breaches_total", group=group) == 1
+    assert value("hub_record_handling_seconds_count", group=group) == 2
+
+
+def test_handling_times_added_per_poll_land_where_observe_puts_them() -> None:
+    amounts = [0.0005, 0.001, 0.0011, 0.003, 2.5, 9.0, 11.0, 0.0, -1.0, 0.049, 0.05]
+    one_by_one, batched = PipelineMetrics("g-observe", []), PipelineMetrics("g-batched", [])
+    for amount in amounts:
+        one_by_one._handling.observe(amount)
+        batched.handled("in", "processed", amount)
+    batched.flush()
+    for bound in ("0.001", "0.0025", "0.05", "2.5", "10.0", "+Inf"):
+        assert value("hub_record_handling_seconds_bucket", group="g-batched", le=bound) == value(
+            "hub_record_handling_seconds_bucket", group="g-observe", le=bound
+        )
+    assert value("hub_record_handling_seconds_count", group="g-batched") == len(amounts)
+    assert value("hub_record_handling_seconds_sum", group="g-batched") == pytest.approx(
+        sum(amounts)
+    )

@@ -105,7 +105,7 @@ async def measure(
         for round_ in range(rounds):
             # The order rotates: no variant is always the one that runs on a fuller heap.
             turn = round_ % len(variants)
-            for variant in variants[turn:] + variants[:turn]:
+            for variant in [*variants[turn:], *variants[:turn]]:
                 gc.collect()
                 seconds = await _run(variant, records, batch, Path(workdir))
                 results[variant].append(seconds * 1e6)
