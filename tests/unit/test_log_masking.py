@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import structlog
 
-from hub.core.logging import add_timestamp, bind_record, configure_logging, unbind_record
+from hub.core.logging import (
+    _ReusedEncoder,
+    add_timestamp,
+    bind_record,
+    configure_logging,
+    unbind_record,
+)
 
 
 def test_logs_never_show_a_phone_number_name_or_street() -> None:
@@ -73,3 +79,15 @@ def test_the_time_stamp_is_the_one_structlog_writes(
     assert add_timestamp(None, "info", {})["timestamp"] == expected
     again = add_timestamp(None, "info", {})["timestamp"]  # from the cached second
     assert again == expected
+
+
+def test_a_line_renders_as_structlogs_json_renderer_writes_it() -> None:
+    class Opaque:
+        def __repr__(self) -> str:
+            return "<opaque>"
+
+    event = {"event": "é", "opaque": Opaque(), "nan": float("nan"), "pair": (1, 2), "set": {"a"}}
+    standard = structlog.processors.JSONRenderer(ensure_ascii=False)
+    ours = structlog.processors.JSONRenderer(_ReusedEncoder(), ensure_ascii=False)
+    for _ in range(2):  # the second line reuses the encoder
+        assert ours(None, "info", dict(event)) == standard(None, "info", dict(event))

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextvars
+import json
 import logging
 import re
 import sys
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -98,6 +99,19 @@ def add_timestamp(_logger: object, _method: str, event: EventDict) -> EventDict:
     return event
 
 
+class _ReusedEncoder:
+    """A JSONRenderer serializer: `json.dumps` with one encoder made once, not once a line."""
+
+    def __init__(self) -> None:
+        self._encoder: json.JSONEncoder | None = None
+
+    def __call__(self, obj: object, **options: Any) -> str:  # noqa: ANN401 - json.dumps options
+        """What `json.dumps(obj, **options)` returns (the renderer passes the same options)."""
+        if self._encoder is None:
+            self._encoder = json.JSONEncoder(**options)
+        return self._encoder.encode(obj)
+
+
 def configure_logging(level: str = "INFO", log_format: LogFormat = "auto") -> None:
     """Configure structlog, and route the standard library's loggers through it, once per process.
 
@@ -116,7 +130,7 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "auto") -> No
     renderer: Processor
     if renderer_json:
         shared.append(structlog.processors.format_exc_info)
-        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+        renderer = structlog.processors.JSONRenderer(_ReusedEncoder(), ensure_ascii=False)
     else:
         renderer = structlog.dev.ConsoleRenderer()
     numeric_level = logging.getLevelName(level.upper())

@@ -701,7 +701,11 @@ def _is_head(head: str | None, envelope: Envelope) -> bool:
 
 
 def _has_hub_headers(headers: Headers) -> bool:
-    return any(name.startswith(deadletter.PREFIX) for name, _ in headers)
+    # A plain loop: any() over a generator costs twice as much, on every record read.
+    for name, _ in headers:  # noqa: SIM110
+        if name.startswith(deadletter.PREFIX):
+            return True
+    return False
 
 
 def _text(key: bytes | None) -> str | None:
