@@ -148,6 +148,7 @@ class _Example:
             type_=self.order.ce_type(),
             dataschema=self.order.dataschema(),
             subject=self.case_id,
+            traceparent=self.request_envelope.hop_traceparent(dispatch.group),
         )
 
     def answer(self, event: Event, event_id: str, minutes: int) -> str:

@@ -11,6 +11,7 @@ import structlog
 from probe import REGISTRY, FaultPlan, ProbeDoneV1, ProbeV1, probe_service
 
 from hub.core import pipeline as pipeline_module
+from hub.core.logging import merge_record_context
 from hub.core.outbound import OutRecord, event_record
 from hub.core.pipeline import Outcome, Pipeline
 from hub.core.settings import HubSettings
@@ -216,7 +217,9 @@ async def test_a_record_that_does_not_decode_is_not_logged_as_the_case_before_it
         """Stands in for the pipeline's logger: what a warning would carry, context included."""
 
         def warning(self, event: str, **values: object) -> None:
-            warnings.append({**structlog.contextvars.get_contextvars(), **values, "event": event})
+            bound = dict(structlog.contextvars.get_contextvars())
+            context = merge_record_context(None, event, bound)
+            warnings.append({**context, **values, "event": event})
 
         info = debug = error = exception = warning
 

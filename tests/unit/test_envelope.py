@@ -56,38 +56,51 @@ def test_derived_ids_are_deterministic_and_differ_by_role() -> None:
 
 def test_caused_envelope_keeps_trace_and_time_and_points_at_its_cause() -> None:
     cause = an_envelope()
+    hop = cause.hop_traceparent("intake")
     out = cause.caused(
         event_id="out-1",
         source="urn:hub/intake",
         type_="aftersales.case.opened.v1",
         dataschema="urn:x",
         subject="AS1",
+        traceparent=hop,
     )
     assert (out.causation_id, out.correlation_id) == ("evt-1", "corr-1")
     assert out.time == cause.time
+    assert out.traceparent == hop
     # The same trace, a span of its own, the same flags; and the same again on reprocessing.
-    assert out.traceparent is not None
-    version, trace_id, span_id, flags = out.traceparent.split("-")
+    version, trace_id, span_id, flags = hop.split("-")
     assert (version, trace_id, flags) == ("00", "0af7651916cd43dd8448eb211c80319c", "01")
     assert len(span_id) == 16
     assert span_id != "b7ad6b7169203331"
-    again = cause.caused(
-        event_id="out-1", source="urn:x", type_="t", dataschema="urn:x", subject=None
-    )
-    assert again.traceparent == out.traceparent
+    assert cause.hop_traceparent("intake") == hop
 
 
-def test_an_output_of_an_input_without_a_valid_traceparent_starts_a_trace() -> None:
-    cause = replace(an_envelope(), traceparent="garbage")
-    first = cause.caused(event_id="o1", source="s", type_="t", dataschema="d", subject=None)
-    second = cause.caused(event_id="o2", source="s", type_="t", dataschema="d", subject=None)
-    assert first.traceparent is not None
-    assert second.traceparent is not None
-    # One new trace for the input's outputs, and the same on reprocessing.
-    assert first.traceparent.split("-")[1] == second.traceparent.split("-")[1]
-    assert first.traceparent.split("-")[2] != second.traceparent.split("-")[2]
-    again = cause.caused(event_id="o1", source="s", type_="t", dataschema="d", subject=None)
-    assert again == first
+def test_each_group_reading_an_event_is_a_hop_of_its_own() -> None:
+    cause = an_envelope()
+    spans = {cause.hop_traceparent(group).split("-")[2] for group in ("dispatch", "notify")}
+    other_source = replace(cause, source="urn:elsewhere").hop_traceparent("dispatch")
+    assert len({*spans, other_source.split("-")[2]}) == 3
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [
+        None,
+        "garbage",
+        "00-0AF7651916CD43DD8448EB211C80319C-B7AD6B7169203331-01",  # W3C wants lower case
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # an invalid trace id
+    ],
+)
+def test_a_hop_of_an_input_without_a_valid_traceparent_starts_a_trace(parent: str | None) -> None:
+    cause = replace(an_envelope(), traceparent=parent)
+    hop = cause.hop_traceparent("intake")
+    version, trace_id, _, flags = hop.split("-")
+    assert (version, flags) == ("00", "01")
+    assert len(trace_id) == 32
+    assert trace_id != "0" * 32
+    # One new trace, derived from the input's id: the same on reprocessing and in every hop.
+    assert replace(cause, source="urn:x").hop_traceparent("other").split("-")[1] == trace_id
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import httpx
@@ -9,8 +10,8 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
 from hub.core import tracing
-from hub.core.envelope import Envelope, child_traceparent
-from hub.core.metrics import MeteredTransport
+from hub.core.envelope import Envelope
+from hub.core.metrics import MeteredTransport, PipelineMetrics
 from hub.core.settings import HubSettings
 from hub.messages.common import Channel
 from hub.messages.repair import NotificationRequestedV1
@@ -92,41 +93,65 @@ def test_tracing_is_off_unless_configured() -> None:
         assert span is None
 
 
-def test_a_record_span_is_the_child_of_its_traceparent_and_outputs_carry_derived_ids(
+def traced(incoming: Envelope, group: str = "g") -> tuple[str, object]:
+    """Handle `incoming` in a record span: the hop's traceparent and the span (None: unsampled)."""
+    hop = incoming.hop_traceparent(group)
+    with tracing.record_span(
+        group=group, topic="t", partition=1, offset=7, envelope=incoming, traceparent=hop
+    ) as span:
+        return hop, span
+
+
+def test_a_record_span_is_the_child_of_its_traceparent_and_its_outputs_name_it(
     spans: InMemorySpanExporter,
 ) -> None:
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    incoming = envelope(parent)
-    out = incoming.caused(event_id="out-1", source="s", type_="t", dataschema="d", subject=None)
-    with tracing.record_span(group="g", topic="t", partition=1, offset=7, envelope=incoming):
-        tracing.output_span("out-topic", out.traceparent)
-    producer, consumer = spans.get_finished_spans()
+    hop, _ = traced(envelope(parent))
+    (consumer,) = spans.get_finished_spans()  # one span a record, none per output
     assert consumer.kind is SpanKind.CONSUMER
     assert consumer.context.trace_id == 0x0AF7651916CD43DD8448EB211C80319C
     assert consumer.parent is not None
     assert consumer.parent.span_id == 0xB7AD6B7169203331
-    assert producer.kind is SpanKind.PRODUCER
-    assert producer.parent is not None
-    assert producer.parent.span_id == consumer.context.span_id
-    # The output's traceparent (derived, byte-identical on reprocessing) names this span.
-    assert out.traceparent == (
-        f"00-{producer.context.trace_id:032x}-{producer.context.span_id:016x}-01"
+    assert consumer.attributes is not None
+    assert consumer.attributes["messaging.consumer.group.name"] == "g"
+    assert consumer.attributes["messaging.kafka.offset"] == 7
+    # The outputs' traceparent (derived, byte-identical on reprocessing) names this span.
+    assert hop == f"00-{consumer.context.trace_id:032x}-{consumer.context.span_id:016x}-01"
+
+
+def test_the_next_hop_hangs_under_the_span_that_emitted_its_record(
+    spans: InMemorySpanExporter,
+) -> None:
+    first_hop, _ = traced(envelope("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"))
+    output = Envelope(
+        id="out-1", source="urn:hub", type="test.v1", time=datetime(2026, 1, 1, tzinfo=UTC),
+        traceparent=first_hop,
+    )  # fmt: skip
+    traced(output, group="next")
+    first, second = spans.get_finished_spans()
+    assert second.parent is not None
+    assert (second.parent.trace_id, second.parent.span_id) == (
+        first.context.trace_id,
+        first.context.span_id,
     )
-    assert out.traceparent == child_traceparent(parent, "in-1", "out-1")
 
 
 def test_a_record_without_traceparent_gets_the_trace_its_outputs_carry(
     spans: InMemorySpanExporter,
 ) -> None:
-    incoming = envelope(None)
-    out = incoming.caused(event_id="out-1", source="s", type_="t", dataschema="d", subject=None)
-    with tracing.record_span(group="g", topic="t", partition=0, offset=0, envelope=incoming):
-        tracing.output_span("out-topic", out.traceparent)
-    producer, consumer = spans.get_finished_spans()
-    assert out.traceparent is not None
+    hop, _ = traced(envelope(None))
+    (consumer,) = spans.get_finished_spans()
     assert consumer.parent is None
-    assert f"{consumer.context.trace_id:032x}" == out.traceparent.split("-")[1]
-    assert producer.context.trace_id == consumer.context.trace_id
+    assert hop == f"00-{consumer.context.trace_id:032x}-{consumer.context.span_id:016x}-01"
+
+
+def test_a_record_that_cannot_be_read_gets_a_span_of_its_own(
+    spans: InMemorySpanExporter,
+) -> None:
+    with tracing.record_span(group="g", topic="t", partition=0, offset=3, envelope=None) as span:
+        assert span is not None
+    (consumer,) = spans.get_finished_spans()
+    assert consumer.parent is None
 
 
 def test_a_long_scan_draws_a_bar_on_a_terminal_and_nothing_otherwise(
@@ -155,12 +180,44 @@ def test_an_unsampled_case_gets_no_spans_in_any_service() -> None:
         kept = envelope("00-0000000000000000" + "0000000000000001-b7ad6b7169203331-01")
         dropped = envelope("00-0000000000000000" + "fffffffffffffff0-b7ad6b7169203331-01")
         for incoming in (kept, dropped):
-            out = incoming.caused(event_id="o", source="s", type_="t", dataschema="d", subject=None)
-            with tracing.record_span(
-                group="g", topic="t", partition=0, offset=0, envelope=incoming
-            ) as span:
-                tracing.output_span("out", out.traceparent)
+            hop, span = traced(incoming)
             assert (span is None) == (incoming is dropped)
-        assert len(exporter.get_finished_spans()) == 2  # the kept record's two
+            _, next_span = traced(replace(incoming, id="out", traceparent=hop), group="next")
+            assert (next_span is None) == (incoming is dropped)
+        assert len(exporter.get_finished_spans()) == 2  # the kept case's, one a hop
     finally:
         tracing.shutdown_tracing()
+
+
+def test_pipeline_counts_reach_the_counters_once_per_poll() -> None:
+    group = "g-flush"
+    metrics = PipelineMetrics(group, ["in"])
+    records = {"group": group, "topic": "in", "outcome": "processed"}
+    metrics.handled("in", "processed", 0.002)
+    metrics.handled("in", "processed", 0.004)
+    metrics.emitted(["aftersales.sla.breached.v1", "aftersales.case.opened.v1"])
+    assert value("hub_records_total", **records) == 0
+    assert value("hub_record_handling_seconds_count", group=group) == 0
+    metrics.flush()
+    metrics.flush()  # nothing counted twice
+    assert value("hub_records_total", **records) == 2
+    assert value("hub_events_emitted_total", group=group, type="aftersales.case.opened.v1") == 1
+    assert value("hub_sla_breaches_total", group=group) == 1
+    assert value("hub_record_handling_seconds_count", group=group) == 2
+
+
+def test_handling_times_added_per_poll_land_where_observe_puts_them() -> None:
+    amounts = [0.0005, 0.001, 0.0011, 0.003, 2.5, 9.0, 11.0, 0.0, -1.0, 0.049, 0.05]
+    one_by_one, batched = PipelineMetrics("g-observe", []), PipelineMetrics("g-batched", [])
+    for amount in amounts:
+        one_by_one._handling.observe(amount)
+        batched.handled("in", "processed", amount)
+    batched.flush()
+    for bound in ("0.001", "0.0025", "0.05", "2.5", "10.0", "+Inf"):
+        assert value("hub_record_handling_seconds_bucket", group="g-batched", le=bound) == value(
+            "hub_record_handling_seconds_bucket", group="g-observe", le=bound
+        )
+    assert value("hub_record_handling_seconds_count", group="g-batched") == len(amounts)
+    assert value("hub_record_handling_seconds_sum", group="g-batched") == pytest.approx(
+        sum(amounts)
+    )

@@ -85,3 +85,11 @@ def test_an_upcaster_must_go_to_the_next_version_of_the_same_family() -> None:
 
     with pytest.raises(ValueError, match="from one version to the next"):
         registry.upcaster(AV1, BV2)
+
+
+def test_an_event_body_is_what_model_dump_json_writes() -> None:
+    request = sample_request_v1(7)
+    upcast = CATALOGUE.upcast(request)
+    for event in (request, upcast):
+        assert event.to_bytes() == event.model_dump_json().encode()
+    assert not request.to_bytes().isascii()  # text as UTF-8, not escaped

@@ -9,7 +9,7 @@ import json
 import re
 import secrets
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -52,17 +52,35 @@ def new_traceparent() -> str:
     return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
 
 
-def child_traceparent(parent: str | None, cause_id: str, event_id: str) -> str:
-    """The traceparent of an output: the input's trace, a span id of its own.
+def child_traceparent(parent: str | None, cause_id: str, span_key: str) -> str:
+    """The traceparent of an output: the input's trace, the span id of the hop that emitted it.
 
-    Ids are derived from the event ids, so reprocessing an input emits byte-identical outputs;
-    without a valid parent, the trace starts at the input (`cause_id`).
+    Ids are derived (the span's from `span_key`, which names the hop), so reprocessing an input
+    emits byte-identical outputs; without a valid parent, the trace starts at the input
+    (`cause_id`).
     """
     match = _TRACEPARENT.fullmatch(parent or "")
-    fresh = uuid5_hex(HUB_ID_NAMESPACE, f"trace/{cause_id}")
-    trace_id, flags = match.group(1, 2) if match else (fresh, "01")
-    span_id = uuid5_hex(HUB_ID_NAMESPACE, f"span/{event_id}")[:16]
+    if match is not None and match.group(1) != _ZERO_TRACE_ID:
+        trace_id, flags = match.group(1, 2)
+    else:
+        trace_id, flags = uuid5_hex(HUB_ID_NAMESPACE, f"trace/{cause_id}"), "01"
+    span_id = uuid5_hex(HUB_ID_NAMESPACE, f"span/{span_key}")[:16]
     return f"00-{trace_id}-{span_id}-{flags}"
+
+
+def parent_span(traceparent: str | None) -> tuple[int, int, int] | None:
+    """Trace id, span id and flags of a valid W3C traceparent (version 00), or None."""
+    text = traceparent or ""
+    match = _TRACEPARENT.fullmatch(text)
+    if match is None or match.group(1) == _ZERO_TRACE_ID:
+        return None
+    span_id = int(text[36:52], 16)
+    if not span_id:
+        return None  # W3C: an all-zero parent id is invalid
+    return int(match.group(1), 16), span_id, int(match.group(2), 16)
+
+
+_ZERO_TRACE_ID = "0" * 32
 
 
 def _is_envelope_header(name: str) -> bool:
@@ -151,24 +169,41 @@ class Envelope:
         )
 
     def caused(
-        self, *, event_id: str, source: str, type_: str, dataschema: str, subject: str | None
+        self,
+        *,
+        event_id: str,
+        source: str,
+        type_: str,
+        dataschema: str,
+        subject: str | None,
+        traceparent: str,
     ) -> Envelope:
         """The envelope of an output caused by this event: same trace and correlation, same time.
 
-        The time is the input's so that reprocessing emits byte-identical outputs; the span id
-        is the output's own (one span per hop).
+        The time is the input's so that reprocessing emits byte-identical outputs;
+        `traceparent` is the hop's (`hop_traceparent`), the same for each of its outputs.
         """
-        return replace(
-            self,
+        return Envelope(
             id=event_id,
-            traceparent=child_traceparent(self.traceparent, self.id, event_id),
             source=source,
             type=type_,
-            dataschema=dataschema,
+            time=self.time,
             subject=subject,
+            dataschema=dataschema,
             correlation_id=self.correlation_id or self.id,
             causation_id=self.id,
+            traceparent=traceparent,
+            specversion=self.specversion,
+            content_type=self.content_type,
         )
+
+    def hop_traceparent(self, group: str) -> str:
+        """The traceparent of what `group` emits for this event: one span id per hop.
+
+        The span id is the hop's own (derived from the group and the event's identity: two
+        groups reading one event are two spans); its parent is this event's traceparent.
+        """
+        return child_traceparent(self.traceparent, self.id, f"{group} {self.source} {self.id}")
 
 
 def _header_values(headers: Iterable[tuple[str, bytes]]) -> dict[str, str]:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
 import re
 import sys
-from typing import TYPE_CHECKING, Literal
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -16,6 +20,34 @@ LogFormat = Literal["auto", "json", "console"]
 
 PRIVATE_KEYS = frozenset({"name", "phone", "mobile", "email", "street", "address", "contact"})
 PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+# Every PHONE match is a match of this; starting with a literal, it is searched ten times faster.
+_PHONE_HINT = re.compile(r"1[3-9]\d{9}")
+
+_RECORD_CONTEXT: contextvars.ContextVar[dict[str, object] | None] = contextvars.ContextVar(
+    "hub_record_log_context", default=None
+)
+
+
+def bind_record(context: dict[str, object]) -> contextvars.Token[dict[str, object] | None]:
+    """Make `context` part of every line logged until `unbind_record`: the record's keys.
+
+    One context variable for the whole set: binding seven of structlog's costs per record.
+    """
+    return _RECORD_CONTEXT.set(context)
+
+
+def unbind_record(token: contextvars.Token[dict[str, object] | None]) -> None:
+    """Forget what `bind_record` bound."""
+    _RECORD_CONTEXT.reset(token)
+
+
+def merge_record_context(_logger: object, _method: str, event: EventDict) -> EventDict:
+    """Structlog processor: the record's context (`bind_record`), where the line sets no value."""
+    context = _RECORD_CONTEXT.get()
+    if context is not None:
+        for key, value in context.items():
+            event.setdefault(key, value)
+    return event
 
 
 def mask_text(text: str) -> str:
@@ -31,12 +63,53 @@ def mask_value(value: object) -> object:
 
 def mask_pii(_logger: object, _method: str, event: EventDict) -> EventDict:
     """Structlog processor: private fields masked, phone numbers in any text masked."""
+    texts: list[str] = []
     for key, value in event.items():
         if key in PRIVATE_KEYS and value is not None:
             event[key] = mask_value(value)
         elif isinstance(value, str):
-            event[key] = mask_text(value)
+            texts.append(key)
+    # One quick search over every text of the line; most lines have no number to mask.
+    if texts and _PHONE_HINT.search("\x00".join([event[key] for key in texts])) is not None:
+        for key in texts:
+            if _PHONE_HINT.search(event[key]) is not None:
+                event[key] = mask_text(event[key])
     return event
+
+
+class _Second:
+    """The text of the current second, made once a second."""
+
+    number: int = -1
+    text: str = ""
+
+
+def add_timestamp(_logger: object, _method: str, event: EventDict) -> EventDict:
+    """Structlog processor: `timestamp` exactly as `TimeStamper(fmt="iso", utc=True)` writes it.
+
+    The same clock, floored to the microsecond, as `datetime.now`; the date and time of day
+    are formatted once a second instead of once a line.
+    """
+    second, micro = divmod(time.time_ns() // 1000, 1_000_000)
+    if second != _Second.number:
+        text = datetime.fromtimestamp(second, UTC).replace(tzinfo=None).isoformat()
+        _Second.number, _Second.text = second, text
+    # isoformat leaves out a fraction of zero.
+    event["timestamp"] = f"{_Second.text}.{micro:06d}Z" if micro else f"{_Second.text}Z"
+    return event
+
+
+class _ReusedEncoder:
+    """A JSONRenderer serializer: `json.dumps` with one encoder made once, not once a line."""
+
+    def __init__(self) -> None:
+        self._encoder: json.JSONEncoder | None = None
+
+    def __call__(self, obj: object, **options: Any) -> str:  # noqa: ANN401 - json.dumps options
+        """What `json.dumps(obj, **options)` returns (the renderer passes the same options)."""
+        if self._encoder is None:
+            self._encoder = json.JSONEncoder(**options)
+        return self._encoder.encode(obj)
 
 
 def configure_logging(level: str = "INFO", log_format: LogFormat = "auto") -> None:
@@ -47,16 +120,17 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "auto") -> No
     """
     renderer_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
     shared: list[Processor] = [
+        merge_record_context,
         structlog.contextvars.merge_contextvars,
         mask_pii,
         structlog.processors.add_log_level,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_timestamp,
         structlog.processors.StackInfoRenderer(),
     ]
     renderer: Processor
     if renderer_json:
         shared.append(structlog.processors.format_exc_info)
-        renderer = structlog.processors.JSONRenderer(ensure_ascii=False)
+        renderer = structlog.processors.JSONRenderer(_ReusedEncoder(), ensure_ascii=False)
     else:
         renderer = structlog.dev.ConsoleRenderer()
     numeric_level = logging.getLevelName(level.upper())

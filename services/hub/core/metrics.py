@@ -6,7 +6,9 @@ All live in prometheus-client's default registry (with its process and GC collec
 
 from __future__ import annotations
 
+import bisect
 import functools
+import math
 import time
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -15,8 +17,6 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterable, Sequence
-
-    from hub.core.outbound import OutRecord
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -88,9 +88,16 @@ def registry_text() -> bytes:
 
 
 class PipelineMetrics:
-    """What a pipeline reports, with its group's label children resolved once."""
+    """What a pipeline reports, with its group's label children resolved once.
 
-    __slots__ = ("_batch", "_dead", "_group", "_handling", "_parked", "_records", "_retries")
+    Per-record counts are gathered in plain dictionaries and added to the counters once per
+    poll (`flush`): a counter's increment takes a lock, a dictionary's does not.
+    """
+
+    __slots__ = (
+        "_batch", "_dead", "_emitted", "_group", "_handling", "_outcomes", "_parked",
+        "_pending_emitted", "_pending_outcomes", "_pending_seconds", "_records", "_retries",
+    )  # fmt: skip
 
     def __init__(self, group: str, topics: Iterable[str]) -> None:
         self._group = group
@@ -98,6 +105,10 @@ class PipelineMetrics:
         self._batch = BATCH.labels(group)
         self._parked = PARKED_KEYS.labels(group)
         self._records: dict[tuple[str, str], Counter] = {}
+        self._emitted: dict[str, tuple[Counter, Counter | None]] = {}
+        self._pending_outcomes: dict[tuple[str, str], int] = {}
+        self._pending_emitted: dict[str, int] = {}
+        self._pending_seconds: list[float] = []
         # Created at zero so that the first dead letter is an increase Prometheus can see.
         self._dead = {topic: DEAD_LETTERS.labels(group, topic) for topic in topics}
         self._retries = {topic: RETRIES.labels(group, topic) for topic in topics}
@@ -108,12 +119,43 @@ class PipelineMetrics:
 
     def handled(self, topic: str, outcome: str, seconds: float | None = None) -> None:
         """One record reached `outcome` (a parked follower's time is its head's: no seconds)."""
-        child = self._records.get((topic, outcome))
-        if child is None:
-            child = self._records[topic, outcome] = RECORDS.labels(self._group, topic, outcome)
-        child.inc()
+        pending = self._pending_outcomes
+        pending[topic, outcome] = pending.get((topic, outcome), 0) + 1
         if seconds is not None:
-            self._handling.observe(seconds)
+            self._pending_seconds.append(seconds)
+
+    def emitted(self, ce_types: Iterable[str]) -> None:
+        """Outputs rendered by a handler, by `ce_type` (SLA breaches counted on their own)."""
+        pending = self._pending_emitted
+        for ce_type in ce_types:
+            pending[ce_type] = pending.get(ce_type, 0) + 1
+
+    def flush(self) -> None:
+        """Add what the poll counted to the counters and the handling-time histogram."""
+        if self._pending_seconds:
+            _observe_all(self._handling, self._pending_seconds)
+            self._pending_seconds.clear()
+        if self._pending_outcomes:
+            for (topic, outcome), count in self._pending_outcomes.items():
+                child = self._records.get((topic, outcome))
+                if child is None:
+                    child = RECORDS.labels(self._group, topic, outcome)
+                    self._records[topic, outcome] = child
+                child.inc(count)
+            self._pending_outcomes.clear()
+        if self._pending_emitted:
+            for ce_type, count in self._pending_emitted.items():
+                children = self._emitted.get(ce_type)
+                if children is None:
+                    breach = ce_type.startswith(f"{SLA_BREACH_TYPE}.")
+                    children = self._emitted[ce_type] = (
+                        EMITTED.labels(self._group, ce_type),
+                        SLA_BREACHES.labels(self._group) if breach else None,
+                    )
+                for child in children:
+                    if child is not None:
+                        child.inc(count)
+            self._pending_emitted.clear()
 
     def dead_lettered(self, topic: str) -> None:
         """A record of `topic` went to its dead-letter topic."""
@@ -133,14 +175,6 @@ class PipelineMetrics:
         """A parked key goes on."""
         self._parked.dec()
 
-    def emitted(self, outputs: Sequence[OutRecord]) -> None:
-        """Outputs rendered by a handler (counted by type; SLA breaches on their own)."""
-        for record in outputs:
-            ce_type = next((v for n, v in record.headers if n == "ce_type"), b"").decode()
-            EMITTED.labels(self._group, ce_type).inc()
-            if ce_type.startswith(f"{SLA_BREACH_TYPE}."):
-                SLA_BREACHES.labels(self._group).inc()
-
 
 class NoMetrics(PipelineMetrics):
     """Records nothing: HUB_METRICS=false, and the bench's baseline."""
@@ -152,6 +186,12 @@ class NoMetrics(PipelineMetrics):
         """Nothing."""
 
     def handled(self, topic: str, outcome: str, seconds: float | None = None) -> None:
+        """Nothing."""
+
+    def emitted(self, ce_types: Iterable[str]) -> None:
+        """Nothing."""
+
+    def flush(self) -> None:
         """Nothing."""
 
     def dead_lettered(self, topic: str) -> None:
@@ -166,8 +206,32 @@ class NoMetrics(PipelineMetrics):
     def key_released(self) -> None:
         """Nothing."""
 
-    def emitted(self, outputs: Sequence[OutRecord]) -> None:
-        """Nothing."""
+
+def _observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """`histogram.observe` of each amount, each bucket and the sum added to once.
+
+    Observing takes two locks and a walk over the buckets per amount; a poll's handling times
+    are added in one go through the child's buckets (prometheus-client's own fields, read
+    with care: a client without them gets one observe per amount).
+    """
+    bounds: Sequence[float] | None = getattr(histogram, "_upper_bounds", None)
+    buckets: Sequence[Any] | None = getattr(histogram, "_buckets", None)
+    total: Any = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        # The first bucket whose bound is at least the amount, as observe picks it (the
+        # last bound is +Inf); NaN, which observe drops from the buckets, counts nowhere.
+        index = bisect.bisect_left(bounds, amount)
+        if index < len(counts) and amount <= bounds[index]:
+            counts[index] += 1
+    total.inc(math.fsum(amounts))
+    for bucket, count in zip(buckets, counts, strict=True):
+        if count:
+            bucket.inc(count)
 
 
 def _result_of(error: BaseException) -> str:

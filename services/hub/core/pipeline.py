@@ -10,7 +10,7 @@ import contextlib
 import inspect
 import time
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, cast
@@ -34,6 +34,8 @@ from hub.core.errors import (
     classify,
     stage_of,
 )
+from hub.core.handler import Decision
+from hub.core.logging import bind_record, unbind_record
 from hub.core.metrics import NoMetrics, PipelineMetrics
 from hub.core.outbound import OutRecord, RecordSink
 from hub.core.store.base import EventId
@@ -42,7 +44,7 @@ from hub.core.topics import dead_letter_topic, replay_topic, retry_topic
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from hub.core.handler import Decision, Emit, Handler, Service
+    from hub.core.handler import Emit, Handler, Service
     from hub.core.registry import Event, Registry
     from hub.core.settings import HubSettings
     from hub.core.store.base import Headers, JsonObject, KafkaRecord, ParkedRecord, StateStore
@@ -75,7 +77,7 @@ class BatchResult:
     due: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Read:
     """One record as read: its original form, retry history, and its event or why not."""
 
@@ -89,10 +91,13 @@ class _Read:
     failure: BaseException | None = None
     ignored: bool = False
     """A known event of a family this service has no handler for: not even its body is read."""
+    hop: str | None = None
+    """The hop's traceparent, once asked for (`Pipeline._traceparent`)."""
+    key: str | None = field(init=False)
+    """The record key as text (decoded once: it is read five times a record)."""
 
-    @property
-    def key(self) -> str | None:
-        return _text(self.original.key)
+    def __post_init__(self) -> None:
+        self.key = _text(self.original.key)
 
     @property
     def identity(self) -> EventId | None:
@@ -190,11 +195,15 @@ class Pipeline:
             events=[identity for read in every if (identity := read.identity) is not None],
             keys={key for read in every for key in (read.key, read.state_key) if key is not None},
         )
-        results = [
-            BatchResult(tuple([await self._process(read, work) for read in reads]), resume, due)
-            for reads, resume, due in plans
-        ]
-        await work.flush()
+        try:
+            results = [
+                BatchResult(tuple([await self._process(read, work) for read in reads]), resume, due)
+                for reads, resume, due in plans
+            ]
+            await work.flush()
+        finally:
+            # Counted as they happened, whether or not the poll is settled (as one at a time).
+            self.metrics.flush()
         return results
 
     def _not_due_until(self, record: KafkaRecord) -> datetime | None:
@@ -209,6 +218,9 @@ class Pipeline:
     def _read(self, record: KafkaRecord) -> _Read:
         """Read a record; never raises: whatever fails here makes the record a dead letter."""
         tier = self._tier_of.get(record.topic)
+        if tier is None and record.topic in self._inputs and not _has_hub_headers(record.headers):
+            # As its producer sent it (most records): its own origin, no history, no copy.
+            return self._decode(record, None, 0, None)
         try:
             origin = deadletter.origin_of(record)
             attempts, first_failure = deadletter.previous_failure(record)
@@ -233,6 +245,16 @@ class Pipeline:
             timestamp_ms=origin.timestamp_ms,
             headers=deadletter.original_headers(record.headers),
         )
+        return self._decode(original, tier, attempts, first_failure)
+
+    def _decode(
+        self,
+        original: KafkaRecord,
+        tier: int | None,
+        attempts: int,
+        first_failure: datetime | None,
+    ) -> _Read:
+        """The envelope and event of a record as first read; never raises (see `_read`)."""
         envelope: Envelope | None = None
         try:
             envelope, data = Envelope.from_record(original.headers, original.value)
@@ -264,8 +286,7 @@ class Pipeline:
         }  # fmt: skip
         if read.envelope is not None:
             context.update(ce_id=read.envelope.id, ce_type=read.envelope.type, case_id=read.key)
-        # bind and reset, not the bound_contextvars context manager: a hot path.
-        tokens = structlog.contextvars.bind_contextvars(**context)
+        token = bind_record(context)
         try:
             with tracing.record_span(
                 group=self.service.group,
@@ -273,6 +294,7 @@ class Pipeline:
                 partition=record.partition,
                 offset=record.offset,
                 envelope=read.envelope,
+                traceparent=self._traceparent(read) if tracing.enabled() else None,
             ) as span:
                 outcome = await self._run(read, work, check_park=read.tier is None)
                 self.counts[outcome] += 1
@@ -283,7 +305,7 @@ class Pipeline:
                     "message_handled", outcome=outcome.value, duration_ms=round(seconds * 1000, 2)
                 )
         finally:
-            structlog.contextvars.reset_contextvars(**tokens)
+            unbind_record(token)
         return outcome
 
     def _home_topic(self, topic: str) -> str:
@@ -426,17 +448,32 @@ class Pipeline:
         # A stored state that no longer validates is the record's permanent failure.
         state = self.service.load_state(document, read.state_key)
         answer = handler(event, state, envelope.time)
-        decision: Decision[Any] = await answer if inspect.isawaitable(answer) else answer
+        decision: Decision[Any] = (
+            answer
+            if isinstance(answer, Decision)  # most handlers are plain functions
+            else await answer
+            if inspect.isawaitable(answer)
+            else answer
+        )
         new_state = self.service.dump_state(decision.state)
         tracker.stage = "publish"
-        outputs = [self._render(emit, envelope, key) for emit in decision.emits]
-        self.metrics.emitted(outputs)
+        traceparent = self._traceparent(read)
+        outputs = [self._render(emit, envelope, key, traceparent) for emit in decision.emits]
+        self.metrics.emitted(emit.event.ce_type() for emit in decision.emits)
         # Rendered before anything is buffered: a bad output fails the attempt, not the batch.
         work.record_processed(
             EventId(envelope.source, envelope.id), outputs, key=read.state_key, state=new_state
         )
 
-    def _render(self, emit: Emit, envelope: Envelope, key: str | None) -> OutRecord:
+    def _traceparent(self, read: _Read) -> str | None:
+        """The traceparent of this hop's outputs and span, derived once per record."""
+        if read.hop is None and read.envelope is not None:
+            read.hop = read.envelope.hop_traceparent(self.service.group)
+        return read.hop
+
+    def _render(
+        self, emit: Emit, envelope: Envelope, key: str | None, traceparent: str | None
+    ) -> OutRecord:
         out_key = emit.key if emit.key is not None else key
         topic, extra = self.service.topic_for(emit), cast("Headers", ())
         if emit.delay is not None:
@@ -447,8 +484,8 @@ class Pipeline:
             type_=emit.event.ce_type(),
             dataschema=emit.event.dataschema(),
             subject=emit.subject or out_key,
+            traceparent=traceparent or envelope.hop_traceparent(self.service.group),
         )
-        tracing.output_span(topic, out.traceparent)
         return OutRecord(
             topic=topic,
             key=out_key.encode() if out_key is not None else None,
@@ -665,6 +702,14 @@ def _head_id(envelope: Envelope) -> str:
 def _is_head(head: str | None, envelope: Envelope) -> bool:
     # A park written before heads carried the source names the bare id.
     return head is not None and head in {_head_id(envelope), envelope.id}
+
+
+def _has_hub_headers(headers: Headers) -> bool:
+    # A plain loop: any() over a generator costs twice as much, on every record read.
+    for name, _ in headers:  # noqa: SIM110
+        if name.startswith(deadletter.PREFIX):
+            return True
+    return False
 
 
 def _text(key: bytes | None) -> str | None:

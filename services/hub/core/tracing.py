@@ -2,28 +2,37 @@
 
 Off by default: until `configure_tracing` installs a provider, the pipeline opens no spans.
 
-The outputs' `traceparent` keeps the span id derived from the output's event id
-(`envelope.child_traceparent`), so reprocessing an input still produces byte-identical records.
-To join the hops into one trace anyway, each output gets a zero-length PRODUCER span, a child of
-the record's span, whose span id *is* that derived id (pinned through `DerivedIdGenerator`). The
-next service's record span names it as parent, so intake -> dispatch -> gateway form one tree.
-The price: a record handled twice (a retry, a redelivery) reports its producer spans twice
-with the same ids; backends show them as one span with two reports, not as a broken trace.
+Every output of a hop carries the hop's `traceparent` (`Envelope.hop_traceparent`): the input's
+trace, and a span id derived from the group and the input's identity, so reprocessing an input
+still produces byte-identical records. The record's span has that very id, so the next
+service's span names it as parent and intake -> dispatch -> gateway form one tree, with one span
+per handled record and none per output. The price: a record handled twice (a retry, a
+redelivery) reports its span twice with the same id; backends show one span with two reports,
+not a broken trace.
+
+Sampling is by trace id alone, TraceIdRatioBased's rule, decided before anything is built: an
+unsampled record costs one slice of its traceparent and an integer comparison. A sampled
+record's span is written once, when the record is done, as the SDK's `ReadableSpan`, and given
+to the provider's span processor (batching, export) as the SDK's own spans are: a record span's
+ids, parent, attributes and outcome are all known, and building it through `Tracer.start_span`
+cost a lock, a sampler call and attribute checks per attribute.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
+import time
+import traceback
 from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     NonRecordingSpan,
     SpanContext,
@@ -33,25 +42,19 @@ from opentelemetry.trace import (
     TraceFlags,
 )
 
-from hub.core.envelope import child_traceparent
+from hub.core.envelope import parent_span
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from contextlib import AbstractContextManager
 
-    from opentelemetry.context import Context
+    from opentelemetry.sdk.trace import SpanProcessor
     from opentelemetry.sdk.trace.export import SpanExporter
-    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace import Tracer
+    from opentelemetry.util.types import AttributeValue
 
     from hub.core.envelope import Envelope
     from hub.core.settings import HubSettings
-
-_PINNED_SPAN_ID: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "hub_pinned_span_id", default=None
-)
-_PINNED_TRACE_ID: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "hub_pinned_trace_id", default=None
-)
 
 
 class _Installed:
@@ -59,22 +62,14 @@ class _Installed:
 
     tracer: Tracer | None = None
     provider: TracerProvider | None = None
+    processor: SpanProcessor | None = None
+    """Where record spans go: the provider's own processor (batching, export)."""
+    resource: Resource | None = None
     bound: int = 0
     """TraceIdRatioBased's bound: a trace whose low 64 bits are below it is sampled."""
 
 
-class DerivedIdGenerator(RandomIdGenerator):
-    """Random ids, unless the hub pinned the id the next span must have (see module doc)."""
-
-    def generate_span_id(self) -> int:
-        """The pinned span id, or a random one."""
-        pinned = _PINNED_SPAN_ID.get()
-        return pinned if pinned is not None else super().generate_span_id()
-
-    def generate_trace_id(self) -> int:
-        """The pinned trace id (a root record's derived trace), or a random one."""
-        pinned = _PINNED_TRACE_ID.get()
-        return pinned if pinned is not None else super().generate_trace_id()
+_RANDOM_IDS = RandomIdGenerator()
 
 
 def configure_tracing(
@@ -102,13 +97,13 @@ def configure_tracing(
         sample_ratio = settings.tracing_sample_ratio if settings is not None else 1.0
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name}),
-        id_generator=DerivedIdGenerator(),
         # By trace id alone, not the parent's flag (the storefront samples everything): the
         # same cases are traced in every service, and unsampled records cost little.
         sampler=TraceIdRatioBased(sample_ratio),
     )
     provider.add_span_processor(processor)
     _Installed.provider, _Installed.tracer = provider, provider.get_tracer("hub.core.pipeline")
+    _Installed.processor, _Installed.resource = processor, provider.resource
     _Installed.bound = TraceIdRatioBased.get_bound_for_rate(sample_ratio)
     return provider
 
@@ -118,102 +113,127 @@ def shutdown_tracing() -> None:
     if _Installed.provider is not None:
         _Installed.provider.shutdown()
     _Installed.tracer = _Installed.provider = None
+    _Installed.processor = _Installed.resource = None
 
 
 def enabled() -> bool:
     """Whether spans are recorded."""
-    return _Installed.tracer is not None
-
-
-def _ids(traceparent: str) -> tuple[int, int] | None:
-    parts = traceparent.split("-")
-    if len(parts) != 4:  # noqa: PLR2004 - version, trace id, span id, flags
-        return None
-    try:
-        return int(parts[1], 16), int(parts[2], 16)
-    except ValueError:
-        return None
+    return _Installed.processor is not None
 
 
 _NO_SPAN: contextlib.nullcontext[None] = contextlib.nullcontext()
-_TRACE_ID_LOW_BITS = (1 << 64) - 1
+_TRACE_ID_LOW_BITS = slice(19, 35)
+"""Where the low 64 bits of the trace id are in a traceparent `00-<32 hex>-<16 hex>-<2 hex>`."""
+_LOW_64 = (1 << 64) - 1
+_SCOPE = InstrumentationScope("hub.core.pipeline")
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+class RecordSpan:
+    """A record's span while it is handled: its outcome is set on it, it is written at the end."""
+
+    __slots__ = ("attributes", "context", "events", "name", "parent", "start_time", "status")
+
+    def __init__(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        attributes: dict[str, AttributeValue],
+    ) -> None:
+        self.name, self.context, self.parent = name, context, parent
+        self.attributes = attributes
+        self.events: list[Event] = []
+        self.status = Status(StatusCode.UNSET)
+        self.start_time = time.time_ns()
+
+    def set_attribute(self, key: str, value: str | int) -> None:
+        """Set one attribute."""
+        self.attributes[key] = value
+
+    def set_status(self, status: Status) -> None:
+        """Set the span's status."""
+        self.status = status
+
+    def record_exception(self, error: BaseException) -> None:
+        """An `exception` event, with the attributes the SDK's `Span.record_exception` gives it."""
+        module, name = type(error).__module__, type(error).__qualname__
+        self.events.append(
+            Event(
+                "exception",
+                {
+                    "exception.type": f"{module}.{name}" if module != "builtins" else name,
+                    "exception.message": str(error),
+                    "exception.stacktrace": "".join(traceback.format_exception(error)),
+                    "exception.escaped": "False",
+                },
+            )
+        )
+
+    def readable(self, resource: Resource) -> ReadableSpan:
+        """The finished span, as span processors and exporters take it."""
+        return ReadableSpan(
+            self.name,
+            context=self.context,
+            parent=self.parent,
+            resource=resource,
+            attributes=self.attributes,
+            events=tuple(self.events),
+            kind=SpanKind.CONSUMER,
+            status=self.status,
+            start_time=self.start_time,
+            end_time=time.time_ns(),
+            instrumentation_scope=_SCOPE,
+        )
 
 
 def record_span(
-    *, group: str, topic: str, partition: int, offset: int, envelope: Envelope | None
-) -> AbstractContextManager[Span | None]:
-    """The span of one handled record, current while it is handled (None when tracing is off)."""
-    tracer = _Installed.tracer
-    if tracer is None:
-        return _NO_SPAN
-    remote = _remote_parent(envelope.traceparent) if envelope is not None else None
-    derived: int | None = None
-    if envelope is not None and remote is None:
-        # No usable parent: the outputs' trace id is derived from this record's id (as
-        # `child_traceparent` does); so is this span's, and the hops still join.
-        ids = _ids(child_traceparent(None, envelope.id, envelope.id))
-        derived = ids[0] if ids else None
-    trace_id = remote.trace_id if remote is not None else derived
-    if trace_id is not None and trace_id & _TRACE_ID_LOW_BITS >= _Installed.bound:
-        # The sampler's own rule, applied before any span exists: an untraced case costs
-        # nothing here (the SDK would still build, and drop, two spans a record).
-        return _NO_SPAN
-    return _record_span(
-        tracer, group=group, topic=topic, partition=partition, offset=offset,
-        envelope=envelope, remote=remote, derived_trace_id=derived,
-    )  # fmt: skip
-
-
-def _remote_parent(traceparent: str | None) -> SpanContext | None:
-    """The span context a W3C traceparent names, or None when there is none or it is invalid."""
-    parts = (traceparent or "").split("-")
-    if len(parts) != 4 or parts[0] != "00" or len(parts[1]) != 32 or len(parts[2]) != 16:  # noqa: PLR2004 - W3C field widths
-        return None
-    try:
-        trace_id, span_id, flags = int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
-    except ValueError:
-        return None
-    if not trace_id or not span_id:
-        return None
-    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(flags))
-
-
-@contextlib.contextmanager
-def _record_span(
-    tracer: Tracer,
     *,
     group: str,
     topic: str,
     partition: int,
     offset: int,
     envelope: Envelope | None,
-    remote: SpanContext | None,
-    derived_trace_id: int | None,
-) -> Iterator[Span]:
-    # Start, attach and end by hand: start_as_current_span's wrappers cost per record, and
-    # few attributes, each validated on the way in.
-    attributes: dict[str, str | int] = {
+    traceparent: str | None = None,
+) -> AbstractContextManager[RecordSpan | None]:
+    """The span of one handled record, current while it is handled (None when not traced).
+
+    `traceparent` is the hop's (`Envelope.hop_traceparent`), which its outputs carry: the span
+    gets its trace and span id. Without one (a record that cannot be read) the ids are random.
+    """
+    if _Installed.processor is None:
+        return _NO_SPAN
+    if traceparent is not None:
+        if int(traceparent[_TRACE_ID_LOW_BITS], 16) >= _Installed.bound:
+            return _NO_SPAN  # the sampler's own rule, before anything is built
+        trace_id, span_id = int(traceparent[3:35], 16), int(traceparent[36:52], 16)
+    else:
+        trace_id, span_id = _RANDOM_IDS.generate_trace_id(), _RANDOM_IDS.generate_span_id()
+        if trace_id & _LOW_64 >= _Installed.bound:
+            return _NO_SPAN
+    attributes: dict[str, AttributeValue] = {
         "messaging.destination.name": topic,
         "messaging.destination.partition.id": str(partition),
         "messaging.kafka.offset": offset,
         "messaging.consumer.group.name": group,
     }
-    parent: Context | None = None
-    pinned = None
+    parent: SpanContext | None = None
     if envelope is not None:
         attributes["messaging.message.id"] = envelope.id
-    if remote is not None:
-        parent = trace.set_span_in_context(NonRecordingSpan(remote))
-    elif derived_trace_id is not None:
-        pinned = _PINNED_TRACE_ID.set(derived_trace_id)
-    try:
-        span = tracer.start_span(
-            f"process {topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
-        )
-    finally:
-        if pinned is not None:
-            _PINNED_TRACE_ID.reset(pinned)
-    token = otel_context.attach(trace.set_span_in_context(span))
+        remote = parent_span(envelope.traceparent)
+        if remote is not None:
+            parent_trace, parent_id, flags = remote
+            parent = SpanContext(
+                parent_trace, parent_id, is_remote=True, trace_flags=TraceFlags(flags)
+            )
+    context = SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED)
+    return _handled(RecordSpan(f"process {topic}", context, parent, attributes))
+
+
+@contextlib.contextmanager
+def _handled(span: RecordSpan) -> Iterator[RecordSpan]:
+    # Current while the record is handled, for any instrumented call a handler makes.
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span.context)))
     try:
         yield span
     except BaseException as error:
@@ -222,33 +242,15 @@ def _record_span(
         raise
     finally:
         otel_context.detach(token)
-        span.end()
+        processor, resource = _Installed.processor, _Installed.resource
+        if processor is not None and resource is not None:
+            processor.on_end(span.readable(resource))
 
 
-def set_outcome(span: Span | None, outcome: str, *, failed: bool) -> None:
+def set_outcome(span: RecordSpan | None, outcome: str, *, failed: bool) -> None:
     """Label the record's span with its outcome; a dead letter marks it as an error."""
     if span is None:
         return
     span.set_attribute("hub.outcome", outcome)
     if failed:
         span.set_status(Status(StatusCode.ERROR, outcome))
-
-
-def output_span(topic: str, traceparent: str | None) -> None:
-    """A zero-length PRODUCER span whose id is the output's derived span id (see module doc)."""
-    tracer = _Installed.tracer
-    if tracer is None or traceparent is None or not trace.get_current_span().is_recording():
-        return  # off, or this record's case is not sampled
-    ids = _ids(traceparent)
-    if ids is None:
-        return
-    token = _PINNED_SPAN_ID.set(ids[1])
-    try:
-        span = tracer.start_span(
-            f"publish {topic}",
-            kind=SpanKind.PRODUCER,
-            attributes={"messaging.destination.name": topic},
-        )
-    finally:
-        _PINNED_SPAN_ID.reset(token)
-    span.end()

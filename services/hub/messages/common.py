@@ -7,7 +7,15 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 
 
 class Value(BaseModel):
@@ -41,6 +49,25 @@ class Channel(StrEnum):
 
 
 NonEmpty = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _number_as_from_python(value: object, info: ValidationInfo) -> object:
+    """A JSON number read straight from bytes becomes the Decimal of its float's text.
+
+    That is what validating `json.loads`'s objects gives (100.0 -> "100.0"; pydantic's JSON
+    mode would give "100"), so an event reads the same whichever way it is decoded.
+    """
+    if info.mode == "json" and isinstance(value, float):
+        return str(value)
+    return value
+
+
+Amount = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=12, decimal_places=2),
+    BeforeValidator(_number_as_from_python),  # after the Field: the JSON schema stays as it was
+]
+"""A sum of money in yuan, at most 12 digits with 2 after the point."""
 Phone = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 -]{5,19}$")]
 
 
@@ -73,7 +100,7 @@ class Item(Value):
     category: NonEmpty
     serial_number: NonEmpty
     purchase_date: date
-    price: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+    price: Amount
 
 
 class Fault(Value):

@@ -7,15 +7,13 @@ case is keyed by its case id.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime
 
 from hub.core.registry import Event
 from hub.messages.catalogue import CATALOGUE
-from hub.messages.common import NonEmpty, Phone, TimeWindow, Value
+from hub.messages.common import Amount, NonEmpty, Phone, TimeWindow, Value
 
 
 class Leg(StrEnum):
@@ -51,7 +49,7 @@ class PickupOrderV1(Event):
     sender: PickupContact
     receiver: PickupContact
     category: NonEmpty
-    declared_value: Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+    declared_value: Amount
     insured: bool
     pickup_window: TimeWindow | None
     ordered_at: AwareDatetime

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
 
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime
 
 from hub.core.registry import Event
 from hub.messages.catalogue import CATALOGUE
-from hub.messages.common import Channel, Fault, Item, NonEmpty
+from hub.messages.common import Amount, Channel, Fault, Item, NonEmpty
 
-Money = Annotated[Decimal, Field(ge=0, max_digits=12, decimal_places=2)]
+Money = Amount
 
 
 class Resolution(StrEnum):
