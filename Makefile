@@ -138,11 +138,13 @@ soak: kafka-jars
 	PYTHONPATH=services $(BIN)/python -m lab soak --minutes $(or $(MINUTES),30) --rate $(or $(RATE),200)
 
 # The hub's hop next to raw aiokafka and bare FastStream, e2e latency, Kafka's own reference;
-# then what metrics and tracing cost the hop (bare, metrics, traced, one in ten traced).
+# then what metrics and tracing cost the hop (bare, metrics, traced, one in ten traced), on the
+# broker and as the kernel's CPU per record without one (the steadier figure on a busy machine).
 # Options: make bench BENCH_ARGS="--rounds 5 --e2e-seconds 120"; --help lists them.
 bench: kafka-jars
 	PYTHONPATH=services $(BIN)/python -m lab.bench $(BENCH_ARGS)
 	PYTHONPATH=services $(BIN)/python -m lab.bench.observability
+	PYTHONPATH=services $(BIN)/python -m lab.bench.hotpath
 
 # Only the HTTP front door's row: `hub run ingress` under HTTP load (INGRESS_ARGS="--rate 500").
 bench-ingress: kafka-jars
