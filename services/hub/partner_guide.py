@@ -58,7 +58,6 @@ _BLOCK = re.compile(
     r"<!-- end of generated (?P=name) -->",
     re.DOTALL,
 )
-RUN = "run `hub docs partner-guide`"
 
 # Fixed example values: the guide must not change from one run to the next.
 AT = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from dispatch.partners import load_partners
+from hub.cli.generated import write_or_check
 from hub.core.settings import HubSettings
 from hub.messages import CATALOGUE
 
@@ -23,7 +24,7 @@ def partner_guide_command(
     ] = False,
 ) -> None:
     """Fill in the guide's generated blocks (example records, rights, signed calls)."""
-    from hub.partner_guide import RUN, blocks, render  # noqa: PLC0415 - imports every service
+    from hub.partner_guide import blocks, render  # noqa: PLC0415 - imports every service
 
     current = path.read_text(encoding="utf-8")
     try:
@@ -31,11 +32,4 @@ def partner_guide_command(
     except ValueError as error:
         print(f"{path}: {error}")
         raise typer.Exit(1) from error
-    if check:
-        if text != current:
-            print(f"{path} is stale: {RUN}")
-            raise typer.Exit(1)
-        print(f"{path}: OK")
-        return
-    path.write_text(text, encoding="utf-8")
-    print(f"wrote {path}")
+    write_or_check(path, text, check=check, regenerate="hub docs partner-guide")

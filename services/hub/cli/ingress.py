@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from hub.cli.generated import write_or_check
 from hub.core.settings import HubSettings
 from hub.messages import CATALOGUE
 
@@ -45,13 +46,4 @@ def openapi_command(
     from ingress.app import render_openapi  # noqa: PLC0415 - FastAPI only for this command
 
     text = render_openapi(HubSettings(), CATALOGUE)
-    current = path.read_text(encoding="utf-8") if path.exists() else None
-    if check:
-        if current != text:
-            print(f"{path} is stale: run `hub ingress openapi`")
-            raise typer.Exit(1)
-        print(f"{path}: OK")
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    print(f"wrote {path}")
+    write_or_check(path, text, check=check, regenerate="hub ingress openapi")

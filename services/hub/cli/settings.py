@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from hub.cli.generated import write_or_check
+
 settings_app = typer.Typer(
     help="The environment variables the hub reads, documented from its settings models.",
     no_args_is_help=True,
@@ -25,15 +27,4 @@ def doc_command(
     """Write docs/configuration.md: every variable, its type, default and description."""
     from hub.settings_doc import render_configuration  # noqa: PLC0415 - keeps `hub --help` fast
 
-    text = render_configuration()
-    current = output.read_text(encoding="utf-8") if output.exists() else None
-    if check:
-        if current != text:
-            print(f"{output}: stale; run `hub settings doc`")
-            raise typer.Exit(1)
-        print(f"{output}: OK")
-        return
-    if current != text:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text, encoding="utf-8")
-    print(f"{output}: {'written' if current != text else 'unchanged'}")
+    write_or_check(output, render_configuration(), check=check, regenerate="hub settings doc")
