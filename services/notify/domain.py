@@ -15,6 +15,7 @@ from hub.messages.repair import (
     ItemReceivedV1,
     NotificationRequestedV1,
     QuoteIssuedV1,
+    RefundClawbackRequestedV1,
     RefundRequestedV1,
     ReplacementIssuedV1,
     WorkCompletedV1,
@@ -46,7 +47,10 @@ def milestone_of(event: Event) -> str | None:
         RefundRequestedV1: "refunded",
         ReplacementIssuedV1: "replaced",
         CaseClosedV1: "closed",
+        RefundClawbackRequestedV1: "refund_clawback",
     }
+    if isinstance(event, RefundRequestedV1) and event.express:
+        return "express_refunded"
     if type(event) in simple:
         return simple[type(event)]
     if isinstance(event, PickupAcceptedV1) and event.leg is Leg.INBOUND:

@@ -14,6 +14,7 @@ from hub.messages.repair import (
     NotificationRequestedV1,
     NotificationSentV1,
     QuoteIssuedV1,
+    RefundClawbackRequestedV1,
     RefundRequestedV1,
     ReplacementIssuedV1,
     WorkCompletedV1,
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 MILESTONE_EVENTS = (
     CaseOpenedV1, PickupAcceptedV1, TrackingUpdatedV1, ItemReceivedV1, QuoteIssuedV1,
     WorkCompletedV1, RefundRequestedV1, ReplacementIssuedV1, CaseClosedV1,
+    RefundClawbackRequestedV1,
 )  # fmt: skip
 
 

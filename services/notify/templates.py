@@ -56,6 +56,31 @@ TEMPLATES: dict[str, dict[str, Template]] = {
         "zh-CN": Template("已申请退款", "{name}您好,我们已为您申请退款 ¥{amount},将原路退回。"),
         "en": Template("Refund requested", "Hello {name}, a refund of ¥{amount} is on its way."),
     },
+    "express_refunded": {
+        "zh-CN": Template(
+            "极速退款已到账",
+            "{name}您好,快递员已取件,我们已为您办理极速退款 ¥{amount},无需等待仓库验收,"
+            "将原路退回。",
+        ),
+        "en": Template(
+            "Express refund",
+            "Hello {name}, the courier has your parcel: an express refund of ¥{amount} is on "
+            "its way, without waiting for the inspection.",
+        ),
+    },
+    "refund_clawback": {
+        "zh-CN": Template(
+            "极速退款需退回",
+            "{name}您好,维修中心验收发现商品与订单不符(序列号不符或人为损坏),"
+            "已发起极速退款 ¥{amount} 的追回,客服将与您联系。",
+        ),
+        "en": Template(
+            "Express refund taken back",
+            "Hello {name}, the repair center found the item does not match the order (another "
+            "serial number, or damage). The express refund of ¥{amount} is being taken back; "
+            "our service team will contact you.",
+        ),
+    },
     "replaced": {
         "zh-CN": Template("已为您换新", "{name}您好,我们将为您寄出一台新机。"),
         "en": Template("Replacement issued", "Hello {name}, a new unit is on its way to you."),

@@ -5,18 +5,20 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from hub.core.handler import Decision, Emit
 from hub.messages.cases import CaseExceptionRaisedV1, TrackingStatus
-from hub.messages.common import Fault, Item, ServiceMode
+from hub.messages.common import Amount, Fault, Item, RequestType, ServiceMode
 from hub.messages.courier import Leg
 from hub.messages.repair import (
     CaseClosedV1,
+    ClawbackReason,
     DiagnosisCompletedV1,
     ItemReceivedV1,
     QuoteDecisionV1,
     QuoteIssuedV1,
+    RefundClawbackRequestedV1,
     RefundRequestedV1,
     RepairTicketV1,
     ReplacementIssuedV1,
@@ -27,6 +29,7 @@ from hub.messages.repair import (
     VisitScheduledV1,
     WorkCompletedV1,
 )
+from repair.refund_policy import express_refund_eligibility
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
         CenterWorkCompletedV1,
         QuoteAnsweredV1,
     )
+    from repair.refund_policy import ExpressRefundPolicy
 
 
 class Stage(StrEnum):
@@ -69,6 +73,13 @@ class RepairCase(BaseModel):
     stage: Stage
     resolution: Resolution | None = None
     repaired: bool = False
+    # Left out when unset, so a state stored before them is stored again byte for byte.
+    request_type: RequestType = Field(
+        default=RequestType.REPAIR, exclude_if=lambda kind: kind is RequestType.REPAIR
+    )
+    trusted_customer: bool = Field(default=False, exclude_if=lambda trusted: not trusted)
+    express_refund: Amount | None = Field(default=None, exclude_if=lambda paid: paid is None)
+    """What the express refund paid at pickup; set once, so it is never paid twice."""
 
     def moved(self, **changes: object) -> RepairCase:
         """The state after `changes`."""
@@ -102,6 +113,8 @@ def on_case_opened(
         fault=event.fault,
         in_warranty=event.in_warranty,
         stage=Stage.AWAITING_ITEM,
+        request_type=event.request_type,
+        trusted_customer=event.trusted_customer,
     )
     if event.service_mode is not ServiceMode.ONSITE:
         return Decision(state=case)
@@ -110,11 +123,68 @@ def on_case_opened(
     return Decision(emits=emits, state=case)
 
 
+# Tracking that proves the courier has the parcel: the first one triggers an express refund
+# (a courier may skip the picked-up scan; a later scan of the leg proves the pickup as well).
+PICKED_UP = frozenset(
+    {
+        TrackingStatus.PICKED_UP,
+        TrackingStatus.IN_TRANSIT,
+        TrackingStatus.OUT_FOR_DELIVERY,
+        TrackingStatus.DELIVERED,
+    }
+)
+
+
+def express_refund(
+    event: TrackingUpdatedV1, case: RepairCase, at: datetime, policy: ExpressRefundPolicy
+) -> RefundRequestedV1 | None:
+    """The express refund the pickup of an eligible case triggers; None if none is due (now)."""
+    due = (
+        event.leg is Leg.INBOUND
+        and event.status in PICKED_UP
+        and case.stage is Stage.AWAITING_ITEM
+        and case.express_refund is None
+    )
+    if not due:
+        return None
+    verdict = express_refund_eligibility(
+        policy,
+        trusted_customer=case.trusted_customer,
+        request_type=case.request_type,
+        category=case.item.category,
+        amount=case.item.price,
+    )
+    if not verdict.eligible:
+        return None
+    return RefundRequestedV1(
+        case_id=case.case_id,
+        order_id=case.order_id,
+        order_item_id=case.order_item_id,
+        amount=case.item.price,
+        requested_at=at,
+        express=True,
+    )
+
+
 def on_tracking(
-    event: TrackingUpdatedV1, case: RepairCase | None, _at: datetime
+    event: TrackingUpdatedV1, case: RepairCase | None, at: datetime, *, policy: ExpressRefundPolicy
 ) -> Decision[RepairCase]:
+    """Picked up: an eligible case's express refund. Delivered: open the ticket, or close."""
+    if case is None:
+        return Decision()
+    refund = express_refund(event, case, at, policy)
+    if refund is None:
+        return _delivered(event, case)
+    refunded = case.moved(express_refund=refund.amount)
+    after = _delivered(event, refunded)
+    return Decision(
+        emits=(Emit("express-refund", refund), *after.emits), state=after.state or refunded
+    )
+
+
+def _delivered(event: TrackingUpdatedV1, case: RepairCase) -> Decision[RepairCase]:
     """Delivered inbound: open the ticket. Delivered outbound: the case is done."""
-    if case is None or event.status is not TrackingStatus.DELIVERED:
+    if event.status is not TrackingStatus.DELIVERED:
         return Decision()
     if event.leg is Leg.INBOUND and case.stage is Stage.AWAITING_ITEM:
         emit = _ticket(case, onsite=False, waybill=event.waybill_no)
@@ -146,14 +216,29 @@ def on_item_received(
         return Decision(
             emits=(Emit("received", received),), state=case.moved(stage=Stage.AT_CENTER)
         )
-    exception = CaseExceptionRaisedV1(
-        case_id=case.case_id,
-        code="serial_mismatch",
-        reason=f"received serial {event.serial_number}, ordered {case.item.serial_number}",
-        raised_at=at,
-    )
-    emits = (Emit("received", received), Emit("exception", exception))
+    reason = f"received serial {event.serial_number}, ordered {case.item.serial_number}"
+    emits = (Emit("received", received), *_to_exception(case, ClawbackReason.SERIAL_MISMATCH,
+                                                         reason, at))  # fmt: skip
     return Decision(emits=emits, state=case.moved(stage=Stage.EXCEPTION))
+
+
+def _to_exception(
+    case: RepairCase, code: ClawbackReason, reason: str, at: datetime
+) -> tuple[Emit, ...]:
+    """People must look at the case; an express refund already paid is to be clawed back."""
+    exception = CaseExceptionRaisedV1(case_id=case.case_id, code=code, reason=reason, raised_at=at)
+    if case.express_refund is None:
+        return (Emit("exception", exception),)
+    clawback = RefundClawbackRequestedV1(
+        case_id=case.case_id,
+        order_id=case.order_id,
+        order_item_id=case.order_item_id,
+        amount=case.express_refund,
+        reason_code=code,
+        reason=reason,
+        requested_at=at,
+    )
+    return Emit("exception", exception), Emit("clawback", clawback)
 
 
 def on_diagnosed(
@@ -170,6 +255,8 @@ def on_diagnosed(
         diagnosed_at=at,
     )
     emits = [Emit("diagnosed", diagnosed)]
+    if case.express_refund is not None:
+        return _after_express_refund(event, case, diagnosed, at)
     if event.quote is not None:
         emits.append(
             Emit(
@@ -197,6 +284,22 @@ def on_diagnosed(
     else:
         stage = Stage.WORKING
     return Decision(emits=tuple(emits), state=case.moved(stage=stage, resolution=event.resolution))
+
+
+def _after_express_refund(
+    event: CenterDiagnosedV1, case: RepairCase, diagnosed: DiagnosisCompletedV1, at: datetime
+) -> Decision[RepairCase]:
+    """Refunded at pickup: the item stays, whatever the center would do; damage claws back."""
+    emits: tuple[Emit, ...] = (Emit("diagnosed", diagnosed),)
+    if event.customer_damage:
+        reason = f"damaged by the customer ({event.fault_type}) after an express refund"
+        emits += _to_exception(case, ClawbackReason.CUSTOMER_DAMAGE, reason, at)
+        return Decision(emits=emits, state=case.moved(stage=Stage.EXCEPTION))
+    closed = CaseClosedV1(case_id=case.case_id, outcome="refunded", closed_at=at)
+    return Decision(
+        emits=(*emits, Emit("closed", closed)),
+        state=case.moved(stage=Stage.CLOSED, resolution=Resolution.REFUND),
+    )
 
 
 def on_quote_answered(

@@ -20,6 +20,7 @@ from hub.messages.repair import (
     QuoteAnsweredV1,
     QuoteDecisionV1,
     QuoteIssuedV1,
+    RefundClawbackRequestedV1,
     RefundRequestedV1,
     RepairTicketV1,
     ReplacementIssuedV1,
@@ -29,6 +30,7 @@ from hub.messages.repair import (
     WorkCompletedV1,
 )
 from repair import domain
+from repair.refund_policy import ExpressRefundPolicy, load_refund_policy
 
 if TYPE_CHECKING:
     from hub.core.settings import HubSettings
@@ -37,17 +39,22 @@ GROUP = "repair"
 CASE_OUTPUTS = (
     ItemReceivedV1, DiagnosisCompletedV1, QuoteIssuedV1, WorkCompletedV1, RefundRequestedV1,
     ReplacementIssuedV1, ReturnShipmentRequestedV1, VisitScheduledV1, VisitReportedV1,
-    CaseClosedV1, CaseExceptionRaisedV1,
+    CaseClosedV1, CaseExceptionRaisedV1, RefundClawbackRequestedV1,
 )  # fmt: skip
 
 
-def build_service(settings: HubSettings, table: PartnerTable | None = None) -> Service:
-    """The repair consumer group, for the repair centers of `table` (deploy/partners.yaml)."""
+def build_service(
+    settings: HubSettings,
+    table: PartnerTable | None = None,
+    policy: ExpressRefundPolicy | None = None,
+) -> Service:
+    """The repair group, for the centers of `table` and the express refunds of `policy`."""
     table = table or load_partners()
+    policy = policy or load_refund_policy(settings=settings)
 
     handlers: dict[str, Handler] = {
         CaseOpenedV1.event_type: partial(domain.on_case_opened, table=table),
-        TrackingUpdatedV1.event_type: domain.on_tracking,
+        TrackingUpdatedV1.event_type: partial(domain.on_tracking, policy=policy),
         CenterItemReceivedV1.event_type: domain.on_item_received,
         CenterDiagnosedV1.event_type: domain.on_diagnosed,
         QuoteAnsweredV1.event_type: domain.on_quote_answered,

@@ -32,6 +32,7 @@ from hub.messages.repair import (
     NotificationRequestedV1,
     QuoteAnsweredV1,
     QuoteIssuedV1,
+    RefundClawbackRequestedV1,
     RefundRequestedV1,
     ReplacementIssuedV1,
     Resolution,
@@ -44,6 +45,7 @@ from hub.messages.tracker import (
     CaseStatusV1,
     ClockState,
     ComplaintEscalatedV1,
+    ExpressRefundState,
     PickupOrderState,
     RatingRejectedV1,
     RatingState,
@@ -139,7 +141,7 @@ TRACKED: tuple[type[Event], ...] = (
     PickupAcceptedV1, PickupFailedV1, PickupCancelledV1, TrackingUpdatedV1, ItemReceivedV1,
     DiagnosisCompletedV1, QuoteIssuedV1, QuoteAnsweredV1, WorkCompletedV1, RefundRequestedV1,
     ReplacementIssuedV1, ReturnShipmentRequestedV1, VisitScheduledV1, VisitReportedV1,
-    CaseClosedV1, RatingSubmittedV1, ComplaintEscalatedV1,
+    CaseClosedV1, RatingSubmittedV1, ComplaintEscalatedV1, RefundClawbackRequestedV1,
 )  # fmt: skip
 """The case events the tracker folds (its SLA timers come on top)."""
 
@@ -297,6 +299,9 @@ def fold(event: Event, record: CaseRecord | None, at: datetime, sla: SlaTable) -
     if isinstance(event, RatingSubmittedV1):
         return _rating(case, event, when, at)
     change = _change(event)
+    if isinstance(event, DiagnosisCompletedV1) and case.snapshot.express_refund is not None:
+        # Refunded at pickup: the item stays with the center, whatever it would have done.
+        change = Change(Status.REFUNDING, f"{change.detail} (refunded at pickup)")
     # Tracking facts keep their time even when late: the first pickup stays the first.
     if isinstance(event, TrackingUpdatedV1):
         _tracking_facts(case, event, sla)
@@ -352,8 +357,8 @@ def _change(event: Event) -> Change:  # noqa: C901, PLR0911, PLR0912 - one case 
         return Change(Status.REPAIRING, "approved" if event.approved else "declined")
     if isinstance(event, WorkCompletedV1):
         return Change(None, f"repaired: {event.repaired}")
-    if isinstance(event, RefundRequestedV1):
-        return Change(Status.REFUNDING, f"refund {event.amount}")
+    if isinstance(event, RefundRequestedV1 | RefundClawbackRequestedV1):
+        return _refund_change(event)
     if isinstance(event, ReplacementIssuedV1):
         return Change(Status.REPLACING, f"new {event.sku}")
     if isinstance(event, ReturnShipmentRequestedV1):
@@ -367,6 +372,15 @@ def _change(event: Event) -> Change:  # noqa: C901, PLR0911, PLR0912 - one case 
     if isinstance(event, ComplaintEscalatedV1):
         return Change(None, f"to {event.escalated_to}: {event.complaint}")
     return Change(None, "")
+
+
+def _refund_change(event: RefundRequestedV1 | RefundClawbackRequestedV1) -> Change:
+    """An express refund leaves the case where the parcel is; a claw-back follows an exception."""
+    if isinstance(event, RefundClawbackRequestedV1):
+        return Change(None, f"claw back express refund {event.amount}: {event.reason_code}")
+    if event.express:
+        return Change(None, f"express refund {event.amount} at pickup")
+    return Change(Status.REFUNDING, f"refund {event.amount}")
 
 
 def _after_diagnosis(event: DiagnosisCompletedV1) -> Status:
@@ -433,6 +447,10 @@ def _apply(case: Case, event: Event, when: datetime, at: datetime, sla: SlaTable
     elif isinstance(event, DiagnosisCompletedV1):
         case.fields["fault_type"] = event.fault_type
         case.milestone("diagnosed", when)
+    elif isinstance(event, RefundClawbackRequestedV1) or (
+        isinstance(event, RefundRequestedV1) and event.express
+    ):
+        _express(case, event)  # paid at pickup: the center's work is still to come
     elif isinstance(event, WorkCompletedV1 | RefundRequestedV1 | ReplacementIssuedV1):
         case.milestone("work_completed", when)
         _stop(case, SlaClock.REPAIR, when, sla)
@@ -445,6 +463,22 @@ def _apply(case: Case, event: Event, when: datetime, at: datetime, sla: SlaTable
         # A withdrawn case breaches nothing: its clocks stop without a verdict.
         for clock in SlaClock:
             _stop(case, clock, when, sla, judge=isinstance(event, CaseClosedV1))
+
+
+def _express(case: Case, event: RefundRequestedV1 | RefundClawbackRequestedV1) -> None:
+    """Record an express refund, or its claw-back, on the case."""
+    known = case.fields.get("express_refund", case.snapshot.express_refund)
+    paid = known if isinstance(known, ExpressRefundState) else None
+    if isinstance(event, RefundRequestedV1):
+        state = ExpressRefundState(amount=event.amount, requested_at=event.requested_at)
+        case.milestone("express_refunded", event.requested_at)
+    else:
+        paid = paid or ExpressRefundState(amount=event.amount, requested_at=event.requested_at)
+        state = paid.model_copy(
+            update={"clawback_reason": event.reason_code.value, "clawback_at": event.requested_at}
+        )
+        case.milestone("clawback_requested", event.requested_at)
+    case.fields["express_refund"] = state
 
 
 # --- SLA clocks --------------------------------------------------------------------------

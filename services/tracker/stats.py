@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from hub.messages.tracker import SlaClock
@@ -67,6 +68,33 @@ class RatingFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpressRefundFigures:
+    """Express refunds (极速退款) paid at pickup, and those clawed back after inspection."""
+
+    count: int = 0
+    amount: Decimal = Decimal("0.00")
+    clawbacks: int = 0
+    clawback_amount: Decimal = Decimal("0.00")
+    clawback_rate: float | None = None
+    """Claw-backs per express refund: the share of trusted customers the trust was wrong about."""
+    clawback_reasons: dict[str, int] = field(default_factory=dict)
+
+
+def express_refund_figures(cases: Iterable[CaseStatusV1]) -> ExpressRefundFigures:
+    """Count and sum the express refunds of `cases`, and their claw-backs by reason."""
+    refunds = [case.express_refund for case in cases if case.express_refund is not None]
+    clawed = [refund for refund in refunds if refund.clawback_reason is not None]
+    return ExpressRefundFigures(
+        count=len(refunds),
+        amount=sum((refund.amount for refund in refunds), Decimal("0.00")),
+        clawbacks=len(clawed),
+        clawback_amount=sum((refund.amount for refund in clawed), Decimal("0.00")),
+        clawback_rate=round(len(clawed) / len(refunds), 4) if refunds else None,
+        clawback_reasons=dict(Counter(str(refund.clawback_reason) for refund in clawed)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Figures over the cases opened in a time range."""
 
@@ -80,6 +108,7 @@ class Stats:
     """Cases whose clock reached at least one level, per clock."""
     complaints: int
     """Cases escalated to the platform's arbitration."""
+    express_refunds: ExpressRefundFigures = field(default_factory=ExpressRefundFigures)
 
 
 def opened_at(snapshot: CaseStatusV1) -> datetime:
@@ -158,4 +187,5 @@ def compute_stats(
         ),
         sla_breaches={clock.value: clock_breaches[clock.value] for clock in SlaClock},
         complaints=sum(case.in_arbitration for case in cases),
+        express_refunds=express_refund_figures(cases),
     )

@@ -96,7 +96,19 @@ def render_stats(stats: Stats, console: Console, title: str) -> None:
     for clock, count in stats.sla_breaches.items():
         ratings.add_row(f"{clock} SLA breached (cases)", str(count))
     ratings.add_row("complaints (in arbitration)", str(stats.complaints))
-    for table in (faults, stages, couriers, ratings):
+    express = stats.express_refunds
+    refunds = Table(title="express refunds (at pickup)", title_justify="left")
+    refunds.add_column("figure")
+    refunds.add_column("value", justify="right")
+    refunds.add_row("express refunds", str(express.count))
+    refunds.add_row("amount refunded", f"¥{express.amount}")
+    refunds.add_row("claw-backs", str(express.clawbacks))
+    refunds.add_row("amount clawed back", f"¥{express.clawback_amount}")
+    rate = express.clawback_rate
+    refunds.add_row("claw-back rate", "-" if rate is None else f"{rate:.1%}")
+    for reason, count in express.clawback_reasons.items():
+        refunds.add_row(f"  {reason}", str(count))
+    for table in (faults, stages, couriers, ratings, refunds):
         console.print(table)
 
 
@@ -114,7 +126,8 @@ def stats_command(
     start, end = _when(since), _when(until)
     stats = compute_stats(_snapshots(settings).values(), since=start, until=end)
     if as_json:
-        print(json.dumps(dataclasses.asdict(stats), ensure_ascii=False, indent=2))
+        # Sums of money stay exact: Decimal as its text.
+        print(json.dumps(dataclasses.asdict(stats), ensure_ascii=False, indent=2, default=str))
         return
     span = f"{start.isoformat() if start else 'start'} .. {end.isoformat() if end else 'now'}"
     render_stats(stats, Console(), f"cases opened {span}")

@@ -146,6 +146,11 @@ class HubSettings(BaseSettings):
         description="The SLA table (YAML); unset, the one the hub ships "
         "(`deploy/sla.yaml` in the repository).",
     )
+    refund_policy_file: str | None = Field(
+        default=None,
+        description="The express-refund policy (YAML: request types, categories, amount "
+        "limits); unset, the one the hub ships (`deploy/refunds.yaml` in the repository).",
+    )
     schemas_dir: str | None = Field(
         default=None,
         description="The JSON Schemas `hub schemas check` compares with; unset, the ones the "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, Field
 
 from hub.core.registry import Event
 from hub.messages.catalogue import CATALOGUE
@@ -19,6 +19,13 @@ class Resolution(StrEnum):
     REPAIR = "repair"
     REPLACE = "replace"
     REFUND = "refund"
+
+
+class ClawbackReason(StrEnum):
+    """Why an express refund is to be taken back: the parcel did not hold what was refunded."""
+
+    SERIAL_MISMATCH = "serial_mismatch"
+    CUSTOMER_DAMAGE = "customer_damage"
 
 
 class VisitOutcome(StrEnum):
@@ -73,12 +80,16 @@ class CenterDiagnosedV1(Event):
 
     event_type = "repair.center.diagnosed"
     version = 1
+    minor = 1
 
     case_id: NonEmpty
     fault_type: NonEmpty
     in_warranty: bool
     resolution: Resolution
     quote: Money | None = None
+    # Left out when false: a 1.1 report without damage is the 1.0 document byte for byte.
+    customer_damage: bool = Field(default=False, exclude_if=lambda damaged: not damaged)
+    """1.1: the item was damaged by the customer (人为损坏), not by a fault or in transit."""
 
 
 @CATALOGUE.register
@@ -178,11 +189,32 @@ class RefundRequestedV1(Event):
 
     event_type = "aftersales.refund.requested"
     version = 1
+    minor = 1
 
     case_id: NonEmpty
     order_id: NonEmpty
     order_item_id: NonEmpty
     amount: Money
+    requested_at: AwareDatetime
+    # Left out when false, so an ordinary refund stays the 1.0 document byte for byte.
+    express: bool = Field(default=False, exclude_if=lambda express: not express)
+    """1.1: an express refund (极速退款), requested at the courier's pickup, before inspection."""
+
+
+@CATALOGUE.register
+class RefundClawbackRequestedV1(Event):
+    """The storefront is to take an express refund back: the center found the item not as sold."""
+
+    event_type = "aftersales.refund.clawback-requested"
+    version = 1
+
+    case_id: NonEmpty
+    order_id: NonEmpty
+    order_item_id: NonEmpty
+    amount: Money
+    """What the express refund paid, to be recovered from the customer."""
+    reason_code: ClawbackReason
+    reason: str
     requested_at: AwareDatetime
 
 

@@ -9,7 +9,7 @@ from pydantic import AwareDatetime, Field
 
 from hub.core.registry import Event
 from hub.messages.catalogue import CATALOGUE
-from hub.messages.common import NonEmpty, Value
+from hub.messages.common import Amount, NonEmpty, Value
 
 Score = Annotated[int, Field(ge=1, le=5)]
 Comment = Annotated[str, Field(max_length=2000)]
@@ -137,12 +137,23 @@ class RatingState(Value):
     rated_at: AwareDatetime
 
 
+class ExpressRefundState(Value):
+    """An express refund (极速退款) of a case, and its claw-back if the center found a mismatch."""
+
+    amount: Amount
+    requested_at: AwareDatetime
+    clawback_reason: str | None = None
+    """Set once a claw-back was requested: `serial_mismatch` or `customer_damage`."""
+    clawback_at: AwareDatetime | None = None
+
+
 @CATALOGUE.register
 class CaseStatusV1(Event):
     """The latest status of a case, its milestones, clocks and timeline: what the customer sees."""
 
     event_type = "aftersales.case.status"
     version = 1
+    minor = 1
 
     case_id: NonEmpty
     status: NonEmpty
@@ -162,3 +173,8 @@ class CaseStatusV1(Event):
     rating: RatingState | None = None
     in_arbitration: bool = False
     timeline: tuple[TimelineEntry, ...] = ()
+    # Left out when unset, so a case without one is the 1.0 snapshot byte for byte.
+    express_refund: ExpressRefundState | None = Field(
+        default=None, exclude_if=lambda refund: refund is None
+    )
+    """1.1: the express refund paid at pickup, and its claw-back, if any."""

@@ -36,7 +36,9 @@ if TYPE_CHECKING:
 RESOLUTIONS = {"no_power": Resolution.REFUND, "leak": Resolution.REPLACE}
 NEEDS_WORKSHOP = frozenset({"no_cooling", "compressor_noise"})
 NOT_COVERED = frozenset({"water_damage", "dropped"})
-"""Damage the warranty excludes, whatever the purchase date: the customer gets a quote."""
+"""Damage the warranty excludes, whatever the purchase date: the customer gets a quote.
+
+The technicians report it as damage by the customer (人为损坏)."""
 QUOTE = Decimal("299.00")
 
 
@@ -47,6 +49,8 @@ class CenterKnobs:
     step_delay_s: float = 0.1
     wrong_serial_rate: float = 0.0
     seed: int | None = None
+    wrong_serials: frozenset[str] = frozenset()
+    """Serial numbers whose parcel always holds another item (a scripted mismatch)."""
 
 
 Report = Callable[["Event", str], Awaitable[None]]
@@ -90,7 +94,8 @@ class Workshop:
             )
             return
         serial = ticket.item.serial_number
-        if self.random.random() < self.knobs.wrong_serial_rate:
+        wrong = serial in self.knobs.wrong_serials
+        if self.random.random() < self.knobs.wrong_serial_rate or wrong:
             serial = f"{serial}-X"
         await step(CenterItemReceivedV1(case_id=case_id, serial_number=serial), "in")
         resolution = RESOLUTIONS.get(code, Resolution.REPAIR)
@@ -102,6 +107,7 @@ class Workshop:
             in_warranty=covered,
             resolution=Resolution.REPAIR if quote else resolution,
             quote=quote,
+            customer_damage=code in NOT_COVERED,
         )
         await step(diagnosis, "diagnosis")
         repaired = True
