@@ -21,10 +21,11 @@ from hub.core.ops_http import OpsServer
 from hub.core.outbound import event_record
 from hub.core.service import KafkaSink
 from hub.core.topics import CASES, STOREFRONT_REQUESTS
+from hub.messages.common import RequestType
 from hub.messages.storefront import ComplaintFiledV1, RatingGivenV1
 from intake.domain import case_id_for
 from lab.local_stack import LocalStack
-from lab.samples import sample_request_v1, sample_request_v2
+from lab.samples import sample_request, sample_request_v1, sample_request_v2
 from lab.simulators.kafka_courier import CourierKnobs
 from lab.simulators.sf_courier import SfKnobs
 from tracker.sla import load_sla
@@ -70,7 +71,13 @@ def demo_requests() -> list[Event]:
     valuable = valuable.model_copy(
         update={"item": valuable.item.model_copy(update={"price": Decimal("12999.00")})}
     )
-    return [sample_request_v2(3), sample_request_v1(4), xinjiang, expired, valuable]
+    # A trusted customer's return, bought two days ago: refunded when the courier picks it up.
+    trusted = sample_request(8, request_type=RequestType.RETURN, trusted_customer=True)
+    recent = (datetime.now(UTC) - timedelta(days=2)).date()
+    trusted = trusted.model_copy(
+        update={"item": trusted.item.model_copy(update={"purchase_date": recent})}
+    )
+    return [sample_request_v2(3), sample_request_v1(4), xinjiang, expired, valuable, trusted]
 
 
 TEMPLATES = {
@@ -87,6 +94,7 @@ TEMPLATES = {
     "repair.quote-issued": "¥{amount}, waiting for the customer",
     "repair.work-completed": "repaired={repaired} parts={parts_used}",
     "refund.requested": "¥{amount} to order {order_id}",
+    "refund.clawback-requested": "take back ¥{amount}: {reason_code}",
     "replacement.issued": "new {sku}",
     "return.requested": "back to the customer",
     "onsite.visit-scheduled": "technician booked",
@@ -98,7 +106,8 @@ TEMPLATES = {
 def describe(kind: str, body: dict[str, Any]) -> tuple[str, str]:
     """A short label and detail for one case event."""
     short = kind.removeprefix("aftersales.").rsplit(".v", 1)[0]
-    return short, TEMPLATES.get(short, "").format_map(body)
+    detail = TEMPLATES.get(short, "").format_map(body)
+    return short, f"express (极速退款) at pickup: {detail}" if body.get("express") else detail
 
 
 @dataclass(frozen=True, slots=True)
