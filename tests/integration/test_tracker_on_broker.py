@@ -286,6 +286,11 @@ async def test_statistics_equal_figures_computed_from_the_seed(
     assert stats["cases"] == len(SEED) + 1
     assert stats["by_status"] == {"closed": len(SEED), "pickup_requested": 1}
     assert stats["fault_types"] == dict(Counter([row[2] for row in SEED] + ["screen_flicker"]))
+    # Sums of money as exact text; none of these cases was refunded at pickup.
+    assert stats["express_refunds"] == {
+        "count": 0, "amount": "0.00", "clawbacks": 0, "clawback_amount": "0.00",
+        "clawback_rate": None, "clawback_reasons": {},
+    }  # fmt: skip
 
     stages = {
         "pickup": [row[4] for row in SEED],

@@ -119,7 +119,7 @@ def stats_command(
     until: Annotated[str | None, typer.Option(help="Cases opened before (ISO date/time).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
-    """Fault types, handling times per stage, courier performance and ratings."""
+    """Fault types, handling times per stage, couriers, ratings and express refunds."""
     from tracker.stats import compute_stats  # noqa: PLC0415 - keeps `hub --help` fast
 
     settings = _settings()
