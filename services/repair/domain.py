@@ -217,8 +217,8 @@ def on_item_received(
             emits=(Emit("received", received),), state=case.moved(stage=Stage.AT_CENTER)
         )
     reason = f"received serial {event.serial_number}, ordered {case.item.serial_number}"
-    emits = (Emit("received", received), *_to_exception(case, ClawbackReason.SERIAL_MISMATCH,
-                                                         reason, at))  # fmt: skip
+    exception = _to_exception(case, ClawbackReason.SERIAL_MISMATCH, reason, at)
+    emits = (Emit("received", received), *exception)
     return Decision(emits=emits, state=case.moved(stage=Stage.EXCEPTION))
 
 
