@@ -58,6 +58,16 @@ def center_events_topic(center: str) -> str:
     return f"repair.{center}.events"
 
 
+def parts_orders_topic(supplier: str) -> str:
+    """Reservation requests and cancellations for one parts supplier."""
+    return f"parts.{supplier}.orders"
+
+
+def parts_events_topic(supplier: str) -> str:
+    """Reservations, shortages and refusals from one parts supplier."""
+    return f"parts.{supplier}.events"
+
+
 def retry_topic(topic: str, group: str, delay: timedelta) -> str:
     """The retry tier of `topic` for `group`, e.g. `aftersales.cases.dispatch.retry.30s`."""
     return f"{topic}.{group}.retry.{delay_label(delay)}"

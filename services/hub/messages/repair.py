@@ -9,6 +9,7 @@ from pydantic import AwareDatetime
 from hub.core.registry import Event
 from hub.messages.catalogue import CATALOGUE
 from hub.messages.common import Amount, Channel, Fault, Item, NonEmpty
+from hub.messages.parts import PartLine
 
 Money = Amount
 
@@ -69,16 +70,19 @@ class CenterItemReceivedV1(Event):
 
 @CATALOGUE.register
 class CenterDiagnosedV1(Event):
-    """The center's diagnosis; a quote when the repair is not covered."""
+    """The center's diagnosis; a quote when the repair is not covered; the parts it needs."""
 
     event_type = "repair.center.diagnosed"
     version = 1
+    minor = 1
 
     case_id: NonEmpty
     fault_type: NonEmpty
     in_warranty: bool
     resolution: Resolution
     quote: Money | None = None
+    parts: tuple[PartLine, ...] = ()
+    """Spare parts the repair needs beyond the center's own stock (1.1)."""
 
 
 @CATALOGUE.register
@@ -126,12 +130,15 @@ class DiagnosisCompletedV1(Event):
 
     event_type = "aftersales.repair.diagnosed"
     version = 1
+    minor = 1
 
     case_id: NonEmpty
     fault_type: NonEmpty
     in_warranty: bool
     resolution: Resolution
     diagnosed_at: AwareDatetime
+    parts: tuple[PartLine, ...] = ()
+    """Spare parts the repair needs (1.1)."""
 
 
 @CATALOGUE.register
