@@ -10,6 +10,7 @@ from hub.core.handler import Decision, Emit
 from hub.messages.cases import CaseOpenedV1, PickupAcceptedV1, TrackingStatus, TrackingUpdatedV1
 from hub.messages.common import Channel, Customer
 from hub.messages.courier import Leg
+from hub.messages.parts import PartsReservedV1, PartsShortageV1
 from hub.messages.repair import (
     CaseClosedV1,
     ItemReceivedV1,
@@ -46,11 +47,14 @@ def milestone_of(event: Event) -> str | None:
         RefundRequestedV1: "refunded",
         ReplacementIssuedV1: "replaced",
         CaseClosedV1: "closed",
+        PartsShortageV1: "parts_shortage",
     }
     if type(event) in simple:
         return simple[type(event)]
     if isinstance(event, PickupAcceptedV1) and event.leg is Leg.INBOUND:
         return "pickup_scheduled"
+    if isinstance(event, PartsReservedV1) and event.after_shortage:
+        return "parts_arrived"  # parts in stock at once are no news to the customer
     if isinstance(event, TrackingUpdatedV1):
         if event.leg is Leg.INBOUND and event.status is TrackingStatus.PICKED_UP:
             return "picked_up"
