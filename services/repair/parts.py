@@ -200,11 +200,10 @@ def _give_up(
         reservation_id=reservation, case_id=case.case_id, reason=reason.value
     )
     withdrawn = RepairWithdrawnV1(case_id=case.case_id, reason=f"parts_{reason.value}")
-    emits = [
-        Emit("parts-given-up", given_up),
-        Emit("parts-cancel", cancel, partner=spares.supplier),
-        Emit("repair-withdrawn", withdrawn, partner=case.center),
-    ]
+    emits = [Emit("parts-given-up", given_up)]
+    if reason is GiveUpReason.WAIT_EXCEEDED:  # a refused reservation holds nothing to cancel
+        emits.append(Emit("parts-cancel", cancel, partner=spares.supplier))
+    emits.append(Emit("repair-withdrawn", withdrawn, partner=case.center))
     back = ReturnShipmentRequestedV1(case_id=case.case_id, requested_at=at)
     gone = spares.moved(status=PartsStatus.GIVEN_UP)
     if spares.quoted:
