@@ -36,11 +36,11 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 
-def request(number: int, fault: str) -> AfterSalesRequestedV2:
-    """A phone repair with `fault`, its customer reachable by SMS."""
+def request(number: int, fault: str, category: str = "phone") -> AfterSalesRequestedV2:
+    """A repair of a `category` item with `fault`, its customer reachable by SMS."""
     base = sample_request_v2(number)
     customer = base.customer.model_copy(update={"channels": (Channel.SMS,)})
-    item = base.item.model_copy(update={"category": "phone", "price": Decimal("4999.00")})
+    item = base.item.model_copy(update={"category": category, "price": Decimal("4999.00")})
     fault_ = Fault(code=fault, description="客户描述")
     return base.model_copy(update={"customer": customer, "item": item, "fault": fault_})
 
@@ -49,6 +49,8 @@ REQUESTS = {
     "restock": request(460, "screen_cracked"),
     "never": request(461, "battery_swelling"),
     "refused": request(462, "camera_blurry"),
+    # A fridge: visited, then repaired at the HTTP center, which hears of its parts by API.
+    "http": request(463, "compressor_noise", category="large_appliance"),
 }
 IDS = {name: case_id_for(r.request_id) for name, r in REQUESTS.items()}
 MAX_WAIT = timedelta(seconds=8)
@@ -198,6 +200,16 @@ def test_a_refused_reservation_is_replaced_at_once_without_waiting(run: Run) -> 
     assert "waiting_for_parts" not in {e.status for e in run.snapshots[case_id].timeline}
 
 
+def test_an_http_center_hears_of_its_parts_through_the_gateway(run: Run) -> None:
+    case_id = IDS["http"]
+    (reserved,) = run.timeline.of(case_id, "parts.reserved")
+    assert reserved["after_shortage"] is False
+    (completed,) = run.timeline.of(case_id, "repair.work-completed")
+    assert completed["parts_used"] == ["CMP-R1-220V"]
+    assert run.timeline.of(case_id, "case.closed")[0]["outcome"] == "repaired"
+    assert run.stack.http_center.workshop.parts[case_id].result() is True
+
+
 def test_each_case_reserves_its_parts_exactly_once_despite_a_redelivered_diagnosis(
     run: Run,
 ) -> None:
@@ -228,7 +240,7 @@ def test_the_customer_hears_of_the_shortage_and_of_the_parts_arriving(run: Run) 
 
 def test_hub_stats_counts_the_parts_path(run: Run) -> None:
     parts = run.stats.parts
-    assert (parts.reservations, parts.shortages, parts.waiting, parts.replaced) == (3, 2, 0, 2)
+    assert (parts.reservations, parts.shortages, parts.waiting, parts.replaced) == (4, 2, 0, 2)
     assert parts.wait_p50_s is not None
     assert parts.wait_p90_s is not None
     assert parts.wait_p50_s <= parts.wait_p90_s

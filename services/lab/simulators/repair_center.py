@@ -43,6 +43,7 @@ PARTS = {
     "screen_cracked": (PartLine(part_no="LCD-X1-OLED"),),
     "battery_swelling": (PartLine(part_no="BAT-X1-4500"), PartLine(part_no="ADH-X1-BACK")),
     "camera_blurry": (PartLine(part_no="CAM-X1-MAIN"),),
+    "compressor_noise": (PartLine(part_no="CMP-R1-220V"),),
 }
 """Faults whose repair needs spare parts from the supplier (备件), by the customer's fault code."""
 
@@ -189,6 +190,8 @@ class HttpRepairCenterSimulator(AsyncResource):
         app = web.Application()
         app.router.add_post("/tickets", self._ticket)
         app.router.add_post("/quotes", self._quote)
+        app.router.add_post("/parts", self._parts)
+        app.router.add_post("/withdrawals", self._withdrawn)
         self._runner, port = await serve_http(app)
         self._http = httpx.AsyncClient(timeout=5.0)
         self.url = f"http://127.0.0.1:{port}"
@@ -214,6 +217,16 @@ class HttpRepairCenterSimulator(AsyncResource):
 
     async def _quote(self, request: web.Request) -> web.Response:
         self.workshop.decide(QuoteDecisionV1.model_validate(await request.json()))
+        return web.json_response({"ok": True})
+
+    async def _parts(self, request: web.Request) -> web.Response:
+        ready = PartsReadyV1.model_validate(await request.json())
+        self.workshop.parts_news(ready.case_id, ready=True)
+        return web.json_response({"ok": True})
+
+    async def _withdrawn(self, request: web.Request) -> web.Response:
+        withdrawn = RepairWithdrawnV1.model_validate(await request.json())
+        self.workshop.parts_news(withdrawn.case_id, ready=False)
         return web.json_response({"ok": True})
 
     async def _push(self, event: Event, name: str) -> None:
