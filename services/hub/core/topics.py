@@ -9,6 +9,8 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from hub.core.settings import parse_duration
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from datetime import timedelta
@@ -138,8 +140,14 @@ def declare(
         wanted[replay_topic(subscription.group)] = spec(replay_topic(subscription.group), carrying)
         parked = parking_topic(subscription.group)
         wanted[parked] = spec(parked, long_lived)
+        timers = f"{subscription.group}.timer."
         for topic in subscription.topics:
             wanted.setdefault(topic, plain(topic))
+            if topic.startswith(timers):
+                # A timer waits on its topic until due: the usual retention must count from
+                # then, or a timer longer than it (a week's wait for parts) is deleted unread.
+                delay_ms = int(parse_duration(topic.removeprefix(timers)).total_seconds() * 1000)
+                wanted[topic] = spec(topic, {**base, "retention.ms": str(delay_ms + 7 * DAY_MS)})
             for delay in settings.retry_delays:
                 name = retry_topic(topic, subscription.group, delay)
                 wanted[name] = spec(name, carrying)
