@@ -1,13 +1,4 @@
-"""Spare parts (备件), pure: reserve what a diagnosis needs, wait for it, or give up and replace.
-
-A repair that needs parts waits in `Stage.WAITING_PARTS` until the supplier reserves them; the
-center hears `PartsReadyV1` only then. Past the supplier's `max_wait` (a timer set with the
-request) or on a refusal, the hub gives up: it cancels the reservation, withdraws the ticket, and
-resolves the case without the repair. A covered repair becomes a replacement at once, not an
-offer the customer has to accept: the customer is owed a working item under warranty, and a
-question would only add a round trip to a case that is already late. A paid (quoted) repair
-goes back unrepaired instead, uncharged: the hub owes no new unit for a fault it does not cover.
-"""
+"""Spare parts (备件), pure: reserve what a diagnosis needs, wait for it, or give up and replace."""
 
 from __future__ import annotations
 
@@ -187,7 +178,13 @@ def on_wait_due(
 def _give_up(
     case: RepairCase, spares: Spares, reason: GiveUpReason, detail: str, at: datetime
 ) -> Decision[RepairCase]:
-    """Cancel the reservation, withdraw the ticket, and replace (covered) or return (paid)."""
+    """Cancel the reservation, withdraw the ticket, and replace (covered) or return (paid).
+
+    A covered repair becomes a replacement at once, not an offer the customer must accept: under
+    warranty they are owed a working item, and a question would only add a round trip to a case
+    that is late already. A paid (quoted) repair goes back unrepaired and uncharged: the hub owes
+    no new unit for a fault the warranty does not cover.
+    """
     reservation = reservation_id_for(case.case_id)
     given_up = PartsGivenUpV1(
         case_id=case.case_id,
