@@ -29,7 +29,15 @@ from hub.core.topics import (
     courier_events_topic,
     courier_orders_topic,
 )
-from hub.messages.common import Address, Customer, Fault, Item, RequestType, TimeWindow
+from hub.messages.common import (
+    Address,
+    Customer,
+    Fault,
+    FreightInsurance,
+    Item,
+    RequestType,
+    TimeWindow,
+)
 from hub.messages.courier import (
     CourierOrderAcceptedV1,
     CourierOrderRejectedV1,
@@ -40,7 +48,7 @@ from hub.messages.courier import (
     PickupOrderV1,
     pickup_order_id,
 )
-from hub.messages.storefront import AfterSalesRequestedV2
+from hub.messages.storefront import AfterSalesRequestedV3
 from ingress.app import Accepted
 from ingress.binding import read_event
 from ingress.problems import Problem
@@ -66,9 +74,9 @@ CHECKWORD = "example-checkword"
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-def example_request() -> AfterSalesRequestedV2:
+def example_request() -> AfterSalesRequestedV3:
     """A storefront request as a platform backend sends it."""
-    return AfterSalesRequestedV2(
+    return AfterSalesRequestedV3(
         request_id="RQ-20261201-0042",
         order_id="OD-88123001",
         order_item_id="OI-88123001-1",
@@ -86,10 +94,14 @@ def example_request() -> AfterSalesRequestedV2:
         fault=Fault(code="screen", description="屏幕碎裂,触摸失灵。"),
         requested_at=AT,
         pickup_window=TimeWindow(start=AT + timedelta(hours=24), end=AT + timedelta(hours=33)),
+        trusted_customer=True,
+        freight_insurance=FreightInsurance(
+            insurer="huatai", policy_no="YF-2026-88123001", max_claim=Decimal("15.00")
+        ),
     )
 
 
-def _request_envelope(request: AfterSalesRequestedV2) -> Envelope:
+def _request_envelope(request: AfterSalesRequestedV3) -> Envelope:
     return Envelope(
         id="b3f1c2d4-0042-4e6a-9a11-5d0c2e7f8a01",
         source=BACKEND_SOURCE,

@@ -8,7 +8,7 @@ from hub.core.handler import Route, Service, routes
 from hub.core.topics import STOREFRONT_REQUESTS
 from hub.messages.storefront import (
     AfterSalesCancelledV1,
-    AfterSalesRequestedV2,
+    AfterSalesRequestedV3,
     ComplaintFiledV1,
     QuoteAnswerGivenV1,
     RatingGivenV1,
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 GROUP = "ingress"
 ACCEPTED = (
-    AfterSalesRequestedV2,
+    AfterSalesRequestedV3,
     AfterSalesCancelledV1,
     QuoteAnswerGivenV1,
     RatingGivenV1,

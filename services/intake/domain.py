@@ -22,7 +22,7 @@ from hub.messages.tracker import ComplaintEscalatedV1, RatingSubmittedV1
 if TYPE_CHECKING:
     from hub.messages.storefront import (
         AfterSalesCancelledV1,
-        AfterSalesRequestedV2,
+        AfterSalesRequestedV3,
         ComplaintFiledV1,
         QuoteAnswerGivenV1,
         RatingGivenV1,
@@ -65,7 +65,7 @@ def warranty_expiry(category: str, purchased: date) -> date:
     return date(purchased.year + year, month + 1, day)
 
 
-def service_mode(request: AfterSalesRequestedV2) -> ServiceMode:
+def service_mode(request: AfterSalesRequestedV3) -> ServiceMode:
     """Large appliances get a technician; small items may be self-shipped; others are picked up."""
     if request.item.category in ONSITE_CATEGORIES:
         return ServiceMode.ONSITE
@@ -75,7 +75,7 @@ def service_mode(request: AfterSalesRequestedV2) -> ServiceMode:
 
 
 def decide(
-    request: AfterSalesRequestedV2, item: OrderItem | None, at: datetime
+    request: AfterSalesRequestedV3, item: OrderItem | None, at: datetime
 ) -> Decision[OrderItem]:
     """Open a case for an eligible request, or reject it (the order item's state unchanged)."""
     case_id = case_id_for(request.request_id)
@@ -121,6 +121,8 @@ def decide(
         warranty_expires_on=expires,
         pickup_window=request.pickup_window,
         opened_at=at,
+        trusted_customer=request.trusted_customer,
+        freight_insurance=request.freight_insurance,
     )
     state = OrderItem(case_id=case_id, request_id=request.request_id, status=ItemStatus.OPEN)
     return Decision(emits=(Emit("case", opened, key=case_id),), state=state)

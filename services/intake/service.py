@@ -10,7 +10,7 @@ from hub.messages.cases import CaseCancelledV1, CaseOpenedV1, CaseRejectedV1
 from hub.messages.repair import QuoteAnsweredV1
 from hub.messages.storefront import (
     AfterSalesCancelledV1,
-    AfterSalesRequestedV2,
+    AfterSalesRequestedV3,
     ComplaintFiledV1,
     QuoteAnswerGivenV1,
     RatingGivenV1,
@@ -40,7 +40,7 @@ def build_service(settings: HubSettings) -> Service:
         group=GROUP,
         inputs=(STOREFRONT_REQUESTS,),
         handlers={
-            AfterSalesRequestedV2.event_type: decide,
+            AfterSalesRequestedV3.event_type: decide,
             AfterSalesCancelledV1.event_type: cancel,
             QuoteAnswerGivenV1.event_type: answer_quote,
             RatingGivenV1.event_type: rate,

@@ -5,8 +5,20 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from hub.messages.common import Address, Customer, Fault, Item, RequestType, TimeWindow
-from hub.messages.storefront import AfterSalesRequestedV1, AfterSalesRequestedV2
+from hub.messages.common import (
+    Address,
+    Customer,
+    Fault,
+    FreightInsurance,
+    Item,
+    RequestType,
+    TimeWindow,
+)
+from hub.messages.storefront import (
+    AfterSalesRequestedV1,
+    AfterSalesRequestedV2,
+    AfterSalesRequestedV3,
+)
 
 _CUSTOMERS = (
     (
@@ -84,6 +96,23 @@ def sample_request_v2(
         fault=Fault(code=fault_code, description=description),
         requested_at=now,
         pickup_window=TimeWindow(start=pickup_start, end=pickup_start + timedelta(hours=9)),
+    )
+
+
+def sample_request(
+    number: int,
+    *,
+    now: datetime | None = None,
+    request_type: RequestType = RequestType.REPAIR,
+    trusted_customer: bool = False,
+    freight_insurance: FreightInsurance | None = None,
+) -> AfterSalesRequestedV3:
+    """The `number`-th sample request in the newest shape (v3): trust and freight insurance."""
+    current = sample_request_v2(number, now=now, request_type=request_type)
+    return AfterSalesRequestedV3(
+        **dict(current),
+        trusted_customer=trusted_customer,
+        freight_insurance=freight_insurance,
     )
 
 

@@ -25,7 +25,7 @@ from hub.messages.repair import (
 )
 from hub.messages.tracker import RatingSubmittedV1
 from intake.domain import decide
-from lab.samples import sample_request_v2
+from lab.samples import sample_request
 
 if TYPE_CHECKING:
     from hub.core.registry import Event
@@ -39,7 +39,7 @@ def opened(
     fault: str = "screen_flicker",
     window_end: datetime | None = None,
 ) -> CaseOpenedV1:
-    (emit,) = decide(sample_request_v2(1, now=at), None, at).emits
+    (emit,) = decide(sample_request(1, now=at), None, at).emits
     base = emit.event
     assert isinstance(base, CaseOpenedV1)
     window = (

@@ -29,14 +29,14 @@ from hub.messages.courier import (
 )
 from hub.messages.timers import PickupAcceptanceDueV1
 from intake.domain import decide
-from lab.samples import sample_request_v2
+from lab.samples import sample_request
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 TABLE = load_partners()
 
 
 def a_case(number: int = 0, **item: object) -> CaseOpenedV1:
-    request = sample_request_v2(number, now=NOW)
+    request = sample_request(number, now=NOW)
     request = request.model_copy(update={"item": request.item.model_copy(update=item)})
     (emit,) = decide(request, None, NOW).emits
     opened = emit.event

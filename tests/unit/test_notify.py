@@ -9,7 +9,7 @@ from hub.messages.cases import CaseOpenedV1
 from hub.messages.common import Channel
 from hub.messages.repair import CaseClosedV1, NotificationRequestedV1, QuoteIssuedV1
 from intake.domain import decide
-from lab.samples import sample_request_v2
+from lab.samples import sample_request
 from notify.domain import Audience, plan
 from notify.providers import message_id_for
 
@@ -19,7 +19,7 @@ NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 def opened_for(
     locale: str, channels: tuple[Channel, ...], email: str | None = None
 ) -> CaseOpenedV1:
-    request = sample_request_v2(1, now=NOW)
+    request = sample_request(1, now=NOW)
     customer = request.customer.model_copy(
         update={"locale": locale, "channels": channels, "email": email}
     )

@@ -5,17 +5,27 @@ import pytest
 from hub.core.errors import SchemaViolationError, UndecodableError, UnknownEventTypeError
 from hub.core.registry import Event, Registry
 from hub.messages import CATALOGUE
-from hub.messages.storefront import AfterSalesRequestedV1, AfterSalesRequestedV2
-from lab.samples import sample_request_v1
+from hub.messages.storefront import AfterSalesRequestedV1, AfterSalesRequestedV3
+from lab.samples import sample_request_v1, sample_request_v2
 
 
-def test_v1_request_is_decoded_as_v2_through_the_upcaster() -> None:
+def test_v1_request_is_decoded_as_v3_through_the_upcasters() -> None:
     v1 = sample_request_v1(7)
     event = CATALOGUE.decode(v1.ce_type(), v1.to_bytes())
-    assert isinstance(event, AfterSalesRequestedV2)
+    assert isinstance(event, AfterSalesRequestedV3)
+    assert event.trusted_customer is False
+    assert event.freight_insurance is None
     assert event.fault.code == "unspecified"
     assert event.fault.description == v1.fault_description
     assert event.request_id == v1.request_id
+
+
+def test_v2_request_is_decoded_as_an_untrusted_uninsured_v3() -> None:
+    v2 = sample_request_v2(3)
+    event = CATALOGUE.decode(v2.ce_type(), v2.to_bytes())
+    assert isinstance(event, AfterSalesRequestedV3)
+    assert event.model_dump(exclude={"trusted_customer", "freight_insurance"}) == v2.model_dump()
+    assert (event.trusted_customer, event.freight_insurance) == (False, None)
 
 
 def test_unknown_fields_from_a_newer_minor_are_tolerated() -> None:
@@ -23,13 +33,13 @@ def test_unknown_fields_from_a_newer_minor_are_tolerated() -> None:
     body = json.loads(v1.to_bytes())
     body["loyalty_tier"] = "gold"
     event = CATALOGUE.decode(v1.ce_type(), json.dumps(body).encode())
-    assert isinstance(event, AfterSalesRequestedV2)
+    assert isinstance(event, AfterSalesRequestedV3)
 
 
 def test_unknown_version_and_type_are_named_in_the_error() -> None:
     with pytest.raises(
         UnknownEventTypeError,
-        match=r"of storefront\.aftersales\.requested: v9 \(this code knows v1, v2\)",
+        match=r"of storefront\.aftersales\.requested: v9 \(this code knows v1, v2, v3\)",
     ):
         CATALOGUE.model_for("storefront.aftersales.requested.v9")
     with pytest.raises(UnknownEventTypeError, match=r"unknown event type 'parcel\.teleported\.v1'"):

@@ -9,10 +9,10 @@ from hub.core.handler import Decision
 from hub.messages.storefront import ComplaintFiledV1, RatingGivenV1
 from hub.messages.tracker import ComplaintEscalatedV1, RatingSubmittedV1
 from intake.domain import case_id_for, decide, escalate, rate
-from lab.samples import sample_request_v2
+from lab.samples import sample_request
 
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
-REQUEST = sample_request_v2(7, now=NOW)
+REQUEST = sample_request(7, now=NOW)
 ITEM_STATE = decide(REQUEST, None, NOW).state
 
 

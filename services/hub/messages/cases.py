@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date
 from enum import StrEnum
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, Field
 
 from hub.core.registry import Event
 from hub.messages.catalogue import CATALOGUE
@@ -13,6 +13,7 @@ from hub.messages.common import (
     Address,
     Customer,
     Fault,
+    FreightInsurance,
     Item,
     NonEmpty,
     RequestType,
@@ -28,6 +29,7 @@ class CaseOpenedV1(Event):
 
     event_type = "aftersales.case.opened"
     version = 1
+    minor = 1
 
     case_id: NonEmpty
     request_id: NonEmpty
@@ -43,6 +45,14 @@ class CaseOpenedV1(Event):
     warranty_expires_on: date | None
     pickup_window: TimeWindow | None
     opened_at: AwareDatetime
+    # Left out when unset, so a 1.1 case without them is the 1.0 document byte for byte (the
+    # states dispatch stored before keep their bytes, and 1.0 readers see nothing new).
+    trusted_customer: bool = Field(default=False, exclude_if=lambda trusted: not trusted)
+    """1.1: the storefront trusts the customer (what the express-refund policy reads)."""
+    freight_insurance: FreightInsurance | None = Field(
+        default=None, exclude_if=lambda insurance: insurance is None
+    )
+    """1.1: the order's return-freight insurance, claimed after the pickup."""
 
 
 class RejectionReason(StrEnum):

@@ -110,6 +110,14 @@ class Fault(Value):
     description: Annotated[str, Field(max_length=2000)]
 
 
+class FreightInsurance(Value):
+    """Return-freight insurance (退货运费险) bought with the order: insurer, policy, cap."""
+
+    insurer: NonEmpty
+    policy_no: NonEmpty
+    max_claim: Amount
+
+
 class TimeWindow(Value):
     """A window of time, start before end."""
 

@@ -1,4 +1,4 @@
-"""What the storefront publishes: after-sales requests (v1, v2) with the v1 -> v2 upcaster."""
+"""What the storefront publishes: after-sales requests (v1, v2, v3) with their upcasters."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from hub.messages.common import (
     Address,
     Customer,
     Fault,
+    FreightInsurance,
     Item,
     NonEmpty,
     RequestType,
@@ -75,6 +76,39 @@ def upcast_requested_v1_v2(old: AfterSalesRequestedV1) -> AfterSalesRequestedV2:
         fault=Fault(code=UNSPECIFIED_FAULT_CODE, description=old.fault_description),
         requested_at=old.requested_at,
     )
+
+
+@CATALOGUE.register
+class AfterSalesRequestedV3(Event):
+    """A request with what the order adds to it: the customer's trust and return-freight insurance.
+
+    `trusted_customer` is the storefront's verdict (its credit score, order history); the hub's
+    express-refund policy decides what that earns. `freight_insurance` is set when the order
+    carries 退货运费险, so the return leg's freight is claimed from its insurer.
+    """
+
+    event_type = "storefront.aftersales.requested"
+    version = 3
+
+    request_id: NonEmpty
+    order_id: NonEmpty
+    order_item_id: NonEmpty
+    request_type: RequestType
+    customer: Customer
+    address: Address
+    item: Item
+    fault: Fault
+    requested_at: AwareDatetime
+    pickup_window: TimeWindow | None = None
+    preferred_mode: ServiceMode | None = None
+    trusted_customer: bool = False
+    freight_insurance: FreightInsurance | None = None
+
+
+@CATALOGUE.upcaster(AfterSalesRequestedV2, AfterSalesRequestedV3)
+def upcast_requested_v2_v3(old: AfterSalesRequestedV2) -> AfterSalesRequestedV3:
+    """v2 knew neither trust nor insurance: an untrusted customer, an uninsured order."""
+    return AfterSalesRequestedV3.model_validate(old.model_dump())
 
 
 @CATALOGUE.register
