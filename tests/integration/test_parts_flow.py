@@ -20,7 +20,7 @@ from hub.messages.parts import reservation_id_for
 from hub.messages.repair import CenterDiagnosedV1, Resolution
 from intake.domain import case_id_for
 from lab.local_stack import LocalStack
-from lab.samples import sample_request_v2
+from lab.samples import sample_request
 from lab.simulators.parts_supplier import Stock, SupplierKnobs
 from lab.simulators.repair_center import PARTS
 from tracker.snapshots import read_snapshots
@@ -29,16 +29,16 @@ from tracker.stats import compute_stats
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from hub.messages.storefront import AfterSalesRequestedV2
+    from hub.messages.storefront import AfterSalesRequestedV3
     from hub.messages.tracker import CaseStatusV1
     from tracker.stats import Stats
 
 pytestmark = pytest.mark.integration
 
 
-def request(number: int, fault: str, category: str = "phone") -> AfterSalesRequestedV2:
+def request(number: int, fault: str, category: str = "phone") -> AfterSalesRequestedV3:
     """A repair of a `category` item with `fault`, its customer reachable by SMS."""
-    base = sample_request_v2(number)
+    base = sample_request(number)
     customer = base.customer.model_copy(update={"channels": (Channel.SMS,)})
     item = base.item.model_copy(update={"category": category, "price": Decimal("4999.00")})
     fault_ = Fault(code=fault, description="客户描述")

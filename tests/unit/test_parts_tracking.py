@@ -20,7 +20,7 @@ from hub.messages.parts import (
 from hub.messages.repair import NotificationRequestedV1, ReplacementIssuedV1
 from hub.messages.tracker import CaseStatusV1, SlaBreachedV1, SlaCheckDueV1, SlaClock
 from intake.domain import decide
-from lab.samples import sample_request_v2
+from lab.samples import sample_request
 from notify.domain import plan
 from tracker.domain import CaseRecord, Status, business_time, fold
 from tracker.sla import OpsRecipient, SlaTable, Thresholds, load_sla
@@ -159,7 +159,7 @@ def test_hub_stats_counts_reservations_shortages_waiting_cases_and_the_wait() ->
 
 
 def test_the_customer_hears_of_the_shortage_and_of_the_parts_arriving_not_of_stock() -> None:
-    request = sample_request_v2(2, now=T0)
+    request = sample_request(2, now=T0)
     customer = request.customer.model_copy(update={"channels": (Channel.SMS,), "locale": "zh-CN"})
     (emit,) = decide(request.model_copy(update={"customer": customer}), None, T0).emits
     case_opened = emit.event

@@ -36,7 +36,7 @@ from hub.messages.repair import (
     ReturnShipmentRequestedV1,
 )
 from intake.domain import decide
-from lab.samples import sample_request_v2
+from lab.samples import sample_request
 from repair import domain, parts
 from repair.domain import PartsStatus, RepairCase, Stage
 
@@ -46,7 +46,7 @@ SCREEN = (PartLine(part_no="LCD-X1-OLED", quantity=1),)
 
 
 def at_center(number: int = 30) -> RepairCase:
-    request = sample_request_v2(number, now=NOW)
+    request = sample_request(number, now=NOW)
     phone = request.item.model_copy(update={"category": "phone"})
     (emit,) = decide(request.model_copy(update={"item": phone}), None, NOW).emits
     opened = emit.event
