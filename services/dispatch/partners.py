@@ -68,13 +68,45 @@ class RepairCenter(BaseModel):
         return EVERYWHERE in self.categories or category in self.categories
 
 
+class PartsSupplier(BaseModel):
+    """A spare-parts supplier (备件): the categories it stocks, how long a case may wait on it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str = Field(pattern=r"^[a-z0-9]+$")
+    name: str
+    integration: Literal["kafka"]
+    categories: tuple[str, ...]
+    max_wait: timedelta
+    """From the reservation request: past it, the hub replaces the item instead of repairing."""
+
+    @field_validator("max_wait", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    def stocks(self, category: str) -> bool:
+        """Whether the supplier carries parts for items of `category`."""
+        return EVERYWHERE in self.categories or category in self.categories
+
+
 class PartnerTable(BaseModel):
-    """Every courier partner and repair center."""
+    """Every courier partner, repair center and parts supplier."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     couriers: tuple[Courier, ...]
     repair_centers: tuple[RepairCenter, ...]
+    parts_suppliers: tuple[PartsSupplier, ...] = ()
+
+    def supplier_for(self, category: str) -> PartsSupplier | None:
+        """The parts supplier for items of `category` (the first that stocks it), if any."""
+        return next((s for s in self.parts_suppliers if s.stocks(category)), None)
+
+    @property
+    def parts_waits(self) -> tuple[timedelta, ...]:
+        """The distinct longest waits for parts: one timer topic of the repair service each."""
+        return tuple(sorted({supplier.max_wait for supplier in self.parts_suppliers}))
 
     def center_for(self, category: str) -> RepairCenter:
         """The repair center for items of `category` (the first that takes it)."""

@@ -23,6 +23,7 @@ from hub.core.metrics import MeteredTransport
 from hub.core.outbound import event_record
 from hub.core.topics import center_events_topic, center_tickets_topic
 from hub.messages import CATALOGUE
+from hub.messages.parts import PartsReadyV1, RepairWithdrawnV1
 from hub.messages.repair import (
     CenterDiagnosedV1,
     CenterItemReceivedV1,
@@ -80,6 +81,14 @@ class CenterClient(AsyncResource):
         """Pass the customer's answer on."""
         await self._post("/quotes", decision.model_dump_json())
 
+    async def parts_ready(self, ready: PartsReadyV1) -> None:
+        """Tell the center the parts of a ticket are reserved: the repair may start."""
+        await self._post("/parts", ready.model_dump_json())
+
+    async def withdraw(self, withdrawn: RepairWithdrawnV1) -> None:
+        """Tell the center to do no work on a ticket (the hub replaced the item)."""
+        await self._post("/withdrawals", withdrawn.model_dump_json())
+
 
 def declare_center_gateway(settings: HubSettings, center: str) -> Service:
     """Group `gateway-center-<code>`: reads the center's ticket topic.
@@ -107,9 +116,19 @@ def build_center_gateway(settings: HubSettings, center: str, client: CenterClien
         await client.decide_quote(decision)
         return Decision()
 
+    async def parts(ready: PartsReadyV1, _state: None, _at: datetime) -> Decision[Any]:
+        await client.parts_ready(ready)
+        return Decision()
+
+    async def withdraw(withdrawn: RepairWithdrawnV1, _state: None, _at: datetime) -> Decision[Any]:
+        await client.withdraw(withdrawn)
+        return Decision()
+
     handlers: dict[str, Handler] = {
         RepairTicketV1.event_type: ticket,
         QuoteDecisionV1.event_type: quote,
+        PartsReadyV1.event_type: parts,
+        RepairWithdrawnV1.event_type: withdraw,
     }
     return replace(declare_center_gateway(settings, center), handlers=handlers)
 

@@ -22,6 +22,8 @@ from hub.core.topics import (
     courier_orders_topic,
     dead_letter_topic,
     parking_topic,
+    parts_events_topic,
+    parts_orders_topic,
     replay_topic,
 )
 
@@ -37,17 +39,22 @@ LAG_READER_USER = "lag-reader"
 
 
 def partner_user(code: str) -> str:
-    """The SASL user of a Kafka-native partner (courier or repair center); also its group."""
+    """The SASL user of a Kafka-native partner (courier, center, supplier); also its group."""
     return f"partner-{code}"
 
 
 def partner_bindings(table: PartnerTable) -> list[AclBinding]:
-    """Kafka-native partners: each reads its own order topic in its own group, writes its events."""
+    """Kafka-native partners: each reads its own order topic in its own group, writes its events.
+
+    Couriers, repair centers and parts suppliers alike.
+    """
     partners = [
         *((c.code, courier_orders_topic(c.code), courier_events_topic(c.code))
           for c in table.couriers if c.integration == "kafka"),
         *((c.code, center_tickets_topic(c.code), center_events_topic(c.code))
           for c in table.repair_centers if c.integration == "kafka"),
+        *((s.code, parts_orders_topic(s.code), parts_events_topic(s.code))
+          for s in table.parts_suppliers if s.integration == "kafka"),
     ]  # fmt: skip
     bindings: list[AclBinding] = []
     for code, orders, events in partners:

@@ -82,10 +82,11 @@ class Audience:
 
 
 def audiences(table: PartnerTable) -> list[Audience]:
-    """The platform (storefront) and every Kafka-native courier and repair center."""
+    """The platform (storefront) and every Kafka-native courier, repair center and supplier."""
     partners = [
         *((c.code, c.name) for c in table.couriers if c.integration == "kafka"),
         *((c.code, c.contact.name) for c in table.repair_centers if c.integration == "kafka"),
+        *((s.code, s.name) for s in table.parts_suppliers if s.integration == "kafka"),
     ]
     return [
         Audience("platform", "Storefront platform", STOREFRONT_USER, STOREFRONT_USER),
@@ -121,13 +122,20 @@ class _Topology:
         return [self._registry.latest(family) for family in sorted(families)]
 
     def read(self, topic: str) -> list[type[Event]]:
-        """What the hub reads from `topic`: every version of each family its readers handle."""
+        """What the hub reads from `topic`: every version of each family its readers handle.
+
+        A group reading several partners' topics handles all their families; each topic carries
+        those of its own namespace (`repair.hz.events`: `repair.center.*`, not `parts.*`).
+        """
+        namespace = topic.split(".", 1)[0]
         families = {
             family
             for d in self._declared
             if topic in d.service.inputs
             for family in d.service.handlers
-            if family not in self._internal and not _is_timer(d, family)
+            if family not in self._internal
+            and not _is_timer(d, family)
+            and family.split(".", 1)[0] == namespace
         }
         known = self._registry.families()
         return [model for family in sorted(families) for model in known[family]]
@@ -135,8 +143,13 @@ class _Topology:
 
 def _is_timer(declaration: Declaration, family: str) -> bool:
     """A group's own timer event: declarations name no timer family, so by the naming rule."""
-    # Timer events are named after their group (dispatch.pickup.acceptance-due); a test pins it.
-    return bool(declaration.service.timers) and family.startswith(f"{declaration.group}.")
+    # Timer events are named `<group>.<...>-due` (dispatch.pickup.acceptance-due): the suffix
+    # tells them from partner events that share the group's prefix (repair.center.diagnosed).
+    # A test pins the rule.
+    prefix = f"{declaration.group}."
+    return (
+        bool(declaration.service.timers) and family.startswith(prefix) and family.endswith("-due")
+    )
 
 
 def _topics(bindings: list[AclBinding], principal: str, operation: Operation) -> list[str]:

@@ -27,6 +27,7 @@ from intake.domain import case_id_for
 from lab.local_stack import LocalStack
 from lab.samples import sample_request, sample_request_v1, sample_request_v2
 from lab.simulators.kafka_courier import CourierKnobs
+from lab.simulators.parts_supplier import Stock, SupplierKnobs
 from lab.simulators.sf_courier import SfKnobs
 from tracker.sla import load_sla
 from tracker.snapshots import read_snapshots
@@ -57,7 +58,7 @@ class Step:
 
 
 def demo_requests() -> list[Event]:
-    """A repair, a refund, a replacement, a v1 request, a rejection, an SF-only area."""
+    """A repair, a refund, a replacement, a v1 request, a rejection, an SF-only area, parts."""
     xinjiang = sample_request_v2(5)
     xinjiang = xinjiang.model_copy(
         update={"address": xinjiang.address.model_copy(
@@ -77,7 +78,20 @@ def demo_requests() -> list[Event]:
     trusted = trusted.model_copy(
         update={"item": trusted.item.model_copy(update={"purchase_date": recent})}
     )
-    return [sample_request_v2(3), sample_request_v1(4), xinjiang, expired, valuable, trusted]
+    # A cracked screen: the part is short at the supplier, then comes in (waiting for parts).
+    cracked = sample_request_v2(9)
+    cracked = cracked.model_copy(update={
+        "item": cracked.item.model_copy(update={"category": "phone"}),
+        "fault": cracked.fault.model_copy(update={"code": "screen_cracked"})})  # fmt: skip
+    return [
+        sample_request_v2(3),
+        sample_request_v1(4),
+        xinjiang,
+        expired,
+        valuable,
+        trusted,
+        cracked,
+    ]
 
 
 TEMPLATES = {
@@ -100,6 +114,10 @@ TEMPLATES = {
     "onsite.visit-scheduled": "technician booked",
     "onsite.visit-reported": "{outcome} {notes}",
     "case.closed": "{outcome}",
+    "parts.requested": "{reservation_id} at {supplier}",
+    "parts.shortage": "waiting for parts, expected {expected_on}",
+    "parts.reserved": "reserved (after a shortage: {after_shortage}), repair resumes",
+    "parts.given-up": "{reason}: {detail}",
 }
 
 
@@ -143,6 +161,7 @@ async def run_demo(
         settings, table,
         sf_knobs=SfKnobs(error_rate=0.2, step_delay_s=0.3, duplicate_push_rate=0.3, seed=1),
         courier_knobs={"jd": CourierKnobs(reject_rate=0.25, step_delay_s=0.3, seed=3)},
+        parts_knobs=SupplierKnobs(stock={"LCD-X1-OLED": Stock.RESTOCK}, restock_after_s=2.0),
         sla=sla.model_copy(update={"default": quick, "categories": {}}),
     )  # fmt: skip
     case_ids = {case_id_for(getattr(r, "request_id", "")): r for r in requests}

@@ -24,6 +24,7 @@ from hub.messages import CATALOGUE
 from hub.messages.common import Channel
 from lab.simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
 from lab.simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
+from lab.simulators.parts_supplier import PartsSupplierSimulator, SupplierKnobs
 from lab.simulators.repair_center import (
     CenterKnobs,
     HttpRepairCenterSimulator,
@@ -61,6 +62,8 @@ class LocalStack(AsyncResource):
 
     center_knobs: CenterKnobs = field(default_factory=CenterKnobs)
     sms_knobs: SinkKnobs = field(default_factory=SinkKnobs)
+    parts_knobs: SupplierKnobs = field(default_factory=SupplierKnobs)
+    """Every parts supplier's stock (all in stock by default)."""
     sla: SlaTable | None = None
     """The tracker's SLA table; None reads deploy/sla.yaml."""
 
@@ -97,6 +100,12 @@ class LocalStack(AsyncResource):
             for courier in self.table.couriers
             if courier.integration == "kafka"
         }
+        self.suppliers = {
+            supplier.code: PartsSupplierSimulator(
+                supplier.code, self.settings.kafka_bootstrap_servers, self.parts_knobs
+            )
+            for supplier in self.table.parts_suppliers
+        }
         self.client: SfClient | None = None
         self.runtimes: list[ServiceRuntime] = []
 
@@ -113,6 +122,8 @@ class LocalStack(AsyncResource):
         await self.client.start()
         for courier in self.couriers.values():
             await courier.start()
+        for supplier in self.suppliers.values():
+            await supplier.start()
         for partner in (self.center, self.sms, self.push, self.smtp):
             await partner.start()
         await self.center_reports.start()
@@ -168,6 +179,8 @@ class LocalStack(AsyncResource):
             await runtime.stop()
         for courier in self.couriers.values():
             await courier.stop()
+        for supplier in self.suppliers.values():
+            await supplier.stop()
         if self.center_client is not None:
             await self.center_client.stop()
         for partner in (self.http_center, self.center_reports, self.center, self.sms, self.push,

@@ -10,6 +10,7 @@ from hub.core.handler import Decision, Emit
 from hub.messages.cases import CaseOpenedV1, PickupAcceptedV1, TrackingStatus, TrackingUpdatedV1
 from hub.messages.common import Channel, Customer
 from hub.messages.courier import Leg
+from hub.messages.parts import PartsReservedV1, PartsShortageV1
 from hub.messages.repair import (
     CaseClosedV1,
     ItemReceivedV1,
@@ -48,6 +49,7 @@ def milestone_of(event: Event) -> str | None:
         ReplacementIssuedV1: "replaced",
         CaseClosedV1: "closed",
         RefundClawbackRequestedV1: "refund_clawback",
+        PartsShortageV1: "parts_shortage",
     }
     if isinstance(event, RefundRequestedV1) and event.express:
         return "express_refunded"
@@ -55,12 +57,17 @@ def milestone_of(event: Event) -> str | None:
         return simple[type(event)]
     if isinstance(event, PickupAcceptedV1) and event.leg is Leg.INBOUND:
         return "pickup_scheduled"
+    if isinstance(event, PartsReservedV1) and event.after_shortage:
+        return "parts_arrived"  # parts in stock at once are no news to the customer
     if isinstance(event, TrackingUpdatedV1):
-        if event.leg is Leg.INBOUND and event.status is TrackingStatus.PICKED_UP:
-            return "picked_up"
-        if event.leg is Leg.OUTBOUND and event.status is TrackingStatus.DELIVERED:
-            return "delivered_back"
+        return _TRACKING_MILESTONES.get((event.leg, event.status))
     return None
+
+
+_TRACKING_MILESTONES = {
+    (Leg.INBOUND, TrackingStatus.PICKED_UP): "picked_up",
+    (Leg.OUTBOUND, TrackingStatus.DELIVERED): "delivered_back",
+}
 
 
 def _address(channel: Channel, customer: Customer) -> str | None:

@@ -46,6 +46,23 @@ TEMPLATES: dict[str, dict[str, Template]] = {
             "Hello {name}, the repair is not covered; it costs ¥{amount}. Please answer in the app.",
         ),
     },
+    "parts_shortage": {
+        "zh-CN": Template(
+            "维修备件缺货",
+            "{name}您好,维修所需备件暂时缺货,预计 {expected_on} 到货,到货后将立即为您维修。",
+        ),
+        "en": Template(
+            "Waiting for spare parts",
+            "Hello {name}, a spare part for your repair is out of stock; it is expected on {expected_on}, and the repair resumes as soon as it arrives.",
+        ),
+    },
+    "parts_arrived": {
+        "zh-CN": Template("备件已到货", "{name}您好,维修所需备件已到货,维修中心正在为您维修。"),
+        "en": Template(
+            "Spare parts arrived",
+            "Hello {name}, the spare parts have arrived and the repair center is repairing your item.",
+        ),
+    },
     "repaired": {
         "zh-CN": Template("维修已完成", "{name}您好,您的商品处理完毕,即将寄回。"),
         "en": Template(

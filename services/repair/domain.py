@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ from hub.core.handler import Decision, Emit
 from hub.messages.cases import CaseExceptionRaisedV1, TrackingStatus
 from hub.messages.common import Amount, Fault, Item, RequestType, ServiceMode
 from hub.messages.courier import Leg
+from hub.messages.parts import PartLine
 from hub.messages.repair import (
     CaseClosedV1,
     ClawbackReason,
@@ -52,10 +54,38 @@ class Stage(StrEnum):
     AWAITING_ITEM = "awaiting_item"
     AT_CENTER = "at_center"
     QUOTED = "quoted"
+    WAITING_PARTS = "waiting_parts"
+    """The work waits for spare parts reserved at a supplier (repair.parts)."""
     WORKING = "working"
     RETURNING = "returning"
     CLOSED = "closed"
     EXCEPTION = "exception"
+
+
+class PartsStatus(StrEnum):
+    """Where the reservation of a case's spare parts stands."""
+
+    REQUESTED = "requested"
+    SHORT = "short"
+    RESERVED = "reserved"
+    GIVEN_UP = "given_up"
+
+
+class Spares(BaseModel):
+    """The spare parts a repair needs, and where their reservation stands."""
+
+    model_config = ConfigDict(frozen=True)
+
+    parts: tuple[PartLine, ...]
+    quoted: bool = False
+    """The customer pays the repair (the center quoted it)."""
+    supplier: str | None = None
+    status: PartsStatus | None = None
+    expected_on: date | None = None
+
+    def moved(self, **changes: object) -> Spares:
+        """The spares after `changes`."""
+        return self.model_copy(update=changes)
 
 
 class RepairCase(BaseModel):
@@ -80,6 +110,8 @@ class RepairCase(BaseModel):
     trusted_customer: bool = Field(default=False, exclude_if=lambda trusted: not trusted)
     express_refund: Amount | None = Field(default=None, exclude_if=lambda paid: paid is None)
     """What the express refund paid at pickup; set once, so it is never paid twice."""
+    spares: Spares | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The spare parts the repair needs (repair.parts); a state without them stores as before."""
 
     def moved(self, **changes: object) -> RepairCase:
         """The state after `changes`."""
@@ -253,6 +285,7 @@ def on_diagnosed(
         in_warranty=event.in_warranty,
         resolution=event.resolution,
         diagnosed_at=at,
+        parts=event.parts,
     )
     emits = [Emit("diagnosed", diagnosed)]
     if case.express_refund is not None:

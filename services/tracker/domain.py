@@ -25,6 +25,7 @@ from hub.messages.cases import (
     TrackingUpdatedV1,
 )
 from hub.messages.courier import Leg
+from hub.messages.parts import PartsGivenUpV1, PartsRequestedV1, PartsReservedV1, PartsShortageV1
 from hub.messages.repair import (
     CaseClosedV1,
     DiagnosisCompletedV1,
@@ -79,6 +80,7 @@ class Status(StrEnum):
     DIAGNOSING = "diagnosing"
     AWAITING_CUSTOMER_APPROVAL = "awaiting_customer_approval"
     REPAIRING = "repairing"
+    WAITING_FOR_PARTS = "waiting_for_parts"
     REPLACING = "replacing"
     REFUNDING = "refunding"
     RETURN_SHIPPING = "return_shipping"
@@ -102,6 +104,7 @@ RANK = {
     Status.DIAGNOSING: 8,
     Status.AWAITING_CUSTOMER_APPROVAL: 9,
     Status.REPAIRING: 10,
+    Status.WAITING_FOR_PARTS: 10,  # back and forth with repairing while parts are short
     Status.REPLACING: 10,
     Status.REFUNDING: 10,
     Status.RETURN_SHIPPING: 11,
@@ -142,6 +145,7 @@ TRACKED: tuple[type[Event], ...] = (
     DiagnosisCompletedV1, QuoteIssuedV1, QuoteAnsweredV1, WorkCompletedV1, RefundRequestedV1,
     ReplacementIssuedV1, ReturnShipmentRequestedV1, VisitScheduledV1, VisitReportedV1,
     CaseClosedV1, RatingSubmittedV1, ComplaintEscalatedV1, RefundClawbackRequestedV1,
+    PartsRequestedV1, PartsShortageV1, PartsReservedV1, PartsGivenUpV1,
 )  # fmt: skip
 """The case events the tracker folds (its SLA timers come on top)."""
 
@@ -371,6 +375,8 @@ def _change(event: Event) -> Change:  # noqa: C901, PLR0911, PLR0912 - one case 
         return Change(Status.CLOSED, event.outcome)
     if isinstance(event, ComplaintEscalatedV1):
         return Change(None, f"to {event.escalated_to}: {event.complaint}")
+    if isinstance(event, PARTS_EVENTS):
+        return _parts_change(event)
     return Change(None, "")
 
 
@@ -458,6 +464,8 @@ def _apply(case: Case, event: Event, when: datetime, at: datetime, sla: SlaTable
         case.milestone("return_requested", when)
     elif isinstance(event, ComplaintEscalatedV1):
         case.fields["in_arbitration"] = True
+    elif isinstance(event, PARTS_EVENTS):
+        _parts_facts(case, event, when, at, sla)
     elif isinstance(event, CaseClosedV1 | CaseCancelledV1 | CaseRejectedV1):
         case.milestone(case.status.value, when)
         # A withdrawn case breaches nothing: its clocks stop without a verdict.
@@ -479,6 +487,39 @@ def _express(case: Case, event: RefundRequestedV1 | RefundClawbackRequestedV1) -
         )
         case.milestone("clawback_requested", event.requested_at)
     case.fields["express_refund"] = state
+
+
+# --- spare parts ------------------------------------------------------------------------
+PartsEvent = PartsRequestedV1 | PartsShortageV1 | PartsReservedV1 | PartsGivenUpV1
+PARTS_EVENTS = (PartsRequestedV1, PartsShortageV1, PartsReservedV1, PartsGivenUpV1)
+
+
+def _parts_change(event: PartsEvent) -> Change:
+    """A shortage moves the case to waiting for parts; the parts reserved move it back."""
+    if isinstance(event, PartsRequestedV1):
+        listed = ", ".join(f"{line.part_no} x{line.quantity}" for line in event.parts)
+        return Change(None, f"{listed} from {event.supplier}")
+    if isinstance(event, PartsShortageV1):
+        missing = ", ".join(line.part_no for line in event.missing)
+        return Change(Status.WAITING_FOR_PARTS, f"short of {missing}, expected {event.expected_on}")
+    if isinstance(event, PartsReservedV1):
+        return Change(Status.REPAIRING, "parts arrived" if event.after_shortage else "in stock")
+    return Change(None, f"{event.reason}: {event.detail}".strip())
+
+
+def _parts_facts(
+    case: Case, event: PartsEvent, when: datetime, at: datetime, sla: SlaTable
+) -> None:
+    """Milestones of the reservation; the parts clock runs from the shortage to its end."""
+    if isinstance(event, PartsRequestedV1):
+        case.milestone("parts_requested", when)
+    elif isinstance(event, PartsShortageV1):
+        case.milestone("parts_short", when)
+        _start(case, SlaClock.PARTS, when, now=when, at=at, sla=sla)
+    else:
+        milestone = "parts_reserved" if isinstance(event, PartsReservedV1) else "parts_given_up"
+        case.milestone(milestone, when)
+        _stop(case, SlaClock.PARTS, when, sla)
 
 
 # --- SLA clocks --------------------------------------------------------------------------

@@ -27,10 +27,12 @@ class Thresholds(BaseModel):
     pickup: tuple[timedelta, ...]
     repair: tuple[timedelta, ...]
     turnaround: tuple[timedelta, ...]
+    parts: tuple[timedelta, ...] = (timedelta(hours=72), timedelta(hours=168))
+    """Waiting for spare parts; a table written before this clock gets these levels."""
 
-    _parse = field_validator("pickup", "repair", "turnaround", mode="before")(_durations)
+    _parse = field_validator("pickup", "repair", "turnaround", "parts", mode="before")(_durations)
 
-    @field_validator("pickup", "repair", "turnaround")
+    @field_validator("pickup", "repair", "turnaround", "parts")
     @classmethod
     def _increasing(cls, value: tuple[timedelta, ...]) -> tuple[timedelta, ...]:
         if list(value) != sorted(set(value)) or any(t <= timedelta(0) for t in value):

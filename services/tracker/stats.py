@@ -1,4 +1,4 @@
-"""Statistics over the tracker's records, pure: fault types, stage times, couriers, ratings."""
+"""Statistics over the tracker's records, pure: faults, stage times, couriers, ratings, parts."""
 
 from __future__ import annotations
 
@@ -95,6 +95,41 @@ def express_refund_figures(cases: Iterable[CaseStatusV1]) -> ExpressRefundFigure
 
 
 @dataclass(frozen=True, slots=True)
+class PartsFigures:
+    """Spare parts: reservations, shortages, cases waiting now, and how long they waited."""
+
+    reservations: int
+    """Cases whose repair reserved parts at a supplier."""
+    shortages: int
+    """Of those, cases the supplier was short for."""
+    waiting: int
+    """Cases waiting for parts now."""
+    replaced: int
+    """Cases the hub stopped waiting for (too long, or refused) and resolved without the parts."""
+    wait_p50_s: float | None
+    """From the shortage to the parts (or giving up), over the cases whose wait ended."""
+    wait_p90_s: float | None
+
+
+def parts_figures(cases: list[CaseStatusV1]) -> PartsFigures:
+    """The parts figures of `cases` (their milestones, status and parts clock)."""
+    waits = [
+        (clock.stopped_at - clock.started_at).total_seconds()
+        for case in cases
+        for clock in case.clocks
+        if clock.clock is SlaClock.PARTS and clock.started_at and clock.stopped_at
+    ]
+    return PartsFigures(
+        reservations=sum("parts_requested" in case.milestones for case in cases),
+        shortages=sum("parts_short" in case.milestones for case in cases),
+        waiting=sum(case.status == "waiting_for_parts" for case in cases),
+        replaced=sum("parts_given_up" in case.milestones for case in cases),
+        wait_p50_s=percentile(waits, 50),
+        wait_p90_s=percentile(waits, 90),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Figures over the cases opened in a time range."""
 
@@ -108,6 +143,7 @@ class Stats:
     """Cases whose clock reached at least one level, per clock."""
     complaints: int
     """Cases escalated to the platform's arbitration."""
+    parts: PartsFigures
     express_refunds: ExpressRefundFigures = field(default_factory=ExpressRefundFigures)
 
 
@@ -188,4 +224,5 @@ def compute_stats(
         sla_breaches={clock.value: clock_breaches[clock.value] for clock in SlaClock},
         complaints=sum(case.in_arbitration for case in cases),
         express_refunds=express_refund_figures(cases),
+        parts=parts_figures(cases),
     )

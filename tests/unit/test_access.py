@@ -31,6 +31,17 @@ def test_a_kafka_courier_touches_only_its_own_topics_and_group() -> None:
     }
 
 
+def test_a_parts_supplier_touches_only_its_own_topics_and_group() -> None:
+    assert rights(partner_user("bjzx")) == {
+        ("READ", "TOPIC", "parts.bjzx.orders"),
+        ("WRITE", "TOPIC", "parts.bjzx.events"),
+        ("READ", "GROUP", "partner-bjzx"),
+    }
+    repair = rights("repair")
+    assert {("READ", "TOPIC", "parts.bjzx.events"), ("WRITE", "TOPIC", "parts.bjzx.orders"),
+            ("WRITE", "TOPIC", "repair.timer.168h")} <= repair  # fmt: skip
+
+
 def test_a_service_reads_its_inputs_and_writes_only_what_it_publishes() -> None:
     intake = rights("intake")
     assert ("READ", "TOPIC", "storefront.aftersales.requests") in intake

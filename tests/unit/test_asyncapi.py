@@ -43,7 +43,8 @@ def test_committed_documents_are_in_step_with_the_declarations() -> None:
 
 def test_one_document_for_the_platform_and_each_kafka_native_partner() -> None:
     assert sorted(_documents()) == [
-        "partner-hz.yaml", "partner-jd.yaml", "partner-yd.yaml", "platform.yaml"
+        "partner-bjzx.yaml", "partner-hz.yaml", "partner-jd.yaml", "partner-yd.yaml",
+        "platform.yaml",
     ]  # fmt: skip
 
 
@@ -76,9 +77,26 @@ def test_courier_document_carries_what_dispatch_routes_and_reads() -> None:
 
 def test_repair_center_document_carries_tickets_and_reports() -> None:
     channels = _channels(_documents()["partner-hz.yaml"])
-    assert channels["repair.hz.tickets"] == ["repair.quote.decided.v1", "repair.ticket.opened.v1"]
+    assert channels["repair.hz.tickets"] == [
+        "repair.parts.ready.v1", "repair.quote.decided.v1", "repair.ticket.opened.v1",
+        "repair.ticket.withdrawn.v1",
+    ]  # fmt: skip
     assert all(name.startswith("repair.center.") for name in channels["repair.hz.events"])
     assert len(channels["repair.hz.events"]) == 4
+
+
+def test_parts_supplier_document_carries_reservations_and_its_answers_only() -> None:
+    document = _documents()["partner-bjzx.yaml"]
+    assert _actions(document) == {"parts.bjzx.events": "send", "parts.bjzx.orders": "receive"}
+    assert _channels(document) == {
+        "parts.bjzx.events": [
+            "parts.supplier.rejected.v1", "parts.supplier.reserved.v1",
+            "parts.supplier.shortage.v1",
+        ],
+        "parts.bjzx.orders": [
+            "parts.reservation.cancel-requested.v1", "parts.reservation.requested.v1",
+        ],
+    }  # fmt: skip
 
 
 def test_no_internal_topic_appears_in_any_document() -> None:
@@ -151,8 +169,12 @@ def test_the_asyncapi_parser_accepts_every_document_and_refuses_a_broken_one(
 
 def test_timer_families_follow_the_naming_rule_the_documents_rely_on() -> None:
     # The documents tell a group's timer events from partner events by name: pin that rule.
+    from hub.messages.parts import PartsWaitDueV1  # noqa: PLC0415
     from hub.messages.timers import PickupAcceptanceDueV1  # noqa: PLC0415
     from hub.messages.tracker import SlaCheckDueV1  # noqa: PLC0415
 
     assert PickupAcceptanceDueV1.event_type.startswith("dispatch.")
     assert SlaCheckDueV1.event_type.startswith("tracker.")
+    assert PartsWaitDueV1.event_type.startswith("repair.")
+    for timer in (PickupAcceptanceDueV1, SlaCheckDueV1, PartsWaitDueV1):
+        assert timer.event_type.endswith("-due")

@@ -109,6 +109,15 @@ def test_declared_topics_cover_every_subscription() -> None:
     assert specs["aftersales.cases"].partitions == 6
 
 
+def test_a_timer_topic_keeps_its_records_past_their_due_time() -> None:
+    repair = Subscription("repair", ("aftersales.cases", "repair.timer.168h", "repair.timer.2m"))
+    specs = {spec.name: spec for spec in declare(HubSettings(), [repair])}
+    week_ms = 7 * 24 * 3600 * 1000
+    assert specs["repair.timer.168h"].configs["retention.ms"] == str(2 * week_ms)
+    assert specs["repair.timer.2m"].configs["retention.ms"] == str(120_000 + week_ms)
+    assert specs["aftersales.cases"].configs["retention.ms"] == str(week_ms)
+
+
 def test_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
     monkeypatch.setenv("HUB_RETRY_TIERS", "5s, 30s")

@@ -108,8 +108,23 @@ def render_stats(stats: Stats, console: Console, title: str) -> None:
     refunds.add_row("claw-back rate", "-" if rate is None else f"{rate:.1%}")
     for reason, count in express.clawback_reasons.items():
         refunds.add_row(f"  {reason}", str(count))
-    for table in (faults, stages, couriers, ratings, refunds):
+    for table in (faults, stages, couriers, ratings, refunds, _parts_table(stats)):
         console.print(table)
+
+
+def _parts_table(stats: Stats) -> Table:
+    """Spare parts: what an operator asks first is how many cases wait, and for how long."""
+    parts = stats.parts
+    table = Table(title="spare parts", title_justify="left")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("reservations", str(parts.reservations))
+    table.add_row("shortages", str(parts.shortages))
+    table.add_row("waiting for parts now", str(parts.waiting))
+    table.add_row("replaced after the wait", str(parts.replaced))
+    table.add_row("wait p50", _duration(parts.wait_p50_s))
+    table.add_row("wait p90", _duration(parts.wait_p90_s))
+    return table
 
 
 def stats_command(

@@ -9,6 +9,8 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from hub.core.settings import parse_duration
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
     from datetime import timedelta
@@ -56,6 +58,16 @@ def center_tickets_topic(center: str) -> str:
 def center_events_topic(center: str) -> str:
     """Reports of one repair center."""
     return f"repair.{center}.events"
+
+
+def parts_orders_topic(supplier: str) -> str:
+    """Reservation requests and cancellations for one parts supplier."""
+    return f"parts.{supplier}.orders"
+
+
+def parts_events_topic(supplier: str) -> str:
+    """Reservations, shortages and refusals from one parts supplier."""
+    return f"parts.{supplier}.events"
 
 
 def retry_topic(topic: str, group: str, delay: timedelta) -> str:
@@ -128,8 +140,14 @@ def declare(
         wanted[replay_topic(subscription.group)] = spec(replay_topic(subscription.group), carrying)
         parked = parking_topic(subscription.group)
         wanted[parked] = spec(parked, long_lived)
+        timers = f"{subscription.group}.timer."
         for topic in subscription.topics:
             wanted.setdefault(topic, plain(topic))
+            if topic.startswith(timers):
+                # A timer waits on its topic until due: the usual retention must count from
+                # then, or a timer longer than it (a week's wait for parts) is deleted unread.
+                delay_ms = int(parse_duration(topic.removeprefix(timers)).total_seconds() * 1000)
+                wanted[topic] = spec(topic, {**base, "retention.ms": str(delay_ms + 7 * DAY_MS)})
             for delay in settings.retry_delays:
                 name = retry_topic(topic, subscription.group, delay)
                 wanted[name] = spec(name, carrying)

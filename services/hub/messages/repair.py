@@ -9,6 +9,7 @@ from pydantic import AwareDatetime, Field
 from hub.core.registry import Event
 from hub.messages.catalogue import CATALOGUE
 from hub.messages.common import Amount, Channel, Fault, Item, NonEmpty
+from hub.messages.parts import PartLine
 
 Money = Amount
 
@@ -76,7 +77,7 @@ class CenterItemReceivedV1(Event):
 
 @CATALOGUE.register
 class CenterDiagnosedV1(Event):
-    """The center's diagnosis; a quote when the repair is not covered."""
+    """The center's diagnosis; a quote when the repair is not covered; the parts it needs."""
 
     event_type = "repair.center.diagnosed"
     version = 1
@@ -90,6 +91,8 @@ class CenterDiagnosedV1(Event):
     # Left out when false: a 1.1 report without damage is the 1.0 document byte for byte.
     customer_damage: bool = Field(default=False, exclude_if=lambda damaged: not damaged)
     """1.1: the item was damaged by the customer (人为损坏), not by a fault or in transit."""
+    parts: tuple[PartLine, ...] = ()
+    """Spare parts the repair needs beyond the center's own stock (1.1)."""
 
 
 @CATALOGUE.register
@@ -137,12 +140,15 @@ class DiagnosisCompletedV1(Event):
 
     event_type = "aftersales.repair.diagnosed"
     version = 1
+    minor = 1
 
     case_id: NonEmpty
     fault_type: NonEmpty
     in_warranty: bool
     resolution: Resolution
     diagnosed_at: AwareDatetime
+    parts: tuple[PartLine, ...] = ()
+    """Spare parts the repair needs (1.1)."""
 
 
 @CATALOGUE.register

@@ -24,6 +24,8 @@ class SlaClock(StrEnum):
     """From the item's arrival at the center to the work completed."""
     TURNAROUND = "turnaround"
     """From the case's opening to its closing."""
+    PARTS = "parts"
+    """From the supplier's shortage to the parts reserved (or the hub giving up on them)."""
 
 
 # --- case events (`aftersales.cases`) ----------------------------------------------------
@@ -72,6 +74,8 @@ class SlaBreachedV1(Event):
 
     event_type = "aftersales.sla.breached"
     version = 1
+    minor = 1
+    """1.1: the `parts` clock."""
 
     case_id: NonEmpty
     clock: SlaClock
@@ -91,6 +95,8 @@ class SlaCheckDueV1(Event):
 
     event_type = "tracker.sla.check-due"
     version = 1
+    minor = 1
+    """1.1: the `parts` clock."""
 
     case_id: NonEmpty
     clock: SlaClock
@@ -154,6 +160,7 @@ class CaseStatusV1(Event):
     event_type = "aftersales.case.status"
     version = 1
     minor = 1
+    """1.1: the `parts` clock and the express refund."""
 
     case_id: NonEmpty
     status: NonEmpty

@@ -17,6 +17,7 @@ from aiohttp import web
 from gateway.signing import center_headers
 from hub.core.lifecycle import AsyncResource, serve_http
 from hub.core.topics import center_events_topic, center_tickets_topic
+from hub.messages.parts import PartLine, PartsReadyV1, RepairWithdrawnV1
 from hub.messages.repair import (
     CenterDiagnosedV1,
     CenterItemReceivedV1,
@@ -40,6 +41,13 @@ NOT_COVERED = frozenset({"water_damage", "dropped"})
 
 The technicians report it as damage by the customer (人为损坏)."""
 QUOTE = Decimal("299.00")
+PARTS = {
+    "screen_cracked": (PartLine(part_no="LCD-X1-OLED"),),
+    "battery_swelling": (PartLine(part_no="BAT-X1-4500"), PartLine(part_no="ADH-X1-BACK")),
+    "camera_blurry": (PartLine(part_no="CAM-X1-MAIN"),),
+    "compressor_noise": (PartLine(part_no="CMP-R1-220V"),),
+}
+"""Faults whose repair needs spare parts from the supplier (备件), by the customer's fault code."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,12 +73,20 @@ class Workshop:
         self.random = random.Random(knobs.seed)  # noqa: S311 - a simulation
         self.tickets: Counter[str] = Counter()
         self.quotes: dict[str, asyncio.Future[bool]] = {}
+        self.parts: dict[str, asyncio.Future[bool]] = {}
+        """Repairs waiting for their parts: True when they are ready, False when withdrawn."""
 
     def accept(self, ticket: RepairTicketV1) -> bool:
         """Count the ticket; True for the first of its kind (a visit, then maybe a repair)."""
         key = f"{ticket.case_id}:{'visit' if ticket.onsite else 'workshop'}"
         self.tickets[key] += 1
         return self.tickets[key] == 1
+
+    def parts_news(self, case_id: str, *, ready: bool) -> None:
+        """The hub says the parts are ready (`ready`), or withdrew the repair."""
+        waiting = self.parts.get(case_id)
+        if waiting is not None and not waiting.done():
+            waiting.set_result(ready)
 
     def decide(self, decision: QuoteDecisionV1) -> None:
         """Hand the customer's answer to the ticket waiting for it."""
@@ -101,6 +117,7 @@ class Workshop:
         resolution = RESOLUTIONS.get(code, Resolution.REPAIR)
         covered = ticket.in_warranty and code not in NOT_COVERED
         quote = None if covered else QUOTE
+        needed = PARTS.get(code, ()) if quote or resolution is Resolution.REPAIR else ()
         diagnosis = CenterDiagnosedV1(
             case_id=case_id,
             fault_type=code,
@@ -108,7 +125,10 @@ class Workshop:
             resolution=Resolution.REPAIR if quote else resolution,
             quote=quote,
             customer_damage=code in NOT_COVERED,
+            parts=needed,
         )
+        if needed:  # before the report: the hub may answer at once
+            self.parts[case_id] = asyncio.get_running_loop().create_future()
         await step(diagnosis, "diagnosis")
         repaired = True
         if quote is not None:
@@ -116,11 +136,14 @@ class Workshop:
             repaired = await self.quotes[case_id]
         elif resolution is not Resolution.REPAIR:
             return  # refunds and replacements need no work on the returned item
+        if needed and repaired and not await self.parts[case_id]:
+            return  # withdrawn: the hub replaces the item, the workshop does nothing
+        used = tuple(line.part_no for line in needed) or ("屏幕总成",)
         done = CenterWorkCompletedV1(
             case_id=case_id,
             resolution=Resolution.REPAIR,
             repaired=repaired,
-            parts_used=("屏幕总成",) if repaired else (),
+            parts_used=used if repaired else (),
         )
         await step(done, "done")
 
@@ -152,6 +175,8 @@ class RepairCenterSimulator(KafkaPartner):
             self.spawn(self.workshop.work(event, report))
         elif isinstance(event, QuoteDecisionV1):
             self.workshop.decide(event)
+        elif isinstance(event, PartsReadyV1 | RepairWithdrawnV1):
+            self.workshop.parts_news(event.case_id, ready=isinstance(event, PartsReadyV1))
 
 
 class HttpRepairCenterSimulator(AsyncResource):
@@ -171,6 +196,8 @@ class HttpRepairCenterSimulator(AsyncResource):
         app = web.Application()
         app.router.add_post("/tickets", self._ticket)
         app.router.add_post("/quotes", self._quote)
+        app.router.add_post("/parts", self._parts)
+        app.router.add_post("/withdrawals", self._withdrawn)
         self._runner, port = await serve_http(app)
         self._http = httpx.AsyncClient(timeout=5.0)
         self.url = f"http://127.0.0.1:{port}"
@@ -196,6 +223,16 @@ class HttpRepairCenterSimulator(AsyncResource):
 
     async def _quote(self, request: web.Request) -> web.Response:
         self.workshop.decide(QuoteDecisionV1.model_validate(await request.json()))
+        return web.json_response({"ok": True})
+
+    async def _parts(self, request: web.Request) -> web.Response:
+        ready = PartsReadyV1.model_validate(await request.json())
+        self.workshop.parts_news(ready.case_id, ready=True)
+        return web.json_response({"ok": True})
+
+    async def _withdrawn(self, request: web.Request) -> web.Response:
+        withdrawn = RepairWithdrawnV1.model_validate(await request.json())
+        self.workshop.parts_news(withdrawn.case_id, ready=False)
         return web.json_response({"ok": True})
 
     async def _push(self, event: Event, name: str) -> None:
