@@ -129,24 +129,32 @@ def runtime_for(
 
     ValueError names what the environment lacks (a partner's URL or credentials).
     """
-    from gateway.bootstrap import center_gateway_runtime, gateway_runtime  # noqa: PLC0415
-    from hub.core.service import ServiceRuntime  # noqa: PLC0415 - the kernel only to run
+    # Each arm imports only what its process runs: a consumer never loads FastAPI or uvicorn
+    # (a few MiB of every process's resident memory).
     from hub.messages import CATALOGUE  # noqa: PLC0415
-    from ingress.app import IngressRuntime  # noqa: PLC0415 - FastAPI only to serve it
-    from notify.bootstrap import sender_runtime  # noqa: PLC0415
 
     table = table or load_partners()
     code = declaration.partner or ""
     match declaration.adapter:
         case Adapter.NONE:
+            from hub.core.service import ServiceRuntime  # noqa: PLC0415
+
             return ServiceRuntime(declaration.service, settings, registry=CATALOGUE)
         case Adapter.NOTIFICATION_PROVIDERS:
+            from notify.bootstrap import sender_runtime  # noqa: PLC0415
+
             return sender_runtime(settings, CATALOGUE)
         case Adapter.COURIER_API:
+            from gateway.bootstrap import gateway_runtime  # noqa: PLC0415
+
             return gateway_runtime(settings, table.courier(code), CATALOGUE, webhook_port)
         case Adapter.CENTER_API:
+            from gateway.bootstrap import center_gateway_runtime  # noqa: PLC0415
+
             return center_gateway_runtime(settings, table.center(code), CATALOGUE, webhook_port)
         case Adapter.HTTP_INGRESS:
+            from ingress.app import IngressRuntime  # noqa: PLC0415
+
             return IngressRuntime(settings, declaration.service, CATALOGUE)
 
 

@@ -16,7 +16,7 @@ from hub.core.store.base import EventId
 from hub.core.store.sqlite import SqliteStateStore
 from hub.messages import CATALOGUE
 from ingress.admission import Admission
-from ingress.app import Ingress, build_app, render_openapi
+from ingress.app import FrontDoor, Ingress, build_app, render_openapi
 from ingress.auth import token_digest
 from ingress.service import declare_ingress
 from ingress.settings import Backend, IngressSettings
@@ -43,8 +43,11 @@ class SlowSink:
         self.records.extend(records)
 
 
-@pytest.fixture
-async def front(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, SlowSink]]:
+@pytest.fixture(params=["front door", "fastapi route"])
+async def front(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[httpx.AsyncClient, SlowSink]]:
+    """The app as served (POST /events skips FastAPI), and FastAPI's own route: one behaviour."""
     settings = HubSettings(state_dir=str(tmp_path))
     config = IngressSettings(
         backends={"shop": Backend(token_sha256=token_digest(TOKEN), sources=(SOURCE,))}
@@ -52,7 +55,9 @@ async def front(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, SlowSi
     sink = SlowSink()
     ingress = Ingress(settings, declare_ingress(settings), CATALOGUE, config, sink=sink)
     await ingress.start()
-    transport = httpx.ASGITransport(app=build_app(ingress, manage=False))
+    app = build_app(ingress, manage=False)
+    served = FrontDoor(app, ingress) if request.param == "front door" else app
+    transport = httpx.ASGITransport(app=served)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
             yield client, sink
@@ -298,7 +303,8 @@ async def test_a_store_outage_is_503_and_sends_nothing(
 
     transport = client._transport
     assert isinstance(transport, httpx.ASGITransport)
-    ingress = transport.app.state.ingress  # type: ignore[attr-defined]
+    app = transport.app
+    ingress = (app.app if isinstance(app, FrontDoor) else app).state.ingress  # type: ignore[attr-defined]
     monkeypatch.setattr(ingress.store, "load_batch", down)
     answer = await client.post("/events", headers=binary("evt-down"), json=data())
     assert answer.status_code == 503

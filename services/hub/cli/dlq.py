@@ -29,6 +29,7 @@ from rich.table import Table
 
 from hub.core.errors import PermanentError
 from hub.core.logging import configure_logging
+from hub.core.loop import run_on_uvloop
 from hub.core.settings import HubSettings
 from hub.ops.actions import NotFoundError, Ops, default_registry
 from hub.ops.audit import operator
@@ -72,7 +73,7 @@ def _logging() -> None:
 
 def _run(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
     try:
-        return asyncio.run(work())
+        return run_on_uvloop(work())
     except NotFoundError as error:
         console.print(f"[red]{escape(str(error))}[/red]")
         raise typer.Exit(2) from error

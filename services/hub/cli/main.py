@@ -162,4 +162,6 @@ def run(
     from hub.core.tracing import configure_tracing  # noqa: PLC0415
 
     configure_tracing(settings, service_name=f"hub-{service}")
-    asyncio.run(runtime.serve())
+    from hub.core.loop import run_on_uvloop  # noqa: PLC0415
+
+    run_on_uvloop(runtime.serve())

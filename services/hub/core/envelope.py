@@ -6,8 +6,8 @@ import base64
 import binascii
 import hashlib
 import json
+import random
 import re
-import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,7 +49,11 @@ def derive_event_id(input_id: str, role: str) -> str:
 
 def new_traceparent() -> str:
     """A fresh W3C traceparent for an event that starts a trace."""
-    return f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"
+    # Trace ids need to be unique, not secret: OpenTelemetry's own generator draws them the
+    # same way, without the system call per id that `secrets` makes. Zero is not a valid id.
+    trace_id = random.getrandbits(128) or 1
+    span_id = random.getrandbits(64) or 1
+    return f"00-{trace_id:032x}-{span_id:016x}-01"
 
 
 def child_traceparent(parent: str | None, cause_id: str, span_key: str) -> str:

@@ -108,7 +108,9 @@ class AfterSalesRequestedV3(Event):
 @CATALOGUE.upcaster(AfterSalesRequestedV2, AfterSalesRequestedV3)
 def upcast_requested_v2_v3(old: AfterSalesRequestedV2) -> AfterSalesRequestedV3:
     """v2 knew neither trust nor insurance: an untrusted customer, an uninsured order."""
-    return AfterSalesRequestedV3.model_validate(old.model_dump())
+    # Every v2 field is a v3 field and already validated: taken as is (validating the request
+    # again doubled its cost at the front door).
+    return AfterSalesRequestedV3.model_construct(**dict(old))
 
 
 @CATALOGUE.register
