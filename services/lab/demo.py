@@ -26,6 +26,7 @@ from intake.domain import case_id_for
 from lab.local_stack import LocalStack
 from lab.samples import sample_request_v1, sample_request_v2
 from lab.simulators.kafka_courier import CourierKnobs
+from lab.simulators.repair_center import CenterKnobs
 from lab.simulators.sf_courier import SfKnobs
 from tracker.sla import load_sla
 from tracker.snapshots import read_snapshots
@@ -56,7 +57,7 @@ class Step:
 
 
 def demo_requests() -> list[Event]:
-    """A repair, a refund, a replacement, a v1 request, a rejection, an SF-only area."""
+    """A repair, a refund, a replacement, a v1 request, a rejection, an SF-only area, damage."""
     xinjiang = sample_request_v2(5)
     xinjiang = xinjiang.model_copy(
         update={"address": xinjiang.address.model_copy(
@@ -70,7 +71,11 @@ def demo_requests() -> list[Event]:
     valuable = valuable.model_copy(
         update={"item": valuable.item.model_copy(update={"price": Decimal("12999.00")})}
     )
-    return [sample_request_v2(3), sample_request_v1(4), xinjiang, expired, valuable]
+    return [sample_request_v2(3), sample_request_v1(4), xinjiang, expired, valuable, DAMAGED]
+
+
+DAMAGED = sample_request_v2(8)
+"""Its parcel arrives at the center damaged in transit: a claim against the courier."""
 
 
 TEMPLATES = {
@@ -92,6 +97,7 @@ TEMPLATES = {
     "onsite.visit-scheduled": "technician booked",
     "onsite.visit-reported": "{outcome} {notes}",
     "case.closed": "{outcome}",
+    "damage.claimed": "against {courier} waybill {waybill_no}, ¥{declared_value}, {evidence_ref}",
 }
 
 
@@ -134,6 +140,7 @@ async def run_demo(
         settings, table,
         sf_knobs=SfKnobs(error_rate=0.2, step_delay_s=0.3, duplicate_push_rate=0.3, seed=1),
         courier_knobs={"jd": CourierKnobs(reject_rate=0.25, step_delay_s=0.3, seed=3)},
+        center_knobs=CenterKnobs(damaged_cases=frozenset({case_id_for(DAMAGED.request_id)})),
         sla=sla.model_copy(update={"default": quick, "categories": {}}),
     )  # fmt: skip
     case_ids = {case_id_for(getattr(r, "request_id", "")): r for r in requests}

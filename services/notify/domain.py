@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from hub.core.handler import Decision, Emit
-from hub.messages.cases import CaseOpenedV1, PickupAcceptedV1, TrackingStatus, TrackingUpdatedV1
+from hub.messages.cases import (
+    CaseExceptionRaisedV1,
+    CaseOpenedV1,
+    PickupAcceptedV1,
+    TrackingStatus,
+    TrackingUpdatedV1,
+)
 from hub.messages.common import Channel, Customer
 from hub.messages.courier import Leg
 from hub.messages.repair import (
@@ -25,6 +31,10 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from hub.core.registry import Event
+
+
+CUSTOMER_EXCEPTIONS = {"transit_damage": "transit_damage"}
+"""Exception codes the customer hears of, and the milestone each marks (others stay internal)."""
 
 
 class Audience(BaseModel):
@@ -49,6 +59,8 @@ def milestone_of(event: Event) -> str | None:
     }
     if type(event) in simple:
         return simple[type(event)]
+    if isinstance(event, CaseExceptionRaisedV1):
+        return CUSTOMER_EXCEPTIONS.get(event.code)
     if isinstance(event, PickupAcceptedV1) and event.leg is Leg.INBOUND:
         return "pickup_scheduled"
     if isinstance(event, TrackingUpdatedV1):

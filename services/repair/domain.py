@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from hub.core.handler import Decision, Emit
 from hub.messages.cases import CaseExceptionRaisedV1, TrackingStatus
 from hub.messages.common import Fault, Item, ServiceMode
 from hub.messages.courier import Leg
+from hub.messages.damage import DamageClaimedV1, damage_claim_id
 from hub.messages.repair import (
     CaseClosedV1,
     DiagnosisCompletedV1,
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
     )
 
 
+TRANSIT_DAMAGE = "transit_damage"
+"""The exception code of an item that arrived damaged (运输损坏)."""
+
+
 class Stage(StrEnum):
     """Where the case stands at the repair center."""
 
@@ -69,6 +74,18 @@ class RepairCase(BaseModel):
     stage: Stage
     resolution: Resolution | None = None
     repaired: bool = False
+    inbound_courier: str | None = None
+    """The courier of the inbound leg, from its tracking (whom a damage claim goes to)."""
+    inbound_waybill: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _stored(self, serialize: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Until the parcel is known, the document is stored as it was before these fields.
+        document: dict[str, Any] = serialize(self)
+        for name in ("inbound_courier", "inbound_waybill"):
+            if document.get(name) is None:
+                document.pop(name, None)
+        return document
 
     def moved(self, **changes: object) -> RepairCase:
         """The state after `changes`."""
@@ -114,8 +131,12 @@ def on_tracking(
     event: TrackingUpdatedV1, case: RepairCase | None, _at: datetime
 ) -> Decision[RepairCase]:
     """Delivered inbound: open the ticket. Delivered outbound: the case is done."""
-    if case is None or event.status is not TrackingStatus.DELIVERED:
+    if case is None:
         return Decision()
+    noted = _noted_parcel(event, case)
+    case = noted or case
+    if event.status is not TrackingStatus.DELIVERED:
+        return Decision(state=noted)
     if event.leg is Leg.INBOUND and case.stage is Stage.AWAITING_ITEM:
         emit = _ticket(case, onsite=False, waybill=event.waybill_no)
         return Decision(emits=(emit,), state=case.moved(stage=Stage.AT_CENTER))
@@ -126,13 +147,20 @@ def on_tracking(
         }.get(case.resolution or Resolution.REPAIR, "returned")
         closed = CaseClosedV1(case_id=case.case_id, outcome=outcome, closed_at=event.occurred_at)
         return Decision(emits=(Emit("closed", closed),), state=case.moved(stage=Stage.CLOSED))
-    return Decision()
+    return Decision(state=noted)
+
+
+def _noted_parcel(event: TrackingUpdatedV1, case: RepairCase) -> RepairCase | None:
+    """The case noting the inbound parcel's courier and waybill; None when it knows them."""
+    if event.leg is not Leg.INBOUND or case.inbound_waybill == event.waybill_no:
+        return None
+    return case.moved(inbound_courier=event.courier, inbound_waybill=event.waybill_no)
 
 
 def on_item_received(
     event: CenterItemReceivedV1, case: RepairCase | None, at: datetime
 ) -> Decision[RepairCase]:
-    """The center has the item: a serial that differs from the order's stops the case."""
+    """The center has the item: damage in transit or a serial that differs stops the case."""
     if case is None or case.stage not in {Stage.AT_CENTER, Stage.AWAITING_ITEM}:
         return Decision()
     matches = event.serial_number == case.item.serial_number
@@ -142,6 +170,8 @@ def on_item_received(
         serial_matches=matches,
         received_at=at,
     )
+    if event.damaged:
+        return _damaged_in_transit(event, case, received, at)
     if matches:
         return Decision(
             emits=(Emit("received", received),), state=case.moved(stage=Stage.AT_CENTER)
@@ -154,6 +184,40 @@ def on_item_received(
     )
     emits = (Emit("received", received), Emit("exception", exception))
     return Decision(emits=emits, state=case.moved(stage=Stage.EXCEPTION))
+
+
+def _damaged_in_transit(
+    event: CenterItemReceivedV1, case: RepairCase, received: ItemReceivedV1, at: datetime
+) -> Decision[RepairCase]:
+    """A claim against the inbound courier, and the case to exception handling.
+
+    Once per case: the exception stage is not one an item-received report is read in.
+    """
+    what = event.damage_description or "damaged on arrival"
+    emits = [Emit("received", received)]
+    if case.inbound_courier is not None and case.inbound_waybill is not None:
+        claim = DamageClaimedV1(
+            claim_id=damage_claim_id(case.case_id, Leg.INBOUND),
+            case_id=case.case_id,
+            courier=case.inbound_courier,
+            leg=Leg.INBOUND,
+            waybill_no=case.inbound_waybill,
+            declared_value=case.item.price,  # what dispatch declared on the pickup order
+            description=what,
+            evidence_ref=event.evidence_ref,
+            claimed_at=at,
+        )
+        emits.append(Emit("damage-claim", claim))
+        reason = f"{what}; claimed against {claim.courier} waybill {claim.waybill_no}"
+    else:
+        reason = f"{what}; no courier leg to claim against"  # the customer brought or sent it
+    if event.serial_number != case.item.serial_number:
+        reason += f"; received serial {event.serial_number}, ordered {case.item.serial_number}"
+    exception = CaseExceptionRaisedV1(
+        case_id=case.case_id, code=TRANSIT_DAMAGE, reason=reason, raised_at=at
+    )
+    emits.append(Emit("exception", exception))
+    return Decision(emits=tuple(emits), state=case.moved(stage=Stage.EXCEPTION))
 
 
 def on_diagnosed(

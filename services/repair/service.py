@@ -9,6 +9,7 @@ from dispatch.partners import PartnerTable, load_partners
 from hub.core.handler import Handler, Route, Service, routes
 from hub.core.topics import CASES, center_events_topic, center_tickets_topic
 from hub.messages.cases import CaseExceptionRaisedV1, CaseOpenedV1, TrackingUpdatedV1
+from hub.messages.damage import DamageClaimedV1
 from hub.messages.repair import (
     CaseClosedV1,
     CenterDiagnosedV1,
@@ -37,7 +38,7 @@ GROUP = "repair"
 CASE_OUTPUTS = (
     ItemReceivedV1, DiagnosisCompletedV1, QuoteIssuedV1, WorkCompletedV1, RefundRequestedV1,
     ReplacementIssuedV1, ReturnShipmentRequestedV1, VisitScheduledV1, VisitReportedV1,
-    CaseClosedV1, CaseExceptionRaisedV1,
+    CaseClosedV1, CaseExceptionRaisedV1, DamageClaimedV1,
 )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from hub.messages.cases import (
     TrackingUpdatedV1,
 )
 from hub.messages.courier import Leg
+from hub.messages.damage import DamageClaimedV1
 from hub.messages.repair import (
     CaseClosedV1,
     DiagnosisCompletedV1,
@@ -139,7 +140,7 @@ TRACKED: tuple[type[Event], ...] = (
     PickupAcceptedV1, PickupFailedV1, PickupCancelledV1, TrackingUpdatedV1, ItemReceivedV1,
     DiagnosisCompletedV1, QuoteIssuedV1, QuoteAnsweredV1, WorkCompletedV1, RefundRequestedV1,
     ReplacementIssuedV1, ReturnShipmentRequestedV1, VisitScheduledV1, VisitReportedV1,
-    CaseClosedV1, RatingSubmittedV1, ComplaintEscalatedV1,
+    CaseClosedV1, RatingSubmittedV1, ComplaintEscalatedV1, DamageClaimedV1,
 )  # fmt: skip
 """The case events the tracker folds (its SLA timers come on top)."""
 
@@ -366,7 +367,17 @@ def _change(event: Event) -> Change:  # noqa: C901, PLR0911, PLR0912 - one case 
         return Change(Status.CLOSED, event.outcome)
     if isinstance(event, ComplaintEscalatedV1):
         return Change(None, f"to {event.escalated_to}: {event.complaint}")
+    if isinstance(event, DamageClaimedV1):
+        return Change(None, _damage_detail(event))
     return Change(None, "")
+
+
+def _damage_detail(claim: DamageClaimedV1) -> str:
+    evidence = f" evidence {claim.evidence_ref}" if claim.evidence_ref else ""
+    return (
+        f"{claim.leg} {claim.courier} waybill {claim.waybill_no} value {claim.declared_value}: "
+        f"{claim.description}{evidence}"
+    )
 
 
 def _after_diagnosis(event: DiagnosisCompletedV1) -> Status:
