@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -29,7 +29,7 @@ from lab.simulators.kafka_courier import CourierKnobs
 from lab.simulators.repair_center import CenterKnobs
 from lab.simulators.sf_courier import SfKnobs
 from tracker.sla import load_sla
-from tracker.snapshots import read_snapshots
+from tracker.snapshots import read_scorecards, read_snapshots
 from tracker.stats import Stats, compute_stats
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from hub.core.registry import Event
     from hub.core.settings import HubSettings
+    from hub.messages.scores import CourierScoredV1
 
 FINISHED = {
     "aftersales.case.rejected.v1",
@@ -115,6 +116,8 @@ class DemoResult:
     messages: dict[str, list[str]]
     stats: Stats | None = None
     """The tracker's statistics over the demo's cases."""
+    scorecards: dict[str, CourierScoredV1] = field(default_factory=dict)
+    """Each courier's latest scorecard, what dispatch ranks by."""
 
 
 async def run_demo(
@@ -159,10 +162,11 @@ async def run_demo(
         await _rate_and_complain(settings, timelines, case_ids, say)
         messages = await _messages(stack, timelines)
         stats = await _stats(settings, set(case_ids))
+        scorecards = await read_scorecards(settings)
         if http is not None:
             # Under the working directory: the demo's own state lives in a temporary one.
             await _save_scrape(http, Path(".hub") / "demo-metrics.txt", say)
-    return DemoResult(timelines, messages, stats)
+    return DemoResult(timelines, messages, stats, scorecards)
 
 
 async def _save_scrape(http: OpsServer, path: Path, say: Callable[[str], None]) -> None:

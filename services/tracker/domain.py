@@ -54,6 +54,7 @@ from hub.messages.tracker import (
     SlaClock,
     TimelineEntry,
 )
+from tracker.observations import with_observations
 
 if TYPE_CHECKING:
     from hub.core.registry import Event
@@ -273,6 +274,7 @@ def track(
 ) -> Decision[CaseRecord]:
     """The handler: fold one case event (or SLA check) in, and log what was not applied."""
     tracked = fold(event, record, at, sla)
+    decision = with_observations(event, record, tracked.decision)
     if tracked.duplicate:
         log.info("case_event_duplicate", event_type=event.event_type)
     elif tracked.not_applied is not None:
@@ -280,7 +282,7 @@ def track(
         log.warning(
             "case_event_not_applied", event_type=event.event_type, reason=tracked.not_applied
         )
-    return tracked.decision
+    return decision
 
 
 def fold(event: Event, record: CaseRecord | None, at: datetime, sla: SlaTable) -> Tracked:

@@ -89,10 +89,15 @@ def test_the_claim_goes_to_the_inbound_courier_once(
     follow, _ = timeline
     case_id = IDS[name]
     (claim,) = follow.of(case_id, "damage.claimed")
-    accepted = [a for a in follow.of(case_id, "pickup.accepted") if a["leg"] == "inbound"]
+    # The parcel the center received: the inbound leg's delivered scan.
+    (delivered,) = [
+        t
+        for t in follow.of(case_id, "tracking.updated")
+        if t["leg"] == "inbound" and t["status"] == "delivered"
+    ]
     assert (claim["courier"], claim["waybill_no"]) == (
-        accepted[-1]["courier"],
-        accepted[-1]["waybill_no"],
+        delivered["courier"],
+        delivered["waybill_no"],
     )
     price = (PHONE if name == "phone" else FRIDGE).item.price
     assert Decimal(claim["declared_value"]) == price

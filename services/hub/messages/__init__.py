@@ -1,6 +1,16 @@
 """Message contracts: versioned, frozen event models and their upcasters."""
 
-from hub.messages import cases, courier, damage, ops, repair, storefront, timers, tracker
+from hub.messages import (
+    cases,
+    courier,
+    damage,
+    ops,
+    repair,
+    scores,
+    storefront,
+    timers,
+    tracker,
+)
 from hub.messages.catalogue import CATALOGUE
 
 CATALOGUE.check()
@@ -12,6 +22,7 @@ __all__ = [
     "damage",
     "ops",
     "repair",
+    "scores",
     "storefront",
     "timers",
     "tracker",
