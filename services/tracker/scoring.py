@@ -153,13 +153,20 @@ def material(card: CourierScoredV1, last: CourierScoredV1 | None, policy: ScoreP
     return abs(card.score - last.score) >= policy.min_change
 
 
-def _rescore(window: CourierWindow, at: datetime, policy: ScorePolicy) -> Decision[CourierWindow]:
-    """Drop what left the window, publish the card if it changed materially, keep a timer."""
+def _rescore(
+    window: CourierWindow, at: datetime, policy: ScorePolicy, *, refresh: bool = False
+) -> Decision[CourierWindow]:
+    """Drop what left the window, publish the card if it changed materially, keep a timer.
+
+    On the timer (`refresh`), a card whose counts moved is published even when its score did
+    not: at most once an interval, so that `hub stats` does not show stale counts for long.
+    """
     kept = tuple(item for item in window.seen if item.at > at - policy.window)[-MAX_OBSERVATIONS:]
     last = window.published
     card = scorecard(window.courier, kept, last.standing if last else None, policy, at)
     emits: list[Emit] = []
-    if material(card, last, policy):
+    stale = refresh and last is not None and card.figures != last.figures
+    if material(card, last, policy) or stale:
         emits.append(Emit("scored", card))
         last = card
     timer_due = window.timer_due
@@ -195,4 +202,4 @@ def on_score_due(
     cleared = window.model_copy(
         update={"timer_due": None if pending is None or pending <= event.due_at else pending}
     )
-    return _rescore(cleared, event.due_at, policy)
+    return _rescore(cleared, event.due_at, policy, refresh=True)

@@ -244,3 +244,19 @@ def test_a_case_opened_goes_to_the_best_active_courier() -> None:
     assert decided.state.remaining == ()  # jd is not even a fallback (yd insures too little)
     unscored = domain.on_case_opened(opened_case, None, T0, table=TABLE)
     assert next(e for e in unscored.emits if e.role == "order-1").partner == "jd"
+
+
+def test_the_timer_refreshes_a_card_whose_counts_moved_but_not_its_score() -> None:
+    window, cards = feed(
+        *[observed(Observation.ACCEPTED, T0 + timedelta(seconds=i)) for i in range(4)]
+    )
+    assert [card.figures.accepted for card in cards] == [1]
+    assert window is not None
+    due = CourierScoreDueV1(courier="jd", due_at=T0 + timedelta(minutes=10))
+    refreshed = on_score_due(due, window, due.due_at, policy=POLICY)
+    card = next(e.event for e in refreshed.emits if isinstance(e.event, CourierScoredV1))
+    assert (card.score, card.figures.accepted) == (1.0, 4)
+    assert refreshed.state is not None
+    again = due.model_copy(update={"due_at": due.due_at + timedelta(minutes=10)})
+    quiet = on_score_due(again, refreshed.state, again.due_at, policy=POLICY)
+    assert [e.role for e in quiet.emits] == ["rescore"]  # nothing new: only the next timer

@@ -62,8 +62,8 @@ def _duration(seconds: float | None) -> str:
 def render_scorecards(cards: Mapping[str, CourierScoredV1], console: Console) -> None:
     """The couriers' latest scorecards (what dispatch ranks by) as a rich table."""
     table = Table(title="courier scores (what dispatch ranks by)", title_justify="left")
-    for column in ("courier", "score", "standing", "accepted", "on time", "exceptions",
-                   "damage", "SLA breaches", "window", "scored at"):  # fmt: skip
+    for column in ("courier", "score", "standing", "accepted", "on time", "exc", "damage",
+                   "SLA", "window"):  # fmt: skip
         table.add_column(column, justify="left" if column in {"courier", "standing"} else "right")
     for code, card in cards.items():
         figures = card.figures
@@ -77,7 +77,6 @@ def render_scorecards(cards: Mapping[str, CourierScoredV1], console: Console) ->
             str(figures.damages),
             str(figures.sla_breaches),
             _duration(card.window_s),
-            _local(card.scored_at),
         )
     console.print(table)
 
