@@ -6,10 +6,12 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
+import pytest
 from tracker_cases import accepted, failed, opened, requested, tracking
 
 from dispatch import domain
 from dispatch.partners import load_partners
+from hub.core.settings import HubSettings
 from hub.messages.cases import TrackingStatus
 from hub.messages.courier import Leg
 from hub.messages.damage import DamageClaimedV1
@@ -260,3 +262,10 @@ def test_the_timer_refreshes_a_card_whose_counts_moved_but_not_its_score() -> No
     again = due.model_copy(update={"due_at": due.due_at + timedelta(minutes=10)})
     quiet = on_score_due(again, refreshed.state, again.due_at, policy=POLICY)
     assert [e.role for e in quiet.emits] == ["rescore"]  # nothing new: only the next timer
+
+
+def test_the_recovery_mark_may_not_be_below_the_floor() -> None:
+    with pytest.raises(ValueError, match="HUB_COURIER_SCORE_RECOVER must not be below"):
+        HubSettings(courier_score_floor=0.8, courier_score_recover=0.7)
+    policy = ScorePolicy.from_settings(HubSettings())
+    assert (policy.floor, policy.recover, policy.window) == (0.6, 0.75, timedelta(days=7))
