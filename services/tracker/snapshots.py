@@ -39,15 +39,21 @@ async def read_scorecards(
     settings: HubSettings, *, timeout_s: float = 30.0
 ) -> dict[str, CourierScoredV1]:
     """Every courier's latest scorecard, from the compacted `aftersales.courier-scores`."""
-    cards = await read_compacted(settings, COURIER_SCORES, timeout_s=timeout_s)
+    # A hub deployed before courier scores has no such topic: no cards, not an error.
+    cards = await read_compacted(settings, COURIER_SCORES, timeout_s=timeout_s, missing_ok=True)
     latest = {card.courier: card for card in cards if isinstance(card, CourierScoredV1)}
     return dict(sorted(latest.items()))
 
 
 async def read_compacted(
-    settings: HubSettings, topic: str, *, timeout_s: float = 30.0
+    settings: HubSettings, topic: str, *, timeout_s: float = 30.0, missing_ok: bool = False
 ) -> list[Event]:
-    """The readable events of a compacted topic from its start to its end now, in order."""
+    """The readable events of a compacted topic from its start to its end now, in order.
+
+    `missing_ok`: a topic that does not exist reads as empty.
+    """
+    if missing_ok and not await _exists(settings, topic):
+        return []
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -82,6 +88,19 @@ async def read_compacted(
     finally:
         await consumer.stop()
     return events
+
+
+async def _exists(settings: HubSettings, topic: str) -> bool:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        client_id="hub-snapshots",
+        **kafka_security(settings),
+    )
+    await consumer.start()
+    try:
+        return topic in await consumer.topics()
+    finally:
+        await consumer.stop()
 
 
 def _decode(headers: object, value: bytes | None) -> Event | None:
