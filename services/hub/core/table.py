@@ -16,11 +16,16 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
+from hub.core.connection import kafka_security
+from hub.core.envelope import Envelope
+from hub.core.errors import HubError
 from hub.core.lifecycle import AsyncResource
 
 if TYPE_CHECKING:
-    from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+    from aiokafka import ConsumerRecord, TopicPartition
 
     from hub.core.registry import Event, Registry
     from hub.core.settings import HubSettings
@@ -73,10 +78,6 @@ class TableReader(AsyncResource):
 
     async def start(self) -> None:
         """Restore the table (every partition to its end now), then follow in the background."""
-        from aiokafka import AIOKafkaConsumer  # noqa: PLC0415
-
-        from hub.core.connection import kafka_security  # noqa: PLC0415
-
         topic = self.table.topic
         consumer = self._consumer = AIOKafkaConsumer(
             topic,
@@ -108,12 +109,14 @@ class TableReader(AsyncResource):
 
     async def _follow(self, consumer: AIOKafkaConsumer) -> None:
         while True:
-            self._apply(await consumer.getmany(timeout_ms=FOLLOW_WAIT_MS))
+            try:
+                self._apply(await consumer.getmany(timeout_ms=FOLLOW_WAIT_MS))
+            except KafkaError as error:
+                # The last values stay in use meanwhile; the consumer reconnects by itself.
+                log.warning("table_follow_failed", topic=self.table.topic, error=str(error)[:300])
+                await asyncio.sleep(FOLLOW_WAIT_MS / 1000)
 
     def _apply(self, batches: Mapping[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
-        from hub.core.envelope import Envelope  # noqa: PLC0415
-        from hub.core.errors import HubError  # noqa: PLC0415
-
         for records in batches.values():
             for record in records:
                 key = (record.key or b"").decode("utf-8", "replace")
