@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -30,9 +30,11 @@ from hub.messages.courier import (
     pickup_order_id,
 )
 from hub.messages.repair import VisitOutcome
+from hub.messages.scores import CourierScoredV1, Standing
 from hub.messages.timers import PickupAcceptanceDueV1
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from datetime import datetime
 
     from dispatch.partners import Courier, PartnerTable
@@ -56,10 +58,43 @@ class Choice:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Blend:
+    """How dispatch weighs a courier's score against its price and pickup SLA.
+
+    Value = score x `score` - price / dearest x `cost` - SLA hours / slowest x `sla`, among
+    the eligible couriers (HUB_DISPATCH_WEIGHT_*); the highest value ranks first.
+    """
+
+    score: float = 1.0
+    cost: float = 0.5
+    sla: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    """The couriers' latest scorecards (by code) and the blend to rank them with."""
+
+    cards: Mapping[str, CourierScoredV1] = field(default_factory=dict)
+    blend: Blend = field(default_factory=Blend)
+
+
+NO_SCORES = Scores()
+"""No scorecard known: every courier counts as flawless, ranked by SLA and price alone."""
+
+
 def rank_couriers(
-    table: PartnerTable, *, province: str, category: str, value: Decimal
+    table: PartnerTable,
+    *,
+    province: str,
+    category: str,
+    value: Decimal,
+    scores: Scores = NO_SCORES,
 ) -> list[Choice]:
-    """Couriers that cover the province and carry the category (insured), by SLA then price."""
+    """Couriers that cover the province and carry the category (insured), best blend first.
+
+    A suspended courier (below the score floor) is left out, unless no other one is eligible.
+    """
     eligible = [
         courier
         for courier in table.couriers
@@ -67,15 +102,50 @@ def rank_couriers(
         and courier.carries(category)
         and (value <= INSURE_ABOVE or courier.max_insured_value >= value)
     ]
-    ranked = sorted(eligible, key=lambda c: (c.pickup_sla_hours, c.price, c.code))
+    if not eligible:
+        return []
+    cards = scores.cards
+    suspended = [c for c in eligible if _suspended(cards.get(c.code))]
+    offered = [c for c in eligible if c not in suspended] or eligible
+    dearest = max(c.price for c in offered)
+    slowest = max(c.pickup_sla_hours for c in offered)
+    blend = scores.blend
+
+    def worth(courier: Courier) -> float:
+        card = cards.get(courier.code)
+        score = card.score if card is not None else 1.0
+        return (
+            blend.score * score
+            - blend.cost * float(courier.price / dearest)
+            - blend.sla * courier.pickup_sla_hours / slowest
+        )
+
+    ranked = sorted(offered, key=lambda c: (-worth(c), c.pickup_sla_hours, c.price, c.code))
+    passed = "".join(
+        f"; passed over {c.code} (suspended, score {cards[c.code].score:.2f})"
+        for c in suspended
+        if c not in offered
+    )
     return [
         Choice(
             courier,
             f"covers {province}, carries {category} worth ¥{value}; pickup SLA "
-            f"{courier.pickup_sla_hours}h at ¥{courier.price}; rank {rank} of {len(ranked)}",
+            f"{courier.pickup_sla_hours}h at ¥{courier.price}{_score_note(cards.get(courier.code))}"
+            f"; rank {rank} of {len(ranked)}{passed}",
         )
         for rank, courier in enumerate(ranked, start=1)
     ]
+
+
+def _suspended(card: CourierScoredV1 | None) -> bool:
+    return card is not None and card.standing is Standing.SUSPENDED
+
+
+def _score_note(card: CourierScoredV1 | None) -> str:
+    if card is None:
+        return ""
+    suspended = ", suspended: no other courier is eligible" if _suspended(card) else ""
+    return f"; score {card.score:.2f}{suspended}"
 
 
 class OrderStatus(StrEnum):
@@ -166,22 +236,33 @@ def _send(
 
 
 def on_case_opened(
-    case: CaseOpenedV1, known: Dispatch | None, at: datetime, *, table: PartnerTable
+    case: CaseOpenedV1,
+    known: Dispatch | None,
+    at: datetime,
+    *,
+    table: PartnerTable,
+    scores: Scores = NO_SCORES,
 ) -> Decision[Dispatch]:
     """A new case to be picked up is dispatched; one known already (a replay) is left alone."""
     if known is not None:
         return Decision()  # already dispatched (or kept for an onsite visit)
-    return _open_shipment(case, table, at)
+    return _open_shipment(case, table, at, scores)
 
 
-def _open_shipment(case: CaseOpenedV1, table: PartnerTable, at: datetime) -> Decision[Dispatch]:
+def _open_shipment(
+    case: CaseOpenedV1, table: PartnerTable, at: datetime, scores: Scores = NO_SCORES
+) -> Decision[Dispatch]:
     """A case to be picked up gets the best courier's pickup order (or an exception)."""
     if case.service_mode is ServiceMode.ONSITE:
         return Decision(state=DormantCase(dormant_case=case))
     if case.service_mode is not ServiceMode.PICKUP:
         return Decision()
     choices = rank_couriers(
-        table, province=case.address.province, category=case.item.category, value=case.item.price
+        table,
+        province=case.address.province,
+        category=case.item.category,
+        value=case.item.price,
+        scores=scores,
     )
     if not choices:
         exception = CaseExceptionRaisedV1(
@@ -405,17 +486,27 @@ def on_case_cancelled(
 
 
 def on_visit_needs_workshop(
-    event: VisitReportedV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
+    event: VisitReportedV1,
+    state: Dispatch | None,
+    at: datetime,
+    *,
+    table: PartnerTable,
+    scores: Scores = NO_SCORES,
 ) -> Decision[Dispatch]:
     """An onsite visit that ends in "needs workshop" becomes a pickup of the item."""
     if event.outcome is not VisitOutcome.NEEDS_WORKSHOP or not isinstance(state, DormantCase):
         return Decision()
     case = state.dormant_case.model_copy(update={"service_mode": ServiceMode.PICKUP})
-    return _open_shipment(case, table, at)
+    return _open_shipment(case, table, at, scores)
 
 
 def on_return_requested(
-    event: ReturnShipmentRequestedV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
+    event: ReturnShipmentRequestedV1,
+    state: Dispatch | None,
+    at: datetime,
+    *,
+    table: PartnerTable,
+    scores: Scores = NO_SCORES,
 ) -> Decision[Dispatch]:
     """The item goes back: an outbound order from the repair center to the customer."""
     inbound = _shipment(state, "a return")
@@ -427,6 +518,7 @@ def on_return_requested(
         province=customer.province,
         category=inbound.order.category,
         value=inbound.order.declared_value,
+        scores=scores,
     )
     if not choices:
         exception = CaseExceptionRaisedV1(

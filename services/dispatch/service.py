@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from dispatch import domain
 from dispatch.partners import PartnerTable, load_partners
 from hub.core.handler import Route, Service, routes
-from hub.core.topics import CASES, courier_events_topic, courier_orders_topic
+from hub.core.table import LatestTable
+from hub.core.topics import CASES, COURIER_SCORES, courier_events_topic, courier_orders_topic
 from hub.messages.cases import (
     CaseCancelledV1,
     CaseExceptionRaisedV1,
@@ -27,6 +28,7 @@ from hub.messages.courier import (
     PickupOrderV1,
 )
 from hub.messages.repair import ReturnShipmentRequestedV1, VisitReportedV1
+from hub.messages.scores import CourierScoredV1
 from hub.messages.timers import PickupAcceptanceDueV1
 
 if TYPE_CHECKING:
@@ -40,27 +42,43 @@ CASE_OUTPUTS = (
 )  # fmt: skip
 
 
-def handlers(table: PartnerTable) -> dict[str, Handler]:
-    """The domain's handler of each event family, those that choose couriers given `table`."""
+def handlers(table: PartnerTable, scores: domain.Scores = domain.NO_SCORES) -> dict[str, Handler]:
+    """The domain's handler of each event family, those that choose couriers given `table`.
+
+    New orders (a case opened, a visit that needs the workshop, a return) go by `scores`.
+    """
     return {
-        CaseOpenedV1.event_type: partial(domain.on_case_opened, table=table),
+        CaseOpenedV1.event_type: partial(domain.on_case_opened, table=table, scores=scores),
         CourierOrderAcceptedV1.event_type: domain.on_accepted,
         CourierOrderRejectedV1.event_type: partial(domain.on_rejected, table=table),
         PickupAcceptanceDueV1.event_type: partial(domain.on_acceptance_due, table=table),
         CourierTrackingV1.event_type: partial(domain.on_tracking, table=table),
         CaseCancelledV1.event_type: domain.on_case_cancelled,
-        VisitReportedV1.event_type: partial(domain.on_visit_needs_workshop, table=table),
-        ReturnShipmentRequestedV1.event_type: partial(domain.on_return_requested, table=table),
+        VisitReportedV1.event_type: partial(
+            domain.on_visit_needs_workshop, table=table, scores=scores
+        ),
+        ReturnShipmentRequestedV1.event_type: partial(
+            domain.on_return_requested, table=table, scores=scores
+        ),
     }
 
 
 def build_service(settings: HubSettings, table: PartnerTable | None = None) -> Service:
     """The dispatch consumer group, for the couriers of `table` (deploy/partners.yaml)."""
     table = table or load_partners()
+    # Every instance reads every courier's latest scorecard: a case of any partition may
+    # need any courier (hub.core.table says why a group's share would not do).
+    cards = LatestTable(COURIER_SCORES, CourierScoredV1)
+    blend = domain.Blend(
+        score=settings.dispatch_weight_score,
+        cost=settings.dispatch_weight_cost,
+        sla=settings.dispatch_weight_sla,
+    )
     return Service(
         group=GROUP,
         inputs=(CASES, *(courier_events_topic(courier.code) for courier in table.couriers)),
-        handlers=handlers(table),
+        handlers=handlers(table, domain.Scores(cards, blend)),
+        tables=(cards,),
         source=f"{settings.source}/{GROUP}",
         state_model=domain.Dispatch,
         timers=table.deadlines,

@@ -20,6 +20,7 @@ from intake.service import build_service as build_intake
 from notify.service import build_service as build_notify
 from notify.service import declare_sender
 from repair.service import build_service as build_repair
+from tracker.service import build_scores_service
 from tracker.service import build_service as build_tracker
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ def declarations(
         Declaration(build_repair(settings, table)),
         Declaration(build_notify(settings)),
         Declaration(build_tracker(settings, sla)),
+        Declaration(build_scores_service(settings)),
         Declaration(declare_sender(settings), Adapter.NOTIFICATION_PROVIDERS),
         *(
             Declaration(declare_gateway(settings, code), Adapter.COURIER_API, code)

@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from hub.cli.main import _settings
-from hub.cli.stats import render_stats
+from hub.cli.stats import render_scorecards, render_stats
 from hub.core.settings import HarnessSettings
 from lab.kafka_cli import kafka_app
 
@@ -123,3 +123,4 @@ def demo() -> None:
         print()
     if result.stats is not None:
         render_stats(result.stats, Console(), "tracker statistics over the demo cases")
+    render_scorecards(result.scorecards, Console())

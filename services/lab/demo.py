@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -28,9 +28,10 @@ from lab.local_stack import LocalStack
 from lab.samples import sample_request, sample_request_v1, sample_request_v2
 from lab.simulators.kafka_courier import CourierKnobs
 from lab.simulators.parts_supplier import Stock, SupplierKnobs
+from lab.simulators.repair_center import CenterKnobs
 from lab.simulators.sf_courier import SfKnobs
 from tracker.sla import load_sla
-from tracker.snapshots import read_snapshots
+from tracker.snapshots import read_scorecards, read_snapshots
 from tracker.stats import Stats, compute_stats
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
 
     from hub.core.registry import Event
     from hub.core.settings import HubSettings
+    from hub.messages.scores import CourierScoredV1
 
 FINISHED = {
     "aftersales.case.rejected.v1",
@@ -58,7 +60,7 @@ class Step:
 
 
 def demo_requests() -> list[Event]:
-    """A repair, a refund, a replacement, a v1 request, a rejection, an SF-only area, parts."""
+    """A repair, refunds, a replacement, a v1 request, a rejection, SF-only, parts, damage."""
     xinjiang = sample_request_v2(5)
     xinjiang = xinjiang.model_copy(
         update={"address": xinjiang.address.model_copy(
@@ -91,7 +93,12 @@ def demo_requests() -> list[Event]:
         valuable,
         trusted,
         cracked,
+        DAMAGED,
     ]
+
+
+DAMAGED = sample_request_v2(10)
+"""Its parcel arrives at the center damaged in transit: a claim against the courier."""
 
 
 TEMPLATES = {
@@ -118,6 +125,7 @@ TEMPLATES = {
     "parts.shortage": "waiting for parts, expected {expected_on}",
     "parts.reserved": "reserved (after a shortage: {after_shortage}), repair resumes",
     "parts.given-up": "{reason}: {detail}",
+    "damage.claimed": "against {courier} waybill {waybill_no}, ¥{declared_value}, {evidence_ref}",
 }
 
 
@@ -136,6 +144,8 @@ class DemoResult:
     messages: dict[str, list[str]]
     stats: Stats | None = None
     """The tracker's statistics over the demo's cases."""
+    scorecards: dict[str, CourierScoredV1] = field(default_factory=dict)
+    """Each courier's latest scorecard, what dispatch ranks by."""
 
 
 async def run_demo(
@@ -162,6 +172,7 @@ async def run_demo(
         sf_knobs=SfKnobs(error_rate=0.2, step_delay_s=0.3, duplicate_push_rate=0.3, seed=1),
         courier_knobs={"jd": CourierKnobs(reject_rate=0.25, step_delay_s=0.3, seed=3)},
         parts_knobs=SupplierKnobs(stock={"LCD-X1-OLED": Stock.RESTOCK}, restock_after_s=2.0),
+        center_knobs=CenterKnobs(damaged_cases=frozenset({case_id_for(DAMAGED.request_id)})),
         sla=sla.model_copy(update={"default": quick, "categories": {}}),
     )  # fmt: skip
     case_ids = {case_id_for(getattr(r, "request_id", "")): r for r in requests}
@@ -180,10 +191,11 @@ async def run_demo(
         await _rate_and_complain(settings, timelines, case_ids, say)
         messages = await _messages(stack, timelines)
         stats = await _stats(settings, set(case_ids))
+        scorecards = await read_scorecards(settings)
         if http is not None:
             # Under the working directory: the demo's own state lives in a temporary one.
             await _save_scrape(http, Path(".hub") / "demo-metrics.txt", say)
-    return DemoResult(timelines, messages, stats)
+    return DemoResult(timelines, messages, stats, scorecards)
 
 
 async def _save_scrape(http: OpsServer, path: Path, say: Callable[[str], None]) -> None:

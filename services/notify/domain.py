@@ -7,7 +7,13 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from hub.core.handler import Decision, Emit
-from hub.messages.cases import CaseOpenedV1, PickupAcceptedV1, TrackingStatus, TrackingUpdatedV1
+from hub.messages.cases import (
+    CaseExceptionRaisedV1,
+    CaseOpenedV1,
+    PickupAcceptedV1,
+    TrackingStatus,
+    TrackingUpdatedV1,
+)
 from hub.messages.common import Channel, Customer
 from hub.messages.courier import Leg
 from hub.messages.parts import PartsReservedV1, PartsShortageV1
@@ -27,6 +33,10 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from hub.core.registry import Event
+
+
+CUSTOMER_EXCEPTIONS = {"transit_damage": "transit_damage"}
+"""Exception codes the customer hears of, and the milestone each marks (others stay internal)."""
 
 
 class Audience(BaseModel):
@@ -51,10 +61,15 @@ def milestone_of(event: Event) -> str | None:
         RefundClawbackRequestedV1: "refund_clawback",
         PartsShortageV1: "parts_shortage",
     }
+    return _milestone_by_content(event) or simple.get(type(event))
+
+
+def _milestone_by_content(event: Event) -> str | None:
+    """The milestones an event marks only for some of its values."""
     if isinstance(event, RefundRequestedV1) and event.express:
         return "express_refunded"
-    if type(event) in simple:
-        return simple[type(event)]
+    if isinstance(event, CaseExceptionRaisedV1):
+        return CUSTOMER_EXCEPTIONS.get(event.code)
     if isinstance(event, PickupAcceptedV1) and event.leg is Leg.INBOUND:
         return "pickup_scheduled"
     if isinstance(event, PartsReservedV1) and event.after_shortage:

@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from hub.core.handler import Decision, Emit, Route, Service, routes
 from hub.core.topics import CASES, NOTIFICATION_EVENTS, NOTIFICATION_REQUESTS
-from hub.messages.cases import CaseOpenedV1, PickupAcceptedV1, TrackingUpdatedV1
+from hub.messages.cases import (
+    CaseExceptionRaisedV1,
+    CaseOpenedV1,
+    PickupAcceptedV1,
+    TrackingUpdatedV1,
+)
 from hub.messages.parts import PartsReservedV1, PartsShortageV1
 from hub.messages.repair import (
     CaseClosedV1,
@@ -33,7 +38,7 @@ if TYPE_CHECKING:
 MILESTONE_EVENTS = (
     CaseOpenedV1, PickupAcceptedV1, TrackingUpdatedV1, ItemReceivedV1, QuoteIssuedV1,
     WorkCompletedV1, RefundRequestedV1, ReplacementIssuedV1, CaseClosedV1,
-    RefundClawbackRequestedV1, PartsShortageV1, PartsReservedV1,
+    RefundClawbackRequestedV1, PartsShortageV1, PartsReservedV1, CaseExceptionRaisedV1,
 )  # fmt: skip
 
 

@@ -112,6 +112,18 @@ TEMPLATES: dict[str, dict[str, Template]] = {
             "Case closed", "Hello {name}, case {case_id} is closed. We would love your rating."
         ),
     },
+    "transit_damage": {
+        "zh-CN": Template(
+            "商品运输损坏",
+            "{name}您好,维修中心签收时发现您的商品在运输途中受损(运输损坏)。"
+            "我们已向承运快递发起理赔,专人将尽快联系您处理,服务单号 {case_id}。",
+        ),
+        "en": Template(
+            "Item damaged in transit",
+            "Hello {name}, the repair center found your item damaged in transit. We have "
+            "claimed against the courier and will contact you shortly about case {case_id}.",
+        ),
+    },
 }
 DEFAULT_LOCALE = "zh-CN"
 

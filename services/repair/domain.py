@@ -12,6 +12,7 @@ from hub.core.handler import Decision, Emit
 from hub.messages.cases import CaseExceptionRaisedV1, TrackingStatus
 from hub.messages.common import Amount, Fault, Item, RequestType, ServiceMode
 from hub.messages.courier import Leg
+from hub.messages.damage import DamageClaimedV1, damage_claim_id
 from hub.messages.parts import PartLine
 from hub.messages.repair import (
     CaseClosedV1,
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
         QuoteAnsweredV1,
     )
     from repair.refund_policy import ExpressRefundPolicy
+
+
+TRANSIT_DAMAGE = "transit_damage"
+"""The exception code of an item that arrived damaged (运输损坏)."""
 
 
 class Stage(StrEnum):
@@ -112,6 +117,9 @@ class RepairCase(BaseModel):
     """What the express refund paid at pickup; set once, so it is never paid twice."""
     spares: Spares | None = Field(default=None, exclude_if=lambda value: value is None)
     """The spare parts the repair needs (repair.parts); a state without them stores as before."""
+    inbound_courier: str | None = Field(default=None, exclude_if=lambda value: value is None)
+    """The courier of the inbound leg, from its tracking (whom a damage claim goes to)."""
+    inbound_waybill: str | None = Field(default=None, exclude_if=lambda value: value is None)
 
     def moved(self, **changes: object) -> RepairCase:
         """The state after `changes`."""
@@ -216,8 +224,10 @@ def on_tracking(
 
 def _delivered(event: TrackingUpdatedV1, case: RepairCase) -> Decision[RepairCase]:
     """Delivered inbound: open the ticket. Delivered outbound: the case is done."""
+    noted = _noted_parcel(event, case)
+    case = noted or case
     if event.status is not TrackingStatus.DELIVERED:
-        return Decision()
+        return Decision(state=noted)
     if event.leg is Leg.INBOUND and case.stage is Stage.AWAITING_ITEM:
         emit = _ticket(case, onsite=False, waybill=event.waybill_no)
         return Decision(emits=(emit,), state=case.moved(stage=Stage.AT_CENTER))
@@ -228,13 +238,20 @@ def _delivered(event: TrackingUpdatedV1, case: RepairCase) -> Decision[RepairCas
         }.get(case.resolution or Resolution.REPAIR, "returned")
         closed = CaseClosedV1(case_id=case.case_id, outcome=outcome, closed_at=event.occurred_at)
         return Decision(emits=(Emit("closed", closed),), state=case.moved(stage=Stage.CLOSED))
-    return Decision()
+    return Decision(state=noted)
+
+
+def _noted_parcel(event: TrackingUpdatedV1, case: RepairCase) -> RepairCase | None:
+    """The case noting the inbound parcel's courier and waybill; None when it knows them."""
+    if event.leg is not Leg.INBOUND or case.inbound_waybill == event.waybill_no:
+        return None
+    return case.moved(inbound_courier=event.courier, inbound_waybill=event.waybill_no)
 
 
 def on_item_received(
     event: CenterItemReceivedV1, case: RepairCase | None, at: datetime
 ) -> Decision[RepairCase]:
-    """The center has the item: a serial that differs from the order's stops the case."""
+    """The center has the item: damage in transit or a serial that differs stops the case."""
     if case is None or case.stage not in {Stage.AT_CENTER, Stage.AWAITING_ITEM}:
         return Decision()
     matches = event.serial_number == case.item.serial_number
@@ -244,6 +261,8 @@ def on_item_received(
         serial_matches=matches,
         received_at=at,
     )
+    if event.damaged:
+        return _damaged_in_transit(event, case, received, at)
     if matches:
         return Decision(
             emits=(Emit("received", received),), state=case.moved(stage=Stage.AT_CENTER)
@@ -271,6 +290,40 @@ def _to_exception(
         requested_at=at,
     )
     return Emit("exception", exception), Emit("clawback", clawback)
+
+
+def _damaged_in_transit(
+    event: CenterItemReceivedV1, case: RepairCase, received: ItemReceivedV1, at: datetime
+) -> Decision[RepairCase]:
+    """A claim against the inbound courier, and the case to exception handling.
+
+    Once per case: the exception stage is not one an item-received report is read in.
+    """
+    what = event.damage_description or "damaged on arrival"
+    emits = [Emit("received", received)]
+    if case.inbound_courier is not None and case.inbound_waybill is not None:
+        claim = DamageClaimedV1(
+            claim_id=damage_claim_id(case.case_id, Leg.INBOUND),
+            case_id=case.case_id,
+            courier=case.inbound_courier,
+            leg=Leg.INBOUND,
+            waybill_no=case.inbound_waybill,
+            declared_value=case.item.price,  # what dispatch declared on the pickup order
+            description=what,
+            evidence_ref=event.evidence_ref,
+            claimed_at=at,
+        )
+        emits.append(Emit("damage-claim", claim))
+        reason = f"{what}; claimed against {claim.courier} waybill {claim.waybill_no}"
+    else:
+        reason = f"{what}; no courier leg to claim against"  # the customer brought or sent it
+    if event.serial_number != case.item.serial_number:
+        reason += f"; received serial {event.serial_number}, ordered {case.item.serial_number}"
+    exception = CaseExceptionRaisedV1(
+        case_id=case.case_id, code=TRANSIT_DAMAGE, reason=reason, raised_at=at
+    )
+    emits.append(Emit("exception", exception))
+    return Decision(emits=tuple(emits), state=case.moved(stage=Stage.EXCEPTION))
 
 
 def on_diagnosed(

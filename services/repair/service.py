@@ -15,6 +15,7 @@ from hub.core.topics import (
     parts_orders_topic,
 )
 from hub.messages.cases import CaseExceptionRaisedV1, CaseOpenedV1, TrackingUpdatedV1
+from hub.messages.damage import DamageClaimedV1
 from hub.messages.parts import (
     PartsGivenUpV1,
     PartsReadyV1,
@@ -60,7 +61,7 @@ CASE_OUTPUTS = (
     ItemReceivedV1, DiagnosisCompletedV1, QuoteIssuedV1, WorkCompletedV1, RefundRequestedV1,
     ReplacementIssuedV1, ReturnShipmentRequestedV1, VisitScheduledV1, VisitReportedV1,
     CaseClosedV1, CaseExceptionRaisedV1, RefundClawbackRequestedV1, PartsRequestedV1,
-    PartsShortageV1, PartsReservedV1, PartsGivenUpV1,
+    PartsShortageV1, PartsReservedV1, PartsGivenUpV1, DamageClaimedV1,
 )  # fmt: skip
 
 

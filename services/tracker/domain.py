@@ -25,6 +25,7 @@ from hub.messages.cases import (
     TrackingUpdatedV1,
 )
 from hub.messages.courier import Leg
+from hub.messages.damage import DamageClaimedV1
 from hub.messages.parts import PartsGivenUpV1, PartsRequestedV1, PartsReservedV1, PartsShortageV1
 from hub.messages.repair import (
     CaseClosedV1,
@@ -56,6 +57,7 @@ from hub.messages.tracker import (
     SlaClock,
     TimelineEntry,
 )
+from tracker.observations import with_observations
 
 if TYPE_CHECKING:
     from hub.core.registry import Event
@@ -145,7 +147,7 @@ TRACKED: tuple[type[Event], ...] = (
     DiagnosisCompletedV1, QuoteIssuedV1, QuoteAnsweredV1, WorkCompletedV1, RefundRequestedV1,
     ReplacementIssuedV1, ReturnShipmentRequestedV1, VisitScheduledV1, VisitReportedV1,
     CaseClosedV1, RatingSubmittedV1, ComplaintEscalatedV1, RefundClawbackRequestedV1,
-    PartsRequestedV1, PartsShortageV1, PartsReservedV1, PartsGivenUpV1,
+    PartsRequestedV1, PartsShortageV1, PartsReservedV1, PartsGivenUpV1, DamageClaimedV1,
 )  # fmt: skip
 """The case events the tracker folds (its SLA timers come on top)."""
 
@@ -278,6 +280,7 @@ def track(
 ) -> Decision[CaseRecord]:
     """The handler: fold one case event (or SLA check) in, and log what was not applied."""
     tracked = fold(event, record, at, sla)
+    decision = with_observations(event, record, tracked.decision)
     if tracked.duplicate:
         log.info("case_event_duplicate", event_type=event.event_type)
     elif tracked.not_applied is not None:
@@ -285,7 +288,7 @@ def track(
         log.warning(
             "case_event_not_applied", event_type=event.event_type, reason=tracked.not_applied
         )
-    return tracked.decision
+    return decision
 
 
 def fold(event: Event, record: CaseRecord | None, at: datetime, sla: SlaTable) -> Tracked:
@@ -377,6 +380,8 @@ def _change(event: Event) -> Change:  # noqa: C901, PLR0911, PLR0912 - one case 
         return Change(None, f"to {event.escalated_to}: {event.complaint}")
     if isinstance(event, PARTS_EVENTS):
         return _parts_change(event)
+    if isinstance(event, DamageClaimedV1):
+        return Change(None, _damage_detail(event))
     return Change(None, "")
 
 
@@ -387,6 +392,14 @@ def _refund_change(event: RefundRequestedV1 | RefundClawbackRequestedV1) -> Chan
     if event.express:
         return Change(None, f"express refund {event.amount} at pickup")
     return Change(Status.REFUNDING, f"refund {event.amount}")
+
+
+def _damage_detail(claim: DamageClaimedV1) -> str:
+    evidence = f" evidence {claim.evidence_ref}" if claim.evidence_ref else ""
+    return (
+        f"{claim.leg} {claim.courier} waybill {claim.waybill_no} value {claim.declared_value}: "
+        f"{claim.description}{evidence}"
+    )
 
 
 def _after_diagnosis(event: DiagnosisCompletedV1) -> Status:

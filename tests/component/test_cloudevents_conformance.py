@@ -21,9 +21,11 @@ from hub.core.pipeline import Outcome, Pipeline
 from hub.core.settings import HubSettings
 from hub.core.store.base import KafkaRecord
 from hub.core.store.sqlite import SqliteStateStore
-from hub.core.topics import CASES, STOREFRONT_REQUESTS, dead_letter_topic
+from hub.core.topics import CASES, COURIER_OBSERVATIONS, STOREFRONT_REQUESTS, dead_letter_topic
 from hub.messages import CATALOGUE
+from hub.messages.cases import PickupRequestedV1
 from lab.samples import sample_request_v2
+from tracker.service import SCORES_GROUP
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -202,10 +204,25 @@ async def test_an_output_of_every_service_carries_every_attribute_for_the_sdk(
         )
         emitted["intake"].append((request, opened))
         case_opened = KafkaRecord(CASES, 0, 0, 0, opened.key, opened.value, opened.headers)
-        for group in sorted(services.keys() - {"intake"}):
+        for group in sorted(services.keys() - {"intake", SCORES_GROUP}):
             outcomes, outputs = await run(services[group], [case_opened], tmp_path)
             assert outcomes == (Outcome.PROCESSED,), group
             emitted[group] += [(from_output(opened), output) for output in outputs]
+    # The courier scorer reads what the tracker observes of a courier: the pickup order offered.
+    requested = next(
+        output
+        for _, output in emitted["dispatch"]
+        if from_output(output).get_type() == PickupRequestedV1.ce_type()
+    )
+    offered = KafkaRecord(CASES, 0, 1, 0, requested.key, requested.value, requested.headers)
+    _, tracked = await run(services["tracker"], [offered], tmp_path)
+    observed = next(o for o in tracked if o.topic == COURIER_OBSERVATIONS)
+    observation = KafkaRecord(
+        COURIER_OBSERVATIONS, 0, 0, 0, observed.key, observed.value, observed.headers
+    )
+    outcomes, outputs = await run(services[SCORES_GROUP], [observation], tmp_path)
+    assert outcomes == (Outcome.PROCESSED,)
+    emitted[SCORES_GROUP] += [(from_output(observed), output) for output in outputs]
     assert {group for group, outputs in emitted.items() if outputs} == set(services)
     for group, caused in emitted.items():
         for cause, output in caused:

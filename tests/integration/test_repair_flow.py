@@ -3,52 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import json
-from collections import Counter, defaultdict
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
-from aiokafka import AIOKafkaConsumer
+from case_flow import Timeline, request, send
 
 from dispatch.partners import load_partners
-from hub.core.envelope import Envelope
-from hub.core.outbound import OutRecord, event_record
-from hub.core.service import KafkaSink
+from hub.core.outbound import event_record
 from hub.core.settings import HubSettings
-from hub.core.topics import CASES, STOREFRONT_REQUESTS, center_events_topic
-from hub.messages.common import Channel, Fault
+from hub.core.topics import STOREFRONT_REQUESTS, center_events_topic
 from hub.messages.repair import CenterDiagnosedV1, Resolution
 from hub.messages.storefront import QuoteAnswerGivenV1
 from intake.domain import case_id_for
 from lab.local_stack import LocalStack
-from lab.samples import sample_request_v2
 from lab.simulators.notification_sinks import SinkKnobs
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from hub.messages.storefront import AfterSalesRequestedV2
 
 pytestmark = pytest.mark.integration
-
-
-def request(number: int, fault: str, **item: Any) -> AfterSalesRequestedV2:
-    base = sample_request_v2(number)
-    customer = base.customer.model_copy(
-        update={
-            "email": f"customer{number}@example.com",
-            "channels": (Channel.SMS, Channel.EMAIL),
-        }
-    )
-    return base.model_copy(
-        update={
-            "customer": customer,
-            "fault": Fault(code=fault, description="客户描述"),
-            "item": base.item.model_copy(update=item),
-        }
-    )
 
 
 CASES_BY_NAME = {
@@ -72,57 +49,10 @@ EXPECTED_OUTCOME = {
 }
 
 
-class Timeline:
-    """Case events as they arrive, by case id."""
-
-    def __init__(self) -> None:
-        self.events: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
-
-    def of(self, case_id: str, short: str) -> list[dict[str, Any]]:
-        return [
-            body for kind, body in self.events[case_id] if kind.startswith(f"aftersales.{short}.v")
-        ]
-
-    def kinds(self, case_id: str) -> list[str]:
-        return [kind for kind, _ in self.events[case_id]]
-
-    async def follow(self, bootstrap: str) -> None:
-        consumer = AIOKafkaConsumer(
-            CASES, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
-        )
-        await consumer.start()
-        try:
-            while True:
-                for batch in (await consumer.getmany(timeout_ms=200)).values():
-                    for record in batch:
-                        body = json.loads(record.value or b"{}")
-                        kind = Envelope.from_headers(record.headers).type
-                        self.events[body.get("case_id", "")].append((kind, body))
-        finally:
-            await consumer.stop()
-
-    async def wait(self, case_id: str, short: str, timeout_s: float = 60) -> dict[str, Any]:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while not self.of(case_id, short):
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{case_id} never reached {short}: {self.kinds(case_id)}")
-            await asyncio.sleep(0.1)
-        return self.of(case_id, short)[0]
-
-
 class Run:
     def __init__(self, stack: LocalStack, timeline: Timeline) -> None:
         self.stack = stack
         self.timeline = timeline
-
-
-async def send(settings: HubSettings, records: list[OutRecord]) -> None:
-    sink = KafkaSink(settings, client_id="test-storefront")
-    await sink.start()
-    try:
-        await sink.send(records)
-    finally:
-        await sink.stop()
 
 
 @pytest.fixture(scope="module")

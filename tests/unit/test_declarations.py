@@ -124,7 +124,13 @@ def test_each_group_may_read_and_write_exactly_what_its_declaration_says() -> No
             for delay in settings.retry_delays
         }
         own = {dead_letter_topic(t, group) for t in service.all_inputs}
-        assert granted(group, "READ") == {*service.all_inputs, *retries, replay_topic(group)}
+        tables = {table.topic for table in service.tables}  # read whole, without a group
+        assert granted(group, "READ") == {
+            *service.all_inputs,
+            *retries,
+            replay_topic(group),
+            *tables,
+        }
         assert granted(group, "WRITE") == {
             *declaration.outputs,
             *retries,

@@ -25,6 +25,7 @@ from intake.domain import OrderItem
 from notify.domain import Audience
 from repair.domain import RepairCase
 from tracker.domain import CaseRecord
+from tracker.scoring import CourierWindow
 
 if TYPE_CHECKING:
     from hub.core.store.base import JsonObject
@@ -51,6 +52,7 @@ def test_every_declaration_names_its_state_model_or_that_it_keeps_none() -> None
         "repair": RepairCase,
         "notify": Audience,
         "tracker": CaseRecord,
+        "courier-scores": CourierWindow,
     }
     # The edge groups call partners and keep nothing; saying so is required (no default).
     assert models["notify-sender"] is None

@@ -16,6 +16,9 @@ from hub.core.logging import configure_logging
 from hub.core.settings import HubSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from hub.messages.scores import CourierScoredV1
     from hub.messages.tracker import CaseStatusV1
     from tracker.stats import Stats
 
@@ -54,6 +57,34 @@ def _duration(seconds: float | None) -> str:
     hours, rest = divmod(round(seconds), 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def render_scorecards(cards: Mapping[str, CourierScoredV1], console: Console) -> None:
+    """The couriers' latest scorecards (what dispatch ranks by) as a rich table."""
+    table = Table(title="courier scores (what dispatch ranks by)", title_justify="left")
+    for column in ("courier", "score", "standing", "accepted", "on time", "exc", "damage",
+                   "SLA", "window"):  # fmt: skip
+        table.add_column(column, justify="left" if column in {"courier", "standing"} else "right")
+    for code, card in cards.items():
+        figures = card.figures
+        table.add_row(
+            code,
+            f"{card.score:.2f}",
+            card.standing.value,
+            f"{figures.accepted}/{figures.accepted + figures.failed}",
+            f"{figures.pickups - figures.late_pickups}/{figures.pickups}",
+            str(figures.exceptions),
+            str(figures.damages),
+            str(figures.sla_breaches),
+            _duration(card.window_s),
+        )
+    console.print(table)
+
+
+def _scorecards(settings: HubSettings) -> dict[str, CourierScoredV1]:
+    from tracker.snapshots import read_scorecards  # noqa: PLC0415 - keeps `hub --help` fast
+
+    return asyncio.run(read_scorecards(settings))
 
 
 def render_stats(stats: Stats, console: Console, title: str) -> None:
@@ -134,18 +165,24 @@ def stats_command(
     until: Annotated[str | None, typer.Option(help="Cases opened before (ISO date/time).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
-    """Fault types, handling times per stage, couriers, ratings and express refunds."""
+    """Fault types, stage times, courier performance and scores, ratings, refunds, parts."""
     from tracker.stats import compute_stats  # noqa: PLC0415 - keeps `hub --help` fast
 
     settings = _settings()
     start, end = _when(since), _when(until)
     stats = compute_stats(_snapshots(settings).values(), since=start, until=end)
+    # The latest scorecards, whatever the range: they cover their own sliding window.
+    cards = _scorecards(settings)
     if as_json:
         # Sums of money stay exact: Decimal as its text.
-        print(json.dumps(dataclasses.asdict(stats), ensure_ascii=False, indent=2, default=str))
+        figures = dataclasses.asdict(stats)
+        figures["scorecards"] = {code: card.model_dump(mode="json") for code, card in cards.items()}
+        print(json.dumps(figures, ensure_ascii=False, indent=2, default=str))
         return
     span = f"{start.isoformat() if start else 'start'} .. {end.isoformat() if end else 'now'}"
-    render_stats(stats, Console(), f"cases opened {span}")
+    console = Console()
+    render_stats(stats, console, f"cases opened {span}")
+    render_scorecards(cards, console)
 
 
 @case_app.command("show")

@@ -90,6 +90,8 @@ def service_bindings(
     dead_letters = [dead_letter_topic(t, service.group) for t in service.all_inputs]
     return [
         *reads(principal, [*service.all_inputs, *retries, replay_topic(service.group)]),
+        # Tables are read without a group, every partition: READ on the topic is all it takes.
+        *reads(principal, [table.topic for table in service.tables]),
         # Its own retry and timer topics, its dead letters; replays exhausted go to parking.
         *writes(principal, [*retries, *service.timer_topics, *dead_letters]),
         *writes(principal, [parking_topic(service.group), *outputs]),

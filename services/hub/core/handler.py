@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from hub.core.registry import Event
     from hub.core.store.base import JsonObject
+    from hub.core.table import LatestTable
 
 StateT = TypeVar("StateT", bound=BaseModel)
 
@@ -128,6 +129,11 @@ class Service:
     """Delays the handlers may set on an Emit; each has a topic `<group>.timer.<delay>`."""
     emits: Mapping[str, Route] = field(default_factory=dict)
     """Where each event type (family) the handlers emit goes; any other is refused."""
+    tables: tuple[LatestTable[Any], ...] = ()
+    """Compacted topics every instance reads whole (reference data its handlers look up).
+
+    Restored before the group consumes, then followed; see `hub.core.table`.
+    """
 
     def load_state(self, document: JsonObject | None, key: str | None = None) -> BaseModel | None:
         """The stored document of `key` as the state model; InvalidStateError when it fails."""

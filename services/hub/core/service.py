@@ -207,7 +207,11 @@ class ServiceRuntime(AsyncResource):
         resources: Sequence[AbstractAsyncContextManager[object]] = (),
     ) -> None:
         self.service = service
-        self._resources = resources
+        # The tables its handlers look up are filled before it consumes.
+        self._resources = (
+            *(table.reader(settings, registry) for table in service.tables),
+            *resources,
+        )
         self._stack = contextlib.AsyncExitStack()
         self.settings = settings
         self.broker = broker or KafkaBroker(

@@ -256,6 +256,56 @@ class HubSettings(BaseSettings):
         description="How long processed ids are kept for duplicate detection: at least as long "
         "as dead letters are kept (30 days), so a replay repeated late is still recognised.",
     )
+    courier_score_window: Duration = Field(
+        default=timedelta(days=7),
+        description="The sliding window of a courier's scorecard: observations older than this "
+        "no longer count (a suspended courier recovers as its failures age out).",
+    )
+    courier_score_interval: Duration = Field(
+        default=timedelta(minutes=10),
+        description="How often a courier with observations in its window is scored again, so "
+        "that old ones leave it even when nothing new happens.",
+    )
+    courier_score_min_change: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="A scorecard is published when the score moved at least this much since "
+        "the last one, or the courier's standing changed.",
+    )
+    courier_score_floor: float = Field(
+        default=0.6,
+        ge=0.0,
+        le=1.0,
+        description="Below this score a courier is suspended: dispatch offers it no new orders.",
+    )
+    courier_score_recover: float = Field(
+        default=0.75,
+        ge=0.0,
+        le=1.0,
+        description="A suspended courier is offered orders again once its score is back at "
+        "this mark (above the floor, so that it does not flap).",
+    )
+    courier_pickup_grace: Duration = Field(
+        default=timedelta(hours=2),
+        description="A pickup this long past the end of its window (or the request, without "
+        "one) still counts as on time in the courier's score.",
+    )
+    dispatch_weight_score: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="Dispatch ranks couriers by score x this, minus the cost and SLA terms.",
+    )
+    dispatch_weight_cost: float = Field(
+        default=0.5,
+        ge=0.0,
+        description="Weight of a courier's price, relative to the dearest eligible courier.",
+    )
+    dispatch_weight_sla: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="Weight of a courier's pickup SLA hours, relative to the slowest eligible one.",
+    )
     partitions: int = Field(
         default=3, ge=1, description="Partitions of topics declared by the hub."
     )
@@ -281,6 +331,15 @@ class HubSettings(BaseSettings):
         for tier in value:
             parse_duration(tier)
         return value
+
+    @model_validator(mode="after")
+    def _check_courier_floor(self) -> Self:
+        if self.courier_score_recover < self.courier_score_floor:
+            raise ValueError(
+                "HUB_COURIER_SCORE_RECOVER must not be below HUB_COURIER_SCORE_FLOOR "
+                f"({self.courier_score_recover} < {self.courier_score_floor})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_kafka_security(self) -> Self:

@@ -25,6 +25,12 @@ CASE_STATUS = "aftersales.case-status"
 AUDIT = "hub.ops.audit"
 NOTIFICATION_REQUESTS = "notifications.requests"
 NOTIFICATION_EVENTS = "notifications.events"
+COURIER_OBSERVATIONS = "aftersales.courier-observations"
+"""The tracker's facts about each courier, keyed by courier code (where its window is kept)."""
+COURIER_SCORES = "aftersales.courier-scores"
+"""Each courier's latest scorecard (compacted, key courier code); dispatch reads it whole."""
+COMPACTED = frozenset({CASE_STATUS, COURIER_SCORES})
+"""Topics of which only the latest value per key matters."""
 
 DAY_MS = 24 * 3600 * 1000
 # A record as large as an input topic accepts (1 MiB) must still fit with the hub's headers added.
@@ -131,8 +137,8 @@ def declare(
         return TopicSpec(name, settings.partitions, settings.replication_factor, configs)
 
     def plain(name: str) -> TopicSpec:
-        # The case status is a snapshot per case: only its latest value matters.
-        return spec(name, compacted if name == CASE_STATUS else base)
+        # A case's status and a courier's scorecard: only the latest value of a key matters.
+        return spec(name, compacted if name in COMPACTED else base)
 
     wanted = {name: plain(name) for name in extra_topics}
     wanted[AUDIT] = spec(AUDIT, {**base, "retention.ms": str(30 * DAY_MS)})

@@ -1,6 +1,17 @@
 """Message contracts: versioned, frozen event models and their upcasters."""
 
-from hub.messages import cases, courier, ops, parts, repair, storefront, timers, tracker
+from hub.messages import (
+    cases,
+    courier,
+    damage,
+    ops,
+    parts,
+    repair,
+    scores,
+    storefront,
+    timers,
+    tracker,
+)
 from hub.messages.catalogue import CATALOGUE
 
 CATALOGUE.check()
@@ -9,9 +20,11 @@ __all__ = [
     "CATALOGUE",
     "cases",
     "courier",
+    "damage",
     "ops",
     "parts",
     "repair",
+    "scores",
     "storefront",
     "timers",
     "tracker",

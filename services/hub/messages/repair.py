@@ -70,9 +70,16 @@ class CenterItemReceivedV1(Event):
 
     event_type = "repair.center.item-received"
     version = 1
+    minor = 1
+    """1.1: the parcel's condition on arrival (`damaged`, what and the evidence)."""
 
     case_id: NonEmpty
     serial_number: NonEmpty
+    damaged: bool = False
+    """The item arrived damaged in transit (运输损坏): the hub claims against the courier."""
+    damage_description: str = ""
+    evidence_ref: str | None = None
+    """The center's reference to its evidence, e.g. the id of the unpacking photo."""
 
 
 @CATALOGUE.register

@@ -52,10 +52,14 @@ PARTS = {
 
 @dataclass(frozen=True, slots=True)
 class CenterKnobs:
-    """How fast the center works, and how often a parcel holds the wrong item."""
+    """How fast the center works, and how often a parcel holds the wrong or a damaged item."""
 
     step_delay_s: float = 0.1
     wrong_serial_rate: float = 0.0
+    damage_rate: float = 0.0
+    """How often a parcel arrives damaged in transit (the center reports it on arrival)."""
+    damaged_cases: frozenset[str] = frozenset()
+    """Cases whose parcel arrives damaged, whatever the rate (for tests and the demo)."""
     seed: int | None = None
     wrong_serials: frozenset[str] = frozenset()
     """Serial numbers whose parcel always holds another item (a scripted mismatch)."""
@@ -113,6 +117,18 @@ class Workshop:
         wrong = serial in self.knobs.wrong_serials
         if self.random.random() < self.knobs.wrong_serial_rate or wrong:
             serial = f"{serial}-X"
+        rate = self.knobs.damage_rate
+        if case_id in self.knobs.damaged_cases or (rate and self.random.random() < rate):
+            # Photographed on unpacking; the hub claims against the courier, no repair follows.
+            damaged = CenterItemReceivedV1(
+                case_id=case_id,
+                serial_number=serial,
+                damaged=True,
+                damage_description="外箱压损,屏幕碎裂 (box crushed, screen cracked)",
+                evidence_ref=f"photo-{case_id}-unpacking",
+            )
+            await step(damaged, "in")
+            return
         await step(CenterItemReceivedV1(case_id=case_id, serial_number=serial), "in")
         resolution = RESOLUTIONS.get(code, Resolution.REPAIR)
         covered = ticket.in_warranty and code not in NOT_COVERED
