@@ -16,6 +16,7 @@ from gateway.center import declare_center_gateway
 from gateway.service import declare_gateway
 from hub.core.topics import Subscription, declare
 from ingress.service import declare_ingress
+from insurance.service import declare_insurance
 from intake.service import build_service as build_intake
 from notify.service import build_service as build_notify
 from notify.service import declare_sender
@@ -41,6 +42,8 @@ class Adapter(StrEnum):
     """An HTTP repair center's API client, and its report webhook (which writes its events)."""
     NOTIFICATION_PROVIDERS = "notification-providers"
     """The SMS and push gateways and the SMTP relay."""
+    INSURER_API = "insurer-api"
+    """The freight insurers' API clients (every insurer of the partner table)."""
     HTTP_INGRESS = "http-ingress"
     """The HTTP front door: it consumes nothing; backends' CloudEvents are its input."""
 
@@ -102,6 +105,7 @@ def declarations(
             Declaration(declare_center_gateway(settings, code), Adapter.CENTER_API, code)
             for code in centers
         ),
+        Declaration(declare_insurance(settings), Adapter.INSURER_API),
         Declaration(declare_ingress(settings), Adapter.HTTP_INGRESS),
     ]
 
@@ -133,6 +137,7 @@ def runtime_for(
     from hub.core.service import ServiceRuntime  # noqa: PLC0415 - the kernel only to run
     from hub.messages import CATALOGUE  # noqa: PLC0415
     from ingress.app import IngressRuntime  # noqa: PLC0415 - FastAPI only to serve it
+    from insurance.bootstrap import insurance_runtime  # noqa: PLC0415
     from notify.bootstrap import sender_runtime  # noqa: PLC0415
 
     table = table or load_partners()
@@ -146,6 +151,8 @@ def runtime_for(
             return gateway_runtime(settings, table.courier(code), CATALOGUE, webhook_port)
         case Adapter.CENTER_API:
             return center_gateway_runtime(settings, table.center(code), CATALOGUE, webhook_port)
+        case Adapter.INSURER_API:
+            return insurance_runtime(settings, table, CATALOGUE)
         case Adapter.HTTP_INGRESS:
             return IngressRuntime(settings, declaration.service, CATALOGUE)
 

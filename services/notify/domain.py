@@ -10,6 +10,7 @@ from hub.core.handler import Decision, Emit
 from hub.messages.cases import CaseOpenedV1, PickupAcceptedV1, TrackingStatus, TrackingUpdatedV1
 from hub.messages.common import Channel, Customer
 from hub.messages.courier import Leg
+from hub.messages.insurance import FreightClaimSettledV1
 from hub.messages.repair import (
     CaseClosedV1,
     ItemReceivedV1,
@@ -49,6 +50,8 @@ def milestone_of(event: Event) -> str | None:
     }
     if type(event) in simple:
         return simple[type(event)]
+    if isinstance(event, FreightClaimSettledV1):
+        return f"freight_claim_{event.outcome.value}"
     if isinstance(event, PickupAcceptedV1) and event.leg is Leg.INBOUND:
         return "pickup_scheduled"
     if isinstance(event, TrackingUpdatedV1):

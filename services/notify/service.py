@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from hub.core.handler import Decision, Emit, Route, Service, routes
 from hub.core.topics import CASES, NOTIFICATION_EVENTS, NOTIFICATION_REQUESTS
 from hub.messages.cases import CaseOpenedV1, PickupAcceptedV1, TrackingUpdatedV1
+from hub.messages.insurance import FreightClaimSettledV1
 from hub.messages.repair import (
     CaseClosedV1,
     ItemReceivedV1,
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 MILESTONE_EVENTS = (
     CaseOpenedV1, PickupAcceptedV1, TrackingUpdatedV1, ItemReceivedV1, QuoteIssuedV1,
-    WorkCompletedV1, RefundRequestedV1, ReplacementIssuedV1, CaseClosedV1,
+    WorkCompletedV1, RefundRequestedV1, ReplacementIssuedV1, CaseClosedV1, FreightClaimSettledV1,
 )  # fmt: skip
 
 

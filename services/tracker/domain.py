@@ -25,6 +25,7 @@ from hub.messages.cases import (
     TrackingUpdatedV1,
 )
 from hub.messages.courier import Leg
+from hub.messages.insurance import ClaimOutcome, FreightClaimFiledV1, FreightClaimSettledV1
 from hub.messages.repair import (
     CaseClosedV1,
     DiagnosisCompletedV1,
@@ -44,6 +45,7 @@ from hub.messages.tracker import (
     CaseStatusV1,
     ClockState,
     ComplaintEscalatedV1,
+    FreightClaimState,
     PickupOrderState,
     RatingRejectedV1,
     RatingState,
@@ -139,7 +141,8 @@ TRACKED: tuple[type[Event], ...] = (
     PickupAcceptedV1, PickupFailedV1, PickupCancelledV1, TrackingUpdatedV1, ItemReceivedV1,
     DiagnosisCompletedV1, QuoteIssuedV1, QuoteAnsweredV1, WorkCompletedV1, RefundRequestedV1,
     ReplacementIssuedV1, ReturnShipmentRequestedV1, VisitScheduledV1, VisitReportedV1,
-    CaseClosedV1, RatingSubmittedV1, ComplaintEscalatedV1,
+    CaseClosedV1, RatingSubmittedV1, ComplaintEscalatedV1, FreightClaimFiledV1,
+    FreightClaimSettledV1,
 )  # fmt: skip
 """The case events the tracker folds (its SLA timers come on top)."""
 
@@ -366,7 +369,21 @@ def _change(event: Event) -> Change:  # noqa: C901, PLR0911, PLR0912 - one case 
         return Change(Status.CLOSED, event.outcome)
     if isinstance(event, ComplaintEscalatedV1):
         return Change(None, f"to {event.escalated_to}: {event.complaint}")
+    if isinstance(event, FreightClaimFiledV1 | FreightClaimSettledV1):
+        return Change(None, _claim_detail(event))
     return Change(None, "")
+
+
+def _claim_detail(event: FreightClaimFiledV1 | FreightClaimSettledV1) -> str:
+    """A freight claim's timeline line: what was claimed, or what the insurer answered."""
+    if isinstance(event, FreightClaimFiledV1):
+        return (
+            f"{event.claim_id} ¥{event.amount} from {event.insurer} (policy {event.policy_no}, "
+            f"{event.courier} waybill {event.waybill_no})"
+        )
+    if event.outcome is ClaimOutcome.APPROVED:
+        return f"{event.claim_id} approved: ¥{event.paid} paid ({event.insurer_ref})"
+    return f"{event.claim_id} rejected: {event.reason_code} {event.reason}".strip()
 
 
 def _after_diagnosis(event: DiagnosisCompletedV1) -> Status:
@@ -440,11 +457,31 @@ def _apply(case: Case, event: Event, when: datetime, at: datetime, sla: SlaTable
         case.milestone("return_requested", when)
     elif isinstance(event, ComplaintEscalatedV1):
         case.fields["in_arbitration"] = True
+    elif isinstance(event, FreightClaimFiledV1 | FreightClaimSettledV1):
+        _claim_facts(case, event)
     elif isinstance(event, CaseClosedV1 | CaseCancelledV1 | CaseRejectedV1):
         case.milestone(case.status.value, when)
         # A withdrawn case breaches nothing: its clocks stop without a verdict.
         for clock in SlaClock:
             _stop(case, clock, when, sla, judge=isinstance(event, CaseClosedV1))
+
+
+def _claim_facts(case: Case, event: FreightClaimFiledV1 | FreightClaimSettledV1) -> None:
+    """The claim's figures on the snapshot (`hub stats` counts them); an answer may come first."""
+    known = case.snapshot.freight_claim
+    if isinstance(event, FreightClaimFiledV1):
+        if known is None:
+            case.fields["freight_claim"] = FreightClaimState(
+                claim_id=event.claim_id, insurer=event.insurer, claimed=event.amount
+            )
+        return
+    case.fields["freight_claim"] = FreightClaimState(
+        claim_id=event.claim_id,
+        insurer=event.insurer,
+        claimed=event.claimed,
+        outcome=event.outcome.value,
+        paid=event.paid,
+    )
 
 
 # --- SLA clocks --------------------------------------------------------------------------

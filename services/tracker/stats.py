@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from hub.messages.tracker import SlaClock
@@ -67,6 +68,20 @@ class RatingFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class FreightClaimFigures:
+    """Return-freight insurance claims: how many, what the insurers made of them, what they paid."""
+
+    claims: int = 0
+    approved: int = 0
+    rejected: int = 0
+    pending: int = 0
+    claimed: str = "0.00"
+    """Yuan claimed, over every claim (text, so that JSON keeps the cents exact)."""
+    paid: str = "0.00"
+    """Yuan the insurers paid on approved claims."""
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Figures over the cases opened in a time range."""
 
@@ -80,6 +95,7 @@ class Stats:
     """Cases whose clock reached at least one level, per clock."""
     complaints: int
     """Cases escalated to the platform's arbitration."""
+    freight_claims: FreightClaimFigures = field(default_factory=FreightClaimFigures)
 
 
 def opened_at(snapshot: CaseStatusV1) -> datetime:
@@ -158,4 +174,19 @@ def compute_stats(
         ),
         sla_breaches={clock.value: clock_breaches[clock.value] for clock in SlaClock},
         complaints=sum(case.in_arbitration for case in cases),
+        freight_claims=freight_claim_figures(cases),
+    )
+
+
+def freight_claim_figures(cases: Iterable[CaseStatusV1]) -> FreightClaimFigures:
+    """The return-freight claims of `cases`, counted by the insurer's answer."""
+    claims = [case.freight_claim for case in cases if case.freight_claim is not None]
+    outcomes = Counter(claim.outcome for claim in claims)
+    return FreightClaimFigures(
+        claims=len(claims),
+        approved=outcomes["approved"],
+        rejected=outcomes["rejected"],
+        pending=outcomes["pending"],
+        claimed=str(sum((claim.claimed for claim in claims), Decimal("0.00"))),
+        paid=str(sum((claim.paid for claim in claims), Decimal("0.00"))),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
@@ -9,7 +10,7 @@ from pydantic import AwareDatetime, Field
 
 from hub.core.registry import Event
 from hub.messages.catalogue import CATALOGUE
-from hub.messages.common import NonEmpty, Value
+from hub.messages.common import Amount, NonEmpty, Value
 
 Score = Annotated[int, Field(ge=1, le=5)]
 Comment = Annotated[str, Field(max_length=2000)]
@@ -137,12 +138,24 @@ class RatingState(Value):
     rated_at: AwareDatetime
 
 
+class FreightClaimState(Value):
+    """The case's return-freight insurance claim: what was claimed, and the insurer's answer."""
+
+    claim_id: NonEmpty
+    insurer: NonEmpty
+    claimed: Amount
+    outcome: str = "pending"
+    """`pending` until the insurer answers, then `approved` or `rejected`."""
+    paid: Amount = Decimal("0.00")
+
+
 @CATALOGUE.register
 class CaseStatusV1(Event):
     """The latest status of a case, its milestones, clocks and timeline: what the customer sees."""
 
     event_type = "aftersales.case.status"
     version = 1
+    minor = 1
 
     case_id: NonEmpty
     status: NonEmpty
@@ -162,3 +175,8 @@ class CaseStatusV1(Event):
     rating: RatingState | None = None
     in_arbitration: bool = False
     timeline: tuple[TimelineEntry, ...] = ()
+    # Left out when unset, so a snapshot without a claim keeps the 1.0 bytes.
+    freight_claim: FreightClaimState | None = Field(
+        default=None, exclude_if=lambda claim: claim is None
+    )
+    """1.1: the return-freight insurance claim, for an insured return or exchange."""
