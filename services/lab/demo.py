@@ -21,10 +21,11 @@ from hub.core.ops_http import OpsServer
 from hub.core.outbound import event_record
 from hub.core.service import KafkaSink
 from hub.core.topics import CASES, STOREFRONT_REQUESTS
+from hub.messages.common import FreightInsurance, RequestType
 from hub.messages.storefront import ComplaintFiledV1, RatingGivenV1
 from intake.domain import case_id_for
 from lab.local_stack import LocalStack
-from lab.samples import sample_request_v1, sample_request_v2
+from lab.samples import sample_request, sample_request_v1, sample_request_v2
 from lab.simulators.kafka_courier import CourierKnobs
 from lab.simulators.sf_courier import SfKnobs
 from tracker.sla import load_sla
@@ -70,7 +71,10 @@ def demo_requests() -> list[Event]:
     valuable = valuable.model_copy(
         update={"item": valuable.item.model_copy(update={"price": Decimal("12999.00")})}
     )
-    return [sample_request_v2(3), sample_request_v1(4), xinjiang, expired, valuable]
+    # An exchange whose order carries return-freight insurance: its pickup claims the freight.
+    policy = FreightInsurance(insurer="huatai", policy_no="YF-00000008", max_claim=Decimal("15.00"))
+    insured = sample_request(8, request_type=RequestType.EXCHANGE, freight_insurance=policy)
+    return [sample_request_v2(3), sample_request_v1(4), xinjiang, expired, valuable, insured]
 
 
 TEMPLATES = {
@@ -92,6 +96,8 @@ TEMPLATES = {
     "onsite.visit-scheduled": "technician booked",
     "onsite.visit-reported": "{outcome} {notes}",
     "case.closed": "{outcome}",
+    "freight-claim.filed": "{claim_id} ¥{amount} from {insurer} ({courier} {waybill_no})",
+    "freight-claim.settled": "{outcome} ¥{paid} {reason}",
 }
 
 
