@@ -6,7 +6,9 @@ from decimal import Decimal
 import pytest
 
 from dispatch.partners import load_partners
+from hub.bootstrap import Adapter, declaration_of
 from hub.core.handler import Decision
+from hub.core.settings import HubSettings
 from hub.messages.cases import CaseOpenedV1, TrackingStatus, TrackingUpdatedV1
 from hub.messages.common import FreightInsurance, RequestType, ServiceMode
 from hub.messages.courier import Leg
@@ -18,6 +20,8 @@ from hub.messages.insurance import (
 )
 from hub.messages.repair import NotificationRequestedV1
 from insurance import domain
+from insurance.bootstrap import insurers_from_env
+from insurance.client import Insurers
 from insurance.domain import FreightCover, InsurerAnswer
 from intake.domain import decide
 from lab.samples import sample_request
@@ -244,3 +248,22 @@ def test_the_timeline_shows_the_claim_and_its_outcome_and_stats_count_them() -> 
     figures = compute_stats(snapshots).freight_claims
     assert (figures.claims, figures.approved, figures.rejected, figures.pending) == (3, 1, 1, 1)
     assert (figures.claimed, figures.paid) == ("45.00", "15.00")
+
+
+def test_hub_run_insurance_names_the_insurer_variables_it_lacks() -> None:
+    with pytest.raises(
+        ValueError, match="HUB_INSURER_HUATAI_URL, HUB_INSURER_HUATAI_SECRET, "
+    ) as e:
+        insurers_from_env(TABLE, {"HUB_INSURER_ZHONGAN_URL": "http://127.0.0.1:9"})
+    assert "HUB_INSURER_ZHONGAN_URL" not in str(e.value)
+    assert "HUB_INSURER_ZHONGAN_SECRET" in str(e.value)
+    environ = {
+        f"HUB_INSURER_{code}_{part}": "x"
+        for code in ("HUATAI", "ZHONGAN")
+        for part in ("URL", "SECRET")
+    }
+    assert isinstance(insurers_from_env(TABLE, environ), Insurers)
+    declared = declaration_of("insurance", HubSettings())
+    assert declared.adapter is Adapter.INSURER_API
+    assert declared.service.inputs == ("aftersales.cases",)
+    assert declared.outputs == ("aftersales.cases",)
