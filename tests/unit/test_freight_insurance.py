@@ -1,12 +1,16 @@
 """Return-freight insurance, pure: who is insured, when and how much to claim, what is said."""
 
+import dataclasses
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from rich.console import Console
 
 from dispatch.partners import load_partners
 from hub.bootstrap import Adapter, declaration_of
+from hub.cli.stats import render_stats
 from hub.core.handler import Decision
 from hub.core.settings import HubSettings
 from hub.messages.cases import CaseOpenedV1, TrackingStatus, TrackingUpdatedV1
@@ -245,9 +249,20 @@ def test_the_timeline_shows_the_claim_and_its_outcome_and_stats_count_them() -> 
             assert entries[1][1] == f"FC-{case.case_id} rejected: policy_expired 保单已过保障期"
         assert record.snapshot.status == "approved"  # a claim moves no case along
         snapshots.append(record.snapshot)
-    figures = compute_stats(snapshots).freight_claims
+    stats = compute_stats(snapshots)
+    figures = stats.freight_claims
     assert (figures.claims, figures.approved, figures.rejected, figures.pending) == (3, 1, 1, 1)
     assert (figures.claimed, figures.paid) == ("45.00", "15.00")
+    # `hub stats --json` and its tables.
+    as_json = json.loads(json.dumps(dataclasses.asdict(stats)))
+    counts = {"claims": 3, "approved": 1, "rejected": 1, "pending": 1}
+    assert as_json["freight_claims"] == {**counts, "claimed": "45.00", "paid": "15.00"}
+    console = Console(record=True, width=120)
+    render_stats(stats, console, "cases")
+    text = console.export_text()
+    assert "freight claims (退货运费险)" in text
+    assert "1 / 1 / 1" in text
+    assert "¥45.00 / ¥15.00" in text
 
 
 def test_hub_run_insurance_names_the_insurer_variables_it_lacks() -> None:
