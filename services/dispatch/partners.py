@@ -90,14 +90,28 @@ class PartsSupplier(BaseModel):
         return EVERYWHERE in self.categories or category in self.categories
 
 
+class Insurer(BaseModel):
+    """An insurer of return freight (退货运费险), reached over its HTTP API."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str = Field(pattern=r"^[a-z0-9]+$")
+    name: str
+    integration: Literal["http"]
+    api_url_env: str
+    secret_env: str
+    """Names the variable holding the key the hub signs its claims with (HMAC-SHA256)."""
+
+
 class PartnerTable(BaseModel):
-    """Every courier partner, repair center and parts supplier."""
+    """Every courier partner, repair center, parts supplier and freight insurer."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     couriers: tuple[Courier, ...]
     repair_centers: tuple[RepairCenter, ...]
     parts_suppliers: tuple[PartsSupplier, ...] = ()
+    insurers: tuple[Insurer, ...] = ()
 
     def supplier_for(self, category: str) -> PartsSupplier | None:
         """The parts supplier for items of `category` (the first that stocks it), if any."""
@@ -130,6 +144,14 @@ class PartnerTable(BaseModel):
                 return center
         known = ", ".join(center.code for center in self.repair_centers)
         raise ValueError(f"no repair center {code!r} in the partner table (known: {known})")
+
+    def insurer(self, code: str) -> Insurer:
+        """The insurer with `code`; a ValueError naming the known ones otherwise."""
+        for insurer in self.insurers:
+            if insurer.code == code:
+                return insurer
+        known = ", ".join(insurer.code for insurer in self.insurers)
+        raise ValueError(f"no insurer {code!r} in the partner table (known: {known})")
 
     @property
     def deadlines(self) -> tuple[timedelta, ...]:

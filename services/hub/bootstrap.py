@@ -16,6 +16,7 @@ from gateway.center import declare_center_gateway
 from gateway.service import declare_gateway
 from hub.core.topics import Subscription, declare
 from ingress.service import declare_ingress
+from insurance.service import declare_insurance
 from intake.service import build_service as build_intake
 from notify.service import build_service as build_notify
 from notify.service import declare_sender
@@ -42,6 +43,8 @@ class Adapter(StrEnum):
     """An HTTP repair center's API client, and its report webhook (which writes its events)."""
     NOTIFICATION_PROVIDERS = "notification-providers"
     """The SMS and push gateways and the SMTP relay."""
+    INSURER_API = "insurer-api"
+    """The freight insurers' API clients (every insurer of the partner table)."""
     HTTP_INGRESS = "http-ingress"
     """The HTTP front door: it consumes nothing; backends' CloudEvents are its input."""
 
@@ -104,6 +107,7 @@ def declarations(
             Declaration(declare_center_gateway(settings, code), Adapter.CENTER_API, code)
             for code in centers
         ),
+        Declaration(declare_insurance(settings), Adapter.INSURER_API),
         Declaration(declare_ingress(settings), Adapter.HTTP_INGRESS),
     ]
 
@@ -154,6 +158,10 @@ def runtime_for(
             from gateway.bootstrap import center_gateway_runtime  # noqa: PLC0415
 
             return center_gateway_runtime(settings, table.center(code), CATALOGUE, webhook_port)
+        case Adapter.INSURER_API:
+            from insurance.bootstrap import insurance_runtime  # noqa: PLC0415
+
+            return insurance_runtime(settings, table, CATALOGUE)
         case Adapter.HTTP_INGRESS:
             from ingress.app import IngressRuntime  # noqa: PLC0415
 

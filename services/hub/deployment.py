@@ -404,7 +404,7 @@ def _compose(declared: list[Declaration], settings: HubSettings, image: str) -> 
     }
     for declaration in declared:
         environment = {**passed_through, _port_variable(declaration): str(HTTP_PORT)}
-        if declaration.partner is not None:
+        if declaration.partner is not None or declaration.adapter is Adapter.INSURER_API:
             environment |= dict.fromkeys(_partner_variables(declaration))
         service: dict[str, Any] = {
             "image": image,
@@ -445,6 +445,10 @@ def _partner_variables(declaration: Declaration) -> list[str]:
     from dispatch.partners import load_partners  # noqa: PLC0415
 
     table = load_partners()
+    if declaration.adapter is Adapter.INSURER_API:
+        return sorted(
+            name for insurer in table.insurers for name in (insurer.api_url_env, insurer.secret_env)
+        )
     code = declaration.partner or ""
     partner: Any = (
         table.courier(code) if declaration.adapter is Adapter.COURIER_API else table.center(code)

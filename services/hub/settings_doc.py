@@ -98,13 +98,15 @@ forms. Lists are comma separated. Names are case-insensitive.
 
 PARTNER_INTRO = (
     "Their names are not fixed in code: each partner's entry in `deploy/partners.yaml` names "
-    "them (`api_url_env`, `partner_id_env`, `checkword_env`, `webhook_secret_env`), so a new "
+    "them (`api_url_env`, `partner_id_env`, `checkword_env`, `webhook_secret_env`, "
+    "`secret_env`), so a new "
     "partner brings its own variables and no secret is ever in the repository. A gateway "
     "refuses to start, naming what is missing, when one is unset. Today's table names:"
 )
 SIMULATOR_NOTE = (
     "The SF simulator (`python -m lab.simulators.sf_courier`) reads the same partner id and "
-    "checkword, so that it accepts the gateway's signed requests."
+    "checkword, so that it accepts the gateway's signed requests; the insurer simulator "
+    "(`python -m lab.simulators.insurer --code <code>`) reads `HUB_INSURER_<CODE>_SECRET`."
 )
 
 
@@ -213,6 +215,15 @@ def partner_rows(table: Path | None = None) -> list[str]:
             f"`hub run gateway-center-{center.code}` | {what} |"
             for env, what in center_holds
             if env
+        ]
+    for insurer in partners.insurers:
+        insurer_holds = (
+            (insurer.api_url_env, "base URL of the insurer's claim API"),
+            (insurer.secret_env, "key of the HMAC-SHA256 signing the hub's claims (secret)"),
+        )
+        lines += [
+            f"| `{env}` | insurer `{insurer.code}` | `hub run insurance` | {what} |"
+            for env, what in insurer_holds
         ]
     return lines
 

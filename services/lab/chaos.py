@@ -55,6 +55,7 @@ from intake.domain import case_id_for
 from lab.harness.kafka import LocalKafka, free_port
 from lab.orphans import die_with_parent
 from lab.samples import sample_request_v2
+from lab.simulators.insurer import InsurerKnobs, InsurerSimulator
 from lab.simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
 from lab.simulators.kafka_partner import SEND_BACKOFF
 from lab.simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
@@ -74,6 +75,7 @@ HUB = Path(sys.executable).with_name("hub")
 SF_PARTNER_ID = "HUB-CHAOS"
 SF_CHECKWORD = "chaos-checkword-not-a-secret"
 CENTER_SECRET = "chaos-center-secret-not-a-secret"  # noqa: S105 - the simulated center's
+INSURER_SECRET = "chaos-insurer-key-not-a-secret"  # noqa: S105 - the simulated insurers'
 HTTP_CENTER = "sh"
 TERMINAL = {CaseClosedV1.ce_type(), CaseRejectedV1.ce_type(), CaseCancelledV1.ce_type()}
 # Gateways own the webhooks partners push to; partners re-push for seconds, not for a restart.
@@ -296,13 +298,20 @@ class Partners:
         self.sms = HttpGatewaySink(SinkKnobs(error_rate=failure_rate, seed=seed))
         self.push = HttpGatewaySink(SinkKnobs(error_rate=failure_rate, seed=seed + 1))
         self.smtp = SmtpSink()
+        self.insurers = [
+            InsurerSimulator(insurer.code, INSURER_SECRET,
+                             InsurerKnobs(error_rate=failure_rate, seed=seed + n))
+            for n, insurer in enumerate(table.insurers)
+        ]  # fmt: skip
+        self._insurer_variables = [(i.api_url_env, i.secret_env) for i in table.insurers]
 
     @property
     def all(self) -> list[KafkaCourierSimulator | RepairCenterSimulator | SfCourierSimulator
-                        | HttpRepairCenterSimulator | HttpGatewaySink | SmtpSink]:  # fmt: skip
+                        | HttpRepairCenterSimulator | HttpGatewaySink | SmtpSink
+                        | InsurerSimulator]:  # fmt: skip
         """Every simulator, in start order."""
         return [self.sf, *self.couriers, self.center, self.http_center, self.sms, self.push,
-                self.smtp]  # fmt: skip
+                self.smtp, *self.insurers]  # fmt: skip
 
     def environment(self) -> dict[str, str]:
         """What the services need to reach the simulators."""
@@ -316,6 +325,13 @@ class Partners:
             "HUB_PUSH_GATEWAY_URL": self.push.url,
             "HUB_SMTP_HOST": "127.0.0.1",
             "HUB_SMTP_PORT": str(self.smtp.port),
+            **{
+                name: value
+                for (url, secret), insurer in zip(
+                    self._insurer_variables, self.insurers, strict=True
+                )
+                for name, value in ((url, insurer.url), (secret, INSURER_SECRET))
+            },
         }
 
 

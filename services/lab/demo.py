@@ -21,7 +21,7 @@ from hub.core.ops_http import OpsServer
 from hub.core.outbound import event_record
 from hub.core.service import KafkaSink
 from hub.core.topics import CASES, STOREFRONT_REQUESTS
-from hub.messages.common import RequestType
+from hub.messages.common import FreightInsurance, RequestType
 from hub.messages.storefront import ComplaintFiledV1, RatingGivenV1
 from intake.domain import case_id_for
 from lab.local_stack import LocalStack
@@ -85,6 +85,9 @@ def demo_requests() -> list[Event]:
     cracked = cracked.model_copy(update={
         "item": cracked.item.model_copy(update={"category": "phone"}),
         "fault": cracked.fault.model_copy(update={"code": "screen_cracked"})})  # fmt: skip
+    # An exchange whose order carries return-freight insurance: its pickup claims the freight.
+    policy = FreightInsurance(insurer="huatai", policy_no="YF-00000011", max_claim=Decimal("15.00"))
+    insured = sample_request(11, request_type=RequestType.EXCHANGE, freight_insurance=policy)
     return [
         sample_request_v2(3),
         sample_request_v1(4),
@@ -94,6 +97,7 @@ def demo_requests() -> list[Event]:
         trusted,
         cracked,
         DAMAGED,
+        insured,
     ]
 
 
@@ -126,6 +130,8 @@ TEMPLATES = {
     "parts.reserved": "reserved (after a shortage: {after_shortage}), repair resumes",
     "parts.given-up": "{reason}: {detail}",
     "damage.claimed": "against {courier} waybill {waybill_no}, ¥{declared_value}, {evidence_ref}",
+    "freight-claim.filed": "{claim_id} ¥{amount} from {insurer} ({courier} {waybill_no})",
+    "freight-claim.settled": "{outcome} ¥{paid} {reason}",
 }
 
 

@@ -22,6 +22,9 @@ from hub.core.service import KafkaSink, ServiceRuntime
 from hub.core.topics import apply_topics
 from hub.messages import CATALOGUE
 from hub.messages.common import Channel
+from insurance.client import InsurerClient, Insurers
+from insurance.service import build_service as build_insurance
+from lab.simulators.insurer import InsurerKnobs, InsurerSimulator
 from lab.simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
 from lab.simulators.notification_sinks import HttpGatewaySink, SinkKnobs, SmtpSink
 from lab.simulators.parts_supplier import PartsSupplierSimulator, SupplierKnobs
@@ -49,6 +52,7 @@ SENDER = "售后服务 <service@aftersales-hub.local>"
 SIM_CENTER_SECRET = "local-center-secret-not-a-secret"  # noqa: S105 - the simulated center's
 HTTP_CENTER = "sh"
 """The repair center the local stack reaches over HTTP (large appliances)."""
+SIM_INSURER_SECRET = "local-insurer-key-not-a-secret"  # noqa: S105 - the simulated insurers'
 
 
 @dataclass
@@ -64,6 +68,7 @@ class LocalStack(AsyncResource):
     sms_knobs: SinkKnobs = field(default_factory=SinkKnobs)
     parts_knobs: SupplierKnobs = field(default_factory=SupplierKnobs)
     """Every parts supplier's stock (all in stock by default)."""
+    insurer_knobs: InsurerKnobs = field(default_factory=InsurerKnobs)
     sla: SlaTable | None = None
     """The tracker's SLA table; None reads deploy/sla.yaml."""
 
@@ -106,6 +111,11 @@ class LocalStack(AsyncResource):
             )
             for supplier in self.table.parts_suppliers
         }
+        self.insurers = {
+            insurer.code: InsurerSimulator(insurer.code, SIM_INSURER_SECRET, self.insurer_knobs)
+            for insurer in self.table.insurers
+        }
+        self.insurer_clients: Insurers | None = None
         self.client: SfClient | None = None
         self.runtimes: list[ServiceRuntime] = []
 
@@ -131,6 +141,15 @@ class LocalStack(AsyncResource):
         await self.http_center.start()
         self.center_client = CenterClient(self.http_center.url)
         await self.center_client.start()
+        for insurer in self.insurers.values():
+            await insurer.start()
+        self.insurer_clients = Insurers(
+            {
+                code: InsurerClient(code, insurer.url, SIM_INSURER_SECRET)
+                for code, insurer in self.insurers.items()
+            }
+        )
+        await self.insurer_clients.start()
         self.http = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
         providers: dict[Channel, Provider] = {
             Channel.SMS: HttpGatewayProvider(self.sms.url, self.http),
@@ -163,6 +182,8 @@ class LocalStack(AsyncResource):
                 return build_gateway_service(self.settings, self.client, "sf")
             case Adapter.CENTER_API if declaration.partner == HTTP_CENTER and self.center_client:
                 return build_center_gateway(self.settings, HTTP_CENTER, self.center_client)
+            case Adapter.INSURER_API if self.insurer_clients:
+                return build_insurance(self.settings, self.insurer_clients, self.table)
         raise ValueError(f"the local stack simulates no partner for {declaration.group}")
 
     async def restart(self, group: str) -> None:
@@ -183,6 +204,10 @@ class LocalStack(AsyncResource):
             await supplier.stop()
         if self.center_client is not None:
             await self.center_client.stop()
+        if self.insurer_clients is not None:
+            await self.insurer_clients.stop()
+        for insurer in self.insurers.values():
+            await insurer.stop()
         for partner in (self.http_center, self.center_reports, self.center, self.sms, self.push,
                         self.smtp):  # fmt: skip
             await partner.stop()

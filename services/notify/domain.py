@@ -16,6 +16,7 @@ from hub.messages.cases import (
 )
 from hub.messages.common import Channel, Customer
 from hub.messages.courier import Leg
+from hub.messages.insurance import FreightClaimSettledV1
 from hub.messages.parts import PartsReservedV1, PartsShortageV1
 from hub.messages.repair import (
     CaseClosedV1,
@@ -61,13 +62,20 @@ def milestone_of(event: Event) -> str | None:
         RefundClawbackRequestedV1: "refund_clawback",
         PartsShortageV1: "parts_shortage",
     }
-    return _milestone_by_content(event) or simple.get(type(event))
+    return _money_milestone(event) or _milestone_by_content(event) or simple.get(type(event))
+
+
+def _money_milestone(event: Event) -> str | None:
+    """Money the customer gets: an express refund, the insurer's answer to a freight claim."""
+    if isinstance(event, RefundRequestedV1) and event.express:
+        return "express_refunded"
+    if isinstance(event, FreightClaimSettledV1):
+        return f"freight_claim_{event.outcome.value}"
+    return None
 
 
 def _milestone_by_content(event: Event) -> str | None:
     """The milestones an event marks only for some of its values."""
-    if isinstance(event, RefundRequestedV1) and event.express:
-        return "express_refunded"
     if isinstance(event, CaseExceptionRaisedV1):
         return CUSTOMER_EXCEPTIONS.get(event.code)
     if isinstance(event, PickupAcceptedV1) and event.leg is Leg.INBOUND:

@@ -13,6 +13,7 @@ from hub.messages.cases import (
     PickupAcceptedV1,
     TrackingUpdatedV1,
 )
+from hub.messages.insurance import FreightClaimSettledV1
 from hub.messages.parts import PartsReservedV1, PartsShortageV1
 from hub.messages.repair import (
     CaseClosedV1,
@@ -39,6 +40,7 @@ MILESTONE_EVENTS = (
     CaseOpenedV1, PickupAcceptedV1, TrackingUpdatedV1, ItemReceivedV1, QuoteIssuedV1,
     WorkCompletedV1, RefundRequestedV1, ReplacementIssuedV1, CaseClosedV1,
     RefundClawbackRequestedV1, PartsShortageV1, PartsReservedV1, CaseExceptionRaisedV1,
+    FreightClaimSettledV1,
 )  # fmt: skip
 
 

@@ -106,6 +106,23 @@ TEMPLATES: dict[str, dict[str, Template]] = {
         "zh-CN": Template("商品已送达", "{name}您好,您的商品已送达,请查收。"),
         "en": Template("Delivered", "Hello {name}, your item has been delivered."),
     },
+    "freight_claim_approved": {
+        "zh-CN": Template(
+            "退货运费险已理赔",
+            "{name}您好,您的退货运费险已理赔 ¥{paid}(运单 {waybill_no}),将由保险公司打款给您。",
+        ),
+        "en": Template(
+            "Return shipping refunded",
+            "Hello {name}, your return-shipping insurance pays ¥{paid} for waybill {waybill_no}.",
+        ),
+    },
+    "freight_claim_rejected": {
+        "zh-CN": Template("退货运费险理赔未通过", "{name}您好,您的退货运费险理赔未通过:{reason}。"),
+        "en": Template(
+            "Return shipping claim declined",
+            "Hello {name}, the insurer declined the return-shipping claim ({reason_code}): {reason}.",
+        ),
+    },
     "closed": {
         "zh-CN": Template("服务已完成", "{name}您好,服务单 {case_id} 已完成,欢迎评价。"),
         "en": Template(

@@ -26,6 +26,7 @@ from hub.messages.cases import (
 )
 from hub.messages.courier import Leg
 from hub.messages.damage import DamageClaimedV1
+from hub.messages.insurance import ClaimOutcome, FreightClaimFiledV1, FreightClaimSettledV1
 from hub.messages.parts import PartsGivenUpV1, PartsRequestedV1, PartsReservedV1, PartsShortageV1
 from hub.messages.repair import (
     CaseClosedV1,
@@ -48,6 +49,7 @@ from hub.messages.tracker import (
     ClockState,
     ComplaintEscalatedV1,
     ExpressRefundState,
+    FreightClaimState,
     PickupOrderState,
     RatingRejectedV1,
     RatingState,
@@ -148,6 +150,7 @@ TRACKED: tuple[type[Event], ...] = (
     ReplacementIssuedV1, ReturnShipmentRequestedV1, VisitScheduledV1, VisitReportedV1,
     CaseClosedV1, RatingSubmittedV1, ComplaintEscalatedV1, RefundClawbackRequestedV1,
     PartsRequestedV1, PartsShortageV1, PartsReservedV1, PartsGivenUpV1, DamageClaimedV1,
+    FreightClaimFiledV1, FreightClaimSettledV1,
 )  # fmt: skip
 """The case events the tracker folds (its SLA timers come on top)."""
 
@@ -382,6 +385,8 @@ def _change(event: Event) -> Change:  # noqa: C901, PLR0911, PLR0912 - one case 
         return _parts_change(event)
     if isinstance(event, DamageClaimedV1):
         return Change(None, _damage_detail(event))
+    if isinstance(event, FreightClaimFiledV1 | FreightClaimSettledV1):
+        return Change(None, _claim_detail(event))
     return Change(None, "")
 
 
@@ -400,6 +405,18 @@ def _damage_detail(claim: DamageClaimedV1) -> str:
         f"{claim.leg} {claim.courier} waybill {claim.waybill_no} value {claim.declared_value}: "
         f"{claim.description}{evidence}"
     )
+
+
+def _claim_detail(event: FreightClaimFiledV1 | FreightClaimSettledV1) -> str:
+    """A freight claim's timeline line: what was claimed, or what the insurer answered."""
+    if isinstance(event, FreightClaimFiledV1):
+        return (
+            f"{event.claim_id} ¥{event.amount} from {event.insurer} (policy {event.policy_no}, "
+            f"{event.courier} waybill {event.waybill_no})"
+        )
+    if event.outcome is ClaimOutcome.APPROVED:
+        return f"{event.claim_id} approved: ¥{event.paid} paid ({event.insurer_ref})"
+    return f"{event.claim_id} rejected: {event.reason_code} {event.reason}".strip()
 
 
 def _after_diagnosis(event: DiagnosisCompletedV1) -> Status:
@@ -479,6 +496,8 @@ def _apply(case: Case, event: Event, when: datetime, at: datetime, sla: SlaTable
         case.fields["in_arbitration"] = True
     elif isinstance(event, PARTS_EVENTS):
         _parts_facts(case, event, when, at, sla)
+    elif isinstance(event, FreightClaimFiledV1 | FreightClaimSettledV1):
+        _claim_facts(case, event)
     elif isinstance(event, CaseClosedV1 | CaseCancelledV1 | CaseRejectedV1):
         case.milestone(case.status.value, when)
         # A withdrawn case breaches nothing: its clocks stop without a verdict.
@@ -533,6 +552,24 @@ def _parts_facts(
         milestone = "parts_reserved" if isinstance(event, PartsReservedV1) else "parts_given_up"
         case.milestone(milestone, when)
         _stop(case, SlaClock.PARTS, when, sla)
+
+
+def _claim_facts(case: Case, event: FreightClaimFiledV1 | FreightClaimSettledV1) -> None:
+    """The claim's figures on the snapshot (`hub stats` counts them); an answer may come first."""
+    known = case.snapshot.freight_claim
+    if isinstance(event, FreightClaimFiledV1):
+        if known is None:
+            case.fields["freight_claim"] = FreightClaimState(
+                claim_id=event.claim_id, insurer=event.insurer, claimed=event.amount
+            )
+        return
+    case.fields["freight_claim"] = FreightClaimState(
+        claim_id=event.claim_id,
+        insurer=event.insurer,
+        claimed=event.claimed,
+        outcome=event.outcome.value,
+        paid=event.paid,
+    )
 
 
 # --- SLA clocks --------------------------------------------------------------------------

@@ -130,6 +130,20 @@ def parts_figures(cases: list[CaseStatusV1]) -> PartsFigures:
 
 
 @dataclass(frozen=True, slots=True)
+class FreightClaimFigures:
+    """Return-freight insurance claims: how many, what the insurers made of them, what they paid."""
+
+    claims: int = 0
+    approved: int = 0
+    rejected: int = 0
+    pending: int = 0
+    claimed: str = "0.00"
+    """Yuan claimed, over every claim (text, so that JSON keeps the cents exact)."""
+    paid: str = "0.00"
+    """Yuan the insurers paid on approved claims."""
+
+
+@dataclass(frozen=True, slots=True)
 class Stats:
     """Figures over the cases opened in a time range."""
 
@@ -145,6 +159,7 @@ class Stats:
     """Cases escalated to the platform's arbitration."""
     parts: PartsFigures
     express_refunds: ExpressRefundFigures = field(default_factory=ExpressRefundFigures)
+    freight_claims: FreightClaimFigures = field(default_factory=FreightClaimFigures)
 
 
 def opened_at(snapshot: CaseStatusV1) -> datetime:
@@ -225,4 +240,19 @@ def compute_stats(
         complaints=sum(case.in_arbitration for case in cases),
         express_refunds=express_refund_figures(cases),
         parts=parts_figures(cases),
+        freight_claims=freight_claim_figures(cases),
+    )
+
+
+def freight_claim_figures(cases: Iterable[CaseStatusV1]) -> FreightClaimFigures:
+    """The return-freight claims of `cases`, counted by the insurer's answer."""
+    claims = [case.freight_claim for case in cases if case.freight_claim is not None]
+    outcomes = Counter(claim.outcome for claim in claims)
+    return FreightClaimFigures(
+        claims=len(claims),
+        approved=outcomes["approved"],
+        rejected=outcomes["rejected"],
+        pending=outcomes["pending"],
+        claimed=str(sum((claim.claimed for claim in claims), Decimal("0.00"))),
+        paid=str(sum((claim.paid for claim in claims), Decimal("0.00"))),
     )

@@ -21,6 +21,7 @@ from hub.core.store.sqlite import SqliteStateStore
 from hub.core.topics import STOREFRONT_REQUESTS
 from hub.messages import CATALOGUE
 from hub.messages.storefront import AfterSalesCancelledV1
+from insurance.domain import FreightCover
 from intake.domain import OrderItem
 from notify.domain import Audience
 from repair.domain import RepairCase
@@ -53,6 +54,7 @@ def test_every_declaration_names_its_state_model_or_that_it_keeps_none() -> None
         "notify": Audience,
         "tracker": CaseRecord,
         "courier-scores": CourierWindow,
+        "insurance": FreightCover,
     }
     # The edge groups call partners and keep nothing; saying so is required (no default).
     assert models["notify-sender"] is None

@@ -42,6 +42,7 @@ def test_the_wheel_carries_the_product_and_its_data_but_not_the_lab(wheel: Path)
         "tracker",
         "gateway",
         "ingress",
+        "insurance",
     }
     assert not [name for name in names if name.startswith(("lab/", "simulators/"))]
     assert {"hub/data/partners.yaml", "hub/data/sla.yaml", "hub/data/refunds.yaml"} <= set(names)

@@ -127,6 +127,11 @@ def render_stats(stats: Stats, console: Console, title: str) -> None:
     for clock, count in stats.sla_breaches.items():
         ratings.add_row(f"{clock} SLA breached (cases)", str(count))
     ratings.add_row("complaints (in arbitration)", str(stats.complaints))
+    claims = stats.freight_claims
+    ratings.add_row("freight claims (退货运费险)", str(claims.claims))
+    ratings.add_row("  approved / rejected / pending",
+                    f"{claims.approved} / {claims.rejected} / {claims.pending}")  # fmt: skip
+    ratings.add_row("  claimed / paid", f"¥{claims.claimed} / ¥{claims.paid}")
     express = stats.express_refunds
     refunds = Table(title="express refunds (at pickup)", title_justify="left")
     refunds.add_column("figure")
@@ -165,7 +170,7 @@ def stats_command(
     until: Annotated[str | None, typer.Option(help="Cases opened before (ISO date/time).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON for scripts.")] = False,
 ) -> None:
-    """Fault types, stage times, courier performance and scores, ratings, refunds, parts."""
+    """Fault types, stage times, couriers and their scores, ratings, refunds, parts, claims."""
     from tracker.stats import compute_stats  # noqa: PLC0415 - keeps `hub --help` fast
 
     settings = _settings()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated
 
@@ -153,6 +154,17 @@ class ExpressRefundState(Value):
     clawback_at: AwareDatetime | None = None
 
 
+class FreightClaimState(Value):
+    """The case's return-freight insurance claim: what was claimed, and the insurer's answer."""
+
+    claim_id: NonEmpty
+    insurer: NonEmpty
+    claimed: Amount
+    outcome: str = "pending"
+    """`pending` until the insurer answers, then `approved` or `rejected`."""
+    paid: Amount = Decimal("0.00")
+
+
 @CATALOGUE.register
 class CaseStatusV1(Event):
     """The latest status of a case, its milestones, clocks and timeline: what the customer sees."""
@@ -160,7 +172,7 @@ class CaseStatusV1(Event):
     event_type = "aftersales.case.status"
     version = 1
     minor = 1
-    """1.1: the `parts` clock and the express refund."""
+    """1.1: the `parts` clock, the express refund and the freight claim."""
 
     case_id: NonEmpty
     status: NonEmpty
@@ -185,3 +197,8 @@ class CaseStatusV1(Event):
         default=None, exclude_if=lambda refund: refund is None
     )
     """1.1: the express refund paid at pickup, and its claw-back, if any."""
+    # Left out when unset, so a snapshot without a claim keeps the 1.0 bytes.
+    freight_claim: FreightClaimState | None = Field(
+        default=None, exclude_if=lambda claim: claim is None
+    )
+    """1.1: the return-freight insurance claim, for an insured return or exchange."""
