@@ -3,7 +3,7 @@
 `python -m lab.bench.ingress [--rate 1000] [--seconds 20] [--connections 64]` against
 KAFKA_BOOTSTRAP_SERVERS (or a local broker of its own). `hub run ingress` runs as deployed, in a
 process of its own on a fresh state store; this process offers binary-mode storefront requests
-over kept-alive connections (aiohttp), each with an id of its own, in two phases:
+over kept-alive HTTP/1.1 connections (a lean client of its own), each a new id, in two phases:
 
 - `open`: `--rate` requests a second for `--seconds`, each timed from its *scheduled* send time
   to its 202 (a slow answer delays no later request: no coordinated omission);
@@ -80,12 +80,54 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(share * len(ordered)) - 1))]
 
 
-class Load:
-    """Bodies and headers of distinct storefront requests, and the session that sends them."""
+class Connections:
+    """Kept-alive HTTP/1.1 connections to the front door, at most `limit`, one request each.
 
-    def __init__(self, url: str, session: aiohttp.ClientSession, first: int) -> None:
-        self._url = f"{url}/events"
-        self._session = session
+    As lean a client as wrk's: on two cores, what the load generator spends the server lacks.
+    """
+
+    def __init__(self, host: str, port: int, limit: int) -> None:
+        self._host, self._port = host, port
+        self._idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self._slots = asyncio.Semaphore(limit)
+
+    async def post(self, request: bytes) -> int:
+        """Send one whole request; the answer's status once its body is read."""
+        async with self._slots:
+            reader, writer = self._idle.pop() if self._idle else await self._open()
+            try:
+                writer.write(request)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_S)
+                length = _content_length(head)
+                await reader.readexactly(length)
+            except BaseException:
+                writer.close()
+                raise
+            self._idle.append((reader, writer))
+            return int(head[9:12])
+
+    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.wait_for(asyncio.open_connection(self._host, self._port), 10)
+
+    def close(self) -> None:
+        """Close the idle connections."""
+        for _, writer in self._idle:
+            writer.close()
+
+
+def _content_length(head: bytes) -> int:
+    marker = head.lower().find(b"\r\ncontent-length:")
+    if marker < 0:
+        return 0
+    return int(head[marker + 17 : head.index(b"\r\n", marker + 2)])
+
+
+class Load:
+    """Distinct storefront requests, each with an id of its own, and the connections they take."""
+
+    def __init__(self, host: str, port: int, connections: Connections, first: int) -> None:
+        self._host = f"{host}:{port}"
+        self._connections = connections
         self._next = first
         # One rendered request; each send puts its own request id in (cheap for the client).
         self._template = sample_request(0).to_bytes()
@@ -94,34 +136,37 @@ class Load:
         self.sent = 0
         self.resent = 0
 
+    def _request(self, number: int) -> bytes:
+        body = self._template.replace(self._placeholder, f"RQ-{number:08d}".encode())
+        head = (
+            f"POST /events HTTP/1.1\r\nhost: {self._host}\r\n"
+            f"authorization: Bearer {TOKEN}\r\ncontent-type: application/json\r\n"
+            f"ce-specversion: 1.0\r\nce-id: bench-{number}\r\nce-source: {SOURCE}\r\n"
+            "ce-type: storefront.aftersales.requested.v3\r\n"
+            "ce-time: 2026-12-01T08:00:00+00:00\r\n"
+            f"content-length: {len(body)}\r\n\r\n"
+        )
+        return head.encode() + body
+
     async def send(self) -> None:
         """One request, new id and request number; a non-202 is counted by status."""
         number = self._next
         self._next += 1
         self.sent += 1
-        headers = {
-            "authorization": f"Bearer {TOKEN}",
-            "content-type": "application/json",
-            "ce-specversion": "1.0",
-            "ce-id": f"bench-{number}",
-            "ce-source": SOURCE,
-            "ce-type": "storefront.aftersales.requested.v3",
-            "ce-time": "2026-12-01T08:00:00+00:00",
-        }
-        body = self._template.replace(self._placeholder, f"RQ-{number:08d}".encode())
+        request = self._request(number)
         for attempt in range(RETRIES + 1):
             try:
-                async with self._session.post(self._url, data=body, headers=headers) as answer:
-                    await answer.read()
-                    if answer.status != 202:  # noqa: PLR2004 - the one success status
-                        self.refused[answer.status] = self.refused.get(answer.status, 0) + 1
-                    return
-            except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError):
+                status = await self._connections.post(request)
+            except (OSError, asyncio.IncompleteReadError):
                 # A kept-alive connection closed under us: send again, same ce-id, as a
                 # backend does (the front door writes it once either way).
                 if attempt == RETRIES:
                     raise
                 self.resent += 1
+            else:
+                if status != 202:  # noqa: PLR2004 - the one success status
+                    self.refused[status] = self.refused.get(status, 0) + 1
+                return
 
 
 async def open_loop(load: Load, rate: float, seconds: float) -> dict[str, Any]:
@@ -195,13 +240,10 @@ async def _ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("hub run ingress was not ready in time")
 
 
-async def _drive(url: str, options: IngressOptions, pid: int) -> dict[str, Any]:
-    connector = aiohttp.TCPConnector(limit=options.connections, keepalive_timeout=60)
-    # No total: in the open phase a request may wait for a connection as long as the backlog
-    # takes, and that wait is part of its latency. A read that hangs still fails.
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=REQUEST_TIMEOUT_S)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        load = Load(url, session, FIRST_NUMBER + int(time.time()) % 1000 * 100_000)
+async def _drive(host: str, port: int, options: IngressOptions, pid: int) -> dict[str, Any]:
+    connections = Connections(host, port, options.connections)
+    try:
+        load = Load(host, port, connections, FIRST_NUMBER + int(time.time()) % 1000 * 100_000)
         for _ in range(options.warmup // options.connections + 1):
             await asyncio.gather(*(load.send() for _ in range(options.connections)))
         counted, cpu, own_cpu = load.sent, _cpu_seconds(pid), time.process_time()
@@ -220,6 +262,8 @@ async def _drive(url: str, options: IngressOptions, pid: int) -> dict[str, Any]:
             # The load's own cost: on two cores the client competes with the server it measures.
             "client_cpu_us_per_request": round((time.process_time() - own_cpu) / measured * 1e6, 1),
         }
+    finally:
+        connections.close()
 
 
 def measure(
@@ -248,7 +292,7 @@ def measure(
     try:
         asyncio.run(_ready(url, process))
         # The client on uvloop too: on two cores its CPU is taken from the server it measures.
-        result = run_on_uvloop(_drive(url, options, process.pid))
+        result = run_on_uvloop(_drive("127.0.0.1", port, options, process.pid))
     finally:
         process.send_signal(signal.SIGTERM)
         _, status, usage = os.wait4(process.pid, 0)
