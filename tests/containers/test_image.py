@@ -37,6 +37,13 @@ def test_the_image_carries_the_product_and_its_data_but_not_the_lab_and_runs_unp
         "10001", "10001", "None", "None", "3", "True"
     ]  # fmt: skip
     assert "OK, " in run(image, "schemas", "check")
+    # Every declaration builds from the data the image carries (the express-refund policy once
+    # missed it, and every `hub run` failed at start).
+    declared = (
+        "from hub.bootstrap import declarations; from hub.core.settings import HubSettings; "
+        "print(len(declarations(HubSettings(kafka_bootstrap_servers='kafka:9092'))))"
+    )
+    assert run(image, "-c", declared, entrypoint="python").strip() == "11"
 
 
 def test_the_health_check_asks_healthz_on_the_http_port() -> None:
