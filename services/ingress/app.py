@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import time
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -456,6 +457,20 @@ class _Server(uvicorn.Server):
                 loop.remove_signal_handler(number)
 
 
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """The front door's socket, which every `hub run ingress` on this host and port may share.
+
+    With SO_REUSEPORT the kernel spreads new connections over the processes listening on one
+    port: more processes on one machine serve more requests, as more replicas do across pods.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listening = socket.socket(family, socket.SOCK_STREAM)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listening.bind((host, port))
+    return listening
+
+
 class IngressRuntime:
     """`hub run ingress`: the app under uvicorn until SIGTERM or Ctrl-C."""
 
@@ -485,7 +500,9 @@ class IngressRuntime:
                 port=self.config.port,
                 paths=["/events", "/cases/{case_id}", "/metrics", "/healthz", "/readyz"],
             )
-            await _Server(config).serve()
+            await _Server(config).serve(
+                sockets=[_listening_socket(self.config.host, self.config.port)]
+            )
         finally:
             await self.ingress.stop()
 

@@ -58,6 +58,8 @@ class IngressOptions:
     rate: float = RATE_TARGET
     seconds: float = 20.0
     connections: int = 64
+    processes: int = 2
+    """`hub run ingress` processes on the one port (SO_REUSEPORT), as replicas would be."""
     warmup: int = 500
     log_level: str = "INFO"
 
@@ -226,12 +228,13 @@ async def closed_loop(load: Load, connections: int, seconds: float) -> dict[str,
     }
 
 
-async def _ready(url: str, process: subprocess.Popen[bytes]) -> None:
+async def _ready(url: str, processes: list[subprocess.Popen[bytes]]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"hub run ingress exited with {process.returncode}")
+            for process in processes:
+                if process.poll() is not None:
+                    raise RuntimeError(f"hub run ingress exited with {process.returncode}")
             with contextlib.suppress(aiohttp.ClientError):
                 async with session.get(f"{url}/readyz") as answer:
                     if answer.status == 200:  # noqa: PLR2004 - ready
@@ -240,13 +243,14 @@ async def _ready(url: str, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("hub run ingress was not ready in time")
 
 
-async def _drive(host: str, port: int, options: IngressOptions, pid: int) -> dict[str, Any]:
+async def _drive(host: str, port: int, options: IngressOptions, pids: list[int]) -> dict[str, Any]:
     connections = Connections(host, port, options.connections)
     try:
         load = Load(host, port, connections, FIRST_NUMBER + int(time.time()) % 1000 * 100_000)
         for _ in range(options.warmup // options.connections + 1):
             await asyncio.gather(*(load.send() for _ in range(options.connections)))
-        counted, cpu, own_cpu = load.sent, _cpu_seconds(pid), time.process_time()
+        counted, own_cpu = load.sent, time.process_time()
+        cpu = sum(_cpu_seconds(pid) for pid in pids)
         opened = await open_loop(load, options.rate, options.seconds)
         closed = await closed_loop(load, options.connections, options.seconds)
         measured = load.sent - counted
@@ -256,9 +260,11 @@ async def _drive(host: str, port: int, options: IngressOptions, pid: int) -> dic
             "refused": load.refused,
             "resent": load.resent,
             "requests": load.sent,
-            # CPU of the ingress process per request of both phases: what one core can carry,
+            # CPU of the ingress processes per request of both phases: what one core can carry,
             # far less sensitive than the rates to what else the machine runs.
-            "ingress_cpu_us_per_request": round((_cpu_seconds(pid) - cpu) / measured * 1e6, 1),
+            "ingress_cpu_us_per_request": round(
+                (sum(_cpu_seconds(pid) for pid in pids) - cpu) / measured * 1e6, 1
+            ),
             # The load's own cost: on two cores the client competes with the server it measures.
             "client_cpu_us_per_request": round((time.process_time() - own_cpu) / measured * 1e6, 1),
         }
@@ -285,24 +291,32 @@ def measure(
     hub = str(Path(sys.executable).with_name("hub"))
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("wb") as output:
-        process = subprocess.Popen(  # noqa: S603 - our own CLI
-            [hub, "run", "ingress"], env=environment, stdout=output, stderr=subprocess.STDOUT
-        )
+        processes = [
+            subprocess.Popen(  # noqa: S603 - our own CLI
+                [hub, "run", "ingress"], env=environment, stdout=output, stderr=subprocess.STDOUT
+            )
+            for _ in range(options.processes)
+        ]
     url = f"http://127.0.0.1:{port}"
+    peaks: list[float] = []
     try:
-        asyncio.run(_ready(url, process))
+        asyncio.run(_ready(url, processes))
         # The client on uvloop too: on two cores its CPU is taken from the server it measures.
-        result = run_on_uvloop(_drive("127.0.0.1", port, options, process.pid))
+        pids = [process.pid for process in processes]
+        result = run_on_uvloop(_drive("127.0.0.1", port, options, pids))
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, status, usage = os.wait4(process.pid, 0)
-        process.returncode = os.waitstatus_to_exitcode(status)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            _, status, usage = os.wait4(process.pid, 0)
+            process.returncode = os.waitstatus_to_exitcode(status)
+            peaks.append(round(usage.ru_maxrss / 1024, 1))
     return {
         "variant": "ingress",
         "options": asdict(options),
         **result,
-        "ingress_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
-        "ingress_exit": process.returncode,
+        "ingress_peak_rss_mb": max(peaks),
+        "ingress_exit": max(process.returncode for process in processes),
     }
 
 
@@ -318,7 +332,8 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             f"{opened['p99_ms']:.1f} / max {opened['max_ms']:.1f} ms"
         ),
         (
-            f"ingress closed loop, {closed['connections']} connections: {closed['rate']:,.0f} "
+            f"ingress ({result['options']['processes']} processes) closed loop, "
+            f"{closed['connections']} connections: {closed['rate']:,.0f} "
             f"requests/s (p50 {closed['p50_ms']:.1f} / p99 {closed['p99_ms']:.1f} ms)"
         ),
         (
@@ -341,6 +356,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=RATE_TARGET)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--processes", type=int, default=2, help="hub run ingress processes on the one port."
+    )
     parser.add_argument("--log-level", default="INFO", help="HUB_LOG_LEVEL of the ingress.")
     parser.add_argument("--log-dir", type=Path, default=Path(".hub/bench/logs"))
     arguments = parser.parse_args()
@@ -348,6 +366,7 @@ def main() -> None:
         rate=arguments.rate,
         seconds=arguments.seconds,
         connections=arguments.connections,
+        processes=arguments.processes,
         log_level=arguments.log_level,
     )
     configure_logging("WARNING", "json")
