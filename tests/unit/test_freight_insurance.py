@@ -254,7 +254,7 @@ def test_the_timeline_shows_the_claim_and_its_outcome_and_stats_count_them() -> 
     assert (figures.claims, figures.approved, figures.rejected, figures.pending) == (3, 1, 1, 1)
     assert (figures.claimed, figures.paid) == ("45.00", "15.00")
     # `hub stats --json` and its tables.
-    as_json = json.loads(json.dumps(dataclasses.asdict(stats)))
+    as_json = json.loads(json.dumps(dataclasses.asdict(stats), default=str))  # as the CLI
     counts = {"claims": 3, "approved": 1, "rejected": 1, "pending": 1}
     assert as_json["freight_claims"] == {**counts, "claimed": "45.00", "paid": "15.00"}
     console = Console(record=True, width=120)
