@@ -59,8 +59,10 @@ def project() -> Iterator[str]:
     """A project name of this test's own; whatever carries it is removed by id afterwards."""
     name = f"hubtest-{uuid.uuid4().hex[:8]}"
     yield name
-    for container in project_containers(name):
-        podman("rm", "--force", "--time", "20", container, check=False, timeout_s=60)
+    # A few rounds: a container its restart policy brings back while being removed survives one.
+    for _ in range(3):
+        for container in project_containers(name):
+            podman("rm", "--force", "--time", "20", container, check=False, timeout_s=60)
     for volume in project_volumes(name):
         podman("volume", "rm", "--force", volume, check=False)
     assert project_containers(name) == []

@@ -58,7 +58,7 @@ class IngressOptions:
     rate: float = RATE_TARGET
     seconds: float = 20.0
     connections: int = 64
-    processes: int = 2
+    processes: int = 1
     """`hub run ingress` processes on the one port (SO_REUSEPORT), as replicas would be."""
     warmup: int = 500
     log_level: str = "INFO"
@@ -357,7 +357,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument(
-        "--processes", type=int, default=2, help="hub run ingress processes on the one port."
+        "--processes", type=int, default=1, help="hub run ingress processes on the one port."
     )
     parser.add_argument("--log-level", default="INFO", help="HUB_LOG_LEVEL of the ingress.")
     parser.add_argument("--log-dir", type=Path, default=Path(".hub/bench/logs"))
