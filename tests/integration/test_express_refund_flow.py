@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from case_flow import flow_settings, quick_couriers
 
 from dispatch.partners import load_partners
 from hub.core.envelope import Envelope
 from hub.core.outbound import event_record
 from hub.core.service import KafkaSink
-from hub.core.settings import HubSettings
 from hub.core.topics import CASES, STOREFRONT_REQUESTS, center_events_topic
 from hub.messages.cases import TrackingUpdatedV1
 from hub.messages.common import Fault, RequestType
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from hub.core.outbound import OutRecord
+    from hub.core.settings import HubSettings
     from hub.messages.storefront import AfterSalesRequestedV3
 
 pytestmark = pytest.mark.integration
@@ -168,24 +169,8 @@ async def redeliver(settings: HubSettings, topic: Topic) -> None:
 
 @pytest.fixture(scope="module")
 async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run]:
-    settings = HubSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        state_dir=str(tmp_path_factory.mktemp("express-refund")),
-        retry_tiers=("1s", "2s"),
-        inline_attempts=2,
-        inline_backoff_s=0.05,
-        max_attempts=12,
-        code_version="test",
-    )
-    partners = load_partners()
-    table = partners.model_copy(
-        update={
-            "couriers": tuple(
-                c.model_copy(update={"accept_deadline": timedelta(seconds=20)})
-                for c in partners.couriers
-            )
-        }
-    )
+    settings = flow_settings(kafka_bootstrap, tmp_path_factory.mktemp("express-refund"))
+    table = quick_couriers(load_partners())
     stack = LocalStack(settings, table, center_knobs=CenterKnobs(wrong_serials=WRONG_SERIALS))
     topic = Topic()
     async with stack:

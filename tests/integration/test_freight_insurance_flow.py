@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from case_flow import flow_settings, quick_couriers
 from kafka_io import settle_and_read
 
 from dispatch.partners import load_partners
 from hub.core.envelope import Envelope
 from hub.core.outbound import event_record
 from hub.core.service import KafkaSink
-from hub.core.settings import HubSettings
 from hub.core.topics import CASES, NOTIFICATION_REQUESTS, STOREFRONT_REQUESTS
 from hub.messages.cases import TrackingUpdatedV1
 from hub.messages.common import FreightInsurance, RequestType
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from hub.core.outbound import OutRecord
+    from hub.core.settings import HubSettings
     from hub.messages.storefront import AfterSalesRequestedV3
 
 pytestmark = pytest.mark.integration
@@ -151,16 +152,10 @@ def repeats(timeline: Timeline, case_id: str) -> list[OutRecord]:
 
 @pytest.fixture(scope="module")
 async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run]:
-    settings = HubSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        state_dir=str(tmp_path_factory.mktemp("insurance-stack")),
-        retry_tiers=("1s", "2s"), inline_attempts=2, inline_backoff_s=0.05,
-        inline_deadline_s=5.0, max_attempts=12, code_version="test",
-    )  # fmt: skip
-    partners = load_partners()
-    table = partners.model_copy(update={"couriers": tuple(
-        c.model_copy(update={"accept_deadline": timedelta(seconds=20)}) for c in partners.couriers
-    )})  # fmt: skip
+    settings = flow_settings(
+        kafka_bootstrap, tmp_path_factory.mktemp("insurance-stack"), inline_deadline_s=5.0
+    )
+    table = quick_couriers(load_partners())
     # Every claim's first call fails (503); the next is settled but answered after the client
     # gave up (2 s): only a later call, under the same key, hears the answer.
     knobs = InsurerKnobs(

@@ -9,11 +9,10 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import pytest
-from case_timeline import Timeline, send
+from case_flow import Timeline, flow_settings, quick_couriers, send
 
 from dispatch.partners import load_partners
 from hub.core.outbound import event_record
-from hub.core.settings import HubSettings
 from hub.core.topics import STOREFRONT_REQUESTS, center_events_topic
 from hub.messages.common import Channel, Fault
 from hub.messages.parts import reservation_id_for
@@ -29,6 +28,7 @@ from tracker.stats import compute_stats
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from hub.core.settings import HubSettings
     from hub.messages.storefront import AfterSalesRequestedV3
     from hub.messages.tracker import CaseStatusV1
     from tracker.stats import Stats
@@ -73,22 +73,10 @@ class Run:
 
 @pytest.fixture(scope="module")
 async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run]:
-    settings = HubSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        state_dir=str(tmp_path_factory.mktemp("parts-stack")),
-        retry_tiers=("1s", "2s"),
-        inline_attempts=2,
-        inline_backoff_s=0.05,
-        max_attempts=12,
-        code_version="test",
-    )
-    partners = load_partners()
+    settings = flow_settings(kafka_bootstrap, tmp_path_factory.mktemp("parts-stack"))
+    partners = quick_couriers(load_partners())
     table = partners.model_copy(
         update={
-            "couriers": tuple(
-                c.model_copy(update={"accept_deadline": timedelta(seconds=20)})
-                for c in partners.couriers
-            ),
             "parts_suppliers": tuple(
                 s.model_copy(update={"max_wait": MAX_WAIT}) for s in partners.parts_suppliers
             ),

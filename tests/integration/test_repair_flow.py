@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import pytest
-from case_flow import Timeline, request, send
+from case_flow import Timeline, flow_settings, quick_couriers, request, send
 
 from dispatch.partners import load_partners
 from hub.core.outbound import event_record
-from hub.core.settings import HubSettings
 from hub.core.topics import STOREFRONT_REQUESTS, center_events_topic
 from hub.messages.repair import CenterDiagnosedV1, Resolution
 from hub.messages.storefront import QuoteAnswerGivenV1
@@ -57,24 +56,8 @@ class Run:
 
 @pytest.fixture(scope="module")
 async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run]:
-    settings = HubSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        state_dir=str(tmp_path_factory.mktemp("repair-stack")),
-        retry_tiers=("1s", "2s"),
-        inline_attempts=2,
-        inline_backoff_s=0.05,
-        max_attempts=12,
-        code_version="test",
-    )
-    partners = load_partners()
-    table = partners.model_copy(
-        update={
-            "couriers": tuple(
-                c.model_copy(update={"accept_deadline": timedelta(seconds=20)})
-                for c in partners.couriers
-            )
-        }
-    )
+    settings = flow_settings(kafka_bootstrap, tmp_path_factory.mktemp("repair-stack"))
+    table = quick_couriers(load_partners())
     stack = LocalStack(settings, table, sms_knobs=SinkKnobs(error_rate=0.2, seed=5))
     timeline = Timeline()
     async with stack:

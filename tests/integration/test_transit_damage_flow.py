@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import pytest
-from case_flow import Timeline, request, send
+from case_flow import Timeline, flow_settings, quick_couriers, request, send
 
 from dispatch.partners import load_partners
 from hub.core.outbound import event_record
-from hub.core.settings import HubSettings
 from hub.core.topics import STOREFRONT_REQUESTS, center_events_topic
 from hub.messages.repair import CenterItemReceivedV1
 from intake.domain import case_id_for
@@ -36,19 +34,8 @@ IDS = {name: case_id_for(r.request_id) for name, r in (("phone", PHONE), ("fridg
 async def timeline(
     kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[tuple[Timeline, LocalStack]]:
-    settings = HubSettings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        state_dir=str(tmp_path_factory.mktemp("damage-stack")),
-        retry_tiers=("1s", "2s"),
-        inline_attempts=2,
-        inline_backoff_s=0.05,
-        max_attempts=12,
-        code_version="test",
-    )
-    partners = load_partners()
-    table = partners.model_copy(update={"couriers": tuple(
-        c.model_copy(update={"accept_deadline": timedelta(seconds=20)}) for c in partners.couriers
-    )})  # fmt: skip
+    settings = flow_settings(kafka_bootstrap, tmp_path_factory.mktemp("damage-stack"))
+    table = quick_couriers(load_partners())
     knobs = CenterKnobs(damaged_cases=frozenset(IDS.values()))
     stack = LocalStack(settings, table, center_knobs=knobs)
     follow = Timeline()

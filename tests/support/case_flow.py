@@ -5,20 +5,47 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer
 
 from hub.core.envelope import Envelope
 from hub.core.service import KafkaSink
+from hub.core.settings import HubSettings
 from hub.core.topics import CASES
 from hub.messages.common import Channel, Fault
 from lab.samples import sample_request_v2
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from dispatch.partners import PartnerTable
     from hub.core.outbound import OutRecord
-    from hub.core.settings import HubSettings
     from hub.messages.storefront import AfterSalesRequestedV2
+
+
+def flow_settings(bootstrap: str, state_dir: Path, **changes: Any) -> HubSettings:
+    """The hub's settings for a whole flow in a test: retries in seconds, not minutes."""
+    return HubSettings(
+        kafka_bootstrap_servers=bootstrap,
+        state_dir=str(state_dir),
+        retry_tiers=("1s", "2s"),
+        inline_attempts=2,
+        inline_backoff_s=0.05,
+        max_attempts=12,
+        code_version="test",
+        **changes,
+    )
+
+
+def quick_couriers(table: PartnerTable) -> PartnerTable:
+    """`table` with every courier given 20 s to accept an order (a slow test runner's margin)."""
+    couriers = tuple(
+        courier.model_copy(update={"accept_deadline": timedelta(seconds=20)})
+        for courier in table.couriers
+    )
+    return table.model_copy(update={"couriers": couriers})
 
 
 def request(number: int, fault: str, **item: Any) -> AfterSalesRequestedV2:
@@ -46,14 +73,17 @@ class Timeline:
         self.events: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
 
     def of(self, case_id: str, short: str) -> list[dict[str, Any]]:
+        """The bodies of one family (`parts.shortage`) of the case, in order."""
         return [
             body for kind, body in self.events[case_id] if kind.startswith(f"aftersales.{short}.v")
         ]
 
     def kinds(self, case_id: str) -> list[str]:
+        """Every ce_type of the case, in order."""
         return [kind for kind, _ in self.events[case_id]]
 
     async def follow(self, bootstrap: str) -> None:
+        """Read the cases topic until cancelled."""
         consumer = AIOKafkaConsumer(
             CASES, bootstrap_servers=bootstrap, auto_offset_reset="earliest"
         )
@@ -69,6 +99,7 @@ class Timeline:
             await consumer.stop()
 
     async def wait(self, case_id: str, short: str, timeout_s: float = 60) -> dict[str, Any]:
+        """The first event of `short` for the case, once it came."""
         deadline = asyncio.get_running_loop().time() + timeout_s
         while not self.of(case_id, short):
             if asyncio.get_running_loop().time() > deadline:
