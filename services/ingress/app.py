@@ -307,6 +307,9 @@ async def answer_event(
     except Problem as problem:
         status = problem.status
         return _problem_response(problem)
+    except ClientDisconnect:
+        status = 499  # nginx's "client closed request": counted, not answered
+        raise
     finally:
         INGRESS_REQUESTS.labels("events", str(status)).observe(time.perf_counter() - started)
 
@@ -344,7 +347,7 @@ class FrontDoor:
                 self._ingress, Headers(scope=scope), _received_chunks(receive)
             )
         except ClientDisconnect:
-            return  # nobody to answer; nothing was sent unless the broker had acknowledged
+            return  # gone before its body was whole: nothing was sent, nobody to answer
         await response(scope, receive, send)
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from openapi_spec_validator import validate
+from prometheus_client import REGISTRY
 
 from hub.core.settings import HubSettings
 from hub.core.store.base import EventId
@@ -345,3 +346,42 @@ def test_the_committed_openapi_document_is_in_step_with_the_app() -> None:
     assert {"202", "400", "401", "403", "503"} <= set(responses)
     assert "AfterSalesRequestedV2" in document["components"]["schemas"]
     validate(document)  # the OpenAPI 3.1 schema and every $ref, by openapi-spec-validator
+
+
+async def test_a_client_gone_before_its_body_is_whole_is_counted_and_nothing_is_sent(
+    tmp_path: Path,
+) -> None:
+    settings = HubSettings(state_dir=str(tmp_path))
+    config = IngressSettings(
+        backends={"shop": Backend(token_sha256=token_digest(TOKEN), sources=(SOURCE,))}
+    )
+    sink = SlowSink()
+    ingress = Ingress(settings, declare_ingress(settings), CATALOGUE, config, sink=sink)
+    door = FrontDoor(build_app(ingress, manage=False), ingress)
+    headers = [(name.encode(), value.encode()) for name, value in binary("evt-gone").items()]
+    scope = {"type": "http", "method": "POST", "path": "/events", "headers": headers}
+    arriving: list[dict[str, Any]] = [
+        {"type": "http.request", "body": b'{"request_id": ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    answered: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return arriving.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        answered.append(message)
+
+    def gone() -> float:
+        labels = {"route": "events", "status": "499"}
+        return REGISTRY.get_sample_value("hub_ingress_request_seconds_count", labels) or 0.0
+
+    before = gone()
+    await ingress.start()
+    try:
+        await door(scope, receive, send)  # type: ignore[arg-type]
+    finally:
+        await ingress.stop()
+    assert answered == []
+    assert sink.records == []
+    assert gone() == before + 1
