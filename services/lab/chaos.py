@@ -63,7 +63,7 @@ from lab.simulators.repair_center import HttpRepairCenterSimulator, RepairCenter
 from lab.simulators.sf_courier import SfCourierSimulator, SfKnobs
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
     from aiokafka import TopicPartition
 
@@ -131,6 +131,14 @@ class ChaosReport:
     lag: list[tuple[float, int]] = field(default_factory=list)
     """(monotonic time, records every group still has to read), about once a second."""
     brokers_back_at: list[float] = field(default_factory=list)
+    unended: dict[str, str] = field(default_factory=dict)
+    """Cases that never ended: the last case event each one got (none if not even opened)."""
+    lag_by_group: dict[str, int] = field(default_factory=dict)
+    """The last lag reading, per group that was behind at all."""
+    unended_log: list[str] = field(default_factory=list)
+    """The services' last log lines (warnings and worse) about each case that never ended."""
+    slowest_case_s: float = 0.0
+    """From offering a case to its end, the longest any case took."""
 
     @property
     def max_lag(self) -> int:
@@ -195,6 +203,10 @@ class ChaosReport:
             )
             + f" (lag back under {CAUGHT_UP_LAG} records)",
             f"partner calls         {dict(self.partner_calls)} (a share of them failed on purpose)",
+            *([f"never ended           {self.unended}"] if self.unended else []),
+            f"slowest case          {self.slowest_case_s:.0f}s from its request to its end",
+            *([f"groups behind at end  {self.lag_by_group}"] if self.lag_by_group else []),
+            *self.unended_log,
         ]
 
 
@@ -359,10 +371,18 @@ class Ledger:
         self.case_ids: set[str] = set()
         self._sent: dict[str, set[str]] = {}
         self._ended: dict[str, str] = {}
+        self._last_case_event: dict[str, str] = {}
+        self.offered_at: dict[str, float] = {}
+        self._took: dict[str, float] = {}
         self.all_ended = asyncio.Event()
         """Set once every published case has reached a terminal state."""
         self.last_news = time.monotonic()
         """When a notification or a case end last arrived."""
+
+    def offer(self, case_id: str) -> None:
+        """A case's request is about to be sent: its clock starts."""
+        self.case_ids.add(case_id)
+        self.offered_at.setdefault(case_id, time.monotonic())
 
     @property
     def undelivered(self) -> int:
@@ -387,8 +407,12 @@ class Ledger:
         elif isinstance(event, NotificationSentV1):
             self._sent.setdefault(event.dedupe_key, set()).add(envelope.id)
             self.last_news = time.monotonic()
-        elif envelope.type in TERMINAL and envelope.subject in self.case_ids:
-            self._ended[envelope.subject or ""] = envelope.type.split(".")[2]
+        if record.topic == CASES and envelope.subject in self.case_ids:
+            self._last_case_event[envelope.subject or ""] = envelope.type
+        if envelope.type in TERMINAL and envelope.subject in self.case_ids:
+            case = envelope.subject or ""
+            self._ended[case] = envelope.type.split(".")[2]
+            self._took.setdefault(case, time.monotonic() - self.offered_at.get(case, 0.0))
             self.last_news = time.monotonic()
             if len(self._ended) == report.cases:
                 self.all_ended.set()
@@ -397,6 +421,11 @@ class Ledger:
         """Fold the sets into the report's counters."""
         self.report.notifications = Counter({k: len(v) for k, v in self._sent.items()})
         self.report.ended = Counter(self._ended.values())
+        self.report.slowest_case_s = max(self._took.values(), default=0.0)
+        self.report.unended = {
+            case: self._last_case_event.get(case, "none")
+            for case in sorted(self.case_ids - self._ended.keys())
+        }
 
 
 LEDGER_TOPICS = (CASES, NOTIFICATION_REQUESTS, NOTIFICATION_EVENTS)
@@ -501,14 +530,14 @@ async def _broker_outage(
 
 async def _lag(
     admin: AIOKafkaAdminClient, ends: AIOKafkaConsumer, groups: dict[str, set[str]]
-) -> int:
-    """Records every group still has to read: end offsets less committed ones."""
-    behind = 0
+) -> dict[str, int]:
+    """Records each group still has to read: end offsets less committed ones."""
+    behind: dict[str, int] = {}
     for group, topics in groups.items():
         committed = await admin.list_consumer_group_offsets(group)
         mine = [tp for tp in committed if tp.topic in topics]
         last = await ends.end_offsets(mine) if mine else {}
-        behind += sum(max(0, last[tp] - committed[tp].offset) for tp in mine)
+        behind[group] = sum(max(0, last[tp] - committed[tp].offset) for tp in mine)
     return behind
 
 
@@ -517,10 +546,12 @@ async def watch_lag(
     groups: dict[str, set[str]],
     readings: list[tuple[float, int]],
     done: asyncio.Event,
+    latest_by_group: dict[str, int] | None = None,
 ) -> None:
     """Sample how far behind `groups` are on their topics, about once a second, until `done`.
 
-    Each reading is (monotonic time, end offsets less committed ones, summed).
+    Each reading is (monotonic time, end offsets less committed ones, summed); the groups
+    behind in the last one are kept in `latest_by_group`.
     """
     security = kafka_security(settings)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers, **security)
@@ -532,7 +563,10 @@ async def watch_lag(
             with contextlib.suppress(KafkaError, OSError, TimeoutError):
                 # Bounded: while a node is down a reading may hang; it must not hold the end.
                 behind = await asyncio.wait_for(_lag(admin, ends, groups), LAG_EVERY_S * 5)
-                readings.append((time.monotonic(), behind))
+                readings.append((time.monotonic(), sum(behind.values())))
+                if latest_by_group is not None:
+                    latest_by_group.clear()
+                    latest_by_group.update({g: n for g, n in behind.items() if n})
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout=LAG_EVERY_S)
     finally:
@@ -551,6 +585,21 @@ async def _settle(ledger: Ledger, *, deadline: float) -> None:
         ledger.undelivered or time.monotonic() - ledger.last_news < SETTLE_S
     ):
         await asyncio.sleep(1.0)
+
+
+LAST_WORDS = 5
+"""Log lines kept per case that never ended, the newest."""
+
+
+def last_words(log_dir: Path, cases: Iterable[str]) -> list[str]:
+    """The services' last log lines naming each of `cases` (the report says where each stopped)."""
+    found: dict[str, list[str]] = {case: [] for case in cases}
+    for path in sorted(log_dir.glob("*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            for case, lines in found.items():
+                if case in line:
+                    lines.append(f"  {path.stem}: {line[:600]}")
+    return [line for lines in found.values() for line in lines[-LAST_WORDS:]]
 
 
 async def run_chaos(plan: ChaosPlan, base_dir: Path, say: Callable[[str], None]) -> ChaosReport:
@@ -595,6 +644,8 @@ async def _run(
             base_dir / "state",
             HUB_REPLICATION_FACTOR="3",
             HUB_MIN_INSYNC_REPLICAS="2",
+            # Parks, releases and duplicates skipped: what says where a case stopped, if one does.
+            HUB_LOG_LEVEL="INFO",
             **({} if database_url is None else {"HUB_DATABASE_URL": database_url}),
         )
         services = Services(environment, log_dir, declared, ports, plan.instances)
@@ -606,10 +657,12 @@ async def _run(
         kills = asyncio.create_task(_kills(services, plan, report, stop, say))
         outage = asyncio.create_task(_broker_outage(kafka, plan, report, stop, say))
         groups = {d.group: set(d.service.all_inputs) for d in declared}
-        watching = asyncio.create_task(watch_lag(settings, groups, report.lag, counted))
+        watching = asyncio.create_task(
+            watch_lag(settings, groups, report.lag, counted, report.lag_by_group)
+        )
         try:
             report.offered_seconds = await offer_requests(
-                settings, plan.cases, plan.rate_per_s, ledger.case_ids.add
+                settings, plan.cases, plan.rate_per_s, ledger.offer
             )
             say(f"published {plan.cases} requests")
             with contextlib.suppress(TimeoutError):
@@ -626,6 +679,7 @@ async def _run(
             for partner in reversed(partners.all):
                 await partner.stop()
         ledger.settle()
+        report.unended_log = last_words(log_dir, report.unended)
         for sink in (partners.sms, partners.push):
             report.gateway_deliveries.update(sink.delivered.keys())
         report.partner_calls.update(
