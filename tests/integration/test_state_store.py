@@ -597,3 +597,25 @@ def test_the_factory_picks_the_store_by_url(tmp_path: Path) -> None:
     for url in ("mysql://db/hub", "postgresql+asyncpg://db/hub", "sqlite://host/x.db", "hub.db"):
         with pytest.raises(ValueError, match="unsupported"):
             open_store(url, default_path=tmp_path / "x.db")
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_a_store_waits_for_the_disk_at_each_commit_unless_told_it_need_not(
+    store_database_url: str, tmp_path: Path, *, durable: bool
+) -> None:
+    store = open_store(store_database_url, default_path=tmp_path / "x.db", durable=durable)
+    await store.open()
+    try:
+        if isinstance(store, SqliteStateStore):
+            pragma = "PRAGMA synchronous"
+            mode = await store._call(lambda db: db.execute(pragma).fetchone()[0])
+            assert mode == (2 if durable else 1)  # FULL, NORMAL
+        else:
+            assert isinstance(store, PostgresStateStore)
+            mode = await store.pool.fetchval("SHOW synchronous_commit")
+            assert mode == ("on" if durable else "off")
+        event = EventId("urn:test", f"e-{uuid.uuid4()}")
+        await store.commit_batch("durability", [event], {})
+        assert await store.is_processed("durability", event)
+    finally:
+        await store.close()

@@ -165,8 +165,9 @@ def _where(url: str) -> str:
 class PostgresStateStore(RecordsOneAsABatch):
     """The StateStore on PostgreSQL through an asyncpg pool; safe for several processes."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, durable: bool = True) -> None:
         self._url = url
+        self._durable = durable
         self._pool: asyncpg.Pool | None = None
 
     @property
@@ -187,6 +188,9 @@ class PostgresStateStore(RecordsOneAsABatch):
                 max_size=4,
                 timeout=CONNECT_TIMEOUT_S,
                 command_timeout=COMMAND_TIMEOUT_S,
+                # Not durable: a commit returns before its WAL reaches the disk (a crash of the
+                # server may lose the last ones; they are never half applied).
+                server_settings={} if self._durable else {"synchronous_commit": "off"},
             )
         except (OSError, TimeoutError, asyncpg.PostgresError) as error:
             raise StoreUnavailableError(
