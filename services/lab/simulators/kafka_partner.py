@@ -18,7 +18,7 @@ from hub.core.outbound import event_record
 from hub.messages import CATALOGUE
 
 if TYPE_CHECKING:
-    from collections.abc import Coroutine
+    from collections.abc import Callable, Coroutine
 
     from hub.core.registry import Event
 
@@ -26,6 +26,19 @@ log = structlog.get_logger(__name__)
 
 SEND_BACKOFF = wait_exponential(multiplier=0.1, max=2.0)
 """Between two tries of one answer while the broker cannot take it."""
+
+
+def say_if_failed(partner: str) -> Callable[[asyncio.Task[None]], None]:
+    """A done-callback that logs the task's exception, if it failed.
+
+    A partner that silently stopped answering would look like a hub losing cases.
+    """
+
+    def callback(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("partner_sim_task_failed", partner=partner, exc_info=error)
+
+    return callback
 
 
 class KafkaPartner(AsyncResource):
@@ -71,6 +84,7 @@ class KafkaPartner(AsyncResource):
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(say_if_failed(self.name))
 
     async def emit(self, event: Event, case_id: str, event_id: str) -> None:
         """Publish one event to the outbox, keyed by case id."""

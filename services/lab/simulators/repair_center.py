@@ -28,7 +28,7 @@ from hub.messages.repair import (
     Resolution,
     VisitOutcome,
 )
-from lab.simulators.kafka_partner import KafkaPartner
+from lab.simulators.kafka_partner import KafkaPartner, say_if_failed
 
 if TYPE_CHECKING:
     from hub.core.registry import Event
@@ -234,6 +234,7 @@ class HttpRepairCenterSimulator(AsyncResource):
             task = asyncio.create_task(self.workshop.work(ticket, self._push))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(say_if_failed("center-sh"))
             return web.json_response({"ticket": ticket.case_id}, status=201)
         return web.json_response({"ticket": ticket.case_id, "duplicate": True}, status=200)
 

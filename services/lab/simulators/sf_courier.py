@@ -32,6 +32,7 @@ from gateway.sf_protocol import (
 )
 from gateway.signing import sf_push_form
 from hub.core.lifecycle import AsyncResource, serve_http
+from lab.simulators.kafka_partner import say_if_failed
 from lab.simulators.process import run
 
 if TYPE_CHECKING:
@@ -107,6 +108,7 @@ class SfCourierSimulator(AsyncResource):
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(say_if_failed("sf"))
 
     def _rate_limited(self) -> bool:
         if self.knobs.rate_limit_per_s is None:
