@@ -329,6 +329,47 @@ async def test_a_head_out_of_attempts_is_dead_lettered_and_releases_its_follower
     assert await kernel.store.parked_keys(GROUP) == []
 
 
+async def test_an_early_event_waits_in_a_retry_tier_and_lets_its_cause_behind_it_pass() -> None:
+    kernel = Kernel()
+    kernel.plan.early_until[0] = 1  # 0 answers 1, read again after a crash, behind it
+    batch = [probe_record(0, 0, key=b"k1"), probe_record(1, 1, key=b"k1")]
+    assert (await kernel.feed(batch)).outcomes == (R, P)
+    assert kernel.plan.seen == [0, 1]  # no attempt in process: its cause is behind it
+    assert await kernel.store.parked_keys(GROUP) == []
+    (retry,) = kernel.take_retries()[TIER_10S]
+    assert hub_headers(retry)["x-hub-error-class"] == "hub.core.errors.EarlyEventError"
+
+    kernel.clock.advance(timedelta(seconds=10))
+    assert (await kernel.feed([retry])).outcomes == (P,)
+    assert done_seqs(kernel.outputs()) == [1, 0]
+    assert kernel.dead_letters() == []
+
+
+async def test_an_early_follower_leaves_the_followers_behind_it_free() -> None:
+    kernel = Kernel()
+    kernel.plan.transient[0] = 1
+    kernel.plan.early_until[1] = 2
+    batch = [probe_record(o, o, key=b"k1") for o in range(3)]
+    assert (await kernel.feed(batch)).outcomes == (R, PARKED, PARKED)
+
+    # The head succeeds: 1 is early and goes to a tier of its own, 2 follows at once.
+    assert await kernel.drain_retries() == [P, P]
+    assert done_seqs(kernel.outputs()) == [0, 2, 1]
+    assert await kernel.store.parked_keys(GROUP) == []
+    assert kernel.store.followers(GROUP, "k1") == []
+
+
+async def test_a_head_that_turns_out_early_releases_its_followers() -> None:
+    kernel = Kernel()
+    kernel.plan.transient[0] = 1
+    kernel.plan.early_until[0] = 1
+    batch = [probe_record(0, 0, key=b"k1"), probe_record(1, 1, key=b"k1")]
+    assert (await kernel.feed(batch)).outcomes == (R, PARKED)
+    assert await kernel.drain_retries() == [R, P]
+    assert done_seqs(kernel.outputs()) == [1, 0]
+    assert await kernel.store.parked_keys(GROUP) == []
+
+
 # --- batch boundaries ----------------------------------------------------------------------
 async def _count_through(splits: list[int]) -> Kernel:
     kernel = Kernel()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from hub.core.errors import PermanentError, TransientError
+from hub.core.errors import EarlyEventError, PermanentError, TransientError
 from hub.core.handler import Decision, Emit, Route, Service, routes
 from hub.core.registry import Event, Registry
 
@@ -56,6 +56,9 @@ class FaultPlan:
     transient: dict[int, int] = field(default_factory=dict)
     """seq -> how many more calls fail transiently."""
     permanent: set[int] = field(default_factory=set)
+    early_until: dict[int, int] = field(default_factory=dict)
+    """seq -> the seq that must be handled first (until then it is early)."""
+    handled: set[int] = field(default_factory=set, repr=False)
     seen: list[int] = field(default_factory=list, repr=False)
     """Every seq handled, in order; kept out of the repr, which names the handler in headers."""
 
@@ -69,6 +72,10 @@ class FaultPlan:
             raise TransientError(f"courier API timed out for probe {seq}")
         if seq in self.permanent:
             raise PermanentError(f"probe {seq} cannot be applied")
+        cause = self.early_until.get(seq)
+        if cause is not None and cause not in self.handled:
+            raise EarlyEventError(f"probe {seq} answers probe {cause}, not handled yet")
+        self.handled.add(seq)
         count = (state.handled if state is not None else 0) + 1
         return Decision(
             emits=(Emit(role="done", event=ProbeDoneV1(seq=seq, handled_count=count)),),

@@ -35,6 +35,16 @@ class TransientError(HubError):
     """A dependency is unavailable for now: retry in process, then through the retry topics."""
 
 
+class EarlyEventError(TransientError):
+    """The event answers something this service has not recorded yet.
+
+    Its cause is still to be read: a crash came between producing what it answers and
+    recording it, so the cause is read again, possibly after the answer. Retried through the
+    retry topics only (waiting in process cannot help), and without holding its key: the
+    cause is among the events behind it.
+    """
+
+
 class UndecodableError(PermanentError):
     """The bytes or headers cannot be read as a CloudEvent."""
 

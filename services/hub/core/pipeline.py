@@ -27,6 +27,7 @@ from tenacity import (
 from hub.core import deadletter, tracing
 from hub.core.envelope import Envelope, derive_event_id
 from hub.core.errors import (
+    EarlyEventError,
     FailureClass,
     PermanentError,
     Stage,
@@ -377,7 +378,8 @@ class Pipeline:
             error = first
             # In-process attempts count against max_attempts like every other attempt.
             budget = min(settings.inline_attempts, settings.max_attempts - read.attempts)
-            if classify(first) is FailureClass.TRANSIENT and budget > 1:
+            early = isinstance(first, EarlyEventError)
+            if classify(first) is FailureClass.TRANSIENT and budget > 1 and not early:
                 tries, error = await self._retry_inline(
                     read, handler, tracker, work, first_error=first, budget=budget
                 )
@@ -397,7 +399,11 @@ class Pipeline:
             return Outcome.DEAD_LETTERED
         next_tier = 0 if read.tier is None else min(read.tier + 1, len(self._delays) - 1)
         self._schedule_retry(work, read, failure, next_tier, name)
-        if read.key is not None and read.envelope is not None:
+        if isinstance(error, EarlyEventError):
+            # Its key goes on (the cause is behind it); were it a park's head, its followers
+            # go now.
+            await self._release_if_head(read, work)
+        elif read.key is not None and read.envelope is not None:
             # The unit produces the retry record before the park is stored: a park
             # without its head would wait forever.
             await work.park(read.key, _head_id(read.envelope))
@@ -503,7 +509,11 @@ class Pipeline:
             self.counts[outcome] += 1
             self.metrics.handled(read.original.topic, outcome.value)
             released += 1
-            if outcome is Outcome.RETRYING:
+            if (
+                outcome is Outcome.RETRYING
+                and read.envelope is not None
+                and _is_head(await work.park_head(key), read.envelope)
+            ):
                 break  # that follower is the key's new head; the rest wait behind it
         self.metrics.key_released()
         log.info("park_released", key=key, released=released)
