@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from hub.core.errors import PermanentError, TransientError
+from hub.core.errors import EarlyEventError, PermanentError
 from hub.core.handler import Decision, Emit
 from hub.messages.cases import (
     CaseExceptionRaisedV1,
@@ -338,12 +338,18 @@ def _fall_back(
     return Decision(emits=(*emits, *sent_emits), state=sent)
 
 
-def _shipment(state: Dispatch | None, what: str) -> Shipment:
+def _shipment(state: Dispatch | None, what: str, order_id: str | None = None) -> Shipment:
+    """The shipment `order_id` belongs to; early when dispatch has not recorded that order yet.
+
+    An answer can be read before the order it answers is in dispatch's state: a crash came
+    between sending the order and recording it, and the event that sent it (a case opened, a
+    return requested, a rejection) is read again after the answer, on another topic. It waits
+    in a retry tier without holding the case, dead-lettered once attempts run out.
+    """
     if not isinstance(state, Shipment):
-        # Transient: a courier's answer can be read before its case's shipment is stored (the
-        # case event is read again after a crash, on another partition; an onsite case is
-        # still dormant); it waits in a retry tier for it, dead-lettered once attempts run out.
-        raise TransientError(f"{what} for a case dispatch has no shipment for (yet)")
+        raise EarlyEventError(f"{what} for a case dispatch has no shipment for (yet)")
+    if order_id not in {None, state.order_id, *state.courier_of_order}:
+        raise EarlyEventError(f"{what} for order {order_id}, which dispatch has not sent (yet)")
     return state
 
 
@@ -357,7 +363,7 @@ def on_accepted(
     event: CourierOrderAcceptedV1, state: Dispatch | None, at: datetime
 ) -> Decision[Dispatch]:
     """The courier accepted: the pickup is scheduled, unless that order is no longer in force."""
-    shipment = _shipment(state, "an acceptance")
+    shipment = _shipment(state, "an acceptance", event.order_id)
     if event.order_id != shipment.order_id or shipment.status is OrderStatus.CANCELLED:
         # A late acceptance of an order we gave up on: withdraw it, or two couriers would come.
         stale = _cancel_at_courier(event.order_id, shipment, "superseded", "cancel-superseded")
@@ -382,7 +388,7 @@ def on_rejected(
     event: CourierOrderRejectedV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
 ) -> Decision[Dispatch]:
     """The courier refused the order in force: fall back to the next courier."""
-    shipment = _shipment(state, "a rejection")
+    shipment = _shipment(state, "a rejection", event.order_id)
     if event.order_id != shipment.order_id or shipment.status is not OrderStatus.REQUESTED:
         return Decision()
     reason = f"{event.reason.value} ({event.raw_code}) {event.detail}".strip()
@@ -393,7 +399,7 @@ def on_acceptance_due(
     event: PickupAcceptanceDueV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
 ) -> Decision[Dispatch]:
     """No acceptance in time: withdraw the order and fall back to the next courier."""
-    shipment = _shipment(state, "an acceptance deadline")
+    shipment = _shipment(state, "an acceptance deadline", event.order_id)
     if event.order_id != shipment.order_id or shipment.status is not OrderStatus.REQUESTED:
         return Decision()
     courier = table.courier(shipment.courier)
@@ -413,12 +419,10 @@ def on_tracking(
 ) -> Decision[Dispatch]:
     """Normalise a courier's tracking code; a repeated push (same courier event id) is dropped."""
     del at  # tracking carries its own time
-    shipment = _shipment(state, "tracking")
+    shipment = _shipment(state, "tracking", event.order_id)
     if event.courier_event_id in shipment.seen_events:
         return Decision()
-    courier = shipment.courier_of_order.get(event.order_id)
-    if courier is None:
-        raise PermanentError(f"tracking for unknown order {event.order_id}")
+    courier = shipment.courier_of_order.get(event.order_id, shipment.courier)
     status = table.courier(courier).tracking_codes.get(event.raw_code)
     if status is None:
         raise PermanentError(

@@ -5,7 +5,7 @@ import pytest
 
 from dispatch import domain
 from dispatch.partners import load_partners
-from hub.core.errors import PermanentError
+from hub.core.errors import EarlyEventError, PermanentError
 from hub.core.handler import Decision
 from hub.messages.cases import (
     CaseCancelledV1,
@@ -222,3 +222,38 @@ def test_cancellation_before_pickup_withdraws_the_order_but_not_after_pickup() -
     ]
     picked = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), state, NOW, table=TABLE)
     assert domain.on_case_cancelled(cancel, picked.state, NOW).emits == ()
+
+
+def test_answers_to_an_order_dispatch_has_not_recorded_yet_are_early() -> None:
+    # A crash after sending the second order and before recording it: the courier's answers
+    # come back before the rejection that sent the order is read again.
+    case_id, state = opened_state()
+    unsent = f"{case_id}-inbound-2"
+    accept = CourierOrderAcceptedV1(
+        order_id=unsent, case_id=case_id, waybill_no="SF1", accepted_at=NOW
+    )
+    reject = CourierOrderRejectedV1(
+        order_id=unsent, case_id=case_id, reason=CourierRejection.CAPACITY, raw_code="8177"
+    )
+    due = PickupAcceptanceDueV1(case_id=case_id, order_id=unsent, courier="sf")
+    with pytest.raises(EarlyEventError, match=f"an acceptance for order {unsent}, which"):
+        domain.on_accepted(accept, state, NOW)
+    with pytest.raises(EarlyEventError, match="a rejection for order"):
+        domain.on_rejected(reject, state, NOW, table=TABLE)
+    with pytest.raises(EarlyEventError, match="an acceptance deadline for order"):
+        domain.on_acceptance_due(due, state, NOW, table=TABLE)
+    moved = tracking(case_id, "e1", "PICKUP").model_copy(update={"order_id": unsent})
+    with pytest.raises(EarlyEventError, match="tracking for order"):
+        domain.on_tracking(moved, state, NOW, table=TABLE)
+    with pytest.raises(EarlyEventError, match="no shipment for"):
+        domain.on_accepted(accept, None, NOW)
+
+    # Once the order is sent, the same acceptance schedules the pickup.
+    first = CourierOrderRejectedV1(
+        order_id=f"{case_id}-inbound-1", case_id=case_id,
+        reason=CourierRejection.CAPACITY, raw_code="CAPACITY",
+    )  # fmt: skip
+    fallen_back = domain.on_rejected(first, state, NOW, table=TABLE).state
+    (scheduled,) = domain.on_accepted(accept, fallen_back, NOW).emits
+    assert isinstance(scheduled.event, PickupAcceptedV1)
+    assert scheduled.event.order_id == unsent
