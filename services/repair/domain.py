@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hub.core.errors import EarlyEventError
 from hub.core.handler import Decision, Emit
 from hub.messages.cases import CaseExceptionRaisedV1, TrackingStatus
 from hub.messages.common import Amount, Fault, Item, RequestType, ServiceMode
@@ -65,6 +66,32 @@ class Stage(StrEnum):
     RETURNING = "returning"
     CLOSED = "closed"
     EXCEPTION = "exception"
+
+
+PROGRESS = {
+    Stage.AWAITING_ITEM: 0,
+    Stage.AT_CENTER: 1,
+    Stage.QUOTED: 2,
+    Stage.WAITING_PARTS: 2,
+    Stage.WORKING: 3,
+    Stage.RETURNING: 4,
+    Stage.CLOSED: 5,
+}
+"""How far along each stage is; exception handling is off the path."""
+
+
+def _in_stage(case: RepairCase | None, stage: Stage, what: str) -> bool:
+    """Whether `case` is at `stage`, the only one `what` is read in; False when past it.
+
+    A case still before it is early: the event that moved it there was sent on (a ticket,
+    a return) and then lost to a crash before it was recorded, so it is read again after
+    what it caused. The report waits in a retry tier for it.
+    """
+    if case is None or case.stage not in PROGRESS:
+        return False
+    if PROGRESS[case.stage] < PROGRESS[stage]:
+        raise EarlyEventError(f"{what} for case {case.case_id}, still {case.stage.value}")
+    return case.stage is stage
 
 
 class PartsStatus(StrEnum):
@@ -231,7 +258,7 @@ def _delivered(event: TrackingUpdatedV1, case: RepairCase) -> Decision[RepairCas
     if event.leg is Leg.INBOUND and case.stage is Stage.AWAITING_ITEM:
         emit = _ticket(case, onsite=False, waybill=event.waybill_no)
         return Decision(emits=(emit,), state=case.moved(stage=Stage.AT_CENTER))
-    if event.leg is Leg.OUTBOUND and case.stage is Stage.RETURNING:
+    if event.leg is Leg.OUTBOUND and _in_stage(case, Stage.RETURNING, "the return's delivery"):
         outcome = {
             Resolution.REPLACE: "replaced",
             Resolution.REPAIR: "repaired" if case.repaired else "returned_unrepaired",
@@ -330,7 +357,7 @@ def on_diagnosed(
     event: CenterDiagnosedV1, case: RepairCase | None, at: datetime
 ) -> Decision[RepairCase]:
     """Diagnosis decides the path: quote, refund, replacement, or repair."""
-    if case is None or case.stage is not Stage.AT_CENTER:
+    if case is None or not _in_stage(case, Stage.AT_CENTER, "a diagnosis"):
         return Decision()
     diagnosed = DiagnosisCompletedV1(
         case_id=case.case_id,
@@ -392,7 +419,7 @@ def on_quote_answered(
     event: QuoteAnsweredV1, case: RepairCase | None, _at: datetime
 ) -> Decision[RepairCase]:
     """Pass the customer's answer to the center, which repairs or gives the item back."""
-    if case is None or case.stage is not Stage.QUOTED:
+    if case is None or not _in_stage(case, Stage.QUOTED, "a quote answer"):
         return Decision()
     decision = QuoteDecisionV1(case_id=case.case_id, approved=event.approved)
     return Decision(
@@ -405,7 +432,7 @@ def on_work_completed(
     event: CenterWorkCompletedV1, case: RepairCase | None, at: datetime
 ) -> Decision[RepairCase]:
     """Work done (or refused): the item goes back to the customer."""
-    if case is None or case.stage is not Stage.WORKING:
+    if case is None or not _in_stage(case, Stage.WORKING, "completed work"):
         return Decision()
     done = WorkCompletedV1(
         case_id=case.case_id,

@@ -3,10 +3,10 @@
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import repair_cases
+
 from dispatch.partners import load_partners
 from hub.core.handler import Decision, Emit
-from hub.messages.cases import CaseOpenedV1, TrackingStatus, TrackingUpdatedV1
-from hub.messages.courier import Leg
 from hub.messages.parts import (
     GiveUpReason,
     PartLine,
@@ -27,7 +27,6 @@ from hub.messages.parts import (
 )
 from hub.messages.repair import (
     CenterDiagnosedV1,
-    CenterItemReceivedV1,
     DiagnosisCompletedV1,
     QuoteAnsweredV1,
     QuoteDecisionV1,
@@ -35,11 +34,8 @@ from hub.messages.repair import (
     Resolution,
     ReturnShipmentRequestedV1,
 )
-from intake.domain import decide
-from lab.samples import sample_request
 from repair import domain, parts
 from repair.domain import PartsStatus, RepairCase, Stage
-from repair.refund_policy import load_refund_policy
 
 NOW = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 TABLE = load_partners()
@@ -47,24 +43,7 @@ SCREEN = (PartLine(part_no="LCD-X1-OLED", quantity=1),)
 
 
 def at_center(number: int = 30) -> RepairCase:
-    request = sample_request(number, now=NOW)
-    phone = request.item.model_copy(update={"category": "phone"})
-    (emit,) = decide(request.model_copy(update={"item": phone}), None, NOW).emits
-    opened = emit.event
-    assert isinstance(opened, CaseOpenedV1)
-    case = domain.on_case_opened(opened, None, NOW, table=TABLE).state
-    assert case is not None
-    delivered = TrackingUpdatedV1(
-        case_id=case.case_id, order_id="o", courier="jd", leg=Leg.INBOUND,
-        status=TrackingStatus.DELIVERED, raw_code="SIGNED", courier_event_id="e",
-        waybill_no="JD1", description="已签收", location="杭州市", occurred_at=NOW,
-    )  # fmt: skip
-    case = domain.on_tracking(delivered, case, NOW, policy=load_refund_policy()).state
-    assert case is not None
-    received = CenterItemReceivedV1(case_id=case.case_id, serial_number=case.item.serial_number)
-    case = domain.on_item_received(received, case, NOW).state
-    assert case is not None
-    return case
+    return repair_cases.at_center(number, NOW)
 
 
 def diagnosis(case: RepairCase, *, quote: Decimal | None = None) -> CenterDiagnosedV1:
