@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from hub.core.errors import EarlyEventError
 from hub.core.handler import Decision, Emit
 from hub.messages.parts import (
     GiveUpReason,
@@ -97,8 +98,19 @@ def _reserve(
     )
 
 
+BEFORE_RESERVING = frozenset({Stage.AWAITING_ITEM, Stage.AT_CENTER, Stage.QUOTED})
+"""Stages a case reserves its parts from: a supplier's answer there was read early."""
+
+
 def _waiting(case: RepairCase | None, reservation_id: str) -> tuple[RepairCase, Spares] | None:
-    """The case and its spares when it waits for `reservation_id`, else None (late or stray)."""
+    """The case and its spares when it waits for `reservation_id`, else None (late or stray).
+
+    A case that has not recorded the reservation yet (a crash between sending and recording
+    it) makes the answer early: it waits in a retry tier for the diagnosis or approval.
+    """
+    mine = case is not None and reservation_id == reservation_id_for(case.case_id)
+    if mine and case is not None and case.stage in BEFORE_RESERVING:
+        raise EarlyEventError(f"the supplier's answer to {reservation_id}, not reserved yet")
     if case is None or case.stage is not Stage.WAITING_PARTS or case.spares is None:
         return None
     return (case, case.spares) if reservation_id == reservation_id_for(case.case_id) else None

@@ -3,9 +3,11 @@
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import pytest
 import repair_cases
 
 from dispatch.partners import load_partners
+from hub.core.errors import EarlyEventError
 from hub.core.handler import Decision, Emit
 from hub.messages.parts import (
     GiveUpReason,
@@ -248,6 +250,17 @@ def test_a_stray_reservation_id_is_ignored() -> None:
     stray = SupplierPartsReservedV1(reservation_id="AS-OTHER-P", case_id=case.case_id,
                                     reserved_at=NOW)  # fmt: skip
     assert parts.on_reserved(stray, case, NOW) == Decision()
+
+
+def test_the_suppliers_answer_before_the_reservation_is_recorded_is_early() -> None:
+    # A crash between sending the reservation and recording it: the answer comes first.
+    case = at_center()
+    answer = SupplierPartsReservedV1(
+        reservation_id=reservation_id_for(case.case_id), case_id=case.case_id, reserved_at=NOW
+    )
+    with pytest.raises(EarlyEventError, match=f"answer to {case.case_id}-P, not reserved yet"):
+        parts.on_reserved(answer, case, NOW)
+    assert events(parts.on_reserved(answer, waiting(case), NOW)) == [PartsReservedV1, PartsReadyV1]
 
 
 def test_every_emit_of_the_parts_path_is_routed_by_the_repair_declaration() -> None:
