@@ -50,6 +50,7 @@ from hub.messages.repair import (
     NotificationSentV1,
     RefundRequestedV1,
 )
+from hub.ops.dlq import is_dead_letter_topic
 from hub.ops.kafka_io import TopicReader
 from intake.domain import case_id_for
 from lab.harness.kafka import LocalKafka, free_port
@@ -139,6 +140,8 @@ class ChaosReport:
     """The services' last log lines (warnings and worse) about each case that never ended."""
     slowest_case_s: float = 0.0
     """From offering a case to its end, the longest any case took."""
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    """Records on each dead-letter topic at the end (a fault the hub could not absorb)."""
 
     @property
     def max_lag(self) -> int:
@@ -205,6 +208,7 @@ class ChaosReport:
             f"partner calls         {dict(self.partner_calls)} (a share of them failed on purpose)",
             *([f"never ended           {self.unended}"] if self.unended else []),
             f"slowest case          {self.slowest_case_s:.0f}s from its request to its end",
+            f"dead letters          {sum(self.dead_letters.values())} {dict(self.dead_letters)}",
             *([f"groups behind at end  {self.lag_by_group}"] if self.lag_by_group else []),
             *self.unended_log,
         ]
@@ -458,6 +462,18 @@ async def _follow(settings: HubSettings, ledger: Ledger, done: asyncio.Event) ->
                 await asyncio.wait_for(done.wait(), timeout=FOLLOW_EVERY_S)
 
 
+async def count_dead_letters(settings: HubSettings) -> Counter[str]:
+    """Records on every dead-letter topic now, by topic (those holding any)."""
+    topics = [spec.name for spec in all_topics(settings) if is_dead_letter_topic(spec.name)]
+    async with TopicReader(settings) as reader:
+        bounds = await reader.bounds(topics)
+    counts: Counter[str] = Counter()
+    for partition, (first, end) in bounds.items():
+        if end > first:
+            counts[partition.topic] += end - first
+    return counts
+
+
 async def offer_requests(
     settings: HubSettings, cases: int, rate_per_s: float, offered: Callable[[str], None]
 ) -> float:
@@ -602,6 +618,20 @@ def last_words(log_dir: Path, cases: Iterable[str]) -> list[str]:
     return [line for lines in found.values() for line in lines[-LAST_WORDS:]]
 
 
+def _account(report: ChaosReport, ledger: Ledger, partners: Partners, log_dir: Path) -> None:
+    """What the ledger, the partners and the logs saw, into the report."""
+    ledger.settle()
+    report.unended_log = last_words(log_dir, report.unended)
+    for sink in (partners.sms, partners.push):
+        report.gateway_deliveries.update(sink.delivered.keys())
+    report.partner_calls.update(
+        sf=sum(partners.sf.requests.values()),
+        sms=partners.sms.requests,
+        push=partners.push.requests,
+    )
+    report.email_deliveries = partners.smtp.by_message_id
+
+
 async def run_chaos(plan: ChaosPlan, base_dir: Path, say: Callable[[str], None]) -> ChaosReport:
     """Run the plan on a fresh 3-node cluster under `base_dir` and count what happened."""
     if plan.instances == 1:
@@ -670,6 +700,7 @@ async def _run(
             stop.set()
             await asyncio.gather(kills, outage)
             await _settle(ledger, deadline=started + plan.timeout_s)
+            report.dead_letters = await count_dead_letters(settings)
         finally:
             stop.set()
             counted.set()
@@ -678,16 +709,7 @@ async def _run(
             await asyncio.to_thread(services.stop_all)
             for partner in reversed(partners.all):
                 await partner.stop()
-        ledger.settle()
-        report.unended_log = last_words(log_dir, report.unended)
-        for sink in (partners.sms, partners.push):
-            report.gateway_deliveries.update(sink.delivered.keys())
-        report.partner_calls.update(
-            sf=sum(partners.sf.requests.values()),
-            sms=partners.sms.requests,
-            push=partners.push.requests,
-        )
-        report.email_deliveries = partners.smtp.by_message_id
+        _account(report, ledger, partners, log_dir)
     finally:
         await asyncio.to_thread(kafka.stop)
     report.seconds = time.monotonic() - started
