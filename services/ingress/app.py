@@ -100,7 +100,7 @@ class Ingress(AsyncResource):
         state_dir = Path(settings.state_dir)
         # What was sent only saves a second record: intake's inbox drops a repeat that a
         # machine crash made the front door forget, so its commits need not wait for the disk
-        # (an fsync's tail was most of the front door's p99; `make bench`).
+        # (an fsync's tail would sit in every answer).
         self.store = open_store(
             settings.database_url, default_path=state_dir / "ingress.db", durable=False
         )
