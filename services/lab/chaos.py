@@ -137,7 +137,7 @@ class ChaosReport:
     lag_by_group: dict[str, int] = field(default_factory=dict)
     """The last lag reading, per group that was behind at all."""
     unended_log: list[str] = field(default_factory=list)
-    """The services' last log lines (warnings and worse) about each case that never ended."""
+    """The services' last log lines about the first few cases that never ended."""
     slowest_case_s: float = 0.0
     """From offering a case to its end, the longest any case took."""
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -605,10 +605,12 @@ async def _settle(ledger: Ledger, *, deadline: float) -> None:
 
 LAST_WORDS = 5
 """Log lines kept per case that never ended, the newest."""
+LAST_WORDS_CASES = 5
+"""Cases that never ended whose log lines the report quotes (the logs are read once for all)."""
 
 
 def last_words(log_dir: Path, cases: Iterable[str]) -> list[str]:
-    """The services' last log lines naming each of `cases` (the report says where each stopped)."""
+    """The last log lines naming each of `cases`, the services' logs read in name order."""
     found: dict[str, list[str]] = {case: [] for case in cases}
     for path in sorted(log_dir.glob("*.log")):
         for line in path.read_text(errors="replace").splitlines():
@@ -621,7 +623,7 @@ def last_words(log_dir: Path, cases: Iterable[str]) -> list[str]:
 def _account(report: ChaosReport, ledger: Ledger, partners: Partners, log_dir: Path) -> None:
     """What the ledger, the partners and the logs saw, into the report."""
     ledger.settle()
-    report.unended_log = last_words(log_dir, report.unended)
+    report.unended_log = last_words(log_dir, list(report.unended)[:LAST_WORDS_CASES])
     for sink in (partners.sms, partners.push):
         report.gateway_deliveries.update(sink.delivered.keys())
     report.partner_calls.update(
