@@ -85,7 +85,16 @@ def test_each_e2e_rate_and_every_service_process_has_its_target() -> None:
     assert summary["e2e"][1]["peak_rss_mb"] == {"load": 85.0, "intake": 140, "dispatch": 160}
     targets = summary["targets"]
     assert targets["e2e_p99_ms@200"]["met"] is True
+    # At 1,000/s the goal is a second, and every case in time.
+    assert targets["e2e_p99_ms@1000"]["target"] == 1000.0
     assert targets["e2e_p99_ms@1000"]["met"] is False
+    assert targets["e2e_in_time@1000"] == {
+        "target": 60_000,
+        "measured": 50_000,
+        "met": False,
+        "at_most": False,
+    }
+    assert "e2e_in_time@200" not in targets
     assert summary["service_peak_rss_mb"] == {
         "hub": 120.0,
         "replay": 120.0,
