@@ -50,7 +50,6 @@ from hub.messages.repair import (
     NotificationSentV1,
     RefundRequestedV1,
 )
-from hub.ops.dlq import is_dead_letter_topic
 from hub.ops.kafka_io import TopicReader
 from intake.domain import case_id_for
 from lab.harness.kafka import LocalKafka, free_port
@@ -464,9 +463,8 @@ async def _follow(settings: HubSettings, ledger: Ledger, done: asyncio.Event) ->
 
 async def count_dead_letters(settings: HubSettings) -> Counter[str]:
     """Records on every dead-letter topic now, by topic (those holding any)."""
-    topics = [spec.name for spec in all_topics(settings) if is_dead_letter_topic(spec.name)]
     async with TopicReader(settings) as reader:
-        bounds = await reader.bounds(topics)
+        bounds = await reader.bounds(await reader.dead_letter_topics())
     counts: Counter[str] = Counter()
     for partition, (first, end) in bounds.items():
         if end > first:
