@@ -108,12 +108,13 @@ def _waiting(case: RepairCase | None, reservation_id: str) -> tuple[RepairCase, 
     A case that has not recorded the reservation yet (a crash between sending and recording
     it) makes the answer early: it waits in a retry tier for the diagnosis or approval.
     """
-    mine = case is not None and reservation_id == reservation_id_for(case.case_id)
-    if mine and case is not None and case.stage in BEFORE_RESERVING:
-        raise EarlyEventError(f"the supplier's answer to {reservation_id}, not reserved yet")
-    if case is None or case.stage is not Stage.WAITING_PARTS or case.spares is None:
+    if case is None or reservation_id != reservation_id_for(case.case_id):
         return None
-    return (case, case.spares) if reservation_id == reservation_id_for(case.case_id) else None
+    if case.stage in BEFORE_RESERVING:
+        raise EarlyEventError(f"the supplier's answer to {reservation_id}, not reserved yet")
+    if case.stage is not Stage.WAITING_PARTS or case.spares is None:
+        return None
+    return case, case.spares
 
 
 def on_reserved(
