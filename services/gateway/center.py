@@ -101,6 +101,7 @@ def declare_center_gateway(settings: HubSettings, center: str) -> Service:
         handlers={},
         source=f"{settings.source}/gateway-center-{center}",
         state_model=None,
+        concurrency=settings.partner_concurrency,
         emits=routes(Route.to(center_events_topic(center)), *REPORTS),
     )
 

@@ -33,6 +33,7 @@ def declare_gateway(settings: HubSettings, courier: str) -> Service:
         handlers={},
         source=f"{settings.source}/gateway-{courier}",
         state_model=None,
+        concurrency=settings.partner_concurrency,
         emits=routes(
             Route.to(courier_events_topic(courier)),
             CourierOrderAcceptedV1,

@@ -34,6 +34,7 @@ def declare_insurance(settings: HubSettings) -> Service:
         handlers={},
         source=f"{settings.source}/{GROUP}",
         state_model=domain.FreightCover,
+        concurrency=settings.partner_concurrency,
         emits=routes(Route.to(CASES), FreightClaimFiledV1, FreightClaimSettledV1),
     )
 

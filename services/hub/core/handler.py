@@ -129,6 +129,12 @@ class Service:
     """Delays the handlers may set on an Emit; each has a topic `<group>.timer.<delay>`."""
     emits: Mapping[str, Route] = field(default_factory=dict)
     """Where each event type (family) the handlers emit goes; any other is refused."""
+    concurrency: int = 1
+    """How many keys' records the kernel handles at once within a poll.
+
+    More than 1 for groups whose handlers wait on partners: a slow or failing call then holds
+    its own key, not the poll. Records sharing a record key, state key or event stay in order.
+    """
     tables: tuple[LatestTable[Any], ...] = ()
     """Compacted topics every instance reads whole (reference data its handlers look up).
 

@@ -6,10 +6,11 @@ batch and commits after it. Decisions stay per record; the round trips are paid 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -197,8 +198,11 @@ class Pipeline:
             keys={key for read in every for key in (read.key, read.state_key) if key is not None},
         )
         try:
+            outcomes = iter(
+                await self._process_all([read for reads, _, _ in plans for read in reads], work)
+            )
             results = [
-                BatchResult(tuple([await self._process(read, work) for read in reads]), resume, due)
+                BatchResult(tuple(next(outcomes) for _ in reads), resume, due)
                 for reads, resume, due in plans
             ]
             await work.flush()
@@ -206,6 +210,29 @@ class Pipeline:
             # Counted as they happened, whether or not the poll is settled (as one at a time).
             self.metrics.flush()
         return results
+
+    async def _process_all(self, reads: list[_Read], work: UnitOfWork) -> list[Outcome]:
+        """The outcome of each read, in order; lanes of keys at once when the service allows."""
+        limit = self.service.concurrency
+        if limit <= 1 or len(reads) <= 1:
+            return [await self._process(read, work) for read in reads]
+        outcomes: list[Outcome] = [Outcome.IGNORED] * len(reads)
+        lanes = deque(_lanes(reads))
+
+        async def take_lanes() -> None:
+            while lanes:
+                for index in lanes.popleft():
+                    outcomes[index] = await self._process(reads[index], work)
+
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(limit, len(lanes))):
+                    group.create_task(take_lanes())
+        except ExceptionGroup as failed:
+            # The first outage is what the caller acts on, as with one lane (the poll is read
+            # again); the other lanes were cancelled and their work is not flushed.
+            raise _first_leaf(failed) from None
+        return outcomes
 
     def _not_due_until(self, record: KafkaRecord) -> datetime | None:
         if record.topic not in self._scheduled:
@@ -614,6 +641,9 @@ class UnitOfWork:
         self._outputs: list[OutRecord] = []
         self._new_events: list[EventId] = []
         self._new_states: dict[str, JsonObject] = {}
+        # Lanes flush concurrently: each flush takes outputs, inbox rows and states together,
+        # so no inbox row is written before its outputs are acknowledged.
+        self._flushing = asyncio.Lock()
 
     async def preload(self, *, events: Sequence[EventId], keys: set[str]) -> None:
         """Read what the batch needs in one store call."""
@@ -696,12 +726,47 @@ class UnitOfWork:
 
     async def flush(self) -> None:
         """Produce the buffered records, then write inbox rows and states in one transaction."""
-        if self._outputs:
+        async with self._flushing:
             outputs, self._outputs = self._outputs, []
-            await self._sink.send(outputs)
-        if self._new_events:
-            await self._store.commit_batch(self._group, self._new_events, self._new_states)
-            self._new_events, self._new_states = [], {}
+            events, self._new_events = self._new_events, []
+            states, self._new_states = self._new_states, {}
+            if outputs:
+                await self._sink.send(outputs)
+            if events:
+                await self._store.commit_batch(self._group, events, states)
+
+
+def _lanes(reads: Sequence[_Read]) -> list[list[int]]:
+    """Indexes of `reads` in lanes: reads sharing a record key, state key or event share one.
+
+    Each lane keeps the reads' order; lanes are ordered by their first read.
+    """
+    parent: dict[int, int] = {}
+
+    def root(index: int) -> int:
+        while parent.get(index, index) != index:
+            index = parent[index]
+        return index
+
+    owner: dict[tuple[str, object], int] = {}
+    for index, read in enumerate(reads):
+        for mark in (("key", read.key), ("state", read.state_key), ("event", read.identity)):
+            if mark[1] is None:
+                continue
+            first = owner.setdefault(mark, index)
+            if first != index:
+                a, b = root(first), root(index)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    lanes: dict[int, list[int]] = {}
+    for index in range(len(reads)):
+        lanes.setdefault(root(index), []).append(index)
+    return list(lanes.values())
+
+
+def _first_leaf(group: BaseExceptionGroup[Exception]) -> Exception:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _head_id(envelope: Envelope) -> str:

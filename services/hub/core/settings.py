@@ -224,6 +224,12 @@ class HubSettings(BaseSettings):
         gt=0,
         description="First back-off of the in-process retries (doubles, jittered).",
     )
+    partner_concurrency: int = Field(
+        default=32,
+        ge=1,
+        description="Keys whose records a group that calls partners handles at once within a "
+        "poll (records of one key stay in order); 1 handles a poll one record at a time.",
+    )
     batch_max_records: int = Field(
         default=500,
         ge=1,
