@@ -121,7 +121,8 @@ class Service:
     state_model: StateModel | None
     """The typed state handlers receive and return; None for a service that keeps none.
 
-    Required, so that every declaration says which (or that it keeps none).
+    Required, so that every declaration says which (or that it keeps none). Frozen: the kernel
+    hands one record's new state to the next record of the key as is.
     """
     state_key: Callable[[Any], str | None] | None = None
     """Which state document an event reads and writes; by default the record key (the case)."""
@@ -151,6 +152,18 @@ class Service:
             raise InvalidStateError(
                 f"the {self.group} state of {key} no longer validates: {error}"
             ) from error
+        return state
+
+    def check_state(self, state: BaseModel | None) -> BaseModel | None:
+        """`state` when it is of the declared model; InvalidStateError otherwise."""
+        if state is None:
+            return None
+        if self.state_model is None:
+            raise InvalidStateError(f"{self.group} declares no state model, yet returned a state")
+        if not isinstance(state, self.state_model):
+            raise InvalidStateError(
+                f"{self.group} returned a {type(state).__name__} state, not its state model"
+            )
         return state
 
     def dump_state(self, state: BaseModel | None) -> JsonObject | None:
