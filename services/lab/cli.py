@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +17,9 @@ from hub.cli.main import _settings
 from hub.cli.stats import render_scorecards, render_stats
 from hub.core.settings import HarnessSettings
 from lab.kafka_cli import kafka_app
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 app = typer.Typer(help="The hub's lab: a local broker, the demo, the fault suite.")
 app.add_typer(kafka_app, name="kafka")
@@ -55,7 +59,7 @@ def chaos(  # noqa: PLR0917 - typer options are parameters
         instances=instances,
         postgres_server_url=postgres,
     )
-    with tempfile.TemporaryDirectory(prefix="hub-chaos-") as workdir:
+    with _work_dir("hub-chaos-") as workdir:
         report = asyncio.run(run_chaos(plan, Path(workdir), say=print))
     print()
     for line in report.lines():
@@ -80,7 +84,7 @@ def soak(
     _settings()
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     plan = SoakPlan(minutes=minutes, rate_per_s=rate, warm_up_minutes=warm_up)
-    with tempfile.TemporaryDirectory(prefix="hub-soak-") as workdir:
+    with _work_dir("hub-soak-") as workdir:
         report = asyncio.run(run_soak(plan, Path(workdir), say=print))
     print()
     for line in report.lines():
@@ -104,7 +108,7 @@ def demo() -> None:
     if HarnessSettings().kafka_bootstrap_servers:
         result = asyncio.run(run_demo(_settings(), say=say))
     else:
-        with tempfile.TemporaryDirectory(prefix="hub-demo-") as workdir:
+        with _work_dir("hub-demo-") as workdir:
             say("starting a local Kafka broker (KRaft) ...")
             with LocalKafka(nodes=1, base_dir=Path(workdir) / "kafka") as kafka:
                 say(f"broker ready at {kafka.bootstrap_servers}")
@@ -124,3 +128,17 @@ def demo() -> None:
     if result.stats is not None:
         render_stats(result.stats, Console(), "tracker statistics over the demo cases")
     render_scorecards(result.scorecards, Console())
+
+
+def _work_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
+    """A temporary directory removed however the run ends, `kill` (SIGTERM) included.
+
+    SIGTERM is raised as KeyboardInterrupt, as Ctrl-C is: the run stops its services, its
+    brokers and its partners, and the directory (broker logs, up to a GiB) goes with them.
+    """
+
+    def interrupt(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    return tempfile.TemporaryDirectory(prefix=prefix)

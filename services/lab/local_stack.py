@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import httpx
-
 from gateway.center import (
     CenterClient,
     CenterReportReceiver,
@@ -34,7 +32,7 @@ from lab.simulators.repair_center import (
     RepairCenterSimulator,
 )
 from lab.simulators.sf_courier import SfCourierSimulator, SfKnobs
-from notify.providers import HttpGatewayProvider, SmtpProvider
+from notify.providers import HttpGatewayProvider, HttpPool, SmtpProvider
 from notify.service import build_sender
 
 if TYPE_CHECKING:
@@ -91,7 +89,7 @@ class LocalStack(AsyncResource):
         self.sms = HttpGatewaySink(self.sms_knobs)
         self.push = HttpGatewaySink()
         self.smtp = SmtpSink()
-        self.http: httpx.AsyncClient | None = None
+        self.http: HttpPool | None = None
         self.webhook = RoutePushReceiver(
             self.sink, declared=declare_gateway(self.settings, "sf"), checkword=SIM_CHECKWORD
         )
@@ -150,7 +148,8 @@ class LocalStack(AsyncResource):
             }
         )
         await self.insurer_clients.start()
-        self.http = httpx.AsyncClient(timeout=httpx.Timeout(2.0))
+        self.http = HttpPool(timeout_s=2.0)
+        await self.http.start()
         providers: dict[Channel, Provider] = {
             Channel.SMS: HttpGatewayProvider(self.sms.url, self.http),
             Channel.APP_PUSH: HttpGatewayProvider(self.push.url, self.http),
@@ -212,7 +211,7 @@ class LocalStack(AsyncResource):
                         self.smtp):  # fmt: skip
             await partner.stop()
         if self.http is not None:
-            await self.http.aclose()
+            await self.http.stop()
         if self.client is not None:
             await self.client.stop()
         await self.sf.stop()

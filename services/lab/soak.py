@@ -63,6 +63,10 @@ class SoakReport:
     peak_rss_at_end_mib: dict[str, float] = field(default_factory=dict)
     lag: list[tuple[float, int]] = field(default_factory=list)
     load_stopped_at: float = 0.0
+    behind_when_load_stopped: dict[str, int] = field(default_factory=dict)
+    """Records each group still had to read when the offering ended."""
+    behind_at_end: dict[str, int] = field(default_factory=dict)
+    """The same at the last reading: the groups that never caught up."""
     restarts: dict[str, int] = field(default_factory=dict)
     """Processes that died on their own during the run (there should be none)."""
 
@@ -120,6 +124,8 @@ class SoakReport:
                 f"lag back to zero      {caught_up_text} after the load stopped"
                 f" (limit {CAUGHT_UP_LIMIT_S:g}s)"
             ),
+            f"behind at load stop   {self.behind_when_load_stopped}",
+            *([f"behind at end         {self.behind_at_end}"] if self.behind_at_end else []),
             f"processes died        {sum(self.restarts.values())}",
             f"{'process':<22}{'peak RSS MiB at warm-up':>24}{'at end':>10}{'growth':>9}",
             *(
@@ -194,7 +200,10 @@ async def run_soak(plan: SoakPlan, base_dir: Path, say: Callable[[str], None]) -
         # Lag on what the groups are asked to do: retry tiers and timers wait by design.
         groups = {d.group: set(d.service.inputs) for d in declared}
         stop_watching, stop_processes = asyncio.Event(), asyncio.Event()
-        watching = asyncio.create_task(watch_lag(settings, groups, report.lag, stop_watching))
+        behind: dict[str, int] = {}
+        watching = asyncio.create_task(
+            watch_lag(settings, groups, report.lag, stop_watching, behind)
+        )
         warm_up_ends = time.monotonic() + plan.warm_up_minutes * 60
         processes = asyncio.create_task(
             _watch_processes(services, report, warm_up_ends, stop_processes)
@@ -206,10 +215,12 @@ async def run_soak(plan: SoakPlan, base_dir: Path, say: Callable[[str], None]) -
             )
             report.load_stopped_at = time.monotonic()
             report.peak_rss_at_end_mib = _peaks(services)
+            report.behind_when_load_stopped = dict(sorted(behind.items()))
             say("load stopped; waiting for the lag to reach zero")
             drain_ends = report.load_stopped_at + plan.drain_timeout_s
             while time.monotonic() < drain_ends and report.caught_up_after_s is None:  # noqa: ASYNC110
                 await asyncio.sleep(1.0)
+            report.behind_at_end = dict(sorted(behind.items()))
         finally:
             stop_processes.set()
             stop_watching.set()

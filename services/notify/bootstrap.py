@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import httpx
-
-from hub.core.lifecycle import AsyncResource
 from hub.core.service import ServiceRuntime
 from hub.core.settings import NotifySenderSettings
 from hub.messages.common import Channel
-from notify.providers import HttpGatewayProvider, SmtpProvider
+from notify.providers import HttpGatewayProvider, HttpPool, SmtpProvider
 from notify.service import build_sender
 
 if TYPE_CHECKING:
@@ -19,20 +16,6 @@ if TYPE_CHECKING:
     from notify.providers import Provider
 
 HTTP_TIMEOUT_S = 2.0
-
-
-class HttpPool(AsyncResource):
-    """One HTTP connection pool shared by the gateway providers; closed with the service."""
-
-    def __init__(self) -> None:
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(HTTP_TIMEOUT_S))
-
-    async def start(self) -> None:
-        """Nothing to open: httpx connects on first use."""
-
-    async def stop(self) -> None:
-        """Close the pool."""
-        await self.client.aclose()
 
 
 def sender_runtime(
@@ -48,10 +31,10 @@ def sender_runtime(
     )
     if not (sms and push and smtp_host and smtp_port):
         raise ValueError(f"notify-sender needs {', '.join(sender.missing())} in the environment")
-    pool = HttpPool()
+    pool = HttpPool(HTTP_TIMEOUT_S)
     providers: dict[Channel, Provider] = {
-        Channel.SMS: HttpGatewayProvider(sms, pool.client),
-        Channel.APP_PUSH: HttpGatewayProvider(push, pool.client),
+        Channel.SMS: HttpGatewayProvider(sms, pool),
+        Channel.APP_PUSH: HttpGatewayProvider(push, pool),
         Channel.EMAIL: SmtpProvider(smtp_host, smtp_port, sender.mail_from),
     }
     service = build_sender(settings, providers)

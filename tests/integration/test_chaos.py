@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -80,9 +81,15 @@ def _alive(pid: int) -> bool:
     return status.rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead, awaiting its reaper
 
 
-def test_a_killed_runner_leaves_no_service_or_broker_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_a_killed_runner_leaves_no_service_or_broker_behind(
+    tmp_path: Path, how: signal.Signals
+) -> None:
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("HUB_", "KAFKA_"))}
     environment["PYTHONPATH"] = str(Path(__file__).parents[2] / "services")
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    environment["TMPDIR"] = str(scratch)
     command = [sys.executable, "-m", "lab", "chaos", "--cases", "2", "--rate", "0.5"]
     command += ["--kill-every", "600", "--broker-down", "1", "--timeout", "300"]
     runner = subprocess.Popen(  # noqa: S603 - our own lab
@@ -103,9 +110,13 @@ def test_a_killed_runner_leaves_no_service_or_broker_behind(tmp_path: Path) -> N
         else:
             pytest.fail(f"the runner never started its cluster and services: {len(children)}")
     finally:
-        runner.kill()  # SIGKILL: no handler, no cleanup of its own
-        runner.wait()
+        # SIGKILL: no handler, no cleanup of its own; the children die with it all the same.
+        runner.send_signal(how)
+        runner.wait(timeout=120)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and any(_alive(pid) for pid in children):
         time.sleep(0.2)
     assert [pid for pid in children if _alive(pid)] == []
+    if how is signal.SIGTERM:
+        # Stopped as by Ctrl-C: its work directory (broker logs, state) is gone too.
+        assert list(scratch.iterdir()) == []

@@ -1,5 +1,6 @@
 from datetime import timedelta
 
+import aiohttp
 import httpx
 import pytest
 from aiokafka.errors import KafkaTimeoutError, UnknownTopicOrPartitionError
@@ -28,6 +29,10 @@ def http_error(status: int) -> httpx.HTTPStatusError:
     )
 
 
+def aiohttp_error(status: int) -> aiohttp.ClientResponseError:
+    return aiohttp.ClientResponseError(None, (), status=status)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
@@ -38,6 +43,14 @@ def http_error(status: int) -> httpx.HTTPStatusError:
         (http_error(503), FailureClass.TRANSIENT),
         (http_error(429), FailureClass.TRANSIENT),
         (http_error(400), FailureClass.PERMANENT),
+        (aiohttp_error(503), FailureClass.TRANSIENT),
+        (aiohttp_error(429), FailureClass.TRANSIENT),
+        (aiohttp_error(400), FailureClass.PERMANENT),
+        (aiohttp.ServerDisconnectedError(), FailureClass.TRANSIENT),
+        (
+            aiohttp.ClientConnectorError(connection_key=None, os_error=OSError(111, "refused")),  # type: ignore[arg-type]
+            FailureClass.TRANSIENT,
+        ),
         (KafkaTimeoutError(), FailureClass.TRANSIENT),
         (UndecodableError("bytes"), FailureClass.PERMANENT),
         (KeyError("bug"), FailureClass.PERMANENT),

@@ -3,19 +3,23 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import aiohttp
 import httpx
 import pytest
+from aiohttp import web
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
 from hub.core import tracing
 from hub.core.envelope import Envelope
+from hub.core.errors import FailureClass, classify
+from hub.core.lifecycle import serve_http
 from hub.core.metrics import MeteredTransport, PipelineMetrics
 from hub.core.settings import HubSettings
 from hub.messages.common import Channel
 from hub.messages.repair import NotificationRequestedV1
-from notify.providers import HttpGatewayProvider
+from notify.providers import HttpGatewayProvider, HttpPool
 
 
 def value(name: str, **labels: str) -> float:
@@ -47,10 +51,10 @@ async def test_partner_calls_are_timed_by_partner_and_result() -> None:
 
 
 async def test_notification_sends_are_counted_by_channel_and_result() -> None:
-    def answer(request: httpx.Request) -> httpx.Response:
-        if b"fail" in request.content:
-            return httpx.Response(500)
-        return httpx.Response(200, json={"message_id": "m1"})
+    async def answer(request: web.Request) -> web.Response:
+        if "fail" in (await request.json())["text"]:
+            return web.Response(status=500)
+        return web.json_response({"message_id": "m1"})
 
     def notification(body: str) -> NotificationRequestedV1:
         return NotificationRequestedV1(
@@ -60,11 +64,18 @@ async def test_notification_sends_are_counted_by_channel_and_result() -> None:
 
     sent = value("hub_notifications_total", channel="sms", result="sent")
     failed = value("hub_notifications_total", channel="sms", result="500")
-    async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as client:
-        provider = HttpGatewayProvider("http://sms/send", client)
-        assert await provider.send(notification("ok")) == "m1"
-        with pytest.raises(httpx.HTTPStatusError):
-            await provider.send(notification("fail"))
+    app = web.Application()
+    app.router.add_post("/send", answer)
+    runner, port = await serve_http(app)
+    try:
+        async with HttpPool(timeout_s=2.0) as pool:
+            provider = HttpGatewayProvider(f"http://127.0.0.1:{port}/send", pool)
+            assert await provider.send(notification("ok")) == "m1"
+            with pytest.raises(aiohttp.ClientResponseError) as error:
+                await provider.send(notification("fail"))
+    finally:
+        await runner.cleanup()
+    assert classify(error.value) is FailureClass.TRANSIENT  # a 500 is worth another try
     assert value("hub_notifications_total", channel="sms", result="sent") == sent + 1
     assert value("hub_notifications_total", channel="sms", result="500") == failed + 1
 

@@ -7,6 +7,7 @@ import re
 from enum import StrEnum
 from typing import Literal
 
+import aiohttp
 import httpx
 from aiokafka import errors as kafka_errors
 from pydantic import ValidationError
@@ -91,12 +92,22 @@ def classify(error: BaseException) -> FailureClass:
     """Whether `error` is worth retrying; unknown errors are permanent (a bug needs a fix)."""
     if isinstance(error, httpx.HTTPStatusError):
         transient = error.response.status_code in _TRANSIENT_HTTP_STATUSES
+    elif isinstance(error, aiohttp.ClientResponseError):
+        transient = error.status in _TRANSIENT_HTTP_STATUSES
     elif isinstance(error, kafka_errors.KafkaError):
         # A client-side timeout is not flagged retriable, but the broker may be back soon.
         transient = error.retriable or isinstance(error, kafka_errors.KafkaTimeoutError)
     else:
         transient = isinstance(
-            error, (TransientError, TimeoutError, ConnectionError, httpx.TransportError)
+            error,
+            (
+                TransientError,
+                TimeoutError,
+                ConnectionError,
+                httpx.TransportError,
+                aiohttp.ClientConnectionError,
+                aiohttp.ClientPayloadError,
+            ),
         )
     return FailureClass.TRANSIENT if transient else FailureClass.PERMANENT
 

@@ -12,6 +12,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+import aiohttp
 import httpx
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
@@ -237,6 +238,8 @@ def _observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
 def _result_of(error: BaseException) -> str:
     if isinstance(error, httpx.HTTPStatusError):
         return str(error.response.status_code)
+    if isinstance(error, aiohttp.ClientResponseError):
+        return str(error.status)
     return type(error).__name__
 
 
