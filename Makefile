@@ -127,10 +127,11 @@ unit: install
 demo: kafka-jars
 	PYTHONPATH=services $(BIN)/python -m lab demo
 
-# The long fault suite (make test runs a bounded one): 10,000 cases; CASES=... to change.
+# The long fault suite (make test runs a bounded one): 10,000 cases at 100 a second;
+# CASES=... RATE=... to change.
 chaos: kafka-jars postgres
 	PYTHONPATH=services $(BIN)/python -m lab chaos --cases $(or $(CASES),10000) \
-		--instances 2 --postgres $$(bash deploy/postgres/ensure-postgres.sh)
+		--rate $(or $(RATE),100) --instances 2 --postgres $$(bash deploy/postgres/ensure-postgres.sh)
 
 # Every service on one node for 30 minutes at 200 cases/s: RSS must stay flat after a 5-minute
 # warm-up and the lag reach zero within 10 s of the end. MINUTES=... RATE=... to change.
