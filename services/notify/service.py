@@ -65,6 +65,7 @@ def declare_sender(settings: HubSettings) -> Service:
         source=f"{settings.source}/notify-sender",
         emits=routes(Route.to(NOTIFICATION_EVENTS), NotificationSentV1),
         state_model=None,
+        ordered=False,
         concurrency=settings.partner_concurrency,
     )
 

@@ -234,3 +234,31 @@ def failing_first_call(kernel: Kernel, partner: Partner) -> Service:
         return await partner.call(event, state, at)
 
     return dataclasses.replace(kernel.pipeline.service, handlers={ProbeV1.event_type: call})
+
+
+async def test_a_group_without_key_order_lets_a_key_go_on_past_a_failure() -> None:
+    # notify-sender: each notification stands alone, so a failed one holds no other and
+    # costs no park (a store write per follower).
+    plan = FaultPlan()
+    service = dataclasses.replace(probe_service(GROUP, INPUT, OUTPUT, plan), ordered=False)
+    kernel = Kernel(plan=plan, service=service)
+    plan.transient[1] = 1
+    records = [probe_record(0, 1), probe_record(1, 2), probe_record(2, 3)]
+
+    assert (await kernel.feed(records)).outcomes == (R, P, P)
+    assert await kernel.store.park_head(GROUP, "case-1") is None
+    assert kernel.store.faults.calls["append_parked"] == 0
+    assert await kernel.drain_retries() == [P]
+    assert done_seqs(kernel.outputs()) == [2, 3, 1]
+    assert len(kernel.store.processed(GROUP)) == 3
+
+
+async def test_an_ordered_group_parks_the_key_behind_a_failure() -> None:
+    plan = FaultPlan()
+    kernel = Kernel(plan=plan)
+    plan.transient[1] = 1
+    records = [probe_record(0, 1), probe_record(1, 2), probe_record(2, 3)]
+
+    assert (await kernel.feed(records)).outcomes == (R, Outcome.PARKED, Outcome.PARKED)
+    assert await kernel.drain_retries() == [P]
+    assert done_seqs(kernel.outputs()) == [1, 2, 3]

@@ -130,6 +130,12 @@ class Service:
     """Delays the handlers may set on an Emit; each has a topic `<group>.timer.<delay>`."""
     emits: Mapping[str, Route] = field(default_factory=dict)
     """Where each event type (family) the handlers emit goes; any other is refused."""
+    ordered: bool = True
+    """Whether a key's records are handled in order: one waiting in a retry tier parks the
+    key's later records behind it. False for a group whose records stand alone (one
+    notification each: nothing depends on the one before, and carriers do not keep the order
+    of text messages anyway), so that a failure costs no store writes for the others.
+    """
     concurrency: int = 1
     """How many keys' records the kernel handles at once within a poll.
 

@@ -326,7 +326,8 @@ class Pipeline:
                 envelope=read.envelope,
                 traceparent=self._traceparent(read) if tracing.enabled() else None,
             ) as span:
-                outcome = await self._run(read, work, check_park=read.tier is None)
+                check_park = read.tier is None and self.service.ordered
+                outcome = await self._run(read, work, check_park=check_park)
                 self.counts[outcome] += 1
                 seconds = time.perf_counter() - started
                 self.metrics.handled(record.topic, outcome.value, seconds)
@@ -432,7 +433,7 @@ class Pipeline:
             # Its key goes on (the cause is behind it); were it a park's head, its followers
             # go now.
             await self._release_if_head(read, work)
-        elif read.key is not None and read.envelope is not None:
+        elif read.key is not None and read.envelope is not None and self.service.ordered:
             # The unit produces the retry record before the park is stored: a park
             # without its head would wait forever.
             await work.park(read.key, _head_id(read.envelope))
