@@ -35,7 +35,9 @@ def sender_runtime(
     providers: dict[Channel, Provider] = {
         Channel.SMS: HttpGatewayProvider(sms, pool),
         Channel.APP_PUSH: HttpGatewayProvider(push, pool),
-        Channel.EMAIL: SmtpProvider(smtp_host, smtp_port, sender.mail_from),
+        Channel.EMAIL: SmtpProvider(
+            smtp_host, smtp_port, sender.mail_from, workers=settings.partner_concurrency
+        ),
     }
     service = build_sender(settings, providers)
     return ServiceRuntime(service, settings, registry=registry, resources=(pool,))
