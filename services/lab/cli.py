@@ -131,7 +131,7 @@ def demo() -> None:
 
 
 def _work_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
-    """A temporary directory removed however the run ends, `kill` (SIGTERM) included.
+    """A temporary directory removed when the run ends, by `kill` (SIGTERM) too (not SIGKILL).
 
     SIGTERM is raised as KeyboardInterrupt, as Ctrl-C is: the run stops its services, its
     brokers and its partners, and the directory (broker logs, up to a GiB) goes with them.
