@@ -88,12 +88,20 @@ class DomainRejectionError(PermanentError):
 _TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
+def http_status_of(error: BaseException) -> int | None:
+    """The status of a partner's error answer (httpx or aiohttp); None for any other error."""
+    if isinstance(error, httpx.HTTPStatusError):
+        return error.response.status_code
+    if isinstance(error, aiohttp.ClientResponseError):
+        return error.status
+    return None
+
+
 def classify(error: BaseException) -> FailureClass:
     """Whether `error` is worth retrying; unknown errors are permanent (a bug needs a fix)."""
-    if isinstance(error, httpx.HTTPStatusError):
-        transient = error.response.status_code in _TRANSIENT_HTTP_STATUSES
-    elif isinstance(error, aiohttp.ClientResponseError):
-        transient = error.status in _TRANSIENT_HTTP_STATUSES
+    status = http_status_of(error)
+    if status is not None:
+        transient = status in _TRANSIENT_HTTP_STATUSES
     elif isinstance(error, kafka_errors.KafkaError):
         # A client-side timeout is not flagged retriable, but the broker may be back soon.
         transient = error.retriable or isinstance(error, kafka_errors.KafkaTimeoutError)

@@ -12,9 +12,10 @@ import math
 import time
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
-import aiohttp
 import httpx
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+from hub.core.errors import http_status_of
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine, Iterable, Sequence
@@ -236,11 +237,8 @@ def _observe_all(histogram: Histogram, amounts: Sequence[float]) -> None:
 
 
 def _result_of(error: BaseException) -> str:
-    if isinstance(error, httpx.HTTPStatusError):
-        return str(error.response.status_code)
-    if isinstance(error, aiohttp.ClientResponseError):
-        return str(error.status)
-    return type(error).__name__
+    status = http_status_of(error)
+    return type(error).__name__ if status is None else str(status)
 
 
 class MeteredTransport(httpx.AsyncBaseTransport):
