@@ -55,6 +55,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+TIMER_RECHECK_MIN_S = 0.5
+TIMER_RECHECK_MAX_S = 5.0
+"""How soon a timer held back by unread inputs is looked at again."""
+
 
 class Outcome(StrEnum):
     """What became of one record; offsets may be committed after every outcome but NOT_DUE."""
@@ -155,6 +159,7 @@ class Pipeline:
         self._inputs = frozenset(service.all_inputs)
         # Records on these topics carry a due time and wait for it.
         self._scheduled = {*self._tier_of, *service.timer_topics}
+        self._timers = frozenset(service.timer_topics)
         self.counts: Counter[Outcome] = Counter()
         # Metrics and spans are the kernel's: handlers stay pure and report nothing themselves.
         self.metrics = (
@@ -166,19 +171,29 @@ class Pipeline:
         """Every topic the group reads: inputs, their retry tiers, and its replay topic."""
         return [*self.service.all_inputs, *self._tier_of, replay_topic(self.service.group)]
 
-    async def process_batch(self, records: Sequence[KafkaRecord]) -> BatchResult:
+    async def process_batch(
+        self, records: Sequence[KafkaRecord], *, inputs_read_to: datetime | None = None
+    ) -> BatchResult:
         """Take one partition's records (in offset order) to their outcomes, as one unit of work.
 
         Stops before the first record that is not yet due. Raises only when the store or the
         broker fails; then nothing after the last flush is done and the batch is read again.
         """
-        (result,) = await self.process_poll([records])
+        (result,) = await self.process_poll([records], inputs_read_to=inputs_read_to)
         return result
 
-    async def process_poll(self, partitions: Sequence[Sequence[KafkaRecord]]) -> list[BatchResult]:
+    async def process_poll(
+        self,
+        partitions: Sequence[Sequence[KafkaRecord]],
+        *,
+        inputs_read_to: datetime | None = None,
+    ) -> list[BatchResult]:
         """Several partitions' records as one unit of work: one read, one produce, one write.
 
-        Each partition is taken in offset order, up to its first record not yet due.
+        Each partition is taken in offset order, up to its first record not yet due. A timer
+        is due only once the group's inputs are read up to its due time (`inputs_read_to`, the
+        time of the oldest unread input; None when none is left): a deadline never fires on the
+        hub's own lag, before an answer given in time has been read. Timers go last in a poll.
         """
         plans: list[tuple[list[_Read], int | None, datetime | None]] = []
         for records in partitions:
@@ -186,13 +201,18 @@ class Pipeline:
             due: datetime | None = None
             resume_at = records[-1].offset + 1 if records else None
             for record in records:
-                due = self._not_due_until(record)
+                due = self._not_due_until(record, inputs_read_to)
                 if due is not None:
                     resume_at = record.offset
                     break
                 reads.append(self._read(record))
             plans.append((reads, resume_at, due))
-        every = [read for reads, _, _ in plans for read in reads if not read.ignored]
+        timers_last = sorted(
+            range(len(plans)),
+            key=lambda i: bool(partitions[i]) and partitions[i][0].topic in self._timers,
+        )
+        ordered = [read for i in timers_last for read in plans[i][0]]
+        every = [read for read in ordered if not read.ignored]
         self.metrics.batch(len(every))
         work = UnitOfWork(self.service, self._store, self._sink)
         await work.preload(
@@ -200,12 +220,10 @@ class Pipeline:
             keys={key for read in every for key in (read.key, read.state_key) if key is not None},
         )
         try:
-            outcomes = iter(
-                await self._process_all([read for reads, _, _ in plans for read in reads], work)
-            )
+            outcomes = iter(await self._process_all(ordered, work))
+            outcomes_of = {i: tuple(next(outcomes) for _ in plans[i][0]) for i in timers_last}
             results = [
-                BatchResult(tuple(next(outcomes) for _ in reads), resume, due)
-                for reads, resume, due in plans
+                BatchResult(outcomes_of[i], resume, due) for i, (_, resume, due) in enumerate(plans)
             ]
             await work.flush()
         finally:
@@ -236,14 +254,28 @@ class Pipeline:
             raise _first_leaf(failed) from None
         return outcomes
 
-    def _not_due_until(self, record: KafkaRecord) -> datetime | None:
+    def _not_due_until(
+        self, record: KafkaRecord, inputs_read_to: datetime | None
+    ) -> datetime | None:
         if record.topic not in self._scheduled:
             return None
         try:
             due = deadletter.due_at(record)
-            return due if due is not None and due > self._clock() else None
         except ValueError:
             return None  # an unreadable due time is judged, and dead-lettered, with the record
+        if due is None:
+            return None
+        now = self._clock()
+        if due > now:
+            return due
+        if inputs_read_to is not None and due > inputs_read_to and record.topic in self._timers:
+            # Inputs written before the deadline are still unread (the hub is behind): look
+            # again about when reading should have reached it, within bounds.
+            behind = (due - inputs_read_to).total_seconds()
+            return now + timedelta(
+                seconds=min(max(behind, TIMER_RECHECK_MIN_S), TIMER_RECHECK_MAX_S)
+            )
+        return None
 
     def _read(self, record: KafkaRecord) -> _Read:
         """Read a record; never raises: whatever fails here makes the record a dead letter."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from faststream import AckPolicy, FastStream
 from faststream.kafka import KafkaBroker
@@ -31,6 +32,7 @@ from hub.core.lifecycle import AsyncResource
 from hub.core.metrics import CONSUMING, observe_lag
 from hub.core.ops_http import OpsServer
 from hub.core.pipeline import BatchResult, Pipeline
+from hub.core.progress import InputProgress
 from hub.core.store.base import EventId, KafkaRecord
 from hub.core.store.factory import open_store
 from hub.core.topics import HUB_RECORD_MAX_BYTES
@@ -243,6 +245,8 @@ class ServiceRuntime(AsyncResource):
         self.pipeline = Pipeline(
             service, registry=registry, store=self.store, sink=self.sink, settings=settings
         )
+        self._progress = InputProgress(service.inputs)
+        self._timers = frozenset(service.timer_topics)
         self._resume_handles: set[asyncio.TimerHandle] = set()
         self._outages: dict[TopicPartition, int] = {}
         self._purging: asyncio.Task[None] | None = None
@@ -258,6 +262,9 @@ class ServiceRuntime(AsyncResource):
             # Acknowledged by the handler: only after every partition of the poll is settled.
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
+            # Partitions of one number go to one member: a case's inputs and its timers are
+            # read together, so a timer waits only on the inputs its own case's answers are on.
+            partition_assignment_strategy=(RangePartitionAssignor,),
         )
         # The pipeline decodes; FastStream must not, or a malformed record would fail before it.
         # Its "decoded body" is the message itself, handed over without dependency injection
@@ -274,14 +281,23 @@ class ServiceRuntime(AsyncResource):
             by_partition.setdefault(TopicPartition(raw.topic, raw.partition), []).append(
                 to_record(raw)
             )
+        for partition, batch in by_partition.items():
+            self._progress.read(partition, batch)
+        inputs_read_to = (
+            await self._progress.read_to(consumer)
+            if any(partition.topic in self._timers for partition in by_partition)
+            else None
+        )
         try:
             # The whole poll as one unit of work: one store read, one produce, one transaction.
-            results = await self.pipeline.process_poll(list(by_partition.values()))
+            results = await self.pipeline.process_poll(
+                list(by_partition.values()), inputs_read_to=inputs_read_to
+            )
         except Exception:  # noqa: BLE001 - the store or the broker failed for one of them
             # Each partition again on its own, so that only those that fail wait (and the
             # inbox turns what the failed unit already did into counted duplicates).
             for partition, batch in by_partition.items():
-                await self._settle(consumer, partition, batch)
+                await self._settle(consumer, partition, batch, inputs_read_to)
         else:
             for partition, result in zip(by_partition, results, strict=True):
                 self._outages.pop(partition, None)
@@ -302,14 +318,18 @@ class ServiceRuntime(AsyncResource):
             log.warning("commit_skipped", reason=str(error))
 
     async def _settle(
-        self, consumer: AIOKafkaConsumer, partition: TopicPartition, records: list[KafkaRecord]
+        self,
+        consumer: AIOKafkaConsumer,
+        partition: TopicPartition,
+        records: list[KafkaRecord],
+        inputs_read_to: datetime | None,
     ) -> None:
         """Run one partition's records, chunk by chunk; on a wait or an outage, seek and pause."""
         for chunk in _chunks(
             records, self.settings.batch_max_records, self.settings.batch_max_bytes
         ):
             try:
-                result = await self.pipeline.process_batch(chunk)
+                result = await self.pipeline.process_batch(chunk, inputs_read_to=inputs_read_to)
             except Exception as error:  # noqa: BLE001 - the store or the broker failed: wait, retry
                 outages = self._outages.get(partition, 0) + 1
                 self._outages[partition] = outages
