@@ -7,7 +7,7 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from hub.core.errors import EarlyEventError, PermanentError
 from hub.core.handler import Decision, Emit
@@ -34,7 +34,7 @@ from hub.messages.scores import CourierScoredV1, Standing
 from hub.messages.timers import PickupAcceptanceDueV1
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
     from datetime import datetime
 
     from dispatch.partners import Courier, PartnerTable
@@ -173,6 +173,14 @@ class Shipment(BaseModel):
     tracking: TrackingStatus | None = None
     courier_of_order: dict[str, str] = {}
     seen_events: tuple[str, ...] = ()
+    # Not written while empty: a state stored before the field is stored again as it was.
+    open_orders: tuple[str, ...] = Field(default=(), exclude_if=lambda orders: not orders)
+    """Orders of this leg sent, neither refused nor withdrawn: the first accepted takes the leg.
+
+    A deadline sends the next courier's order without withdrawing the late one, whose answer
+    may be on its way behind the hub's own lag (a gateway that is behind); one acceptance
+    then withdraws all the others.
+    """
 
     @property
     def order_id(self) -> str:
@@ -207,6 +215,7 @@ def _send(
             "courier": courier.code,
             "status": OrderStatus.REQUESTED,
             "courier_of_order": {**shipment.courier_of_order, order.order_id: courier.code},
+            "open_orders": (*shipment.open_orders, order.order_id),
         }
     )
     attempt = shipment.attempt
@@ -329,7 +338,8 @@ def _fall_back(
             raised_at=at,
         )
         emits.append(Emit("exception", exception))
-        done = shipment.model_copy(update={"status": OrderStatus.EXCEPTION})
+        emits.extend(_withdraw(shipment, shipment.open_orders, "no courier accepted in time"))
+        done = shipment.model_copy(update={"status": OrderStatus.EXCEPTION, "open_orders": ()})
         return Decision(emits=tuple(emits), state=done)
     following, *rest = shipment.remaining
     courier = table.courier(following)
@@ -350,6 +360,9 @@ def _shipment(state: Dispatch | None, what: str, order_id: str | None = None) ->
         raise EarlyEventError(f"{what} for a case dispatch has no shipment for (yet)")
     if order_id not in {None, state.order_id, *state.courier_of_order}:
         raise EarlyEventError(f"{what} for order {order_id}, which dispatch has not sent (yet)")
+    if state.status is OrderStatus.REQUESTED and not state.open_orders:
+        # Kept before orders stayed open past their deadline: only the order in force is.
+        return state.model_copy(update={"open_orders": (state.order_id,)})
     return state
 
 
@@ -359,59 +372,86 @@ def _cancel_at_courier(order_id: str, shipment: Shipment, reason: str, role: str
     return Emit(role, request, partner=courier)
 
 
+def _withdraw(shipment: Shipment, order_ids: Iterable[str], reason: str) -> list[Emit]:
+    return [
+        _cancel_at_courier(order_id, shipment, reason, f"withdraw-{order_id}")
+        for order_id in order_ids
+    ]
+
+
+def _take(
+    shipment: Shipment, order_id: str, waybill_no: str, accepted_at: datetime
+) -> tuple[list[Emit], Shipment]:
+    """An open order was accepted: it takes the leg, and every other open order is withdrawn."""
+    courier = shipment.courier_of_order.get(order_id, shipment.courier)
+    accepted = PickupAcceptedV1(
+        case_id=shipment.case_id,
+        order_id=order_id,
+        courier=courier,
+        leg=shipment.leg,
+        waybill_no=waybill_no,
+        accepted_at=accepted_at,
+    )
+    others = [o for o in shipment.open_orders if o != order_id]
+    scheduled = shipment.model_copy(
+        update={
+            "status": OrderStatus.ACCEPTED,
+            "waybill_no": waybill_no,
+            "courier": courier,
+            "order": shipment.order.model_copy(update={"order_id": order_id}),
+            "open_orders": (),
+        }
+    )
+    withdrawn = _withdraw(shipment, others, f"another courier accepted first ({courier})")
+    return [Emit("accepted", accepted), *withdrawn], scheduled
+
+
 def on_accepted(
     event: CourierOrderAcceptedV1, state: Dispatch | None, at: datetime
 ) -> Decision[Dispatch]:
-    """The courier accepted: the pickup is scheduled, unless that order is no longer in force."""
+    """The first acceptance of an open order schedules the pickup; any later one is withdrawn."""
     shipment = _shipment(state, "an acceptance", event.order_id)
-    if event.order_id != shipment.order_id or shipment.status is OrderStatus.CANCELLED:
-        # A late acceptance of an order we gave up on: withdraw it, or two couriers would come.
-        stale = _cancel_at_courier(event.order_id, shipment, "superseded", "cancel-superseded")
-        return Decision(emits=(stale,))
-    if shipment.status is not OrderStatus.REQUESTED:
-        return Decision()
-    accepted = PickupAcceptedV1(
-        case_id=shipment.case_id,
-        order_id=event.order_id,
-        courier=shipment.courier,
-        leg=shipment.leg,
-        waybill_no=event.waybill_no,
-        accepted_at=at,
-    )
-    scheduled = shipment.model_copy(
-        update={"status": OrderStatus.ACCEPTED, "waybill_no": event.waybill_no}
-    )
-    return Decision(emits=(Emit("accepted", accepted),), state=scheduled)
+    if shipment.status is OrderStatus.REQUESTED and event.order_id in shipment.open_orders:
+        emits, scheduled = _take(shipment, event.order_id, event.waybill_no, at)
+        return Decision(emits=tuple(emits), state=scheduled)
+    if event.order_id == shipment.order_id and shipment.status is not OrderStatus.CANCELLED:
+        return Decision()  # a repeated answer, or one after the case went to an operator
+    # An acceptance of an order that lost to another, or of a cancelled case: withdraw it, or
+    # two couriers would come.
+    stale = _cancel_at_courier(event.order_id, shipment, "superseded", "cancel-superseded")
+    return Decision(emits=(stale,))
 
 
 def on_rejected(
     event: CourierOrderRejectedV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
 ) -> Decision[Dispatch]:
-    """The courier refused the order in force: fall back to the next courier."""
+    """The courier refused: the order in force falls back to the next courier."""
     shipment = _shipment(state, "a rejection", event.order_id)
-    if event.order_id != shipment.order_id or shipment.status is not OrderStatus.REQUESTED:
+    if shipment.status is not OrderStatus.REQUESTED or event.order_id not in shipment.open_orders:
         return Decision()
+    still_open = tuple(o for o in shipment.open_orders if o != event.order_id)
+    refused = shipment.model_copy(update={"open_orders": still_open})
+    if event.order_id != shipment.order_id:
+        return Decision(state=refused)  # an order past its deadline: the one in force stands
     reason = f"{event.reason.value} ({event.raw_code}) {event.detail}".strip()
-    return _fall_back(shipment, table, code=event.reason.value, reason=reason, at=at)
+    return _fall_back(refused, table, code=event.reason.value, reason=reason, at=at)
 
 
 def on_acceptance_due(
     event: PickupAcceptanceDueV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
 ) -> Decision[Dispatch]:
-    """No acceptance in time: withdraw the order and fall back to the next courier."""
+    """No acceptance in time: the next courier gets an order too; the first to accept goes."""
     shipment = _shipment(state, "an acceptance deadline", event.order_id)
     if event.order_id != shipment.order_id or shipment.status is not OrderStatus.REQUESTED:
         return Decision()
     courier = table.courier(shipment.courier)
-    withdrawn = _cancel_at_courier(shipment.order_id, shipment, "not accepted in time", "withdraw")
-    fallback = _fall_back(
+    return _fall_back(
         shipment,
         table,
         code="timeout",
         reason=f"not accepted within {courier.accept_deadline}",
         at=at,
     )
-    return Decision(emits=(withdrawn, *fallback.emits), state=fallback.state)
 
 
 def on_tracking(
@@ -443,24 +483,14 @@ def on_tracking(
         occurred_at=event.occurred_at,
     )
     emits = [Emit(f"tracking-{event.courier_event_id}", updated)]
-    changes: dict[str, object] = {
-        "tracking": status,
-        "seen_events": (*shipment.seen_events, event.courier_event_id),
-    }
-    if event.order_id == shipment.order_id and shipment.status is OrderStatus.REQUESTED:
-        # Tracking of the order in force proves the courier took it, even when its acceptance
-        # is late or lost: that acceptance, when it comes, then changes nothing.
-        accepted = PickupAcceptedV1(
-            case_id=shipment.case_id,
-            order_id=event.order_id,
-            courier=courier,
-            leg=shipment.leg,
-            waybill_no=event.waybill_no,
-            accepted_at=event.occurred_at,
-        )
-        emits.insert(0, Emit("accepted", accepted))
-        changes |= {"status": OrderStatus.ACCEPTED, "waybill_no": event.waybill_no}
-    seen = shipment.model_copy(update=changes)
+    if event.order_id in shipment.open_orders and shipment.status is OrderStatus.REQUESTED:
+        # Tracking of an open order proves the courier took it, even when its acceptance is
+        # late or lost: that acceptance, when it comes, then changes nothing.
+        taken, shipment = _take(shipment, event.order_id, event.waybill_no, event.occurred_at)
+        emits = [*taken, *emits]
+    seen = shipment.model_copy(
+        update={"tracking": status, "seen_events": (*shipment.seen_events, event.courier_event_id)}
+    )
     return Decision(emits=tuple(emits), state=seen)
 
 
@@ -477,7 +507,7 @@ def on_case_cancelled(
         shipment.tracking in PICKED_UP_OR_LATER
     ):
         return Decision()
-    withdrawn = _cancel_at_courier(shipment.order_id, shipment, event.reason, "withdraw")
+    withdrawn = _withdraw(shipment, shipment.open_orders or (shipment.order_id,), event.reason)
     cancelled = PickupCancelledV1(
         case_id=shipment.case_id,
         order_id=shipment.order_id,
@@ -485,8 +515,8 @@ def on_case_cancelled(
         reason=event.reason,
         cancelled_at=at,
     )
-    done = shipment.model_copy(update={"status": OrderStatus.CANCELLED})
-    return Decision(emits=(withdrawn, Emit("cancelled", cancelled)), state=done)
+    done = shipment.model_copy(update={"status": OrderStatus.CANCELLED, "open_orders": ()})
+    return Decision(emits=(*withdrawn, Emit("cancelled", cancelled)), state=done)
 
 
 def on_visit_needs_workshop(
@@ -539,6 +569,7 @@ def on_return_requested(
             "attempt": 1,
             "waybill_no": None,
             "tracking": None,
+            "open_orders": (),
             "remaining": tuple(choice.courier.code for choice in rest),
             "order": inbound.order.model_copy(
                 update={

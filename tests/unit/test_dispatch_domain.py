@@ -147,23 +147,133 @@ def test_rejection_falls_back_to_the_next_courier_then_to_an_exception() -> None
     assert [type(emit.event) for emit in final.emits] == [PickupFailedV1, CaseExceptionRaisedV1]
 
 
-def test_no_acceptance_in_time_withdraws_the_order_and_falls_back() -> None:
-    case_id, state = opened_state()
-    due = PickupAcceptanceDueV1(case_id=case_id, order_id=f"{case_id}-inbound-1", courier="jd")
-    decision = domain.on_acceptance_due(due, state, NOW, table=TABLE)
-    withdraw = decision.emits[0]
-    assert isinstance(withdraw.event, PickupCancelRequestedV1)
-    assert withdraw.partner == "jd"
-    assert isinstance(decision.emits[1].event, PickupFailedV1)
-    assert decision.emits[1].event.code == "timeout"
-    # A late acceptance of the withdrawn order is withdrawn again, never scheduled.
-    late = CourierOrderAcceptedV1(
-        order_id=f"{case_id}-inbound-1", case_id=case_id, waybill_no="JD1", accepted_at=NOW
+def due(case_id: str, attempt: int, courier: str) -> PickupAcceptanceDueV1:
+    return PickupAcceptanceDueV1(
+        case_id=case_id, order_id=f"{case_id}-inbound-{attempt}", courier=courier
     )
-    after = domain.on_accepted(late, decision.state, NOW)
-    (emit,) = after.emits
-    assert isinstance(emit.event, PickupCancelRequestedV1)
-    assert emit.partner == "jd"
+
+
+def acceptance(case_id: str, attempt: int, waybill_no: str) -> CourierOrderAcceptedV1:
+    return CourierOrderAcceptedV1(
+        order_id=f"{case_id}-inbound-{attempt}",
+        case_id=case_id,
+        waybill_no=waybill_no,
+        accepted_at=NOW,
+    )
+
+
+def withdrawn(decision: Decision[domain.Dispatch]) -> list[tuple[str | None, str]]:
+    """(courier, order id) of each withdrawal a decision sends."""
+    return [
+        (emit.partner, emit.event.order_id)
+        for emit in decision.emits
+        if isinstance(emit.event, PickupCancelRequestedV1)
+    ]
+
+
+def test_no_acceptance_in_time_sends_the_next_courier_and_the_first_to_accept_goes() -> None:
+    case_id, state = opened_state()
+    timed_out = domain.on_acceptance_due(due(case_id, 1, "jd"), state, NOW, table=TABLE)
+    failed, order, _, _ = (emit.event for emit in timed_out.emits)
+    assert isinstance(failed, PickupFailedV1)
+    assert failed.code == "timeout"
+    assert isinstance(order, PickupOrderV1)
+    assert (timed_out.emits[1].partner, order.order_id) == ("sf", f"{case_id}-inbound-2")
+    assert withdrawn(timed_out) == []  # jd's answer may still be on its way
+
+    # jd accepts late, before sf: jd takes the pickup and sf's order is withdrawn.
+    late = domain.on_accepted(acceptance(case_id, 1, "JD1"), timed_out.state, NOW)
+    scheduled = late.emits[0].event
+    assert isinstance(scheduled, PickupAcceptedV1)
+    assert (scheduled.order_id, scheduled.courier, scheduled.waybill_no) == (
+        f"{case_id}-inbound-1",
+        "jd",
+        "JD1",
+    )
+    assert withdrawn(late) == [("sf", f"{case_id}-inbound-2")]
+    # sf accepting afterwards is withdrawn again, never scheduled; jd's deadline or sf's
+    # changes nothing any more.
+    after = domain.on_accepted(acceptance(case_id, 2, "SF2"), late.state, NOW)
+    assert withdrawn(after) == [("sf", f"{case_id}-inbound-2")]
+    assert after.state is None
+    assert domain.on_acceptance_due(due(case_id, 2, "sf"), late.state, NOW, table=TABLE) == (
+        Decision()
+    )
+    tracked = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), late.state, NOW, table=TABLE)
+    assert [type(emit.event) for emit in tracked.emits] == [TrackingUpdatedV1]
+
+
+def test_the_courier_in_force_accepting_withdraws_the_orders_past_their_deadline() -> None:
+    case_id, state = opened_state()
+    timed_out = domain.on_acceptance_due(due(case_id, 1, "jd"), state, NOW, table=TABLE)
+    taken = domain.on_accepted(acceptance(case_id, 2, "SF2"), timed_out.state, NOW)
+    assert isinstance(taken.emits[0].event, PickupAcceptedV1)
+    assert taken.emits[0].event.courier == "sf"
+    assert withdrawn(taken) == [("jd", f"{case_id}-inbound-1")]
+
+
+def test_when_every_courier_timed_out_every_open_order_is_withdrawn() -> None:
+    case_id, state = opened_state()
+    couriers = ["jd", *state.remaining] if isinstance(state, domain.Shipment) else []
+    decision: Decision[domain.Dispatch] = Decision(state=state)
+    for attempt, courier in enumerate(couriers, start=1):
+        decision = domain.on_acceptance_due(
+            due(case_id, attempt, courier), decision.state, NOW, table=TABLE
+        )
+    assert isinstance(decision.emits[1].event, CaseExceptionRaisedV1)
+    assert withdrawn(decision) == [
+        (courier, f"{case_id}-inbound-{attempt}")
+        for attempt, courier in enumerate(couriers, start=1)
+    ]
+    # An acceptance after that is withdrawn: the case is an operator's now.
+    late = domain.on_accepted(acceptance(case_id, 1, "JD1"), decision.state, NOW)
+    assert withdrawn(late) == [("jd", f"{case_id}-inbound-1")]
+
+
+def test_a_refusal_of_an_order_past_its_deadline_leaves_the_order_in_force() -> None:
+    case_id, state = opened_state()
+    timed_out = domain.on_acceptance_due(due(case_id, 1, "jd"), state, NOW, table=TABLE)
+    refusal = CourierOrderRejectedV1(
+        order_id=f"{case_id}-inbound-1",
+        case_id=case_id,
+        reason=CourierRejection.CAPACITY,
+        raw_code="CAPACITY",
+    )
+    refused = domain.on_rejected(refusal, timed_out.state, NOW, table=TABLE)
+    assert refused.emits == ()
+    assert isinstance(refused.state, domain.Shipment)
+    assert refused.state.open_orders == (f"{case_id}-inbound-2",)
+    cancel = CaseCancelledV1(
+        case_id=case_id, request_id="RQ", reason="changed mind", cancelled_at=NOW
+    )
+    assert withdrawn(domain.on_case_cancelled(cancel, timed_out.state, NOW)) == [
+        ("jd", f"{case_id}-inbound-1"),
+        ("sf", f"{case_id}-inbound-2"),
+    ]
+
+
+def test_tracking_of_an_order_past_its_deadline_takes_the_pickup() -> None:
+    case_id, state = opened_state()
+    timed_out = domain.on_acceptance_due(due(case_id, 1, "jd"), state, NOW, table=TABLE)
+    tracked = domain.on_tracking(
+        tracking(case_id, "e1", "PICKUP"), timed_out.state, NOW, table=TABLE
+    )
+    assert [type(emit.event) for emit in tracked.emits] == [
+        PickupAcceptedV1,
+        PickupCancelRequestedV1,
+        TrackingUpdatedV1,
+    ]
+    assert withdrawn(tracked) == [("sf", f"{case_id}-inbound-2")]
+    assert isinstance(tracked.state, domain.Shipment)
+    assert (tracked.state.courier, tracked.state.tracking) == ("jd", TrackingStatus.PICKED_UP)
+
+
+def test_a_shipment_kept_before_open_orders_counts_its_order_in_force_as_open() -> None:
+    case_id, state = opened_state()
+    assert isinstance(state, domain.Shipment)
+    legacy = state.model_copy(update={"open_orders": ()})
+    taken = domain.on_accepted(acceptance(case_id, 1, "JD1"), legacy, NOW)
+    assert isinstance(taken.emits[0].event, PickupAcceptedV1)
 
 
 def test_a_deadline_after_acceptance_changes_nothing() -> None:
