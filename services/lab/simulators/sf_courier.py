@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-import httpx
+import aiohttp
 import structlog
 from aiohttp import web
 
@@ -87,6 +87,7 @@ class SfCourierSimulator(AsyncResource):
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._window: list[float] = []
+        self._pusher: aiohttp.ClientSession | None = None
         self.url = ""
 
     async def start(self) -> None:
@@ -101,6 +102,8 @@ class SfCourierSimulator(AsyncResource):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._pusher is not None:
+            await self._pusher.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -188,33 +191,36 @@ class SfCourierSimulator(AsyncResource):
         return _business(data={"orderId": order_id, **_waybill_list(waybill)})
 
     async def _push_routes(self, order_id: str, waybill: str, pickup_city: str) -> None:
-        async with httpx.AsyncClient(timeout=5.0) as client:
-            for op_code, remark in ROUTES:
-                await asyncio.sleep(self.knobs.step_delay_s)
-                if order_id in self.cancelled:
-                    return
-                route = {
-                    "id": uuid.uuid4().hex, "mailno": waybill, "orderid": order_id,
-                    "acceptTime": datetime.now(CHINA).strftime("%Y-%m-%d %H:%M:%S"),
-                    "acceptAddress": pickup_city if op_code == PICKED_UP else "杭州市",
-                    "remark": remark, "opCode": str(op_code),
-                }  # fmt: skip
-                copies = 2 if self._random.random() < self.knobs.duplicate_push_rate else 1
-                for _ in range(copies):
-                    await self._push(client, route)
+        for op_code, remark in ROUTES:
+            await asyncio.sleep(self.knobs.step_delay_s)
+            if order_id in self.cancelled:
+                return
+            route = {
+                "id": uuid.uuid4().hex, "mailno": waybill, "orderid": order_id,
+                "acceptTime": datetime.now(CHINA).strftime("%Y-%m-%d %H:%M:%S"),
+                "acceptAddress": pickup_city if op_code == PICKED_UP else "杭州市",
+                "remark": remark, "opCode": str(op_code),
+            }  # fmt: skip
+            copies = 2 if self._random.random() < self.knobs.duplicate_push_rate else 1
+            for _ in range(copies):
+                await self._push(route)
 
-    async def _push(self, client: httpx.AsyncClient, route: dict[str, str]) -> None:
+    async def _push(self, route: dict[str, str]) -> None:
         assert self.webhook_url is not None  # noqa: S101 - only spawned with a webhook
+        if self._pusher is None:
+            # One session for every push: a client per order built a TLS context each time, and
+            # at 100 cases/s that CPU delayed the simulator's own API answers past SF's timeout.
+            self._pusher = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5.0))
         msg_data = json.dumps({"Body": {"WaybillRoute": [route]}}, ensure_ascii=False)
         for attempt in range(5):  # SF re-pushes until the receiver acknowledges
             try:
                 # Signed afresh on every attempt, as SF does: the timestamp is the push's own.
                 form = sf_push_form(msg_data, self.checkword)
-                response = await client.post(self.webhook_url, data=form)
-                if response.status_code == 200:  # noqa: PLR2004
-                    self.pushes += 1
-                    return
-            except httpx.HTTPError as error:
+                async with self._pusher.post(self.webhook_url, data=form) as response:
+                    if response.status == 200:  # noqa: PLR2004
+                        self.pushes += 1
+                        return
+            except (aiohttp.ClientError, TimeoutError) as error:
                 log.info("sf_sim_push_retry", attempt=attempt, error=str(error))
             await asyncio.sleep(0.2 * (attempt + 1))
 
