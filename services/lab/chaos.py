@@ -433,6 +433,7 @@ class Ledger:
 
 LEDGER_TOPICS = (CASES, NOTIFICATION_REQUESTS, NOTIFICATION_EVENTS)
 FOLLOW_EVERY_S = 1.0
+LEDGER_BATCH = 200
 
 
 async def _follow(settings: HubSettings, ledger: Ledger, done: asyncio.Event) -> None:
@@ -445,9 +446,13 @@ async def _follow(settings: HubSettings, ledger: Ledger, done: asyncio.Event) ->
                 # Up to the end offsets of now: the last pass, after `done`, misses nothing.
                 bounds = await reader.bounds(LEDGER_TOPICS)
                 ends = {tp: end for tp, (_, end) in bounds.items()}
-                async for batch in reader.scan({tp: positions.get(tp, 0) for tp in ends}, ends):
+                starts = {tp: positions.get(tp, 0) for tp in ends}
+                async for batch in reader.scan(starts, ends, max_records=LEDGER_BATCH):
                     for record in batch:
                         ledger.take(record)
+                    # The partner simulators share this event loop: thousands of records read
+                    # in one go held SF's API answers past the gateway's 2 s timeout.
+                    await asyncio.sleep(0)
             except KafkaError as error:
                 # A node stopped on purpose: read again next pass (the ledger takes a record
                 # read twice once, by its event id).

@@ -132,9 +132,16 @@ class TopicReader(AsyncResource):
         return {tp: (first[tp], end[tp]) for tp in partitions}
 
     async def scan(
-        self, start: Mapping[TopicPartition, int], end: Mapping[TopicPartition, int]
+        self,
+        start: Mapping[TopicPartition, int],
+        end: Mapping[TopicPartition, int],
+        *,
+        max_records: int | None = None,
     ) -> AsyncIterator[list[KafkaRecord]]:
-        """Batches of records from `start` up to (not including) `end`, per partition in order."""
+        """Batches of records from `start` up to (not including) `end`, per partition in order.
+
+        `max_records` bounds a batch, so a caller sharing its event loop keeps it responsive.
+        """
         wanted = {tp: offset for tp, offset in start.items() if offset < end[tp]}
         if not wanted:
             return
@@ -144,7 +151,9 @@ class TopicReader(AsyncResource):
         total = sum(end[tp] - offset for tp, offset in wanted.items())
         done = 0
         while wanted:
-            batches = await self._consumer.getmany(*wanted, timeout_ms=FETCH_TIMEOUT_MS)
+            batches = await self._consumer.getmany(
+                *wanted, timeout_ms=FETCH_TIMEOUT_MS, max_records=max_records
+            )
             records: list[KafkaRecord] = []
             for tp, batch in batches.items():
                 records.extend(read_record(raw) for raw in batch if raw.offset < end[tp])
