@@ -133,12 +133,18 @@ def demo() -> None:
 def _work_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
     """A temporary directory removed when the run ends, by `kill` (SIGTERM) too (not SIGKILL).
 
-    SIGTERM is raised as KeyboardInterrupt, as Ctrl-C is: the run stops its services, its
-    brokers and its partners, and the directory (broker logs, up to a GiB) goes with them.
+    SIGTERM is taken as Ctrl-C is: the run stops its services, its brokers and its partners,
+    and the directory (broker logs, up to a GiB) goes with them.
     """
 
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    def interrupt(_signum: int, frame: FrameType | None) -> None:
+        # Ctrl-C's own handler: inside asyncio.run it cancels the main task. A KeyboardInterrupt
+        # raised here lands in whatever task runs, and one a partner simulator's task caught
+        # (and logged) was lost: the run went on.
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
 
     signal.signal(signal.SIGTERM, interrupt)
     return tempfile.TemporaryDirectory(prefix=prefix)
