@@ -144,8 +144,10 @@ async def test_the_sf_simulator_signs_its_pushes_as_sf_does() -> None:
     sink = CollectingSink()
     async with sf_webhook(sink) as webhook:
         sf = SfCourierSimulator("P-TEST", CHECKWORD, webhook_url=webhook.url)
-        async with httpx.AsyncClient() as http:
-            await sf._push(http, json.loads(route())["Body"]["WaybillRoute"][0])
+        try:
+            await sf._push(json.loads(route())["Body"]["WaybillRoute"][0])
+        finally:
+            await sf.stop()
     assert sf.pushes == 1
     assert len(sink.records) == 1
     assert webhook.refused_signatures == 0
