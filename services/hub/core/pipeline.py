@@ -191,9 +191,10 @@ class Pipeline:
         """Several partitions' records as one unit of work: one read, one produce, one write.
 
         Each partition is taken in offset order, up to its first record not yet due. A timer
-        is due only once the group's inputs are read up to its due time (`inputs_read_to`, the
-        time of the oldest unread input; None when none is left): a deadline never fires on the
-        hub's own lag, before an answer given in time has been read. Timers go last in a poll.
+        is due only once the group's inputs are read up to its due time (`inputs_read_to`: the
+        time the least-read input partition is read to; None when all are read to their end):
+        a deadline never fires on the hub's own lag, before an answer given in time is read.
+        Timers go last in a poll.
         """
         plans: list[tuple[list[_Read], int | None, datetime | None]] = []
         for records in partitions:
