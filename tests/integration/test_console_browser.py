@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from kafka_io import create_topics, read_records
+from kafka_io import create_topics, publish, read_records
 from probe import REGISTRY, FaultPlan, ProbeDoneV1, ProbeV1, probe_service
 from pydantic import SecretStr
 from selenium import webdriver
@@ -33,7 +33,7 @@ from hub.console.server import BackgroundServer
 from hub.console.settings import ConsoleSettings, Operator
 from hub.core.outbound import OutRecord, event_record
 from hub.core.pipeline import Outcome
-from hub.core.service import KafkaSink, ServiceRuntime
+from hub.core.service import ServiceRuntime
 from hub.core.settings import HubSettings
 from hub.core.topics import AUDIT, Subscription, dead_letter_topic
 from hub.messages.ops import OpsActionAuditedV1
@@ -219,15 +219,6 @@ def probe_records(topic: str, unique: str) -> list[OutRecord]:
         good = probe(400 + n)
         records.append(OutRecord(topic, good.key, b"\xff\xfe not json", good.headers))
     return records
-
-
-async def publish(settings: HubSettings, records: list[OutRecord]) -> None:
-    sink = KafkaSink(settings, client_id="test-publisher")
-    await sink.start()
-    try:
-        await sink.send(records)
-    finally:
-        await sink.stop()
 
 
 class Scene:

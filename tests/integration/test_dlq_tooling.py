@@ -9,7 +9,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 import pytest
-from kafka_io import create_topics, read_records, settle_and_read
+from kafka_io import create_topics, publish, read_records, settle_and_read
 from probe import REGISTRY, FaultPlan, ProbeDoneV1, ProbeV1, probe_service
 
 from hub.core.outbound import OutRecord, event_record
@@ -75,15 +75,6 @@ async def setup(settings: HubSettings, groups: Sequence[Group]) -> None:
         [Subscription(g.group, (g.input,)) for g in groups],
         [g.output for g in groups],
     )
-
-
-async def publish(settings: HubSettings, records: Sequence[OutRecord]) -> None:
-    sink = KafkaSink(settings, client_id="test-publisher")
-    await sink.start()
-    try:
-        await sink.send(records)
-    finally:
-        await sink.stop()
 
 
 def probe_record(topic: str, unique: str, seq: int) -> OutRecord:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import murmur2
-from kafka_io import create_topics, read_records, settle_and_read
+from kafka_io import create_topics, publish, read_records, settle_and_read
 from probe import REGISTRY, FaultPlan, ProbeDoneV1, ProbeV1, probe_service
 
 from hub.core import deadletter
@@ -68,12 +68,7 @@ class Probe:
         )
 
     async def publish(self, records: Sequence[OutRecord]) -> None:
-        sink = KafkaSink(self.settings, client_id="test-publisher")
-        await sink.start()
-        try:
-            await sink.send(records)
-        finally:
-            await sink.stop()
+        await publish(self.settings, records)
 
     def runtime(self) -> ServiceRuntime:
         return ServiceRuntime(self.service, self.settings, registry=REGISTRY)

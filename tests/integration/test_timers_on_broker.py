@@ -10,11 +10,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
 from deadline import REGISTRY, AnsweredV1, AskedV1, JudgedV1, deadline_service
-from kafka_io import create_topics, read_records
+from kafka_io import create_topics, publish, read_records
 
 from hub.core.outbound import event_record
 from hub.core.progress import InputProgress
-from hub.core.service import KafkaSink, ServiceRuntime, to_record
+from hub.core.service import ServiceRuntime, to_record
 from hub.core.topics import Subscription, timer_topic
 
 if TYPE_CHECKING:
@@ -26,15 +26,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 DEADLINE = timedelta(seconds=6)
-
-
-async def publish(settings: HubSettings, records: list[OutRecord]) -> None:
-    sink = KafkaSink(settings, client_id="test-publisher")
-    await sink.start()
-    try:
-        await sink.send(records)
-    finally:
-        await sink.stop()
 
 
 def partition_of(key: str, partitions: int) -> int:

@@ -7,13 +7,15 @@ from typing import TYPE_CHECKING
 
 from aiokafka import AIOKafkaConsumer
 
+from hub.core.service import KafkaSink
 from hub.core.topics import CASES, STOREFRONT_REQUESTS, Subscription, apply_topics, declare
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Sequence
 
     from aiokafka import ConsumerRecord
 
+    from hub.core.outbound import OutRecord
     from hub.core.settings import HubSettings
 
 
@@ -26,6 +28,16 @@ async def create_topics(
     """
     shared = (STOREFRONT_REQUESTS, CASES, *extra)
     await apply_topics(settings.kafka_bootstrap_servers, declare(settings, subscriptions, shared))
+
+
+async def publish(settings: HubSettings, records: Sequence[OutRecord]) -> None:
+    """Produce `records` as the hub does (acks=all, idempotent), then close the producer."""
+    sink = KafkaSink(settings, client_id="test-publisher")
+    await sink.start()
+    try:
+        await sink.send(records)
+    finally:
+        await sink.stop()
 
 
 async def read_records(
