@@ -181,6 +181,8 @@ class Shipment(BaseModel):
     may be on its way behind the hub's own lag (a gateway that is behind); one acceptance
     then withdraws all the others.
     """
+    last_call: bool = Field(default=False, exclude_if=lambda waiting: not waiting)
+    """Every courier was tried and some orders are still open: one last deadline for them."""
 
     @property
     def order_id(self) -> str:
@@ -331,21 +333,50 @@ def _fall_back(
     )
     emits = [Emit(f"failed-{shipment.attempt}", failed)]
     if not shipment.remaining:
-        exception = CaseExceptionRaisedV1(
-            case_id=shipment.case_id,
-            code="no_courier_left",
-            reason=f"every eligible courier failed; the last: {shipment.courier} ({code})",
-            raised_at=at,
-        )
-        emits.append(Emit("exception", exception))
-        emits.extend(_withdraw(shipment, shipment.open_orders, "no courier accepted in time"))
-        done = shipment.model_copy(update={"status": OrderStatus.EXCEPTION, "open_orders": ()})
-        return Decision(emits=tuple(emits), state=done)
+        if shipment.open_orders and not shipment.last_call:
+            return _last_call(shipment, table, emits)
+        return _give_up(shipment, f"{shipment.courier} ({code})", at, emits)
     following, *rest = shipment.remaining
     courier = table.courier(following)
     retry = shipment.model_copy(update={"attempt": shipment.attempt + 1, "remaining": tuple(rest)})
     sent_emits, sent = _send(retry, courier, f"fallback after {shipment.courier}: {code}", at)
     return Decision(emits=(*emits, *sent_emits), state=sent)
+
+
+def _last_call(shipment: Shipment, table: PartnerTable, emits: list[Emit]) -> Decision[Dispatch]:
+    """Every courier was tried, yet orders are open: their answers get one more deadline.
+
+    Under lag an acceptance can be written well after its deadline (a gateway behind); an
+    operator should get the case only when no courier has answered even then.
+    """
+    courier = table.courier(shipment.courier)
+    last_call = PickupAcceptanceDueV1(
+        case_id=shipment.case_id,
+        order_id=shipment.order_id,
+        courier=shipment.courier,
+        last_call=True,
+    )
+    emits.append(Emit.timer("last-call", last_call, courier.accept_deadline))
+    waiting = shipment.model_copy(update={"last_call": True})
+    return Decision(emits=tuple(emits), state=waiting)
+
+
+def _give_up(
+    shipment: Shipment, last_failure: str, at: datetime, emits: list[Emit]
+) -> Decision[Dispatch]:
+    """No courier is left: the case goes to an operator and every open order is withdrawn."""
+    exception = CaseExceptionRaisedV1(
+        case_id=shipment.case_id,
+        code="no_courier_left",
+        reason=f"every eligible courier failed; the last: {last_failure}",
+        raised_at=at,
+    )
+    emits.append(Emit("exception", exception))
+    emits.extend(_withdraw(shipment, shipment.open_orders, "no courier accepted in time"))
+    done = shipment.model_copy(
+        update={"status": OrderStatus.EXCEPTION, "open_orders": (), "last_call": False}
+    )
+    return Decision(emits=tuple(emits), state=done)
 
 
 def _shipment(state: Dispatch | None, what: str, order_id: str | None = None) -> Shipment:
@@ -400,6 +431,7 @@ def _take(
             "courier": courier,
             "order": shipment.order.model_copy(update={"order_id": order_id}),
             "open_orders": (),
+            "last_call": False,
         }
     )
     withdrawn = _withdraw(shipment, others, f"another courier accepted first ({courier})")
@@ -431,9 +463,12 @@ def on_rejected(
         return Decision()
     still_open = tuple(o for o in shipment.open_orders if o != event.order_id)
     refused = shipment.model_copy(update={"open_orders": still_open})
-    if event.order_id != shipment.order_id:
-        return Decision(state=refused)  # an order past its deadline: the one in force stands
     reason = f"{event.reason.value} ({event.raw_code}) {event.detail}".strip()
+    if event.order_id != shipment.order_id or shipment.last_call:
+        if still_open:
+            return Decision(state=refused)  # an order past its deadline: the rest stand
+        courier = refused.courier_of_order.get(event.order_id, refused.courier)
+        return _give_up(refused, f"{courier} ({event.reason.value})", at, [])
     return _fall_back(refused, table, code=event.reason.value, reason=reason, at=at)
 
 
@@ -442,7 +477,13 @@ def on_acceptance_due(
 ) -> Decision[Dispatch]:
     """No acceptance in time: the next courier gets an order too; the first to accept goes."""
     shipment = _shipment(state, "an acceptance deadline", event.order_id)
-    if event.order_id != shipment.order_id or shipment.status is not OrderStatus.REQUESTED:
+    if shipment.status is not OrderStatus.REQUESTED:
+        return Decision()
+    if event.last_call:
+        if not shipment.last_call:
+            return Decision()  # taken, or given up, since
+        return _give_up(shipment, f"{shipment.courier} (timeout)", at, [])
+    if event.order_id != shipment.order_id or event.order_id not in shipment.open_orders:
         return Decision()
     courier = table.courier(shipment.courier)
     return _fall_back(
@@ -515,7 +556,9 @@ def on_case_cancelled(
         reason=event.reason,
         cancelled_at=at,
     )
-    done = shipment.model_copy(update={"status": OrderStatus.CANCELLED, "open_orders": ()})
+    done = shipment.model_copy(
+        update={"status": OrderStatus.CANCELLED, "open_orders": (), "last_call": False}
+    )
     return Decision(emits=(*withdrawn, Emit("cancelled", cancelled)), state=done)
 
 
@@ -570,6 +613,7 @@ def on_return_requested(
             "waybill_no": None,
             "tracking": None,
             "open_orders": (),
+            "last_call": False,
             "remaining": tuple(choice.courier.code for choice in rest),
             "order": inbound.order.model_copy(
                 update={

@@ -212,7 +212,8 @@ def test_the_courier_in_force_accepting_withdraws_the_orders_past_their_deadline
     assert withdrawn(taken) == [("jd", f"{case_id}-inbound-1")]
 
 
-def test_when_every_courier_timed_out_every_open_order_is_withdrawn() -> None:
+def every_courier_timed_out() -> tuple[str, list[str], Decision[domain.Dispatch]]:
+    """A case whose every courier's deadline passed unanswered: (case id, couriers, decision)."""
     case_id, state = opened_state()
     couriers = ["jd", *state.remaining] if isinstance(state, domain.Shipment) else []
     decision: Decision[domain.Dispatch] = Decision(state=state)
@@ -220,14 +221,97 @@ def test_when_every_courier_timed_out_every_open_order_is_withdrawn() -> None:
         decision = domain.on_acceptance_due(
             due(case_id, attempt, courier), decision.state, NOW, table=TABLE
         )
-    assert isinstance(decision.emits[1].event, CaseExceptionRaisedV1)
-    assert withdrawn(decision) == [
+    return case_id, couriers, decision
+
+
+def test_when_every_courier_timed_out_the_open_orders_get_a_last_call() -> None:
+    case_id, couriers, decision = every_courier_timed_out()
+    failed, last_call = decision.emits
+    assert isinstance(failed.event, PickupFailedV1)
+    assert isinstance(last_call.event, PickupAcceptanceDueV1)
+    assert last_call.event.last_call
+    assert last_call.delay == TABLE.courier(couriers[-1]).accept_deadline
+    assert withdrawn(decision) == []
+    # A late acceptance of the first order still takes the leg; the others are withdrawn.
+    late = domain.on_accepted(acceptance(case_id, 1, "JD1"), decision.state, NOW)
+    assert isinstance(late.emits[0].event, PickupAcceptedV1)
+    assert withdrawn(late) == [
+        (courier, f"{case_id}-inbound-{attempt}")
+        for attempt, courier in enumerate(couriers, start=1)
+        if attempt > 1
+    ]
+    assert domain.on_acceptance_due(last_call.event, late.state, NOW, table=TABLE) == Decision()
+
+
+def test_when_the_last_call_passes_every_open_order_is_withdrawn() -> None:
+    case_id, couriers, decision = every_courier_timed_out()
+    last_call = decision.emits[-1].event
+    assert isinstance(last_call, PickupAcceptanceDueV1)
+    given_up = domain.on_acceptance_due(last_call, decision.state, NOW, table=TABLE)
+    exception = given_up.emits[0].event
+    assert isinstance(exception, CaseExceptionRaisedV1)
+    assert exception.reason == f"every eligible courier failed; the last: {couriers[-1]} (timeout)"
+    assert withdrawn(given_up) == [
         (courier, f"{case_id}-inbound-{attempt}")
         for attempt, courier in enumerate(couriers, start=1)
     ]
     # An acceptance after that is withdrawn: the case is an operator's now.
-    late = domain.on_accepted(acceptance(case_id, 1, "JD1"), decision.state, NOW)
+    late = domain.on_accepted(acceptance(case_id, 1, "JD1"), given_up.state, NOW)
     assert withdrawn(late) == [("jd", f"{case_id}-inbound-1")]
+    assert domain.on_acceptance_due(last_call, given_up.state, NOW, table=TABLE) == Decision()
+
+
+def test_the_last_call_ends_early_when_every_open_order_is_refused() -> None:
+    case_id, couriers, decision = every_courier_timed_out()
+    state = decision.state
+    for attempt in range(1, len(couriers) + 1):
+        assert not any(isinstance(e.event, CaseExceptionRaisedV1) for e in decision.emits[2:])
+        refusal = CourierOrderRejectedV1(
+            order_id=f"{case_id}-inbound-{attempt}",
+            case_id=case_id,
+            reason=CourierRejection.CAPACITY,
+            raw_code="CAPACITY",
+        )
+        decision = domain.on_rejected(refusal, state, NOW, table=TABLE)
+        state = decision.state
+    (exception,) = (emit.event for emit in decision.emits)
+    assert isinstance(exception, CaseExceptionRaisedV1)
+    assert exception.reason.endswith(f"{couriers[-1]} (capacity)")
+    assert isinstance(state, domain.Shipment)
+    assert (state.status, state.open_orders) == (domain.OrderStatus.EXCEPTION, ())
+
+
+def test_a_refusal_by_the_last_courier_waits_for_the_orders_past_their_deadline() -> None:
+    case_id, state = opened_state()
+    assert isinstance(state, domain.Shipment)
+    couriers = ["jd", *state.remaining]
+    decision: Decision[domain.Dispatch] = Decision(state=state)
+    for attempt, courier in enumerate(couriers[:-1], start=1):
+        decision = domain.on_acceptance_due(
+            due(case_id, attempt, courier), decision.state, NOW, table=TABLE
+        )
+    last = len(couriers)
+    refusal = CourierOrderRejectedV1(
+        order_id=f"{case_id}-inbound-{last}",
+        case_id=case_id,
+        reason=CourierRejection.OUT_OF_HOURS,
+        raw_code="8096",
+    )
+    refused = domain.on_rejected(refusal, decision.state, NOW, table=TABLE)
+    assert [type(emit.event) for emit in refused.emits] == [PickupFailedV1, PickupAcceptanceDueV1]
+    # The refused order's own deadline changes nothing; the last call ends the wait.
+    waiting = refused.state
+    assert domain.on_acceptance_due(
+        due(case_id, last, couriers[-1]), waiting, NOW, table=TABLE
+    ) == (Decision())
+    last_call = refused.emits[-1].event
+    assert isinstance(last_call, PickupAcceptanceDueV1)
+    given_up = domain.on_acceptance_due(last_call, waiting, NOW, table=TABLE)
+    assert isinstance(given_up.emits[0].event, CaseExceptionRaisedV1)
+    assert withdrawn(given_up) == [
+        (courier, f"{case_id}-inbound-{attempt}")
+        for attempt, courier in enumerate(couriers[:-1], start=1)
+    ]
 
 
 def test_a_refusal_of_an_order_past_its_deadline_leaves_the_order_in_force() -> None:

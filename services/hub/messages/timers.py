@@ -13,7 +13,10 @@ class PickupAcceptanceDueV1(Event):
 
     event_type = "dispatch.pickup.acceptance-due"
     version = 1
+    minor = 1
 
     case_id: NonEmpty
     order_id: NonEmpty
     courier: NonEmpty
+    last_call: bool = False
+    """The leg's last wait: every courier was tried and some orders are still open."""
