@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from hub.core.envelope import uuid5_hex
 from hub.core.handler import Decision, Emit
 from hub.messages.cases import CaseCancelledV1, CaseOpenedV1, CaseRejectedV1, RejectionReason
 from hub.messages.common import RequestType, ServiceMode
@@ -54,7 +55,7 @@ class OrderItem(BaseModel):
 
 def case_id_for(request_id: str) -> str:
     """The case id of a storefront request: the same however often the request arrives."""
-    return "AS" + uuid.uuid5(CASE_NAMESPACE, request_id).hex[:18].upper()
+    return "AS" + uuid5_hex(CASE_NAMESPACE, request_id)[:18].upper()
 
 
 def warranty_expiry(category: str, purchased: date) -> date:

@@ -109,8 +109,8 @@ class AfterSalesRequestedV3(Event):
 def upcast_requested_v2_v3(old: AfterSalesRequestedV2) -> AfterSalesRequestedV3:
     """v2 knew neither trust nor insurance: an untrusted customer, an uninsured order."""
     # Every v2 field is a v3 field and already validated: taken as is (validating the request
-    # again doubled its cost at the front door).
-    return AfterSalesRequestedV3.model_construct(**dict(old))
+    # again doubled its cost at the front door; `dict(old)` alone cost more than the rest).
+    return AfterSalesRequestedV3.model_construct(**old.__dict__)
 
 
 @CATALOGUE.register
