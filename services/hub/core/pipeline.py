@@ -72,6 +72,10 @@ class Outcome(StrEnum):
     NOT_DUE = "not_due"
 
 
+_ROUTINE = frozenset({Outcome.PROCESSED, Outcome.IGNORED})
+"""Outcomes logged at DEBUG: the rest (duplicates, parks, retries, dead letters) at INFO."""
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     """What became of a partition's batch: an outcome per record handled, in offset order.
@@ -365,8 +369,9 @@ class Pipeline:
                 seconds = time.perf_counter() - started
                 self.metrics.handled(record.topic, outcome.value, seconds)
                 tracing.set_outcome(span, outcome.value, failed=outcome is Outcome.DEAD_LETTERED)
-                # A line per record processed cost a tenth of the hop's CPU; metrics count them.
-                (log.debug if outcome is Outcome.PROCESSED else log.info)(
+                # A line per record processed or ignored cost a tenth of the hop's CPU, and
+                # most of a group's records are one or the other; metrics count them.
+                (log.debug if outcome in _ROUTINE else log.info)(
                     "message_handled", outcome=outcome.value, duration_ms=round(seconds * 1000, 2)
                 )
         finally:
