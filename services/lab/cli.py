@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -61,11 +63,10 @@ def chaos(  # noqa: PLR0917 - typer options are parameters
     )
     with _work_dir("hub-chaos-") as workdir:
         report = asyncio.run(run_chaos(plan, Path(workdir), say=print))
-    print()
-    for line in report.lines():
-        print(line)
-    failed = report.lost or report.duplicate_pickups or report.duplicate_refunds
-    told = report.undelivered_notifications or report.duplicate_notifications
+        failed = report.lost or report.duplicate_pickups or report.duplicate_refunds
+        told = report.undelivered_notifications or report.duplicate_notifications
+        kept = keep_logs(Path(workdir) / "logs", KEPT_LOGS / "chaos") if failed or told else None
+    _print_report(report.lines(), kept)
     raise typer.Exit(1 if failed or told else 0)
 
 
@@ -86,9 +87,8 @@ def soak(
     plan = SoakPlan(minutes=minutes, rate_per_s=rate, warm_up_minutes=warm_up)
     with _work_dir("hub-soak-") as workdir:
         report = asyncio.run(run_soak(plan, Path(workdir), say=print))
-    print()
-    for line in report.lines():
-        print(line)
+        kept = None if report.passed else keep_logs(Path(workdir) / "logs", KEPT_LOGS / "soak")
+    _print_report(report.lines(), kept)
     raise typer.Exit(0 if report.passed else 1)
 
 
@@ -128,6 +128,27 @@ def demo() -> None:
     if result.stats is not None:
         render_stats(result.stats, Console(), "tracker statistics over the demo cases")
     render_scorecards(result.scorecards, Console())
+
+
+KEPT_LOGS = Path(".hub")
+"""Where a failed chaos or soak run leaves its services' logs (its work directory goes)."""
+
+
+def keep_logs(logs: Path, under: Path) -> Path | None:
+    """Copy a run's `logs` to a new directory under `under`, named by the time; None if none."""
+    if not logs.is_dir():
+        return None
+    kept = under / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    shutil.copytree(logs, kept)
+    return kept
+
+
+def _print_report(lines: list[str], kept: Path | None) -> None:
+    print()
+    for line in lines:
+        print(line)
+    if kept is not None:
+        print(f"services' logs kept in {kept}")
 
 
 def _work_dir(prefix: str) -> tempfile.TemporaryDirectory[str]:
