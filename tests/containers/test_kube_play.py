@@ -71,6 +71,8 @@ def pod_manifest(group: str, image: str, http_port: int) -> dict[str, Any]:
         del container[probe]
     container["env"] = [
         {"name": "HUB_HTTP_PORT", "value": str(http_port)},
+        # The timeline is read from `message_handled`, which records processed write at DEBUG.
+        {"name": "HUB_LOG_LEVEL", "value": "DEBUG"},
         *(
             e
             for e in container["env"]
