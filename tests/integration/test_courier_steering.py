@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from case_flow import Timeline, request, send
+from case_flow import Timeline, request
+from kafka_io import publish
 from rich.console import Console
 
 from dispatch.partners import load_partners
@@ -83,7 +84,7 @@ class Run:
             update={"province": "浙江省", "city": "杭州市", "district": "西湖区"}
         )
         case = base.model_copy(update={"address": address})
-        await send(self.stack.settings, [event_record(
+        await publish(self.stack.settings, [event_record(
             STOREFRONT_REQUESTS, case, key=case.request_id, source="urn:storefront:test",
         )])  # fmt: skip
         case_id = case_id_for(case.request_id)

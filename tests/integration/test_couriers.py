@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-from kafka_io import create_topics, settle_and_read
+from kafka_io import create_topics, publish, settle_and_read
 
 from gateway.service import build_gateway_service, declare_gateway
 from gateway.sf_client import SfClient, SfCreateResult
@@ -44,7 +44,7 @@ from lab.simulators.kafka_courier import CourierKnobs, KafkaCourierSimulator
 from lab.simulators.sf_courier import SfCourierSimulator, SfKnobs
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from hub.core.outbound import OutRecord
     from hub.core.registry import Event
@@ -76,15 +76,6 @@ def order_record(order: PickupOrderV1 | PickupCancelRequestedV1, courier: str) -
     return event_record(
         courier_orders_topic(courier), order, key=order.case_id, source="urn:test:dispatch"
     )
-
-
-async def publish(settings: HubSettings, records: Sequence[OutRecord]) -> None:
-    sink = KafkaSink(settings, client_id="test-dispatch")
-    await sink.start()
-    try:
-        await sink.send(records)
-    finally:
-        await sink.stop()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 from case_flow import flow_settings, quick_couriers
+from kafka_io import publish
 
 from dispatch.partners import load_partners
 from hub.core.envelope import Envelope
 from hub.core.outbound import event_record
-from hub.core.service import KafkaSink
 from hub.core.topics import CASES, STOREFRONT_REQUESTS, center_events_topic
 from hub.messages.cases import TrackingUpdatedV1
 from hub.messages.common import Fault, RequestType
@@ -32,7 +32,6 @@ from tracker.stats import compute_stats
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from hub.core.outbound import OutRecord
     from hub.core.settings import HubSettings
     from hub.messages.storefront import AfterSalesRequestedV3
 
@@ -128,15 +127,6 @@ class Run:
     settings: HubSettings
 
 
-async def send(settings: HubSettings, records: list[OutRecord]) -> None:
-    sink = KafkaSink(settings, client_id="test-express-refund")
-    await sink.start()
-    try:
-        await sink.send(records)
-    finally:
-        await sink.stop()
-
-
 async def redeliver(settings: HubSettings, topic: Topic) -> None:
     """The pickup scan and the center's reports of the refunded return, again and again."""
     case_id = IDS["return"]
@@ -153,7 +143,7 @@ async def redeliver(settings: HubSettings, topic: Topic) -> None:
         case_id=case_id, fault_type="screen_flicker", in_warranty=True, resolution=Resolution.REFUND
     )
     center = center_events_topic("hz")
-    await send(settings, [
+    await publish(settings, [
         # The same record again (same source and id), and the same scan as a new record.
         event_record(CASES, scan, key=case_id, source=pickup.source, event_id=pickup.id),
         event_record(CASES, scan, key=case_id, source=pickup.source, event_id="scan-again-1"),
@@ -176,7 +166,7 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     async with stack:
         follower = asyncio.create_task(topic.follow(kafka_bootstrap))
         try:
-            await send(settings, [
+            await publish(settings, [
                 event_record(STOREFRONT_REQUESTS, r, key=r.request_id, source="urn:storefront:test")
                 for r in REQUESTS.values()
             ])  # fmt: skip

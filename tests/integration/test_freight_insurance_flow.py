@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 from case_flow import flow_settings, quick_couriers
-from kafka_io import settle_and_read
+from kafka_io import publish, settle_and_read
 
 from dispatch.partners import load_partners
 from hub.core.envelope import Envelope
 from hub.core.outbound import event_record
-from hub.core.service import KafkaSink
 from hub.core.topics import CASES, NOTIFICATION_REQUESTS, STOREFRONT_REQUESTS
 from hub.messages.cases import TrackingUpdatedV1
 from hub.messages.common import FreightInsurance, RequestType
@@ -120,15 +119,6 @@ class Run:
         self.settings = settings
 
 
-async def send(settings: HubSettings, records: list[OutRecord]) -> None:
-    sink = KafkaSink(settings, client_id="test-insurance")
-    await sink.start()
-    try:
-        await sink.send(records)
-    finally:
-        await sink.stop()
-
-
 def repeats(timeline: Timeline, case_id: str) -> list[OutRecord]:
     """The claim redelivered (same id), then the claim and the pickup again under new ids."""
     (filed_env, filed), *_ = timeline.of(case_id, "aftersales.freight-claim.filed.v1")
@@ -166,7 +156,7 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     async with stack:
         follower = asyncio.create_task(timeline.follow(kafka_bootstrap))
         try:
-            await send(settings, [
+            await publish(settings, [
                 event_record(STOREFRONT_REQUESTS, r, key=r.request_id, source="urn:storefront:test")
                 for r in REQUESTS.values()
             ])  # fmt: skip
@@ -178,7 +168,7 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
                 name: stack.insurers[code].calls[freight_claim_id(IDS[name])]
                 for name, code in INSURED.items()
             }
-            await send(
+            await publish(
                 settings, [record for name in INSURED for record in repeats(timeline, IDS[name])]
             )
             notifications = [

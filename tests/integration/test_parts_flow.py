@@ -9,7 +9,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import pytest
-from case_flow import Timeline, flow_settings, quick_couriers, send
+from case_flow import Timeline, flow_settings, quick_couriers
+from kafka_io import publish
 
 from dispatch.partners import load_partners
 from hub.core.outbound import event_record
@@ -98,7 +99,7 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     async with stack:
         follower = asyncio.create_task(timeline.follow(kafka_bootstrap))
         try:
-            await send(settings, [
+            await publish(settings, [
                 event_record(STOREFRONT_REQUESTS, r, key=r.request_id, source="urn:storefront:test")
                 for r in REQUESTS.values()
             ])  # fmt: skip
@@ -110,7 +111,7 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
                 case_id=never, fault_type="battery_swelling", in_warranty=True,
                 resolution=Resolution.REPAIR, parts=PARTS["battery_swelling"],
             )  # fmt: skip
-            await send(settings, [
+            await publish(settings, [
                 event_record(center_events_topic("hz"), diagnosis, key=never,
                              source="urn:partner:center-hz", event_id=event_id)
                 for event_id in (f"center-hz-{never}-diagnosis", "center-hz-resent-parts")

@@ -9,7 +9,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import pytest
-from case_flow import Timeline, flow_settings, quick_couriers, request, send
+from case_flow import Timeline, flow_settings, quick_couriers, request
+from kafka_io import publish
 
 from dispatch.partners import load_partners
 from hub.core.outbound import event_record
@@ -63,7 +64,7 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     async with stack:
         follower = asyncio.create_task(timeline.follow(kafka_bootstrap))
         try:
-            await send(settings, [
+            await publish(settings, [
                 event_record(STOREFRONT_REQUESTS, r, key=r.request_id, source="urn:storefront:test")
                 for r in CASES_BY_NAME.values()
             ])  # fmt: skip
@@ -80,8 +81,9 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
                 approved=False,
                 answered_at=datetime.now(UTC),
             )
-            await send(settings, [event_record(STOREFRONT_REQUESTS, answer, key=quoted.request_id,
-                                               source="urn:storefront:test")])  # fmt: skip
+            await publish(settings, [event_record(STOREFRONT_REQUESTS, answer,
+                                                  key=quoted.request_id,
+                                                  source="urn:storefront:test")])  # fmt: skip
             for case_id in IDS.values():
                 await timeline.wait(case_id, "case.closed", timeout_s=120)
             # The center re-sends its refund diagnosis: once as a redelivery (same id), once
@@ -90,7 +92,7 @@ async def run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
                 case_id=IDS["refund"], fault_type="no_power", in_warranty=True,
                 resolution=Resolution.REFUND,
             )  # fmt: skip
-            await send(settings, [
+            await publish(settings, [
                 event_record(center_events_topic("hz"), diagnosis, key=IDS["refund"],
                              source="urn:partner:center-hz", event_id=event_id)
                 for event_id in (f"center-hz-{IDS['refund']}-diagnosis", "center-hz-resent-1")

@@ -7,10 +7,9 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pytest
-from kafka_io import create_topics
+from kafka_io import create_topics, publish
 
 from hub.core.outbound import OutRecord, event_record
-from hub.core.service import KafkaSink
 from hub.core.table import LatestTable
 from hub.messages import CATALOGUE
 from hub.messages.scores import CourierFigures, CourierScoredV1, Standing
@@ -33,15 +32,6 @@ def card(courier: str, score: float) -> CourierScoredV1:
     )  # fmt: skip
 
 
-async def send(settings: HubSettings, records: list[OutRecord]) -> None:
-    sink = KafkaSink(settings, client_id="test-table-writer")
-    await sink.start()
-    try:
-        await sink.send(records)
-    finally:
-        await sink.stop()
-
-
 def records(topic: str, cards: list[CourierScoredV1]) -> list[OutRecord]:
     return [event_record(topic, c, key=c.courier, source="urn:test:scores") for c in cards]
 
@@ -52,9 +42,9 @@ async def test_two_instances_hold_every_courier_and_follow_changes(
     settings = make_settings()
     topic = f"test.courier-scores.{unique}"
     await create_topics(settings, [], [topic])
-    await send(settings, records(topic, [card(code, 0.9) for code in COURIERS]))
+    await publish(settings, records(topic, [card(code, 0.9) for code in COURIERS]))
     # The last value of a key wins; the table keeps only the latest.
-    await send(settings, records(topic, [card("jd", 0.5)]))
+    await publish(settings, records(topic, [card("jd", 0.5)]))
     first, second = (LatestTable(topic, CourierScoredV1) for _ in range(2))
     async with first.reader(settings, CATALOGUE), second.reader(settings, CATALOGUE):
         # Restored when started: what a dispatch instance knows before its first case.
@@ -62,13 +52,13 @@ async def test_two_instances_hold_every_courier_and_follow_changes(
             assert set(table) == set(COURIERS)
             assert table["jd"].score == 0.5
             assert table["sf"].score == 0.9
-        await send(settings, records(topic, [card("sf", 0.3)]))
+        await publish(settings, records(topic, [card("sf", 0.3)]))
         async with asyncio.timeout(30):
             while first["sf"].score != 0.3 or second["sf"].score != 0.3:  # noqa: ASYNC110 - followed in the background
                 await asyncio.sleep(0.1)
         # A tombstone forgets the key in both.
         tombstone = OutRecord(topic, b"yd", None, ())
-        await send(settings, [tombstone])
+        await publish(settings, [tombstone])
         async with asyncio.timeout(30):
             while "yd" in first or "yd" in second:  # noqa: ASYNC110 - followed in the background
                 await asyncio.sleep(0.1)

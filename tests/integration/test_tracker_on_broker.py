@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from kafka_io import create_topics, read_records, settle_and_read
+from kafka_io import create_topics, publish, read_records, settle_and_read
 from tracker_cases import (
     accepted,
     closed,
@@ -27,7 +27,7 @@ from tracker_cases import (
 
 from hub.core.envelope import Envelope
 from hub.core.outbound import event_record
-from hub.core.service import KafkaSink, ServiceRuntime
+from hub.core.service import ServiceRuntime
 from hub.core.topics import CASE_STATUS, CASES, NOTIFICATION_REQUESTS, Subscription
 from hub.messages import CATALOGUE
 from hub.messages.cases import TrackingStatus
@@ -37,7 +37,7 @@ from tracker.service import build_service
 from tracker.sla import OpsRecipient, SlaTable, Thresholds
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable
 
     from aiokafka import ConsumerRecord
 
@@ -87,15 +87,6 @@ class Tracker:
     async def restart(self) -> None:
         await self.stop()
         await self.start()
-
-
-async def publish(settings: HubSettings, records: Sequence[OutRecord]) -> None:
-    sink = KafkaSink(settings, client_id="test-case-events")
-    await sink.start()
-    try:
-        await sink.send(records)
-    finally:
-        await sink.stop()
 
 
 def record_of(

@@ -8,7 +8,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import pytest
-from case_flow import Timeline, flow_settings, quick_couriers, request, send
+from case_flow import Timeline, flow_settings, quick_couriers, request
+from kafka_io import publish
 
 from dispatch.partners import load_partners
 from hub.core.outbound import event_record
@@ -42,7 +43,7 @@ async def timeline(
     async with stack:
         follower = asyncio.create_task(follow.follow(kafka_bootstrap))
         try:
-            await send(settings, [
+            await publish(settings, [
                 event_record(STOREFRONT_REQUESTS, r, key=r.request_id, source="urn:storefront:test")
                 for r in (PHONE, FRIDGE)
             ])  # fmt: skip
@@ -53,7 +54,7 @@ async def timeline(
                 case_id=IDS["phone"], serial_number=PHONE.item.serial_number, damaged=True,
                 damage_description="again", evidence_ref="photo-2",
             )  # fmt: skip
-            await send(settings, [
+            await publish(settings, [
                 event_record(center_events_topic("hz"), again, key=IDS["phone"],
                              source="urn:partner:center-hz", event_id=event_id)
                 for event_id in (f"center-hz-{IDS['phone']}-in", "center-hz-resent-damage")

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import AIOKafkaConsumer
 
 from hub.core.envelope import Envelope
-from hub.core.service import KafkaSink
 from hub.core.settings import HubSettings
 from hub.core.topics import CASES
 from hub.messages.common import Channel, Fault
@@ -21,7 +20,6 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from dispatch.partners import PartnerTable
-    from hub.core.outbound import OutRecord
     from hub.messages.storefront import AfterSalesRequestedV2
 
 
@@ -106,13 +104,3 @@ class Timeline:
                 raise AssertionError(f"{case_id} never reached {short}: {self.kinds(case_id)}")
             await asyncio.sleep(0.1)
         return self.of(case_id, short)[0]
-
-
-async def send(settings: HubSettings, records: list[OutRecord]) -> None:
-    """Publish `records` as the storefront (or a partner) would."""
-    sink = KafkaSink(settings, client_id="test-storefront")
-    await sink.start()
-    try:
-        await sink.send(records)
-    finally:
-        await sink.stop()
