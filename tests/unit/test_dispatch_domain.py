@@ -120,12 +120,7 @@ def opened_state(number: int = 0) -> tuple[str, domain.Dispatch]:
 
 def test_rejection_falls_back_to_the_next_courier_then_to_an_exception() -> None:
     case_id, state = opened_state()
-    reject = CourierOrderRejectedV1(
-        order_id=f"{case_id}-inbound-1",
-        case_id=case_id,
-        reason=CourierRejection.CAPACITY,
-        raw_code="CAPACITY",
-    )
+    reject = refusal(case_id, 1, CourierRejection.CAPACITY, "CAPACITY")
     decision = domain.on_rejected(reject, state, NOW, table=TABLE)
     failed, order, requested, _ = (emit.event for emit in decision.emits)
     assert isinstance(failed, PickupFailedV1)
@@ -137,12 +132,7 @@ def test_rejection_falls_back_to_the_next_courier_then_to_an_exception() -> None
     assert requested.reason == "fallback after jd: capacity"
     assert decision.state is not None
 
-    last = CourierOrderRejectedV1(
-        order_id=f"{case_id}-inbound-2",
-        case_id=case_id,
-        reason=CourierRejection.OUT_OF_HOURS,
-        raw_code="8096",
-    )
+    last = refusal(case_id, 2, CourierRejection.OUT_OF_HOURS, "8096")
     final = domain.on_rejected(last, decision.state, NOW, table=TABLE)
     assert [type(emit.event) for emit in final.emits] == [PickupFailedV1, CaseExceptionRaisedV1]
 
@@ -150,6 +140,14 @@ def test_rejection_falls_back_to_the_next_courier_then_to_an_exception() -> None
 def due(case_id: str, attempt: int, courier: str) -> PickupAcceptanceDueV1:
     return PickupAcceptanceDueV1(
         case_id=case_id, order_id=f"{case_id}-inbound-{attempt}", courier=courier
+    )
+
+
+def refusal(
+    case_id: str, attempt: int, reason: CourierRejection, raw_code: str
+) -> CourierOrderRejectedV1:
+    return CourierOrderRejectedV1(
+        order_id=f"{case_id}-inbound-{attempt}", case_id=case_id, reason=reason, raw_code=raw_code
     )
 
 
@@ -266,13 +264,8 @@ def test_the_last_call_ends_early_when_every_open_order_is_refused() -> None:
     state = decision.state
     for attempt in range(1, len(couriers) + 1):
         assert not any(isinstance(e.event, CaseExceptionRaisedV1) for e in decision.emits[2:])
-        refusal = CourierOrderRejectedV1(
-            order_id=f"{case_id}-inbound-{attempt}",
-            case_id=case_id,
-            reason=CourierRejection.CAPACITY,
-            raw_code="CAPACITY",
-        )
-        decision = domain.on_rejected(refusal, state, NOW, table=TABLE)
+        refused_order = refusal(case_id, attempt, CourierRejection.CAPACITY, "CAPACITY")
+        decision = domain.on_rejected(refused_order, state, NOW, table=TABLE)
         state = decision.state
     (exception,) = (emit.event for emit in decision.emits)
     assert isinstance(exception, CaseExceptionRaisedV1)
@@ -291,13 +284,8 @@ def test_a_refusal_by_the_last_courier_waits_for_the_orders_past_their_deadline(
             due(case_id, attempt, courier), decision.state, NOW, table=TABLE
         )
     last = len(couriers)
-    refusal = CourierOrderRejectedV1(
-        order_id=f"{case_id}-inbound-{last}",
-        case_id=case_id,
-        reason=CourierRejection.OUT_OF_HOURS,
-        raw_code="8096",
-    )
-    refused = domain.on_rejected(refusal, decision.state, NOW, table=TABLE)
+    refused_order = refusal(case_id, last, CourierRejection.OUT_OF_HOURS, "8096")
+    refused = domain.on_rejected(refused_order, decision.state, NOW, table=TABLE)
     assert [type(emit.event) for emit in refused.emits] == [PickupFailedV1, PickupAcceptanceDueV1]
     # The refused order's own deadline changes nothing; the last call ends the wait.
     waiting = refused.state
@@ -317,13 +305,8 @@ def test_a_refusal_by_the_last_courier_waits_for_the_orders_past_their_deadline(
 def test_a_refusal_of_an_order_past_its_deadline_leaves_the_order_in_force() -> None:
     case_id, state = opened_state()
     timed_out = domain.on_acceptance_due(due(case_id, 1, "jd"), state, NOW, table=TABLE)
-    refusal = CourierOrderRejectedV1(
-        order_id=f"{case_id}-inbound-1",
-        case_id=case_id,
-        reason=CourierRejection.CAPACITY,
-        raw_code="CAPACITY",
-    )
-    refused = domain.on_rejected(refusal, timed_out.state, NOW, table=TABLE)
+    refused_order = refusal(case_id, 1, CourierRejection.CAPACITY, "CAPACITY")
+    refused = domain.on_rejected(refused_order, timed_out.state, NOW, table=TABLE)
     assert refused.emits == ()
     assert isinstance(refused.state, domain.Shipment)
     assert refused.state.open_orders == (f"{case_id}-inbound-2",)
@@ -443,10 +426,7 @@ def test_answers_to_an_order_dispatch_has_not_recorded_yet_are_early() -> None:
         domain.on_accepted(accept, None, NOW)
 
     # Once the order is sent, the same acceptance schedules the pickup.
-    first = CourierOrderRejectedV1(
-        order_id=f"{case_id}-inbound-1", case_id=case_id,
-        reason=CourierRejection.CAPACITY, raw_code="CAPACITY",
-    )  # fmt: skip
+    first = refusal(case_id, 1, CourierRejection.CAPACITY, "CAPACITY")
     fallen_back = domain.on_rejected(first, state, NOW, table=TABLE).state
     (scheduled,) = domain.on_accepted(accept, fallen_back, NOW).emits
     assert isinstance(scheduled.event, PickupAcceptedV1)
