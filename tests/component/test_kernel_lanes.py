@@ -30,6 +30,7 @@ from hub.core.envelope import derive_event_id
 from hub.core.errors import TransientError
 from hub.core.handler import Decision, Emit
 from hub.core.pipeline import Outcome
+from hub.core.store.base import StaleBatchError
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -196,12 +197,16 @@ class WatchingStore(InMemoryStateStore):
         self.sink = sink
         self.early_rows: list[str] = []
 
-    async def commit_batch(
-        self, group: str, events: Sequence[EventId], states: Mapping[str, JsonObject]
+    def _commit(
+        self,
+        group: str,
+        events: Sequence[EventId],
+        states: Mapping[str, JsonObject],
+        read_versions: Mapping[str, int] | None = None,
     ) -> None:
         sent = {header_map(record)["ce_id"] for record in self.sink.records}
         self.early_rows += [e.id for e in events if derive_event_id(e.id, "done") not in sent]
-        await super().commit_batch(group, events, states)
+        super()._commit(group, events, states, read_versions)
 
 
 async def test_no_inbox_row_is_written_before_its_outputs_are_acknowledged() -> None:
@@ -262,3 +267,29 @@ async def test_an_ordered_group_parks_the_key_behind_a_failure() -> None:
     assert (await kernel.feed(records)).outcomes == (R, Outcome.PARKED, Outcome.PARKED)
     assert await kernel.drain_retries() == [P]
     assert done_seqs(kernel.outputs()) == [1, 2, 3]
+
+
+async def test_a_former_owner_deciding_from_an_old_state_sends_nothing_and_decides_again() -> None:
+    # A rebalance hands the partition over while its former owner is deciding: the new owner
+    # handles the key's next record from the same stored state. The former owner's decision
+    # must neither go out nor overwrite the new owner's state (a pickup offered twice).
+    store = InMemoryStateStore(FakeClock())
+    gate = asyncio.Event()
+    slow = Partner(gates={1: gate})
+    former = lanes_kernel(slow, concurrency=1, store=store)
+    new_owner = lanes_kernel(Partner(), concurrency=1, store=store)
+    deciding = asyncio.create_task(former.feed([probe_record(0, 1, key=b"case-a")]))
+    while slow.started != [1]:  # noqa: ASYNC110 - the partner records calls, it has no event
+        await asyncio.sleep(0)
+
+    assert (await new_owner.feed([probe_record(1, 2, key=b"case-a")])).outcomes == (P,)
+    gate.set()
+    with pytest.raises(StaleBatchError, match="changed since the batch read them: case-a"):
+        await deciding
+    assert former.outputs() == []
+
+    # Read again (as the adapter does after a failed poll), it decides from the new state.
+    assert (await former.feed([probe_record(0, 1, key=b"case-a")])).outcomes == (P,)
+    done = [ProbeDoneV1.model_validate_json(r.value or b"") for r in former.outputs()]
+    assert [(d.seq, d.handled_count) for d in done] == [(1, 2)]
+    assert (await store.load_state(GROUP, "case-a")) == {"handled": 2, "last_seq": 1}

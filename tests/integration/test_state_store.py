@@ -94,6 +94,117 @@ async def test_a_batch_with_an_event_already_recorded_writes_nothing(
     assert not await state_store.is_processed(store_group, fresh)
 
 
+async def test_each_write_of_a_state_raises_its_version(
+    state_store: StateStore, store_group: str
+) -> None:
+    assert (await state_store.load_batch(store_group, [], ["c1"])).versions == {}
+    await state_store.commit_batch(store_group, [EventId("urn:t", "1")], {"c1": {"v": 1}})
+    await state_store.commit_batch(
+        store_group, [EventId("urn:t", "2")], {"c1": {"v": 2}}, read_versions={"c1": 1}
+    )
+    snapshot = await state_store.load_batch(store_group, [], ["c1", "c2"])
+    assert (snapshot.states, snapshot.versions) == ({"c1": {"v": 2}}, {"c1": 2})
+
+
+async def test_a_batch_whose_read_state_changed_publishes_nothing_and_writes_nothing(
+    open_state_store: StoreOpener, store_group: str
+) -> None:
+    # Two members of a group during a rebalance: both read c1 at version 1; the second to
+    # commit decided from a state that is gone.
+    former_owner, new_owner = await open_state_store(), await open_state_store()
+    await former_owner.commit_batch(store_group, [EventId("urn:t", "0")], {"c1": {"v": 0}})
+    read = (await former_owner.load_batch(store_group, [], ["c1", "c9"])).versions
+    assert read == {"c1": 1}
+    published: list[str] = []
+
+    async def publish(name: str) -> None:
+        published.append(name)
+
+    await new_owner.commit_batch(
+        store_group, [EventId("urn:t", "b")], {"c1": {"v": "b"}},
+        read_versions={**read, "c9": 0}, publish=lambda: publish("b"),
+    )  # fmt: skip
+    stale = r"1 state\(s\) changed since the batch read them: c1$"
+    with pytest.raises(StaleBatchError, match=stale):
+        await former_owner.commit_batch(
+            store_group, [EventId("urn:t", "a")], {"c1": {"v": "a"}, "c9": {"v": "a"}},
+            read_versions={**read, "c9": 0}, publish=lambda: publish("a"),
+        )  # fmt: skip
+    assert published == ["b"]
+    assert not await former_owner.is_processed(store_group, EventId("urn:t", "a"))
+    assert await former_owner.load_state(store_group, "c1") == {"v": "b"}
+    assert await former_owner.load_state(store_group, "c9") is None
+    # A key that had no state is stale once another writer gives it one.
+    with pytest.raises(StaleBatchError, match="c1"):
+        await former_owner.commit_batch(
+            store_group, [EventId("urn:t", "a")], {}, read_versions={"c1": 0}
+        )
+
+
+async def test_a_failed_publish_writes_nothing(state_store: StateStore, store_group: str) -> None:
+    async def broker_down() -> None:
+        raise ConnectionError("broker unreachable")
+
+    with pytest.raises(ConnectionError, match="broker unreachable"):
+        await state_store.commit_batch(
+            store_group, [EventId("urn:t", "e")], {"c1": {"v": 1}}, publish=broker_down
+        )
+    assert not await state_store.is_processed(store_group, EventId("urn:t", "e"))
+    assert (await state_store.load_batch(store_group, [], ["c1"])).versions == {}
+
+
+async def test_a_batch_of_an_event_already_recorded_publishes_nothing(
+    state_store: StateStore, store_group: str
+) -> None:
+    await state_store.commit_batch(store_group, [EventId("urn:t", "e")], {})
+    published: list[int] = []
+
+    async def publish() -> None:
+        published.append(1)
+
+    with pytest.raises(StaleBatchError):
+        await state_store.commit_batch(store_group, [EventId("urn:t", "e")], {}, publish=publish)
+    assert published == []
+
+
+@pytest.mark.parametrize("store_database_url", ["postgres"], indirect=True)
+async def test_postgres_holds_the_read_states_from_the_check_to_the_commit(
+    open_state_store: StoreOpener, store_group: str
+) -> None:
+    # While one member publishes, the other's commit on the same key waits, then finds the
+    # version it read gone and publishes nothing: never both decisions out.
+    first, second = await open_state_store(), await open_state_store()
+    await first.commit_batch(store_group, [EventId("urn:t", "0")], {"c1": {"v": 0}})
+    publishing, release = asyncio.Event(), asyncio.Event()
+    published: list[str] = []
+
+    async def slow_publish() -> None:
+        publishing.set()
+        await release.wait()
+        published.append("first")
+
+    async def publish_second() -> None:
+        published.append("second")
+
+    committing = asyncio.create_task(first.commit_batch(
+        store_group, [EventId("urn:t", "a")], {"c1": {"v": "a"}},
+        read_versions={"c1": 1}, publish=slow_publish,
+    ))  # fmt: skip
+    await publishing.wait()
+    waiting = asyncio.create_task(second.commit_batch(
+        store_group, [EventId("urn:t", "b")], {"c1": {"v": "b"}},
+        read_versions={"c1": 1}, publish=publish_second,
+    ))  # fmt: skip
+    await asyncio.sleep(0.3)
+    assert not waiting.done()
+    release.set()
+    await committing
+    with pytest.raises(StaleBatchError, match="c1"):
+        await waiting
+    assert published == ["first"]
+    assert await second.load_state(store_group, "c1") == {"v": "a"}
+
+
 # --- inbox and per-key state -------------------------------------------------------------
 async def test_an_event_is_recorded_once_and_a_repeat_writes_nothing(
     state_store: StateStore, store_group: str
@@ -561,6 +672,7 @@ async def test_a_store_of_the_unversioned_layout_is_upgraded_in_place(
             EventId("urn:x", "e1")
         }
         assert await store.load_state("g", "c1") == {"v": "旧"}
+        assert (await store.load_batch("g", [], ["c1"])).versions == {"c1": 1}
         assert await store.park_head("g", "k") == "head"
         assert await store.append_parked("g", "k", KafkaRecord("t", 0, 13, 0, None, None, ()))
         first = await store.next_parked("g", "k")

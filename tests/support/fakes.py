@@ -16,10 +16,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from hub.core.store.base import BatchSnapshot, EventId, ParkedRecord, StaleBatchError
+from hub.core.store.base import (
+    BatchSnapshot,
+    EventId,
+    ParkedRecord,
+    StaleBatchError,
+    changed_keys,
+    stale_states,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
     from hub.core.outbound import OutRecord
     from hub.core.store.base import JsonObject, KafkaRecord
@@ -94,6 +101,7 @@ class InMemoryStateStore:
         self.opened = False
         self._inbox: dict[str, dict[EventId, datetime]] = {}
         self._states: dict[tuple[str, str], str] = {}
+        self._versions: dict[tuple[str, str], int] = {}
         self._parks: dict[tuple[str, str], str] = {}
         self._parked: dict[tuple[str, str], dict[int, KafkaRecord]] = {}
         self._last_seq = 0
@@ -149,37 +157,64 @@ class InMemoryStateStore:
         self.faults.check("load_batch")
         inbox = self._inbox.get(group, {})
         states: dict[str, JsonObject] = {}
+        versions: dict[str, int] = {}
         heads: dict[str, str] = {}
         for key in keys:
             document = self._document(group, key)
             if document is not None:
                 states[key] = document
+                versions[key] = self._versions[(group, key)]
             head = self._parks.get((group, key))
             if head is not None:
                 heads[key] = head
-        return BatchSnapshot(frozenset(event for event in events if event in inbox), states, heads)
+        processed = frozenset(event for event in events if event in inbox)
+        return BatchSnapshot(processed, states, heads, versions)
 
     async def commit_batch(
-        self, group: str, events: Sequence[EventId], states: Mapping[str, JsonObject]
+        self,
+        group: str,
+        events: Sequence[EventId],
+        states: Mapping[str, JsonObject],
+        *,
+        read_versions: Mapping[str, int] | None = None,
+        publish: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Record `events` and upsert `states` all at once; StaleBatchError if any is known."""
+        """Check, await `publish`, then record `events` and upsert `states` all at once."""
+        self._check(group, events, read_versions or {})
+        if publish is not None:
+            await publish()
+        # A planned outage strikes after the outputs are out: the crash the inbox must absorb.
         self.faults.check("commit_batch")
-        self._commit(group, events, states)
+        self._commit(group, events, states, read_versions or {})
 
-    def _commit(
-        self, group: str, events: Sequence[EventId], states: Mapping[str, JsonObject]
+    def _check(
+        self, group: str, events: Sequence[EventId], read_versions: Mapping[str, int]
     ) -> None:
-        # Everything is checked before anything is written: all or nothing, like a transaction.
-        documents = {key: _encode_document(state) for key, state in states.items()}
-        inbox = self._inbox.setdefault(group, {})
+        current = {key: self._versions.get((group, key), 0) for key in read_versions}
+        if changed := changed_keys(read_versions, current):
+            raise stale_states(changed)
+        inbox = self._inbox.get(group, {})
         seen: set[EventId] = set()
         for event in events:
             if event in inbox or event in seen:
                 raise StaleBatchError(f"{event.source} {event.id} is already processed")
             seen.add(event)
+
+    def _commit(
+        self,
+        group: str,
+        events: Sequence[EventId],
+        states: Mapping[str, JsonObject],
+        read_versions: Mapping[str, int] | None = None,
+    ) -> None:
+        # Everything is checked before anything is written: all or nothing, like a transaction.
+        documents = {key: _encode_document(state) for key, state in states.items()}
+        self._check(group, events, read_versions or {})
         now = _aware(self._clock())
-        inbox.update(dict.fromkeys(events, now))
-        self._states.update({(group, key): text for key, text in documents.items()})
+        self._inbox.setdefault(group, {}).update(dict.fromkeys(events, now))
+        for key, text in documents.items():
+            self._states[(group, key)] = text
+            self._versions[(group, key)] = self._versions.get((group, key), 0) + 1
 
     async def purge_inbox(self, group: str, older_than: datetime) -> int:
         """Delete inbox rows of `group` processed before `older_than`; returns how many."""

@@ -678,6 +678,10 @@ class UnitOfWork:
         self._checked: set[EventId] = set()
         self._known_keys: set[str] = set()
         self._states: dict[str, JsonObject | None] = {}
+        # The version of every state this unit read (0: none stored). A flush commits only
+        # while they are unchanged: after a rebalance, the partition's former owner may still
+        # be deciding from the same keys, and one decision must not overwrite the other's.
+        self._versions: dict[str, int] = {}
         # A key's state as this unit left it, typed: the next record of the key takes it as
         # is (state models are frozen), and it is dumped once, at the flush. A courier's
         # scorecard window validated and dumped per record cost 2 ms of every observation.
@@ -699,6 +703,7 @@ class UnitOfWork:
         self._checked |= set(events)
         self._known_keys |= keys
         self._states.update({key: snapshot.states.get(key) for key in keys})
+        self._versions.update({key: snapshot.versions.get(key, 0) for key in keys})
         self._heads.update({key: snapshot.park_heads.get(key) for key in keys})
 
     async def is_processed(self, event: EventId) -> bool:
@@ -712,7 +717,9 @@ class UnitOfWork:
     async def load_state(self, key: str) -> JsonObject | None:
         """The key's state as this batch left it."""
         if key not in self._known_keys:
-            self._states[key] = await self._store.load_state(self._group, key)
+            snapshot = await self._store.load_batch(self._group, (), (key,))
+            self._states[key] = snapshot.states.get(key)
+            self._versions[key] = snapshot.versions.get(key, 0)
             self._known_keys.add(key)
         return self._states[key]
 
@@ -780,16 +787,29 @@ class UnitOfWork:
         await self._store.remove_parked(self._group, key, seq)
 
     async def flush(self) -> None:
-        """Produce the buffered records, then write inbox rows and states in one transaction."""
+        """Produce the buffered records, then write inbox rows and states in one transaction.
+
+        StaleBatchError, with nothing produced, when a state the unit read has changed.
+        """
         async with self._flushing:
             outputs, self._outputs = self._outputs, []
             events, self._new_events = self._new_events, []
             states, self._new_states = self._new_states, {}
             documents = {key: self._dump(state) for key, state in states.items()}
-            if outputs:
-                await self._sink.send(outputs)
-            if events:
-                await self._store.commit_batch(self._group, events, documents)
+            if not events:
+                if outputs:
+                    await self._sink.send(outputs)
+                return
+
+            async def publish() -> None:
+                if outputs:
+                    await self._sink.send(outputs)
+
+            await self._store.commit_batch(
+                self._group, events, documents, read_versions=self._versions, publish=publish
+            )
+            for key in documents.keys() & self._versions.keys():
+                self._versions[key] += 1
 
     def _dump(self, state: BaseModel) -> JsonObject:
         document = self._service.dump_state(state)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import structlog
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
     from datetime import datetime
 
 log = structlog.get_logger(__name__)
@@ -42,10 +42,10 @@ class StoreUnavailableError(ConnectionError):
 
 
 class StaleBatchError(Exception):
-    """A batch's event was recorded by another instance meanwhile; nothing of it was written.
+    """Another instance recorded a batch's event, or changed a state it read; nothing was written.
 
     Happens when a rebalance hands a partition over mid-batch: re-reading the batch turns
-    the other instance's work into counted duplicates.
+    the other instance's work into counted duplicates, and decides again from fresh states.
     """
 
 
@@ -56,6 +56,8 @@ class BatchSnapshot:
     processed: frozenset[EventId]
     states: Mapping[str, JsonObject]
     park_heads: Mapping[str, str]
+    versions: Mapping[str, int] = field(default_factory=dict)
+    """Each stored state's version (it grows by one a write); a key without state has none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +116,20 @@ class StateStore(Protocol):
         """In one call: which of `events` are processed, and the states and park heads of `keys`."""
 
     async def commit_batch(
-        self, group: str, events: Sequence[EventId], states: Mapping[str, JsonObject]
+        self,
+        group: str,
+        events: Sequence[EventId],
+        states: Mapping[str, JsonObject],
+        *,
+        read_versions: Mapping[str, int] | None = None,
+        publish: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Record `events` as processed and upsert `states`, all in one transaction.
+        """Await `publish`, then record `events` and upsert `states`, all in one transaction.
 
-        When any of `events` was already recorded, raises StaleBatchError and writes nothing.
+        Raises StaleBatchError, before `publish` runs and with nothing written, when any of
+        `events` was already recorded or a key of `read_versions` no longer has the version
+        given (0: no state): another instance changed what the batch decided from. From the
+        check to the commit no other writer can change those keys (PostgreSQL locks them).
         A state JSON cannot hold raises ValueError or TypeError, and nothing is written.
         """
 
@@ -154,11 +165,29 @@ class StateStore(Protocol):
         """Every key of `group` that is parked now (for operators and tests)."""
 
 
+def changed_keys(read_versions: Mapping[str, int], current: Mapping[str, int]) -> list[str]:
+    """Keys whose version is no longer the one read (a missing key has version 0), sorted."""
+    return sorted(key for key, version in read_versions.items() if current.get(key, 0) != version)
+
+
+def stale_states(changed: Sequence[str]) -> StaleBatchError:
+    """The error for a batch whose read states another writer changed meanwhile."""
+    return StaleBatchError(
+        f"{len(changed)} state(s) changed since the batch read them: {', '.join(changed[:3])}"
+    )
+
+
 class RecordsOneAsABatch:
     """`record_processed` as a batch of one, for a store whose `commit_batch` does the work."""
 
     async def commit_batch(
-        self, group: str, events: Sequence[EventId], states: Mapping[str, JsonObject]
+        self,
+        group: str,
+        events: Sequence[EventId],
+        states: Mapping[str, JsonObject],
+        *,
+        read_versions: Mapping[str, int] | None = None,
+        publish: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         """Implemented by the store."""
         raise NotImplementedError

@@ -21,16 +21,18 @@ from hub.core.store.base import (
     RecordsOneAsABatch,
     StaleBatchError,
     StoreUnavailableError,
+    changed_keys,
+    stale_states,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 
     from asyncpg.pool import PoolConnectionProxy
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Version 1 is the layout before versioning (no hub_schema_version table): followers numbered
 # per key, header names as text (which cannot hold NUL) and the state as jsonb (same).
 LEGACY_VERSION = 1
@@ -110,16 +112,38 @@ ALTER TABLE hub_inbox ALTER COLUMN source DROP DEFAULT;
 ALTER TABLE hub_inbox DROP CONSTRAINT hub_inbox_pkey;
 ALTER TABLE hub_inbox ADD PRIMARY KEY (grp, event_id, source);
 """
+_STATE_VERSION = """
+-- A state written before schema 4 counts as written once.
+ALTER TABLE hub_state ADD COLUMN version bigint NOT NULL DEFAULT 1;
+"""
 # Scripts that bring each older version to SCHEMA_VERSION, run in one transaction.
 _MIGRATIONS = {
-    0: (_CREATE, _PARKED_V2),
-    LEGACY_VERSION: (_RENAME_LEGACY, _PARKED_V2, _COPY_LEGACY, _INBOX_SOURCE),
-    2: (_INBOX_SOURCE,),
+    0: (_CREATE, _PARKED_V2, _STATE_VERSION),
+    LEGACY_VERSION: (_RENAME_LEGACY, _PARKED_V2, _COPY_LEGACY, _INBOX_SOURCE, _STATE_VERSION),
+    2: (_INBOX_SOURCE, _STATE_VERSION),
+    3: (_STATE_VERSION,),
 }
 # Which of the events in the arrays $2 (ids) and $3 (sources) group $1 has processed.
 _PROCESSED_AMONG = """
 SELECT DISTINCT e.id, e.source FROM unnest($2::text[], $3::text[]) AS e (id, source)
     JOIN hub_inbox i ON i.grp = $1 AND i.event_id = e.id AND i.source IN (e.source, '')
+"""
+# Rows locked in key order, so that two batches sharing keys cannot deadlock.
+_LOCK_STATES = """
+SELECT key, version FROM hub_state WHERE grp = $1 AND key = ANY($2::text[]) ORDER BY key FOR UPDATE
+"""
+# Each state with its next version ($5), written only over the version before it: a row
+# another writer inserted after the lock (none to lock then) is not overwritten.
+_WRITE_STATES = """
+WITH written AS (
+    INSERT INTO hub_state (grp, key, document, updated_at, version)
+        SELECT $1, s.key, s.document::json, $4, s.version
+        FROM unnest($2::text[], $3::text[], $5::bigint[]) AS s (key, document, version)
+    ON CONFLICT (grp, key) DO UPDATE SET document = excluded.document,
+        updated_at = excluded.updated_at, version = excluded.version
+        WHERE hub_state.version = excluded.version - 1
+    RETURNING 1)
+SELECT count(*) FROM written
 """
 
 
@@ -248,7 +272,8 @@ class PostgresStateStore(RecordsOneAsABatch):
         async with self._transaction() as connection:
             processed = await connection.fetch(_PROCESSED_AMONG, group, ids, sources)
             states = await connection.fetch(
-                "SELECT key, document FROM hub_state WHERE grp = $1 AND key = ANY($2::text[])",
+                "SELECT key, document, version FROM hub_state"
+                " WHERE grp = $1 AND key = ANY($2::text[])",
                 group,
                 key_list,
             )
@@ -261,17 +286,34 @@ class PostgresStateStore(RecordsOneAsABatch):
             processed=frozenset(EventId(row["source"], row["id"]) for row in processed),
             states={row["key"]: json.loads(row["document"]) for row in states},
             park_heads={row["key"]: str(row["head_event_id"]) for row in heads},
+            versions={row["key"]: int(row["version"]) for row in states},
         )
 
     async def commit_batch(
-        self, group: str, events: Sequence[EventId], states: Mapping[str, JsonObject]
+        self,
+        group: str,
+        events: Sequence[EventId],
+        states: Mapping[str, JsonObject],
+        *,
+        read_versions: Mapping[str, int] | None = None,
+        publish: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Record `events` and upsert `states` in one transaction; StaleBatchError if any known."""
+        """Check, await `publish`, record `events` and upsert `states` in one transaction."""
         documents = [(key, _encode_document(state)) for key, state in states.items()]
         ids, sources = [event.id for event in events], [event.source for event in events]
+        read_versions = read_versions or {}
         now = datetime.now(UTC)
         async with self._transaction() as connection:
-            known = await connection.fetch(_PROCESSED_AMONG, group, ids, sources)
+            # Held until the commit: another instance's batch on these keys waits, then
+            # finds the versions it read gone and decides again (a rebalance's overlap).
+            locked = await connection.fetch(_LOCK_STATES, group, sorted({*read_versions, *states}))
+            current = {row["key"]: int(row["version"]) for row in locked}
+            if changed := changed_keys(read_versions, current):
+                raise stale_states(changed)
+            if known := await connection.fetch(_PROCESSED_AMONG, group, ids, sources):
+                raise StaleBatchError(f"{len(known)} event(s) already processed")
+            if publish is not None:
+                await publish()
             # A concurrent insert of the same id waits for the other commit, then does nothing.
             inserted = await connection.fetchval(
                 "WITH added AS (INSERT INTO hub_inbox (grp, event_id, source, processed_at)"
@@ -283,16 +325,21 @@ class PostgresStateStore(RecordsOneAsABatch):
                 sources,
                 now,
             )
-            if known or inserted != len(set(events)):
+            if inserted != len(set(events)):
                 # Raised inside the transaction: it rolls back, nothing of the batch stays.
                 raise StaleBatchError(f"{len(events) - inserted} event(s) already processed")
             if documents:
-                await connection.executemany(
-                    "INSERT INTO hub_state (grp, key, document, updated_at)"
-                    " VALUES ($1, $2, $3::json, $4) ON CONFLICT (grp, key) DO UPDATE"
-                    " SET document = excluded.document, updated_at = excluded.updated_at",
-                    [(group, key, document, now) for key, document in documents],
+                keys = [key for key, _ in documents]
+                written = await connection.fetchval(
+                    _WRITE_STATES,
+                    group,
+                    keys,
+                    [document for _, document in documents],
+                    now,
+                    [current.get(key, 0) + 1 for key in keys],
                 )
+                if written != len(documents):
+                    raise StaleBatchError("a new state was written by another instance meanwhile")
 
     async def purge_inbox(self, group: str, older_than: datetime) -> int:
         """Delete inbox rows of `group` processed before `older_than`; returns how many."""

@@ -27,10 +27,12 @@ from hub.core.store.base import (
     RecordsOneAsABatch,
     StaleBatchError,
     StoreUnavailableError,
+    changed_keys,
+    stale_states,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Collection, Mapping, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
     from hub.core.store.base import Headers
 
@@ -38,7 +40,7 @@ T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Version 1 is the layout before versioning (no user_version): followers numbered per key.
 LEGACY_VERSION = 1
 
@@ -107,13 +109,19 @@ INSERT INTO hub_parked (grp, key, topic, part, off, timestamp_ms, rkey, value, h
     ORDER BY grp, key, seq;
 DROP TABLE hub_parked_v1;
 """
+_STATE_VERSION = """
+-- A state written before schema 4 counts as written once.
+ALTER TABLE hub_state ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+"""
 # Scripts that bring each older version to SCHEMA_VERSION, run in one transaction.
 _MIGRATIONS = {
-    0: (_INBOX_V3, _CREATE, _PARKED_V2),
+    0: (_INBOX_V3, _CREATE, _PARKED_V2, _STATE_VERSION),
     LEGACY_VERSION: (
-        _RENAME_LEGACY, _PARKED_V2, _COPY_LEGACY, _MIGRATE_INBOX_V2, _INBOX_V3, _COPY_INBOX_V2
+        _RENAME_LEGACY, _PARKED_V2, _COPY_LEGACY, _MIGRATE_INBOX_V2, _INBOX_V3, _COPY_INBOX_V2,
+        _STATE_VERSION,
     ),
-    2: (_MIGRATE_INBOX_V2, _INBOX_V3, _COPY_INBOX_V2),
+    2: (_MIGRATE_INBOX_V2, _INBOX_V3, _COPY_INBOX_V2, _STATE_VERSION),
+    3: (_STATE_VERSION,),
 }  # fmt: skip
 # Rows of one event id: its own source, or '' (recorded before the source was kept).
 _INBOX_MATCH = "grp = ? AND event_id = ? AND source IN (?, '')"
@@ -245,31 +253,55 @@ class SqliteStateStore(RecordsOneAsABatch):
         def read(db: sqlite3.Connection) -> BatchSnapshot:
             processed = frozenset(event for event in events if _is_processed(db, group, event))
             states: dict[str, JsonObject] = {}
+            versions: dict[str, int] = {}
             heads: dict[str, str] = {}
             for key in keys:
                 row = db.execute(
-                    "SELECT document FROM hub_state WHERE grp = ? AND key = ?", (group, key)
+                    "SELECT document, version FROM hub_state WHERE grp = ? AND key = ?",
+                    (group, key),
                 ).fetchone()
                 if row is not None:
                     states[key] = json.loads(row[0])
+                    versions[key] = int(row[1])
                 head = db.execute(
                     "SELECT head_event_id FROM hub_park WHERE grp = ? AND key = ?", (group, key)
                 ).fetchone()
                 if head is not None:
                     heads[key] = str(head[0])
-            return BatchSnapshot(processed, states, heads)
+            return BatchSnapshot(processed, states, heads, versions)
 
         # One read transaction: the states and parks are of one moment.
         return await self._call(lambda db: _read_transaction(db, read))
 
     async def commit_batch(
-        self, group: str, events: Sequence[EventId], states: Mapping[str, JsonObject]
+        self,
+        group: str,
+        events: Sequence[EventId],
+        states: Mapping[str, JsonObject],
+        *,
+        read_versions: Mapping[str, int] | None = None,
+        publish: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        """Record `events` and upsert `states` in one transaction; StaleBatchError if any known."""
+        """Check, await `publish`, then record `events` and upsert `states` in one transaction."""
         documents = [(key, _encode_document(state)) for key, state in states.items()]
+        expected = read_versions or {}
+        keys = sorted({*expected, *states})
         now = _now()
 
+        def unchanged_versions(db: sqlite3.Connection) -> dict[str, int]:
+            current = _versions(db, group, keys)
+            if changed := changed_keys(expected, current):
+                raise stale_states(changed)
+            return current
+
+        def check(db: sqlite3.Connection) -> None:
+            unchanged_versions(db)
+            for event in events:
+                if _is_processed(db, group, event):
+                    raise StaleBatchError(f"{event.source} {event.id} is already processed")
+
         def record(db: sqlite3.Connection) -> None:
+            current = unchanged_versions(db)
             for event in events:
                 if _is_processed(db, group, event):
                     raise StaleBatchError(f"{event.source} {event.id} is already processed")
@@ -279,12 +311,19 @@ class SqliteStateStore(RecordsOneAsABatch):
                     (group, event.id, event.source, now),
                 )
             db.executemany(
-                "INSERT INTO hub_state (grp, key, document, updated_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (grp, key) DO UPDATE"
-                " SET document = excluded.document, updated_at = excluded.updated_at",
-                [(group, key, document, now) for key, document in documents],
-            )
+                "INSERT INTO hub_state (grp, key, document, updated_at, version)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (grp, key) DO UPDATE"
+                " SET document = excluded.document, updated_at = excluded.updated_at,"
+                " version = excluded.version",
+                [(group, key, document, now, current.get(key, 0) + 1)
+                 for key, document in documents],
+            )  # fmt: skip
 
+        if publish is not None:
+            # One process owns a SQLite file: checked again under the write lock, nothing can
+            # have changed in between but this process's own writes.
+            await self._call(lambda db: _read_transaction(db, check))
+            await publish()
         await self._write(record)
 
     async def purge_inbox(self, group: str, older_than: datetime) -> int:
@@ -407,6 +446,16 @@ def _schema_version(db: sqlite3.Connection) -> int:
             f"{SCHEMA_VERSION}: upgrade the hub"
         )
     return version
+
+
+def _versions(db: sqlite3.Connection, group: str, keys: Sequence[str]) -> dict[str, int]:
+    """The stored version of each of `keys` that has a state."""
+    rows = db.execute(
+        "SELECT key, version FROM hub_state"
+        " WHERE grp = ? AND key IN (SELECT value FROM json_each(?))",
+        (group, json.dumps(list(keys))),
+    )
+    return {str(key): int(version) for key, version in rows}
 
 
 def _is_processed(db: sqlite3.Connection, group: str, event: EventId) -> bool:
