@@ -256,7 +256,11 @@ def _courier_answers(example: _Example) -> str:
     parts = [
         "Accepted (one per order):",
         _fenced("yaml", example.answer(accepted, f"{example.order_id}/accepted", 1)),
-        "Or rejected (the hub then tries the next courier):",
+        (
+            "Or rejected (the hub then tries the next courier; `capacity` and `out_of_hours` "
+            'mean "not now", and when no courier took the leg you get a new order for it in a '
+            'later round, up to three; `not_covered` and `refused` mean "not us"):'
+        ),
         _fenced("yaml", example.answer(rejected, f"{example.order_id}/rejected", 1)),
         "Then one record per tracking event:",
         _fenced("yaml", example.answer(tracking, "JDX000123456789-0001", 25 * 60)),
