@@ -23,6 +23,7 @@ from hub.messages.cases import (
 )
 from hub.messages.common import ServiceMode
 from hub.messages.courier import (
+    CourierRejection,
     Leg,
     PickupCancelRequestedV1,
     PickupContact,
@@ -31,7 +32,7 @@ from hub.messages.courier import (
 )
 from hub.messages.repair import VisitOutcome
 from hub.messages.scores import CourierScoredV1, Standing
-from hub.messages.timers import PickupAcceptanceDueV1
+from hub.messages.timers import PickupAcceptanceDueV1, PickupRoundDueV1
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -155,6 +156,15 @@ class OrderStatus(StrEnum):
     ACCEPTED = "accepted"
     CANCELLED = "cancelled"
     EXCEPTION = "exception"
+    WAITING = "waiting"
+    """Every courier refused for now (capacity, hours): the leg's next round is due later."""
+
+
+MAX_ROUNDS = 3
+"""Rounds of asking the couriers that refused for now before a case goes to an operator."""
+
+FOR_NOW = frozenset({CourierRejection.CAPACITY.value, CourierRejection.OUT_OF_HOURS.value})
+"""Refusals that say "not now" rather than "not us": SF's 8177 at peak, 8096 out of hours."""
 
 
 class Shipment(BaseModel):
@@ -183,6 +193,10 @@ class Shipment(BaseModel):
     """
     last_call: bool = Field(default=False, exclude_if=lambda waiting: not waiting)
     """Every courier was tried and some orders are still open: one last deadline for them."""
+    round: int = Field(default=1, exclude_if=lambda round_: round_ == 1)
+    """How many times the leg's couriers were asked; a round ends when none is left to ask."""
+    retry_later: tuple[str, ...] = Field(default=(), exclude_if=lambda couriers: not couriers)
+    """Couriers of this round that refused for now: the next round asks them again."""
 
     @property
     def order_id(self) -> str:
@@ -332,10 +346,12 @@ def _fall_back(
         failed_at=at,
     )
     emits = [Emit(f"failed-{shipment.attempt}", failed)]
+    if code in FOR_NOW:
+        shipment = _ask_later(shipment, shipment.courier)
     if not shipment.remaining:
         if shipment.open_orders and not shipment.last_call:
             return _last_call(shipment, table, emits)
-        return _give_up(shipment, f"{shipment.courier} ({code})", at, emits)
+        return _out_of_couriers(shipment, table, f"{shipment.courier} ({code})", at, emits)
     following, *rest = shipment.remaining
     courier = table.courier(following)
     retry = shipment.model_copy(update={"attempt": shipment.attempt + 1, "remaining": tuple(rest)})
@@ -361,6 +377,50 @@ def _last_call(shipment: Shipment, table: PartnerTable, emits: list[Emit]) -> De
     return Decision(emits=tuple(emits), state=waiting)
 
 
+def _ask_later(shipment: Shipment, courier: str) -> Shipment:
+    if courier in shipment.retry_later:
+        return shipment
+    return shipment.model_copy(update={"retry_later": (*shipment.retry_later, courier)})
+
+
+def _out_of_couriers(
+    shipment: Shipment, table: PartnerTable, last_failure: str, at: datetime, emits: list[Emit]
+) -> Decision[Dispatch]:
+    """No courier is left to ask in this round: wait for the next one, or give up."""
+    if not shipment.retry_later or shipment.round >= MAX_ROUNDS:
+        return _give_up(shipment, last_failure, at, emits)
+    # A refusal at peak or out of hours is not an operator's problem yet: ask again later,
+    # after the longest acceptance deadline (a timer topic dispatch has anyway).
+    due = PickupRoundDueV1(case_id=shipment.case_id, round=shipment.round)
+    emits.extend(_withdraw(shipment, shipment.open_orders, "no courier accepted in time"))
+    emits.append(Emit.timer(f"round-{shipment.round}", due, max(table.deadlines)))
+    waiting = shipment.model_copy(
+        update={"status": OrderStatus.WAITING, "open_orders": (), "last_call": False}
+    )
+    return Decision(emits=tuple(emits), state=waiting)
+
+
+def on_round_due(
+    event: PickupRoundDueV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
+) -> Decision[Dispatch]:
+    """The leg's next round: the couriers that refused for now get a new order, in turn."""
+    shipment = _shipment(state, "a round deadline")
+    if shipment.status is not OrderStatus.WAITING or event.round != shipment.round:
+        return Decision()  # cancelled since, or a timer of an earlier round read again
+    first, *rest = shipment.retry_later
+    following = shipment.model_copy(
+        update={
+            "attempt": shipment.attempt + 1,
+            "remaining": tuple(rest),
+            "retry_later": (),
+            "round": shipment.round + 1,
+        }
+    )
+    reason = f"round {following.round}: asked again after refusals for now"
+    emits, sent = _send(following, table.courier(first), reason, at)
+    return Decision(emits=tuple(emits), state=sent)
+
+
 def _give_up(
     shipment: Shipment, last_failure: str, at: datetime, emits: list[Emit]
 ) -> Decision[Dispatch]:
@@ -374,7 +434,12 @@ def _give_up(
     emits.append(Emit("exception", exception))
     emits.extend(_withdraw(shipment, shipment.open_orders, "no courier accepted in time"))
     done = shipment.model_copy(
-        update={"status": OrderStatus.EXCEPTION, "open_orders": (), "last_call": False}
+        update={
+            "status": OrderStatus.EXCEPTION,
+            "open_orders": (),
+            "last_call": False,
+            "retry_later": (),
+        }
     )
     return Decision(emits=tuple(emits), state=done)
 
@@ -432,6 +497,7 @@ def _take(
             "order": shipment.order.model_copy(update={"order_id": order_id}),
             "open_orders": (),
             "last_call": False,
+            "retry_later": (),
         }
     )
     withdrawn = _withdraw(shipment, others, f"another courier accepted first ({courier})")
@@ -465,10 +531,12 @@ def on_rejected(
     refused = shipment.model_copy(update={"open_orders": still_open})
     reason = f"{event.reason.value} ({event.raw_code}) {event.detail}".strip()
     if event.order_id != shipment.order_id or shipment.last_call:
+        courier = refused.courier_of_order.get(event.order_id, refused.courier)
+        if event.reason.value in FOR_NOW:
+            refused = _ask_later(refused, courier)
         if still_open:
             return Decision(state=refused)  # an order past its deadline: the rest stand
-        courier = refused.courier_of_order.get(event.order_id, refused.courier)
-        return _give_up(refused, f"{courier} ({event.reason.value})", at, [])
+        return _out_of_couriers(refused, table, f"{courier} ({event.reason.value})", at, [])
     return _fall_back(refused, table, code=event.reason.value, reason=reason, at=at)
 
 
@@ -482,7 +550,7 @@ def on_acceptance_due(
     if event.last_call:
         if not shipment.last_call:
             return Decision()  # taken, or given up, since
-        return _give_up(shipment, f"{shipment.courier} (timeout)", at, [])
+        return _out_of_couriers(shipment, table, f"{shipment.courier} (timeout)", at, [])
     if event.order_id != shipment.order_id or event.order_id not in shipment.open_orders:
         return Decision()
     courier = table.courier(shipment.courier)
@@ -544,11 +612,15 @@ def on_case_cancelled(
     """A case cancelled before pickup withdraws its courier order."""
     if not isinstance(shipment, Shipment):
         return Decision()  # never dispatched (self-ship, onsite, or rejected)
-    if shipment.status not in {OrderStatus.REQUESTED, OrderStatus.ACCEPTED} or (
-        shipment.tracking in PICKED_UP_OR_LATER
-    ):
+    if shipment.status not in {
+        OrderStatus.REQUESTED,
+        OrderStatus.ACCEPTED,
+        OrderStatus.WAITING,
+    } or (shipment.tracking in PICKED_UP_OR_LATER):
         return Decision()
-    withdrawn = _withdraw(shipment, shipment.open_orders or (shipment.order_id,), event.reason)
+    # Waiting for a round, nothing is out with a courier; accepted, the order in force is.
+    in_force = () if shipment.status is OrderStatus.WAITING else (shipment.order_id,)
+    withdrawn = _withdraw(shipment, shipment.open_orders or in_force, event.reason)
     cancelled = PickupCancelledV1(
         case_id=shipment.case_id,
         order_id=shipment.order_id,
@@ -557,7 +629,12 @@ def on_case_cancelled(
         cancelled_at=at,
     )
     done = shipment.model_copy(
-        update={"status": OrderStatus.CANCELLED, "open_orders": (), "last_call": False}
+        update={
+            "status": OrderStatus.CANCELLED,
+            "open_orders": (),
+            "last_call": False,
+            "retry_later": (),
+        }
     )
     return Decision(emits=(*withdrawn, Emit("cancelled", cancelled)), state=done)
 
@@ -614,6 +691,8 @@ def on_return_requested(
             "tracking": None,
             "open_orders": (),
             "last_call": False,
+            "round": 1,
+            "retry_later": (),
             "remaining": tuple(choice.courier.code for choice in rest),
             "order": inbound.order.model_copy(
                 update={

@@ -29,7 +29,7 @@ from hub.messages.courier import (
 )
 from hub.messages.repair import ReturnShipmentRequestedV1, VisitReportedV1
 from hub.messages.scores import CourierScoredV1
-from hub.messages.timers import PickupAcceptanceDueV1
+from hub.messages.timers import PickupAcceptanceDueV1, PickupRoundDueV1
 
 if TYPE_CHECKING:
     from hub.core.handler import Handler
@@ -52,6 +52,7 @@ def handlers(table: PartnerTable, scores: domain.Scores = domain.NO_SCORES) -> d
         CourierOrderAcceptedV1.event_type: domain.on_accepted,
         CourierOrderRejectedV1.event_type: partial(domain.on_rejected, table=table),
         PickupAcceptanceDueV1.event_type: partial(domain.on_acceptance_due, table=table),
+        PickupRoundDueV1.event_type: partial(domain.on_round_due, table=table),
         CourierTrackingV1.event_type: partial(domain.on_tracking, table=table),
         CaseCancelledV1.event_type: domain.on_case_cancelled,
         VisitReportedV1.event_type: partial(

@@ -2,6 +2,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from pydantic import TypeAdapter
 
 from dispatch import domain
 from dispatch.partners import load_partners
@@ -27,7 +28,7 @@ from hub.messages.courier import (
     PickupCancelRequestedV1,
     PickupOrderV1,
 )
-from hub.messages.timers import PickupAcceptanceDueV1
+from hub.messages.timers import PickupAcceptanceDueV1, PickupRoundDueV1
 from intake.domain import decide
 from lab.samples import sample_request
 
@@ -120,19 +121,19 @@ def opened_state(number: int = 0) -> tuple[str, domain.Dispatch]:
 
 def test_rejection_falls_back_to_the_next_courier_then_to_an_exception() -> None:
     case_id, state = opened_state()
-    reject = refusal(case_id, 1, CourierRejection.CAPACITY, "CAPACITY")
+    reject = refusal(case_id, 1, CourierRejection.NOT_COVERED, "NOT_COVERED")
     decision = domain.on_rejected(reject, state, NOW, table=TABLE)
     failed, order, requested, _ = (emit.event for emit in decision.emits)
     assert isinstance(failed, PickupFailedV1)
-    assert failed.code == "capacity"
+    assert failed.code == "not_covered"
     assert isinstance(order, PickupOrderV1)
     assert order.order_id == f"{case_id}-inbound-2"
     assert decision.emits[1].partner == "sf"
     assert isinstance(requested, PickupRequestedV1)
-    assert requested.reason == "fallback after jd: capacity"
+    assert requested.reason == "fallback after jd: not_covered"
     assert decision.state is not None
 
-    last = refusal(case_id, 2, CourierRejection.OUT_OF_HOURS, "8096")
+    last = refusal(case_id, 2, CourierRejection.REFUSED, "REFUSED")
     final = domain.on_rejected(last, decision.state, NOW, table=TABLE)
     assert [type(emit.event) for emit in final.emits] == [PickupFailedV1, CaseExceptionRaisedV1]
 
@@ -144,7 +145,10 @@ def due(case_id: str, attempt: int, courier: str) -> PickupAcceptanceDueV1:
 
 
 def refusal(
-    case_id: str, attempt: int, reason: CourierRejection, raw_code: str
+    case_id: str,
+    attempt: int,
+    reason: CourierRejection = CourierRejection.REFUSED,
+    raw_code: str = "X",
 ) -> CourierOrderRejectedV1:
     return CourierOrderRejectedV1(
         order_id=f"{case_id}-inbound-{attempt}", case_id=case_id, reason=reason, raw_code=raw_code
@@ -264,12 +268,11 @@ def test_the_last_call_ends_early_when_every_open_order_is_refused() -> None:
     state = decision.state
     for attempt in range(1, len(couriers) + 1):
         assert not any(isinstance(e.event, CaseExceptionRaisedV1) for e in decision.emits[2:])
-        refused_order = refusal(case_id, attempt, CourierRejection.CAPACITY, "CAPACITY")
-        decision = domain.on_rejected(refused_order, state, NOW, table=TABLE)
+        decision = domain.on_rejected(refusal(case_id, attempt), state, NOW, table=TABLE)
         state = decision.state
     (exception,) = (emit.event for emit in decision.emits)
     assert isinstance(exception, CaseExceptionRaisedV1)
-    assert exception.reason.endswith(f"{couriers[-1]} (capacity)")
+    assert exception.reason.endswith(f"{couriers[-1]} (refused)")
     assert isinstance(state, domain.Shipment)
     assert (state.status, state.open_orders) == (domain.OrderStatus.EXCEPTION, ())
 
@@ -284,8 +287,7 @@ def test_a_refusal_by_the_last_courier_waits_for_the_orders_past_their_deadline(
             due(case_id, attempt, courier), decision.state, NOW, table=TABLE
         )
     last = len(couriers)
-    refused_order = refusal(case_id, last, CourierRejection.OUT_OF_HOURS, "8096")
-    refused = domain.on_rejected(refused_order, decision.state, NOW, table=TABLE)
+    refused = domain.on_rejected(refusal(case_id, last), decision.state, NOW, table=TABLE)
     assert [type(emit.event) for emit in refused.emits] == [PickupFailedV1, PickupAcceptanceDueV1]
     # The refused order's own deadline changes nothing; the last call ends the wait.
     waiting = refused.state
@@ -431,3 +433,76 @@ def test_answers_to_an_order_dispatch_has_not_recorded_yet_are_early() -> None:
     (scheduled,) = domain.on_accepted(accept, fallen_back, NOW).emits
     assert isinstance(scheduled.event, PickupAcceptedV1)
     assert scheduled.event.order_id == unsent
+
+
+def test_refusals_for_now_ask_the_couriers_again_in_later_rounds() -> None:
+    case_id, state = opened_state()
+    assert isinstance(state, domain.Shipment)
+    couriers = ["jd", *state.remaining]
+    decision: Decision[domain.Dispatch] = Decision(state=state)
+    attempt = 0
+    for round_ in range(1, domain.MAX_ROUNDS + 1):
+        for courier in couriers:
+            attempt += 1
+            assert isinstance(decision.state, domain.Shipment)
+            assert decision.state.courier == courier
+            assert decision.state.order_id == f"{case_id}-inbound-{attempt}"
+            decision = domain.on_rejected(
+                refusal(case_id, attempt, CourierRejection.CAPACITY),
+                decision.state,
+                NOW,
+                table=TABLE,
+            )
+        if round_ == domain.MAX_ROUNDS:
+            break
+        # Everyone refused for now: no operator yet, the round's timer instead.
+        failed, timer = decision.emits
+        assert isinstance(failed.event, PickupFailedV1)
+        assert isinstance(timer.event, PickupRoundDueV1)
+        assert (timer.event.round, timer.delay) == (round_, max(TABLE.deadlines))
+        assert isinstance(decision.state, domain.Shipment)
+        assert decision.state.status is domain.OrderStatus.WAITING
+        stored = TypeAdapter(domain.Dispatch)
+        assert stored.validate_json(stored.dump_json(decision.state)) == decision.state
+        decision = domain.on_round_due(timer.event, decision.state, NOW, table=TABLE)
+        order, requested, _ = (emit.event for emit in decision.emits)
+        assert isinstance(order, PickupOrderV1)
+        assert isinstance(requested, PickupRequestedV1)
+        assert requested.reason == f"round {round_ + 1}: asked again after refusals for now"
+        # The round's timer read again changes nothing.
+        assert domain.on_round_due(timer.event, decision.state, NOW, table=TABLE) == Decision()
+    _, exception = (emit.event for emit in decision.emits)
+    assert isinstance(exception, CaseExceptionRaisedV1)
+    assert exception.reason.endswith(f"{couriers[-1]} (capacity)")
+
+
+def test_a_final_refusal_is_not_asked_again() -> None:
+    case_id, state = opened_state()
+    first = domain.on_rejected(
+        refusal(case_id, 1, CourierRejection.CAPACITY), state, NOW, table=TABLE
+    )
+    rounds = domain.on_rejected(refusal(case_id, 2), first.state, NOW, table=TABLE)
+    timer = rounds.emits[-1].event
+    assert isinstance(timer, PickupRoundDueV1)
+    again = domain.on_round_due(timer, rounds.state, NOW, table=TABLE)
+    assert again.emits[0].partner == "jd"  # sf refused for good: only jd is asked again
+    assert isinstance(again.state, domain.Shipment)
+    assert again.state.remaining == ()
+
+
+def test_a_case_cancelled_while_waiting_for_a_round_withdraws_nothing() -> None:
+    case_id, state = opened_state()
+    first = domain.on_rejected(
+        refusal(case_id, 1, CourierRejection.CAPACITY), state, NOW, table=TABLE
+    )
+    waiting = domain.on_rejected(
+        refusal(case_id, 2, CourierRejection.OUT_OF_HOURS), first.state, NOW, table=TABLE
+    )
+    cancel = CaseCancelledV1(
+        case_id=case_id, request_id="RQ", reason="changed mind", cancelled_at=NOW
+    )
+    cancelled = domain.on_case_cancelled(cancel, waiting.state, NOW)
+    assert [type(emit.event) for emit in cancelled.emits] == [PickupCancelledV1]
+    timer = waiting.emits[-1].event
+    assert isinstance(timer, PickupRoundDueV1)
+    assert domain.on_round_due(timer, cancelled.state, NOW, table=TABLE) == Decision()

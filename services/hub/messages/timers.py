@@ -20,3 +20,15 @@ class PickupAcceptanceDueV1(Event):
     courier: NonEmpty
     last_call: bool = False
     """The leg's last wait: every courier was tried and some orders are still open."""
+
+
+@CATALOGUE.register
+class PickupRoundDueV1(Event):
+    """Every courier of the case's leg refused for now (capacity, hours): time to ask again."""
+
+    event_type = "dispatch.pickup.round-due"
+    version = 1
+
+    case_id: NonEmpty
+    round: int
+    """The round that ended; the timer starts the next one unless the leg moved on."""
