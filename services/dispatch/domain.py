@@ -158,6 +158,8 @@ class OrderStatus(StrEnum):
     EXCEPTION = "exception"
     WAITING = "waiting"
     """Every courier refused for now (capacity, hours): the leg's next round is due later."""
+    PLANNED = "planned"
+    """A courier was chosen (`pickup.requested` is out); its order goes once that is read back."""
 
 
 MAX_ROUNDS = 3
@@ -219,6 +221,29 @@ Dispatch = Shipment | DormantCase
 def _send(
     shipment: Shipment, courier: Courier, reason: str, at: datetime
 ) -> tuple[list[Emit], Shipment]:
+    """The attempt's order to `courier`, told on the case, with its acceptance deadline."""
+    (order, due), sent = _order_out(shipment, courier, at)
+    request = _request(sent, courier.code, reason, at)
+    return [order, Emit(f"requested-{shipment.attempt}", request), due], sent
+
+
+def _request(shipment: Shipment, courier: str, reason: str, at: datetime) -> PickupRequestedV1:
+    return PickupRequestedV1(
+        case_id=shipment.case_id,
+        order_id=pickup_order_id(shipment.case_id, shipment.leg, shipment.attempt),
+        courier=courier,
+        leg=shipment.leg,
+        attempt=shipment.attempt,
+        reason=reason,
+        requested_at=at,
+        fallback=shipment.remaining,
+    )
+
+
+def _order_out(
+    shipment: Shipment, courier: Courier, at: datetime
+) -> tuple[tuple[Emit, Emit], Shipment]:
+    """The attempt's order to `courier` and its acceptance deadline; the order is open."""
     order = shipment.order.model_copy(
         update={
             "order_id": pickup_order_id(shipment.case_id, shipment.leg, shipment.attempt),
@@ -235,29 +260,46 @@ def _send(
         }
     )
     attempt = shipment.attempt
-    emits = [
+    due = PickupAcceptanceDueV1(
+        case_id=shipment.case_id, order_id=order.order_id, courier=courier.code
+    )
+    emits = (
         Emit(f"order-{attempt}", order, partner=courier.code),
-        Emit(
-            f"requested-{attempt}",
-            PickupRequestedV1(
-                case_id=shipment.case_id,
-                order_id=order.order_id,
-                courier=courier.code,
-                leg=shipment.leg,
-                attempt=attempt,
-                reason=reason,
-                requested_at=at,
-            ),
-        ),
-        Emit.timer(
-            f"due-{attempt}",
-            PickupAcceptanceDueV1(
-                case_id=shipment.case_id, order_id=order.order_id, courier=courier.code
-            ),
-            courier.accept_deadline,
-        ),
-    ]
+        Emit.timer(f"due-{attempt}", due, courier.accept_deadline),
+    )
     return emits, sent
+
+
+def _plan(shipment: Shipment, choices: list[Choice], at: datetime) -> Decision[Dispatch]:
+    """A new leg's courier, chosen by the scores of the moment: told first, ordered when read back.
+
+    Decided again after a crash (its inputs read again), the choice may differ, as the scores
+    moved meanwhile. Both requests carry one event id, so the first one read back is the only
+    one ordered: one courier comes, never two.
+    """
+    first, *rest = choices
+    planned = shipment.model_copy(
+        update={
+            "status": OrderStatus.PLANNED,
+            "courier": first.courier.code,
+            "remaining": tuple(choice.courier.code for choice in rest),
+        }
+    )
+    request = _request(planned, first.courier.code, first.reason, at)
+    return Decision(emits=(Emit(f"requested-{shipment.attempt}", request),), state=planned)
+
+
+def on_pickup_requested(
+    event: PickupRequestedV1, state: Dispatch | None, at: datetime, *, table: PartnerTable
+) -> Decision[Dispatch]:
+    """A leg's first request read back: its order goes to the courier the request names."""
+    if not isinstance(state, Shipment) or state.status is not OrderStatus.PLANNED:
+        return Decision()  # a fallback's request (its order went with it), or one read again
+    if (event.leg, event.attempt) != (state.leg, state.attempt):
+        return Decision()  # a request of an earlier leg
+    chosen = state.model_copy(update={"remaining": event.fallback})
+    emits, sent = _order_out(chosen, table.courier(event.courier), at)
+    return Decision(emits=emits, state=sent)
 
 
 def on_case_opened(
@@ -328,8 +370,7 @@ def _open_shipment(
         order=draft,
         remaining=tuple(choice.courier.code for choice in rest),
     )
-    emits, sent = _send(shipment, first.courier, first.reason, at)
-    return Decision(emits=tuple(emits), state=sent)
+    return _plan(shipment, choices, at)
 
 
 def _fall_back(
@@ -613,13 +654,15 @@ def on_case_cancelled(
     if not isinstance(shipment, Shipment):
         return Decision()  # never dispatched (self-ship, onsite, or rejected)
     if shipment.status not in {
+        OrderStatus.PLANNED,
         OrderStatus.REQUESTED,
         OrderStatus.ACCEPTED,
         OrderStatus.WAITING,
     } or (shipment.tracking in PICKED_UP_OR_LATER):
         return Decision()
-    # Waiting for a round, nothing is out with a courier; accepted, the order in force is.
-    in_force = () if shipment.status is OrderStatus.WAITING else (shipment.order_id,)
+    # Planned or waiting for a round, nothing is out with a courier; accepted, the order is.
+    nothing_out = shipment.status in {OrderStatus.PLANNED, OrderStatus.WAITING}
+    in_force = () if nothing_out else (shipment.order_id,)
     withdrawn = _withdraw(shipment, shipment.open_orders or in_force, event.reason)
     cancelled = PickupCancelledV1(
         case_id=shipment.case_id,
@@ -682,7 +725,6 @@ def on_return_requested(
             raised_at=at,
         )
         return Decision(emits=(Emit("exception", exception),))
-    first, *rest = choices
     outbound = inbound.model_copy(
         update={
             "leg": Leg.OUTBOUND,
@@ -693,7 +735,6 @@ def on_return_requested(
             "last_call": False,
             "round": 1,
             "retry_later": (),
-            "remaining": tuple(choice.courier.code for choice in rest),
             "order": inbound.order.model_copy(
                 update={
                     "leg": Leg.OUTBOUND,
@@ -704,5 +745,4 @@ def on_return_requested(
             ),
         }
     )
-    emits, sent = _send(outbound, first.courier, first.reason, at)
-    return Decision(emits=tuple(emits), state=sent)
+    return _plan(outbound, choices, at)

@@ -49,6 +49,7 @@ def handlers(table: PartnerTable, scores: domain.Scores = domain.NO_SCORES) -> d
     """
     return {
         CaseOpenedV1.event_type: partial(domain.on_case_opened, table=table, scores=scores),
+        PickupRequestedV1.event_type: partial(domain.on_pickup_requested, table=table),
         CourierOrderAcceptedV1.event_type: domain.on_accepted,
         CourierOrderRejectedV1.event_type: partial(domain.on_rejected, table=table),
         PickupAcceptanceDueV1.event_type: partial(domain.on_acceptance_due, table=table),

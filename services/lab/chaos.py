@@ -41,9 +41,12 @@ from hub.core.topics import (
     NOTIFICATION_REQUESTS,
     STOREFRONT_REQUESTS,
     apply_topics,
+    courier_events_topic,
+    courier_orders_topic,
 )
 from hub.messages import CATALOGUE
 from hub.messages.cases import CaseCancelledV1, CaseRejectedV1, PickupAcceptedV1
+from hub.messages.courier import CourierOrderAcceptedV1, PickupCancelRequestedV1
 from hub.messages.repair import (
     CaseClosedV1,
     NotificationRequestedV1,
@@ -117,6 +120,8 @@ class ChaosReport:
     broker_restarts: int = 0
     ended: Counter[str] = field(default_factory=Counter)
     accepted_pickups: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    couriers_of_leg: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    """Per case and leg, the couriers that accepted an order of it that was never withdrawn."""
     refunds: dict[str, set[str]] = field(default_factory=dict)
     notifications: Counter[str] = field(default_factory=Counter)
     """Distinct `notifications.sent` events per dedupe key (case, milestone, channel)."""
@@ -165,6 +170,11 @@ class ChaosReport:
         return sum(len(ids) - 1 for ids in self.accepted_pickups.values() if len(ids) > 1)
 
     @property
+    def legs_with_two_couriers(self) -> int:
+        """Legs two couriers took (each accepted an order, neither was withdrawn): two come."""
+        return sum(1 for couriers in self.couriers_of_leg.values() if len(couriers) > 1)
+
+    @property
     def duplicate_refunds(self) -> int:
         """Cases refunded more than once."""
         return sum(len(ids) - 1 for ids in self.refunds.values() if len(ids) > 1)
@@ -186,8 +196,10 @@ class ChaosReport:
             f"cases                 {self.cases} in {self.seconds:.0f}s",
             f"ended                 {dict(self.ended)}",
             f"lost                  {self.lost}",
-            f"pickup legs accepted  {len(self.accepted_pickups)}, duplicated "
-            + str(self.duplicate_pickups),
+            (
+                f"pickup legs accepted  {len(self.accepted_pickups)}, duplicated "
+                f"{self.duplicate_pickups}, taken by two couriers {self.legs_with_two_couriers}"
+            ),
             f"refunds               {len(self.refunds)}, duplicated {self.duplicate_refunds}",
             f"notifications         {len(self.notifications)} milestone x channel sent of "
             f"{len(self.notifications_planned)} planned, duplicated "
@@ -369,9 +381,17 @@ def service_environment(
 class Ledger:
     """Follows the case and notification topics and keeps what the report counts."""
 
-    def __init__(self, report: ChaosReport) -> None:
+    def __init__(self, report: ChaosReport, couriers: Iterable[str] = ()) -> None:
         self.report = report
         self.case_ids: set[str] = set()
+        self._courier_of_topic = {
+            topic: code
+            for code in couriers
+            for topic in (courier_events_topic(code), courier_orders_topic(code))
+        }
+        self._taken: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        """Per case and leg, (courier, order id) of every acceptance the couriers sent."""
+        self._withdrawn: set[tuple[str, str]] = set()
         self._sent: dict[str, set[str]] = {}
         self._ended: dict[str, str] = {}
         self._last_case_event: dict[str, str] = {}
@@ -381,6 +401,11 @@ class Ledger:
         """Set once every published case has reached a terminal state."""
         self.last_news = time.monotonic()
         """When a notification or a case end last arrived."""
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """What the ledger reads: cases, notifications, and each courier's orders and answers."""
+        return (*LEDGER_TOPICS, *self._courier_of_topic)
 
     def offer(self, case_id: str) -> None:
         """A case's request is about to be sent: its clock starts."""
@@ -400,7 +425,9 @@ class Ledger:
         except (UndecodableError, ValueError):
             return
         report = self.report
-        if isinstance(event, PickupAcceptedV1):
+        if (courier := self._courier_of_topic.get(record.topic)) is not None:
+            self._take_courier_record(courier, event)
+        elif isinstance(event, PickupAcceptedV1):
             report.accepted_pickups.setdefault((event.case_id, event.leg), set()).add(envelope.id)
         elif isinstance(event, RefundRequestedV1):
             report.refunds.setdefault(event.case_id, set()).add(envelope.id)
@@ -420,10 +447,22 @@ class Ledger:
             if len(self._ended) == report.cases:
                 self.all_ended.set()
 
+    def _take_courier_record(self, courier: str, event: object) -> None:
+        """A courier's acceptance, or the hub withdrawing an order from it."""
+        if isinstance(event, CourierOrderAcceptedV1):
+            leg = event.order_id.rsplit("-", 2)[-2]
+            self._taken.setdefault((event.case_id, leg), set()).add((courier, event.order_id))
+        elif isinstance(event, PickupCancelRequestedV1):
+            self._withdrawn.add((courier, event.order_id))
+
     def settle(self) -> None:
         """Fold the sets into the report's counters."""
         self.report.notifications = Counter({k: len(v) for k, v in self._sent.items()})
         self.report.ended = Counter(self._ended.values())
+        self.report.couriers_of_leg = {
+            leg: {courier for courier, order in taken if (courier, order) not in self._withdrawn}
+            for leg, taken in self._taken.items()
+        }
         self.report.slowest_case_s = max(self._took.values(), default=0.0)
         self.report.unended = {
             case: self._last_case_event.get(case, "none")
@@ -462,7 +501,7 @@ async def _follow(settings: HubSettings, ledger: Ledger, done: asyncio.Event) ->
             final = done.is_set()
             try:
                 # Up to the end offsets of now: the last pass, after `done`, misses nothing.
-                bounds = await reader.bounds(LEDGER_TOPICS)
+                bounds = await reader.bounds(ledger.topics)
                 ends = {tp: end for tp, (_, end) in bounds.items()}
                 starts = {tp: positions.get(tp, 0) for tp in ends}
                 async for batch in reader.scan(starts, ends, max_records=LEDGER_BATCH):
@@ -703,7 +742,7 @@ async def _run(
         )
         services = Services(environment, log_dir, declared, ports, plan.instances)
         services.start_all()
-        ledger = Ledger(report)
+        ledger = Ledger(report, couriers=[c.code for c in load_partners().couriers])
         # The faults stop once every case has ended; the ledger reads on until the counting.
         stop, counted = asyncio.Event(), asyncio.Event()
         following = asyncio.create_task(_follow(settings, ledger, counted))

@@ -63,7 +63,12 @@ def chaos(  # noqa: PLR0917 - typer options are parameters
     )
     with _work_dir("hub-chaos-") as workdir:
         report = asyncio.run(run_chaos(plan, Path(workdir), say=print))
-        failed = report.lost or report.duplicate_pickups or report.duplicate_refunds
+        failed = (
+            report.lost
+            or report.duplicate_pickups
+            or report.legs_with_two_couriers
+            or report.duplicate_refunds
+        )
         told = report.undelivered_notifications or report.duplicate_notifications
         kept = keep_logs(Path(workdir) / "logs", KEPT_LOGS / "chaos") if failed or told else None
     _print_report(report.lines(), kept)

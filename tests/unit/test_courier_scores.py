@@ -12,7 +12,7 @@ from tracker_cases import accepted, failed, opened, requested, tracking
 from dispatch import domain
 from dispatch.partners import load_partners
 from hub.core.settings import HubSettings
-from hub.messages.cases import TrackingStatus
+from hub.messages.cases import PickupRequestedV1, TrackingStatus
 from hub.messages.courier import Leg
 from hub.messages.damage import DamageClaimedV1
 from hub.messages.scores import (
@@ -239,13 +239,18 @@ def test_a_suspended_courier_still_goes_when_no_other_is_eligible() -> None:
 def test_a_case_opened_goes_to_the_best_active_courier() -> None:
     opened_case = opened("AS-RANKED1", T0)
     scores = domain.Scores({"jd": card("jd", 0.3, Standing.SUSPENDED)})
-    decided = domain.on_case_opened(opened_case, None, T0, table=TABLE, scores=scores)
+    planned = domain.on_case_opened(opened_case, None, T0, table=TABLE, scores=scores)
+    (request,) = (e.event for e in planned.emits)
+    assert isinstance(request, PickupRequestedV1)
+    decided = domain.on_pickup_requested(request, planned.state, T0, table=TABLE)
     order = next(e for e in decided.emits if e.role == "order-1")
     assert order.partner == "sf"
     assert isinstance(decided.state, domain.Shipment)
     assert decided.state.remaining == ()  # jd is not even a fallback (yd insures too little)
     unscored = domain.on_case_opened(opened_case, None, T0, table=TABLE)
-    assert next(e for e in unscored.emits if e.role == "order-1").partner == "jd"
+    (unscored_request,) = (e.event for e in unscored.emits)
+    assert isinstance(unscored_request, PickupRequestedV1)
+    assert unscored_request.courier == "jd"
 
 
 def test_the_timer_refreshes_a_card_whose_counts_moved_but_not_its_score() -> None:

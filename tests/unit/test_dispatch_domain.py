@@ -28,6 +28,7 @@ from hub.messages.courier import (
     PickupCancelRequestedV1,
     PickupOrderV1,
 )
+from hub.messages.scores import CourierFigures, CourierScoredV1, Standing
 from hub.messages.timers import PickupAcceptanceDueV1, PickupRoundDueV1
 from intake.domain import decide
 from lab.samples import sample_request
@@ -87,8 +88,13 @@ def test_no_courier_for_the_address_raises_an_exception_event() -> None:
 
 def test_an_opened_pickup_case_sends_an_order_with_only_what_a_courier_needs() -> None:
     case = a_case(0)
-    decision = domain.on_case_opened(case, None, NOW, table=TABLE)
-    order, requested, due = (emit.event for emit in decision.emits)
+    planned = domain.on_case_opened(case, None, NOW, table=TABLE)
+    (request,) = (emit.event for emit in planned.emits)
+    assert isinstance(request, PickupRequestedV1)
+    assert (request.courier, request.fallback) == ("jd", ("sf",))  # yd insures too little
+    assert planned.state is not None
+    decision = domain.on_pickup_requested(request, planned.state, NOW, table=TABLE)
+    order, due = (emit.event for emit in decision.emits)
     assert isinstance(order, PickupOrderV1)
     assert decision.emits[0].partner == "jd"
     assert order.order_id == f"{case.case_id}-inbound-1"
@@ -101,10 +107,44 @@ def test_an_opened_pickup_case_sends_an_order_with_only_what_a_courier_needs() -
         "street",
     }
     assert order.insured  # a ¥4999 phone travels insured
-    assert isinstance(requested, PickupRequestedV1)
-    assert requested.courier == "jd"
     assert isinstance(due, PickupAcceptanceDueV1)
-    assert decision.emits[2].delay == timedelta(minutes=2)
+    assert decision.emits[1].delay == timedelta(minutes=2)
+
+
+def test_the_courier_read_back_is_the_one_ordered_whatever_a_second_choice_said() -> None:
+    # Dispatch chose jd and was killed before it recorded the case; chosen again later (the
+    # scores moved), sf. Both requests carry one event id, so only the first one read comes
+    # back here (the inbox drops the second): exactly one courier gets an order.
+    case = a_case(0)
+    first = domain.on_case_opened(case, None, NOW, table=TABLE)
+    again = domain.on_case_opened(case, None, NOW, table=TABLE, scores=suspended("jd"))
+    (chosen,), (second,) = (tuple(e.event for e in d.emits) for d in (first, again))
+    assert isinstance(chosen, PickupRequestedV1)
+    assert isinstance(second, PickupRequestedV1)
+    assert (chosen.courier, second.courier) == ("jd", "sf")
+    assert (first.emits[0].role, again.emits[0].role) == ("requested-1", "requested-1")
+    # The later choice's state was the one recorded; the request read back decides.
+    assert again.state is not None
+    sent = domain.on_pickup_requested(chosen, again.state, NOW, table=TABLE)
+    assert [(e.role, e.partner) for e in sent.emits] == [("order-1", "jd"), ("due-1", None)]
+    assert isinstance(sent.state, domain.Shipment)
+    assert (sent.state.courier, sent.state.remaining) == ("jd", ("sf",))
+    assert sent.state.status is domain.OrderStatus.REQUESTED
+    # A request of an attempt already sent (a fallback's, or a repeat) sends nothing.
+    assert domain.on_pickup_requested(chosen, sent.state, NOW, table=TABLE) == Decision()
+
+
+def test_a_case_cancelled_before_its_order_went_out_sends_none() -> None:
+    case = a_case(0)
+    planned = domain.on_case_opened(case, None, NOW, table=TABLE)
+    (request,) = (emit.event for emit in planned.emits)
+    assert isinstance(request, PickupRequestedV1)
+    cancel = CaseCancelledV1(
+        case_id=case.case_id, request_id="RQ", reason="changed my mind", cancelled_at=NOW
+    )
+    cancelled = domain.on_case_cancelled(cancel, planned.state, NOW)
+    assert [type(e.event) for e in cancelled.emits] == [PickupCancelledV1]
+    assert domain.on_pickup_requested(request, cancelled.state, NOW, table=TABLE) == Decision()
 
 
 def test_onsite_and_self_ship_cases_are_not_dispatched() -> None:
@@ -113,10 +153,23 @@ def test_onsite_and_self_ship_cases_are_not_dispatched() -> None:
 
 
 def opened_state(number: int = 0) -> tuple[str, domain.Dispatch]:
+    """A case whose first order went out (its request read back)."""
     case = a_case(number)
     decision = domain.on_case_opened(case, None, NOW, table=TABLE)
+    (request,) = (emit.event for emit in decision.emits)
+    assert isinstance(request, PickupRequestedV1)
     assert decision.state is not None
-    return case.case_id, decision.state
+    sent = domain.on_pickup_requested(request, decision.state, NOW, table=TABLE)
+    assert sent.state is not None
+    return case.case_id, sent.state
+
+
+def suspended(courier: str) -> domain.Scores:
+    return domain.Scores({courier: CourierScoredV1(
+        courier=courier, score=0.2, standing=Standing.SUSPENDED, acceptance_rate=0.2,
+        on_time_rate=1, exception_rate=0, damage_rate=0, sla_breach_rate=0,
+        figures=CourierFigures(), window_s=3600, scored_at=NOW,
+    )})  # fmt: skip
 
 
 def test_rejection_falls_back_to_the_next_courier_then_to_an_exception() -> None:

@@ -109,10 +109,15 @@ class TrackingStatus(StrEnum):
 
 @CATALOGUE.register
 class PickupRequestedV1(Event):
-    """Dispatch chose a courier and sent it a pickup order; `reason` says why this courier."""
+    """Dispatch chose a courier for a pickup order; `reason` says why this courier.
+
+    A leg's first order goes once dispatch has read this event back (its choice then holds,
+    whatever a decision redone after a crash would choose); a fallback's goes with it.
+    """
 
     event_type = "aftersales.pickup.requested"
     version = 1
+    minor = 1
 
     case_id: NonEmpty
     order_id: NonEmpty
@@ -121,6 +126,8 @@ class PickupRequestedV1(Event):
     attempt: int
     reason: str
     requested_at: AwareDatetime
+    fallback: tuple[str, ...] = ()
+    """The couriers to ask next, in order, when this one refuses or does not answer in time."""
 
 
 @CATALOGUE.register
