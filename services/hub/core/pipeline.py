@@ -806,7 +806,12 @@ class UnitOfWork:
                     await self._sink.send(outputs)
 
             await self._store.commit_batch(
-                self._group, events, documents, read_versions=self._versions, publish=publish
+                # A copy: lanes may read new keys while this flush waits for the store.
+                self._group,
+                events,
+                documents,
+                read_versions=dict(self._versions),
+                publish=publish,
             )
             for key in documents.keys() & self._versions.keys():
                 self._versions[key] += 1

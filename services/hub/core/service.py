@@ -293,9 +293,15 @@ class ServiceRuntime(AsyncResource):
             results = await self.pipeline.process_poll(
                 list(by_partition.values()), inputs_read_to=inputs_read_to
             )
-        except Exception:  # noqa: BLE001 - the store or the broker failed for one of them
+        except Exception as error:  # noqa: BLE001 - the store or the broker failed for one of them
             # Each partition again on its own, so that only those that fail wait (and the
             # inbox turns what the failed unit already did into counted duplicates).
+            log.info(
+                "poll_taken_apart",
+                partitions=len(by_partition),
+                error_class=type(error).__name__,
+                error_message=str(error)[:300],
+            )
             for partition, batch in by_partition.items():
                 await self._settle(consumer, partition, batch, inputs_read_to)
         else:
