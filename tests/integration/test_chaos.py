@@ -42,6 +42,8 @@ async def test_every_case_ends_once_through_broker_loss_sigkills_and_failing_par
     inbound = {case for case, leg in report.accepted_pickups if leg == Leg.INBOUND}
     assert len(inbound) == BOUNDED.cases  # every case was picked up ...
     assert report.duplicate_pickups == 0  # ... once per leg
+    assert len(report.couriers_of_leg) >= BOUNDED.cases
+    assert report.legs_with_two_couriers == 0  # ... by one courier
     assert report.duplicate_refunds == 0
     assert report.notifications
     assert report.undelivered_notifications == 0  # every planned message was delivered ...

@@ -1,8 +1,13 @@
 """What the fault suite's report says about cases that never ended."""
 
+from datetime import UTC, datetime
 from pathlib import Path
 
-from lab.chaos import LAST_WORDS, ChaosReport, last_words
+from hub.core.outbound import event_record
+from hub.core.registry import Event
+from hub.core.store.base import KafkaRecord
+from hub.messages.courier import CourierOrderAcceptedV1, PickupCancelRequestedV1
+from lab.chaos import LAST_WORDS, ChaosReport, Ledger, last_words
 
 
 def test_the_last_log_lines_naming_a_case_that_never_ended_are_quoted(tmp_path: Path) -> None:
@@ -31,3 +36,38 @@ def test_the_report_names_unended_cases_and_dead_letters() -> None:
     assert "lost                  1" in lines
     assert "never ended           {'AS9': 'aftersales.pickup.requested.v1'}" in lines
     assert "dead letters          2 {'courier.jd.events.dispatch.dlq': 2}" in lines
+
+
+def courier_record(topic: str, event: Event, offset: int) -> KafkaRecord:
+    produced = event_record(topic, event, key="case", source="urn:courier:test")
+    return KafkaRecord(topic, 0, offset, 0, produced.key, produced.value, produced.headers)
+
+
+def test_a_leg_two_couriers_took_counts_unless_the_hub_withdrew_one() -> None:
+    # One order id at two couriers (a choice redone after a crash): both accepted, nothing
+    # withdrawn, so both come. On another case the late acceptance was withdrawn: one comes.
+    report = ChaosReport(cases=2)
+    ledger = Ledger(report, couriers=["jd", "sf"])
+    assert {"courier.jd.events", "courier.sf.pickup-orders"} <= set(ledger.topics)
+    records = [
+        ("courier.sf.events", accepted("AS1-inbound-1", "AS1")),
+        ("courier.jd.events", accepted("AS1-inbound-1", "AS1")),
+        ("courier.jd.events", accepted("AS2-inbound-1", "AS2")),
+        ("courier.sf.events", accepted("AS2-inbound-2", "AS2")),
+        ("courier.sf.pickup-orders", PickupCancelRequestedV1(
+            order_id="AS2-inbound-2", case_id="AS2", reason="another courier accepted first",
+        )),
+    ]  # fmt: skip
+    for offset, (topic, event) in enumerate(records):
+        ledger.take(courier_record(topic, event, offset))
+    ledger.settle()
+
+    assert report.couriers_of_leg == {("AS1", "inbound"): {"jd", "sf"}, ("AS2", "inbound"): {"jd"}}
+    assert report.legs_with_two_couriers == 1
+    assert "pickup legs accepted  0, duplicated 0, taken by two couriers 1" in report.lines()
+
+
+def accepted(order_id: str, case_id: str) -> CourierOrderAcceptedV1:
+    return CourierOrderAcceptedV1(
+        order_id=order_id, case_id=case_id, waybill_no="W1", accepted_at=datetime.now(UTC)
+    )
