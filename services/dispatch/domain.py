@@ -633,9 +633,7 @@ def on_tracking(
         occurred_at=event.occurred_at,
     )
     emits = [Emit(f"tracking-{event.courier_event_id}", updated)]
-    if event.order_id in shipment.open_orders and shipment.status is OrderStatus.REQUESTED:
-        # Tracking of an open order proves the courier took it, even when its acceptance is
-        # late or lost: that acceptance, when it comes, then changes nothing.
+    if _proves_taken(shipment, event.order_id, status):
         taken, shipment = _take(shipment, event.order_id, event.waybill_no, event.occurred_at)
         emits = [*taken, *emits]
     seen = shipment.model_copy(
@@ -645,6 +643,28 @@ def on_tracking(
 
 
 PICKED_UP_OR_LATER = frozenset(TrackingStatus) - {TrackingStatus.CREATED, TrackingStatus.CANCELLED}
+
+
+def _proves_taken(shipment: Shipment, order_id: str, status: TrackingStatus) -> bool:
+    """Whether tracking of `order_id` shows its courier took the leg, which no one else has."""
+    if shipment.status is OrderStatus.REQUESTED:
+        # Tracking of an open order proves the courier took it, even when its acceptance is
+        # late or lost: that acceptance, when it comes, then changes nothing.
+        return order_id in shipment.open_orders
+    # Waiting for a round, every order was withdrawn; a courier whose withdrawal came after
+    # it had taken the order scans the pickup: the item is with it.
+    return (
+        shipment.status is OrderStatus.WAITING
+        and status in PICKED_UP_OR_LATER
+        and order_id in _orders_of_leg(shipment)
+    )
+
+
+def _orders_of_leg(shipment: Shipment) -> set[str]:
+    return {
+        pickup_order_id(shipment.case_id, shipment.leg, attempt)
+        for attempt in range(1, shipment.attempt + 1)
+    }
 
 
 def on_case_cancelled(

@@ -559,3 +559,34 @@ def test_a_case_cancelled_while_waiting_for_a_round_withdraws_nothing() -> None:
     timer = waiting.emits[-1].event
     assert isinstance(timer, PickupRoundDueV1)
     assert domain.on_round_due(timer, cancelled.state, NOW, table=TABLE) == Decision()
+
+
+def test_a_pickup_scan_of_an_order_withdrawn_for_a_round_takes_the_leg() -> None:
+    # jd's order passed its deadline, sf refused for now, the last call passed: every order
+    # was withdrawn and the leg waits for its next round. jd had taken the order meanwhile
+    # and its withdrawal came too late: jd scans the pickup. The item is with jd.
+    case_id, state = opened_state()
+    late = domain.on_acceptance_due(due(case_id, 1, "jd"), state, NOW, table=TABLE)
+    refused = domain.on_rejected(
+        refusal(case_id, 2, CourierRejection.CAPACITY), late.state, NOW, table=TABLE
+    )
+    last_call = refused.emits[-1].event
+    assert isinstance(last_call, PickupAcceptanceDueV1)
+    assert last_call.last_call
+    waiting = domain.on_acceptance_due(last_call, refused.state, NOW, table=TABLE)
+    assert isinstance(waiting.state, domain.Shipment)
+    assert waiting.state.status is domain.OrderStatus.WAITING
+    withdrawn = [e.event for e in waiting.emits if isinstance(e.event, PickupCancelRequestedV1)]
+    assert [w.order_id for w in withdrawn] == [f"{case_id}-inbound-1"]
+
+    scanned = domain.on_tracking(tracking(case_id, "e1", "PICKUP"), waiting.state, NOW, table=TABLE)
+
+    accepted, updated = (emit.event for emit in scanned.emits)
+    assert isinstance(accepted, PickupAcceptedV1)
+    assert (accepted.order_id, accepted.courier) == (f"{case_id}-inbound-1", "jd")
+    assert isinstance(updated, TrackingUpdatedV1)
+    assert isinstance(scanned.state, domain.Shipment)
+    assert scanned.state.status is domain.OrderStatus.ACCEPTED
+    round_due = waiting.emits[-1].event
+    assert isinstance(round_due, PickupRoundDueV1)
+    assert domain.on_round_due(round_due, scanned.state, NOW, table=TABLE) == Decision()
