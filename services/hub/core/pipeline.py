@@ -805,13 +805,9 @@ class UnitOfWork:
                 if outputs:
                     await self._sink.send(outputs)
 
+            # A copy of the versions: lanes may read new keys while this flush waits.
             await self._store.commit_batch(
-                # A copy: lanes may read new keys while this flush waits for the store.
-                self._group,
-                events,
-                documents,
-                read_versions=dict(self._versions),
-                publish=publish,
+                self._group, events, documents, read_versions=dict(self._versions), publish=publish
             )
             for key in documents.keys() & self._versions.keys():
                 self._versions[key] += 1
