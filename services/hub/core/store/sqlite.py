@@ -288,28 +288,24 @@ class SqliteStateStore(RecordsOneAsABatch):
         keys = sorted({*expected, *states})
         now = _now()
 
-        def unchanged_versions(db: sqlite3.Connection) -> dict[str, int]:
+        def check(db: sqlite3.Connection) -> dict[str, int]:
+            """The batch's state versions, once no state it read changed and no event is known."""
             current = _versions(db, group, keys)
             if changed := changed_keys(expected, current):
                 raise stale_states(changed)
+            seen: set[EventId] = set()
+            for event in events:
+                if event in seen or _is_processed(db, group, event):
+                    raise StaleBatchError(f"{event.source} {event.id} is already processed")
+                seen.add(event)
             return current
 
-        def check(db: sqlite3.Connection) -> None:
-            unchanged_versions(db)
-            for event in events:
-                if _is_processed(db, group, event):
-                    raise StaleBatchError(f"{event.source} {event.id} is already processed")
-
         def record(db: sqlite3.Connection) -> None:
-            current = unchanged_versions(db)
-            for event in events:
-                if _is_processed(db, group, event):
-                    raise StaleBatchError(f"{event.source} {event.id} is already processed")
-                db.execute(
-                    "INSERT INTO hub_inbox (grp, event_id, source, processed_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (group, event.id, event.source, now),
-                )
+            current = check(db)
+            db.executemany(
+                "INSERT INTO hub_inbox (grp, event_id, source, processed_at) VALUES (?, ?, ?, ?)",
+                [(group, event.id, event.source, now) for event in events],
+            )
             db.executemany(
                 "INSERT INTO hub_state (grp, key, document, updated_at, version)"
                 " VALUES (?, ?, ?, ?, ?) ON CONFLICT (grp, key) DO UPDATE"
