@@ -3,8 +3,9 @@
 A repeated (`ce_source`, `ce_id`) finds the record and is answered without a second produce.
 The questions and the records of requests in flight together are one store call each.
 Two identical requests in one process meet at the in-flight table: the second waits for the
-first, then finds its record. The record is written only after the broker acknowledged, so an
-event is never marked sent without being on the topic; the window left (a crash between the
+first, then finds its record. The record is written only after the broker acknowledged (and
+after the answer, which waits only for the ack), so an event is never marked sent without being
+on the topic; the window left (a crash between the
 ack and the record, or the same event at two instances in the same milliseconds) yields a second
 record with the same (`ce_source`, `ce_id`), which intake's inbox counts as a duplicate.
 """
@@ -38,24 +39,41 @@ class Admission:
         self._flushing: asyncio.Task[None] | None = None
         self._asked: list[tuple[EventId, asyncio.Future[bool]]] = []
         self._reading: asyncio.Task[None] | None = None
+        self._recording: set[asyncio.Future[None]] = set()
 
     async def admit(self, event: EventId, record: OutRecord) -> bool:
         """Send `record` unless `event` was sent before; whether it was sent now.
 
-        Returns once the broker acknowledged; raises what the sink raises (nothing recorded).
+        Returns once the broker acknowledged (the record follows); raises what the sink raises
+        (nothing recorded).
         """
         while (first := self._in_flight.get(event)) is not None:
             await first.wait()
         done = self._in_flight[event] = asyncio.Event()
         try:
-            if await self._seen(event):
-                return False
-            await self._sink.send([record])
-            await self._remember(event)
-            return True
-        finally:
-            del self._in_flight[event]
-            done.set()
+            seen = await self._seen(event)
+            if not seen:
+                await self._sink.send([record])
+        except BaseException:
+            self._release(event, done)
+            raise
+        if seen:
+            self._release(event, done)
+            return False
+        # Answered once on the topic: the record's write is not in the answer's latency. A
+        # repeat in this process meanwhile waits at the in-flight table until it is written.
+        recording = asyncio.ensure_future(self._remember(event))
+        self._recording.add(recording)
+        recording.add_done_callback(lambda task: self._recorded(task, event, done))
+        return True
+
+    def _release(self, event: EventId, done: asyncio.Event) -> None:
+        del self._in_flight[event]
+        done.set()
+
+    def _recorded(self, task: asyncio.Future[None], event: EventId, done: asyncio.Event) -> None:
+        self._recording.discard(task)
+        self._release(event, done)
 
     async def _seen(self, event: EventId) -> bool:
         """Whether `event` was sent before; the questions of one moment are one store read."""
@@ -120,6 +138,8 @@ class Admission:
 
     async def close(self) -> None:
         """Wait for the records being written."""
+        if self._recording:
+            await asyncio.gather(*self._recording, return_exceptions=True)
         if self._flushing is not None:
             with contextlib.suppress(Exception):
                 await self._flushing

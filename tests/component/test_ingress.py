@@ -253,6 +253,35 @@ async def test_a_failed_send_records_nothing_so_the_retry_sends(tmp_path: Path) 
     assert len(sink.records) == 1
 
 
+async def test_the_answer_waits_for_the_ack_not_the_record_and_a_repeat_waits_for_both(
+    tmp_path: Path,
+) -> None:
+    class HeldStore(SqliteStateStore):
+        release = asyncio.Event()
+
+        async def commit_batch(self, group: str, events: Any, states: Any, **kw: Any) -> Any:
+            await self.release.wait()
+            return await super().commit_batch(group, events, states, **kw)
+
+    store = HeldStore(tmp_path / "ingress.db")
+    await store.open()
+    sink = SlowSink()
+    admission = Admission(store, sink, "ingress")
+    event = EventId(SOURCE, "e1")
+    try:
+        assert await asyncio.wait_for(admission.admit(event, sink_record()), 1) is True
+        assert not await store.is_processed("ingress", event)
+        repeat = asyncio.ensure_future(admission.admit(event, sink_record()))
+        await asyncio.sleep(0.05)
+        assert not repeat.done()  # held at the in-flight table while the record is written
+        store.release.set()
+        assert await asyncio.wait_for(repeat, 1) is False
+        assert await store.is_processed("ingress", event)
+    finally:
+        await store.close()
+    assert len(sink.records) == 1
+
+
 async def test_requests_in_flight_together_ask_the_store_once(tmp_path: Path) -> None:
     class CountingStore(SqliteStateStore):
         reads = 0
@@ -270,6 +299,7 @@ async def test_requests_in_flight_together_ask_the_store_once(tmp_path: Path) ->
         sent = await asyncio.gather(*(admission.admit(e, sink_record()) for e in events))
         assert sent == [True] * 20
         assert store.reads == 1
+        await admission.close()
         assert [await store.is_processed("ingress", e) for e in events] == [True] * 20
     finally:
         await store.close()
