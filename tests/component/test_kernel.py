@@ -24,14 +24,14 @@ from kernel_kit import (
     kernel_settings,
     probe_record,
 )
-from probe import ProbeDoneV1, ProbeV1
+from probe import FaultPlan, ProbeDoneV1, ProbeV1, probe_service
 
 from hub.core.envelope import derive_event_id
 from hub.core.errors import fingerprint
 from hub.core.pipeline import BatchResult, Outcome
 from hub.core.service import to_record
 from hub.core.store.base import EventId, KafkaRecord
-from hub.core.topics import retry_topic
+from hub.core.topics import CASE_STATUS, retry_topic
 
 P, D, R, X = Outcome.PROCESSED, Outcome.DUPLICATE, Outcome.RETRYING, Outcome.DEAD_LETTERED
 PARKED = Outcome.PARKED
@@ -529,3 +529,25 @@ async def test_a_store_outage_while_releasing_fails_the_batch_and_the_release_re
     assert done_seqs(kernel.outputs()) == [0, 1, 2]
     assert counts_of(kernel) == [1, 2, 3]
     assert await kernel.store.parked_keys(GROUP) == []
+
+
+# --- compacted outputs ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [(CASE_STATUS, [(b"case-1", 3), (b"case-2", 4)]), (OUTPUT, [(b"case-1", 0), (b"case-2", 1),
+     (b"case-1", 2), (b"case-1", 3), (b"case-2", 4)])],
+)  # fmt: skip
+async def test_on_a_compacted_topic_a_unit_produces_only_the_latest_record_of_a_key(
+    output: str, expected: list[tuple[bytes, int]]
+) -> None:
+    kernel = Kernel(service=probe_service(GROUP, INPUT, output, FaultPlan()))
+    keys = [b"case-1", b"case-2", b"case-1", b"case-1", b"case-2"]
+    batch = [probe_record(n, seq=n, key=key) for n, key in enumerate(keys)]
+
+    assert (await kernel.feed(batch)).outcomes == (P,) * 5
+    produced = kernel.sink.on(output)
+    assert [(r.key, seq) for r, seq in zip(produced, done_seqs(produced), strict=True)] == expected
+    # Every input is in the inbox, the superseded ones too; the next unit produces anew.
+    assert (await kernel.feed(batch)).outcomes == (D,) * 5
+    assert (await kernel.feed([probe_record(5, seq=5, key=b"case-1")])).outcomes == (P,)
+    assert done_seqs(kernel.sink.on(output))[len(expected) :] == [5]

@@ -41,10 +41,10 @@ from hub.core.logging import bind_record, unbind_record
 from hub.core.metrics import NoMetrics, PipelineMetrics
 from hub.core.outbound import OutRecord, RecordSink
 from hub.core.store.base import EventId
-from hub.core.topics import dead_letter_topic, replay_topic, retry_topic
+from hub.core.topics import COMPACTED, dead_letter_topic, replay_topic, retry_topic
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from pydantic import BaseModel
 
@@ -687,7 +687,11 @@ class UnitOfWork:
         # scorecard window validated and dumped per record cost 2 ms of every observation.
         self._carried: dict[str, BaseModel] = {}
         self._heads: dict[str, str | None] = {}
-        self._outputs: list[OutRecord] = []
+        self._outputs: list[OutRecord | None] = []
+        # Where the latest buffered record of a key on a compacted topic sits: a later one
+        # takes its place (None), as compaction would. A case's status snapshot per event was a
+        # third of the tracker's produce when it ran behind, with a case's events in one poll.
+        self._latest: dict[tuple[str, bytes], int] = {}
         self._new_events: list[EventId] = []
         self._new_states: dict[str, BaseModel] = {}
         # Lanes flush concurrently: each flush takes outputs, inbox rows and states together,
@@ -742,7 +746,16 @@ class UnitOfWork:
 
     def send(self, record: OutRecord) -> None:
         """Buffer a record to produce at the next flush."""
-        self._outputs.append(record)
+        self._buffer((record,))
+
+    def _buffer(self, records: Iterable[OutRecord]) -> None:
+        for record in records:
+            if record.key is not None and record.topic in COMPACTED:
+                superseded = self._latest.get((record.topic, record.key))
+                if superseded is not None:
+                    self._outputs[superseded] = None
+                self._latest[record.topic, record.key] = len(self._outputs)
+            self._outputs.append(record)
 
     def record_processed(
         self,
@@ -753,7 +766,7 @@ class UnitOfWork:
         state: BaseModel | None,
     ) -> None:
         """Buffer an event's outputs, its inbox row and its key's new state."""
-        self._outputs.extend(outputs)
+        self._buffer(outputs)
         self._processed.add(event)
         self._new_events.append(event)
         if key is not None and state is not None:
@@ -792,7 +805,8 @@ class UnitOfWork:
         StaleBatchError, with nothing produced, when a state the unit read has changed.
         """
         async with self._flushing:
-            outputs, self._outputs = self._outputs, []
+            outputs = [record for record in self._outputs if record is not None]
+            self._outputs, self._latest = [], {}
             events, self._new_events = self._new_events, []
             states, self._new_states = self._new_states, {}
             documents = {key: self._dump(state) for key, state in states.items()}

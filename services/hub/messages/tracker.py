@@ -177,7 +177,8 @@ class CaseStatusV1(Event):
     case_id: NonEmpty
     status: NonEmpty
     seq: int
-    """Grows by one with every snapshot of the case."""
+    """Grows by one with every change of the case. Only the latest snapshot of a case in a batch
+    is produced (the topic is compacted), so a reader may see gaps."""
     updated_at: AwareDatetime
     request_type: str = ""
     service_mode: str = ""
