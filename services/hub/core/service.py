@@ -151,13 +151,16 @@ async def _tolerant_parse(
 ) -> StreamMessage[Any]:
     # FastStream decodes every header value as UTF-8 before our handler runs, and a null or
     # non-UTF-8 value would fail there, out of the pipeline's reach (the whole poll would be
-    # lost to an error log). It reads only cleaned copies; the pipeline gets the originals.
-    cleaned = tuple(
-        dataclasses.replace(record, headers=[(n, _text_or_empty(v)) for n, v in record.headers])
-        for record in raw
+    # lost to an error log). It reads only a cleaned copy of the first record (its message
+    # headers are the first record's; the rest it would decode for no reader: a copy and a
+    # decode of every header of every record); the pipeline gets the originals.
+    first = raw[0]
+    cleaned = dataclasses.replace(
+        first, headers=[(name, _text_or_empty(value)) for name, value in first.headers]
     )
-    message = await original(cleaned)
+    message = await original((cleaned,))
     message.raw_message = raw
+    message.body = [record.value or b"" for record in raw]  # the size its metrics count
     return message
 
 
