@@ -25,6 +25,7 @@ from kernel_kit import (
     probe_record,
 )
 from probe import FaultPlan, ProbeDoneV1, ProbeState, ProbeV1, probe_service
+from prometheus_client import REGISTRY
 
 from hub.core.envelope import derive_event_id
 from hub.core.errors import TransientError
@@ -92,6 +93,10 @@ def lanes_kernel(
     if store is not None:
         kernel.store = kernel.pipeline._store = store
     return kernel
+
+
+def stale_units() -> float:
+    return REGISTRY.get_sample_value("hub_stale_units_total", {"group": GROUP}) or 0.0
 
 
 def by_key(records: Sequence[OutRecord]) -> dict[bytes | None, list[int]]:
@@ -283,10 +288,12 @@ async def test_a_former_owner_deciding_from_an_old_state_sends_nothing_and_decid
         await asyncio.sleep(0)
 
     assert (await new_owner.feed([probe_record(1, 2, key=b"case-a")])).outcomes == (P,)
+    stale_before = stale_units()
     gate.set()
     with pytest.raises(StaleBatchError, match="changed since the batch read them: case-a"):
         await deciding
     assert former.outputs() == []
+    assert stale_units() == stale_before + 1  # what an operator sees of it
 
     # Read again (as the adapter does after a failed poll), it decides from the new state.
     assert (await former.feed([probe_record(0, 1, key=b"case-a")])).outcomes == (P,)

@@ -43,6 +43,12 @@ DEAD_LETTERS = Counter(
     "hub_dead_letters", "Records sent to a dead-letter topic.", ["group", "topic"]
 )
 RETRIES = Counter("hub_retries_scheduled", "Records sent to a retry topic.", ["group", "topic"])
+STALE_UNITS = Counter(
+    "hub_stale_units",
+    "Units of work not written because a state they read changed meanwhile (another member "
+    "decided for the same key, as after a rebalance); their records are read again.",
+    ["group"],
+)
 PARKED_KEYS = Gauge(
     "hub_parked_keys",
     "Keys this process parked behind a retrying record and has not released yet.",
@@ -99,6 +105,7 @@ class PipelineMetrics:
     __slots__ = (
         "_batch", "_dead", "_emitted", "_group", "_handling", "_outcomes", "_parked",
         "_pending_emitted", "_pending_outcomes", "_pending_seconds", "_records", "_retries",
+        "_stale",
     )  # fmt: skip
 
     def __init__(self, group: str, topics: Iterable[str]) -> None:
@@ -106,6 +113,7 @@ class PipelineMetrics:
         self._handling = HANDLING.labels(group)
         self._batch = BATCH.labels(group)
         self._parked = PARKED_KEYS.labels(group)
+        self._stale = STALE_UNITS.labels(group)
         self._records: dict[tuple[str, str], Counter] = {}
         self._emitted: dict[str, tuple[Counter, Counter | None]] = {}
         self._pending_outcomes: dict[tuple[str, str], int] = {}
@@ -173,6 +181,10 @@ class PipelineMetrics:
         """A key now waits behind a retrying record."""
         self._parked.inc()
 
+    def stale_unit(self) -> None:
+        """A unit of work was refused: a state it read had changed."""
+        self._stale.inc()
+
     def key_released(self) -> None:
         """A parked key goes on."""
         self._parked.dec()
@@ -203,6 +215,9 @@ class NoMetrics(PipelineMetrics):
         """Nothing."""
 
     def key_parked(self) -> None:
+        """Nothing."""
+
+    def stale_unit(self) -> None:
         """Nothing."""
 
     def key_released(self) -> None:

@@ -40,7 +40,7 @@ from hub.core.handler import Decision
 from hub.core.logging import bind_record, unbind_record
 from hub.core.metrics import NoMetrics, PipelineMetrics
 from hub.core.outbound import OutRecord, RecordSink
-from hub.core.store.base import EventId
+from hub.core.store.base import EventId, StaleBatchError
 from hub.core.topics import COMPACTED, dead_letter_topic, replay_topic, retry_topic
 
 if TYPE_CHECKING:
@@ -231,6 +231,9 @@ class Pipeline:
                 BatchResult(outcomes_of[i], resume, due) for i, (_, resume, due) in enumerate(plans)
             ]
             await work.flush()
+        except StaleBatchError:
+            self.metrics.stale_unit()
+            raise
         finally:
             # Counted as they happened, whether or not the poll is settled (as one at a time).
             self.metrics.flush()
