@@ -25,6 +25,7 @@ from lab.chaos import (
     offer_requests,
     service_environment,
     watch_lag,
+    work_topics,
 )
 from lab.harness.kafka import LocalKafka, free_port
 
@@ -197,12 +198,10 @@ async def run_soak(plan: SoakPlan, base_dir: Path, say: Callable[[str], None]) -
         environment = service_environment(partners, kafka.bootstrap_servers, base_dir / "state")
         services = Services(environment, log_dir, declared, ports, instances=1)
         services.start_all()
-        # Lag on what the groups are asked to do: retry tiers and timers wait by design.
-        groups = {d.group: set(d.service.inputs) for d in declared}
         stop_watching, stop_processes = asyncio.Event(), asyncio.Event()
         behind: dict[str, int] = {}
         watching = asyncio.create_task(
-            watch_lag(settings, groups, report.lag, stop_watching, behind)
+            watch_lag(settings, work_topics(declared), report.lag, stop_watching, behind)
         )
         warm_up_ends = time.monotonic() + plan.warm_up_minutes * 60
         processes = asyncio.create_task(

@@ -6,7 +6,9 @@ from pathlib import Path
 from hub.core.outbound import event_record
 from hub.core.registry import Event
 from hub.core.store.base import KafkaRecord
+from hub.messages.cases import CaseExceptionRaisedV1
 from hub.messages.courier import CourierOrderAcceptedV1, PickupCancelRequestedV1
+from hub.messages.repair import CaseClosedV1
 from lab.chaos import LAST_WORDS, ChaosReport, Ledger, last_words
 
 
@@ -34,7 +36,8 @@ def test_the_report_names_unended_cases_and_dead_letters() -> None:
     lines = report.lines()
 
     assert "lost                  1" in lines
-    assert "never ended           {'AS9': 'aftersales.pickup.requested.v1'}" in lines
+    assert "never ended           1 by last event {'aftersales.pickup.requested.v1': 1}" in lines
+    assert "  cases: AS9@aftersales.pickup.requested.v1" in lines
     assert "dead letters          2 {'courier.jd.events.dispatch.dlq': 2}" in lines
 
 
@@ -71,3 +74,38 @@ def accepted(order_id: str, case_id: str) -> CourierOrderAcceptedV1:
     return CourierOrderAcceptedV1(
         order_id=order_id, case_id=case_id, waybill_no="W1", accepted_at=datetime.now(UTC)
     )
+
+
+def test_cases_left_in_exception_are_counted_by_code_with_their_reasons() -> None:
+    report = ChaosReport(cases=3)
+    ledger = Ledger(report)
+    for case in ("AS1", "AS2", "AS3"):
+        ledger.offer(case)
+    raised = [
+        ("AS1", "no_courier_left", "every eligible courier failed; the last: jd (capacity)"),
+        ("AS2", "no_courier", "no courier covers 西藏 for phone worth ¥99"),
+        ("AS3", "no_courier_left", "every eligible courier failed; the last: sf (timeout)"),
+    ]
+    for offset, (case, code, reason) in enumerate(raised):
+        exception = CaseExceptionRaisedV1(
+            case_id=case, code=code, reason=reason, raised_at=datetime.now(UTC)
+        )
+        ledger.take(case_record(exception, case, offset))
+    ledger.take(
+        case_record(
+            CaseClosedV1(case_id="AS3", outcome="repaired", closed_at=datetime.now(UTC)), "AS3", 3
+        )
+    )
+    ledger.settle()
+
+    lines = report.lines()
+    assert "never ended           2 by last event {'aftersales.case.exception.v1': 2}" in lines
+    assert "  in exception by code {'no_courier_left': 1, 'no_courier': 1}" in lines
+    assert "  reason: no_courier: no courier covers 西藏 for phone worth ¥99" in lines
+    assert not any("sf (timeout)" in line for line in lines)  # AS3 closed after its exception
+
+
+def case_record(event: Event, case: str, offset: int) -> KafkaRecord:
+    produced = event_record("aftersales.cases", event, key=case, source="urn:test", subject=case)
+    return KafkaRecord("aftersales.cases", 0, offset, 0, produced.key, produced.value,
+                       produced.headers)  # fmt: skip
