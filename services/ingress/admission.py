@@ -5,9 +5,9 @@ The questions and the records of requests in flight together are one store call 
 Two identical requests in one process meet at the in-flight table: the second waits for the
 first, then finds its record. The record is written only after the broker acknowledged (and
 after the answer, which waits only for the ack), so an event is never marked sent without being
-on the topic; the window left (a crash between the
-ack and the record, or the same event at two instances in the same milliseconds) yields a second
-record with the same (`ce_source`, `ce_id`), which intake's inbox counts as a duplicate.
+on the topic; the window left (a crash between the ack and the record, or the same event at two
+instances in the same milliseconds) yields a second record with the same (`ce_source`,
+`ce_id`), which intake's inbox counts as a duplicate.
 """
 
 from __future__ import annotations

@@ -692,8 +692,8 @@ class UnitOfWork:
         self._heads: dict[str, str | None] = {}
         self._outputs: list[OutRecord | None] = []
         # Where the latest buffered record of a key on a compacted topic sits: a later one
-        # takes its place (None), as compaction would. A case's status snapshot per event was a
-        # third of the tracker's produce when it ran behind, with a case's events in one poll.
+        # takes its place (None), as compaction would. The tracker emits a case's whole status
+        # snapshot per event, and when it runs behind a poll holds many events of one case.
         self._latest: dict[tuple[str, bytes], int] = {}
         self._new_events: list[EventId] = []
         self._new_states: dict[str, BaseModel] = {}
