@@ -6,10 +6,13 @@ set -euo pipefail
 BASE_IMAGE="${HUB_BASE_IMAGE:-localhost/debian-bookworm:latest}"
 CONF=/etc/containers/containers.conf
 
-if ! command -v podman > /dev/null || ! command -v runc > /dev/null || ! command -v debootstrap > /dev/null; then
+# catatonit: `podman kube play` builds its pod's pause image from it; podman only recommends it,
+# so a machine with podman already installed may lack it.
+if ! command -v podman > /dev/null || ! command -v runc > /dev/null \
+    || ! command -v debootstrap > /dev/null || ! command -v catatonit > /dev/null; then
     apt-get update -qq >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        podman runc debootstrap uidmap slirp4netns fuse-overlayfs >&2
+        podman runc catatonit debootstrap uidmap slirp4netns fuse-overlayfs >&2
 fi
 
 # crun, podman's default runtime, cannot set RLIMIT_NOFILE in this sandbox; runc can when podman
