@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,6 +86,7 @@ CENTER_SECRET = "chaos-center-secret-not-a-secret"  # noqa: S105 - the simulated
 INSURER_SECRET = "chaos-insurer-key-not-a-secret"  # noqa: S105 - the simulated insurers'
 HTTP_CENTER = "sh"
 TERMINAL = {CaseClosedV1.ce_type(), CaseRejectedV1.ce_type(), CaseCancelledV1.ce_type()}
+EXCEPTION = CaseExceptionRaisedV1.ce_type()
 # Gateways own the webhooks partners push to; partners re-push for seconds, not for a restart.
 UNKILLED = frozenset({Adapter.COURIER_API, Adapter.CENTER_API})
 RETRY_TIERS = ("2s", "5s")
@@ -149,6 +150,9 @@ class ChaosReport:
     """The last lag reading, per group that was behind at all."""
     unended_log: list[str] = field(default_factory=list)
     """The services' last log lines about the first few cases that never ended."""
+    unended_history: dict[str, list[str]] = field(default_factory=dict)
+    """For the first few cases that never ended, their last records on the topics the ledger
+    reads (case events, courier orders and answers), oldest first: what they wait for."""
     slowest_case_s: float = 0.0
     """From offering a case to its end, the longest any case took."""
     dead_letters: Counter[str] = field(default_factory=Counter)
@@ -228,6 +232,10 @@ class ChaosReport:
             f"slowest case          {self.slowest_case_s:.0f}s from its request to its end",
             f"dead letters          {sum(self.dead_letters.values())} {dict(self.dead_letters)}",
             *([f"groups behind at end  {self.lag_by_group}"] if self.lag_by_group else []),
+            *(
+                f"  {case} last records: {' | '.join(history)}"
+                for case, history in self.unended_history.items()
+            ),
             *self.unended_log,
         ]
 
@@ -249,6 +257,8 @@ class ChaosReport:
 
 UNENDED_REASONS = 5
 """Distinct exception reasons the report quotes."""
+HISTORY = 8
+"""Records kept per case for the report of cases that never ended (the newest)."""
 
 
 class Services:
@@ -422,6 +432,9 @@ class Ledger:
         self._ended: dict[str, str] = {}
         self._last_case_event: dict[str, str] = {}
         self._exceptions: dict[str, str] = {}
+        self._history: dict[str, deque[str]] = {}
+        """Per case, its last records on the ledger's topics: `topic ce_type` at seconds in."""
+        self._started = time.monotonic()
         self.offered_at: dict[str, float] = {}
         self._took: dict[str, float] = {}
         self.all_ended = asyncio.Event()
@@ -466,6 +479,10 @@ class Ledger:
         elif isinstance(event, NotificationSentV1):
             self._sent.setdefault(event.dedupe_key, set()).add(envelope.id)
             self.last_news = time.monotonic()
+        case_id = str(getattr(event, "case_id", "") or envelope.subject or "")
+        if case_id in self.case_ids:
+            seen = f"{record.topic} {envelope.type} @{time.monotonic() - self._started:.0f}s"
+            self._history.setdefault(case_id, deque(maxlen=HISTORY)).append(seen)
         if envelope.subject in self.case_ids:
             self._take_case_event(record.topic, envelope.subject or "", envelope.type)
 
@@ -501,10 +518,15 @@ class Ledger:
             case: self._last_case_event.get(case, "none")
             for case in sorted(self.case_ids - self._ended.keys())
         }
+        # The cases left for an operator say why in their reasons; the others are shown.
+        waiting = [c for c, last in self.report.unended.items() if last != EXCEPTION]
+        self.report.unended_history = {
+            case: list(self._history.get(case, ())) for case in waiting[:LAST_WORDS_CASES]
+        }
         self.report.exceptions = {
             case: self._exceptions[case]
             for case, last in self.report.unended.items()
-            if last == CaseExceptionRaisedV1.ce_type() and case in self._exceptions
+            if last == EXCEPTION and case in self._exceptions
         }
 
 

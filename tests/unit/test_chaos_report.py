@@ -109,3 +109,17 @@ def case_record(event: Event, case: str, offset: int) -> KafkaRecord:
     produced = event_record("aftersales.cases", event, key=case, source="urn:test", subject=case)
     return KafkaRecord("aftersales.cases", 0, offset, 0, produced.key, produced.value,
                        produced.headers)  # fmt: skip
+
+
+def test_a_case_in_transit_at_the_end_is_shown_with_its_last_records() -> None:
+    report = ChaosReport(cases=1)
+    ledger = Ledger(report, couriers=["sf"])
+    ledger.offer("AS1")
+    ledger.take(case_record(accepted("AS1-outbound-1", "AS1"), "AS1", 0))
+    cancel = PickupCancelRequestedV1(order_id="AS1-outbound-1", case_id="AS1", reason="late")
+    ledger.take(courier_record("courier.sf.pickup-orders", cancel, 1))
+    ledger.settle()
+
+    (line,) = [line for line in report.lines() if "last records" in line]
+    assert line.startswith("  AS1 last records: aftersales.cases courier.order.accepted.v1 @")
+    assert "| courier.sf.pickup-orders courier.pickup.cancel-requested.v1 @" in line
