@@ -432,8 +432,9 @@ class Ledger:
         self._ended: dict[str, str] = {}
         self._last_case_event: dict[str, str] = {}
         self._exceptions: dict[str, str] = {}
-        self._history: dict[str, deque[str]] = {}
-        """Per case, its last records on the ledger's topics: `topic ce_type` at seconds in."""
+        self._history: dict[str, deque[tuple[str, str, float]]] = {}
+        """Per case, its last records on the ledger's topics: topic, ce_type, seconds in (text
+        only for the few the report quotes: the ledger reads every record of the run)."""
         self._started = time.monotonic()
         self.offered_at: dict[str, float] = {}
         self._took: dict[str, float] = {}
@@ -481,7 +482,7 @@ class Ledger:
             self.last_news = time.monotonic()
         case_id = str(getattr(event, "case_id", "") or envelope.subject or "")
         if case_id in self.case_ids:
-            seen = f"{record.topic} {envelope.type} @{time.monotonic() - self._started:.0f}s"
+            seen = (record.topic, envelope.type, time.monotonic() - self._started)
             self._history.setdefault(case_id, deque(maxlen=HISTORY)).append(seen)
         if envelope.subject in self.case_ids:
             self._take_case_event(record.topic, envelope.subject or "", envelope.type)
@@ -521,7 +522,10 @@ class Ledger:
         # The cases left for an operator say why in their reasons; the others are shown.
         waiting = [c for c, last in self.report.unended.items() if last != EXCEPTION]
         self.report.unended_history = {
-            case: list(self._history.get(case, ())) for case in waiting[:LAST_WORDS_CASES]
+            case: [
+                f"{topic} {ce_type} @{at:.0f}s" for topic, ce_type, at in self._history.get(case, ())
+            ]
+            for case in waiting[:LAST_WORDS_CASES]
         }
         self.report.exceptions = {
             case: self._exceptions[case]
