@@ -522,9 +522,7 @@ class Ledger:
         # The cases left for an operator say why in their reasons; the others are shown.
         waiting = [c for c, last in self.report.unended.items() if last != EXCEPTION]
         self.report.unended_history = {
-            case: [
-                f"{topic} {ce_type} @{at:.0f}s" for topic, ce_type, at in self._history.get(case, ())
-            ]
+            case: [f"{topic} {kind} @{at:.0f}s" for topic, kind, at in self._history.get(case, ())]
             for case in waiting[:LAST_WORDS_CASES]
         }
         self.report.exceptions = {
