@@ -85,7 +85,14 @@ async def test_a_transient_failure_waits_in_the_first_tier_and_is_handled_when_d
     (output,) = kernel.outputs()
     assert header_map(output)["ce_id"] == derive_event_id("evt-7", "done")
     assert await kernel.store.park_head(GROUP, "case-1") is None
-    assert kernel.store.processed(GROUP) == {EventId(SOURCE, "evt-7")}
+    # The event, and the retry record read: its hop (a second copy of it would stop there)
+    # and where it was read (the same record read again goes on).
+    assert kernel.store.processed(GROUP) == {
+        EventId(SOURCE, "evt-7"),
+        EventId(SOURCE, f"evt-7 retry-of {INPUT}:0:7"),
+        EventId(SOURCE, f"evt-7 read-at {TIER_10S}:0:{read.offset}"),
+    }
+    assert hub_headers(retry)["x-hub-retry-of"] == f"{INPUT}:0:7"
 
 
 async def test_each_failure_climbs_a_tier_and_the_last_tier_is_reused() -> None:
@@ -107,7 +114,7 @@ async def test_each_failure_climbs_a_tier_and_the_last_tier_is_reused() -> None:
     assert {hub_headers(r)["x-hub-origin-offset"] for r in retries} == {"3"}
     for retry in retries:
         names = [name for name, _ in retry.headers if name.startswith("x-hub-")]
-        assert sorted(names) == sorted({*CONTRACT, "x-hub-due-at"})
+        assert sorted(names) == sorted({*CONTRACT, "x-hub-due-at", "x-hub-retry-of"})
     assert done_seqs(kernel.outputs()) == [1]
     assert kernel.plan.seen == [1] * 6
 

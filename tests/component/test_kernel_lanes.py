@@ -260,7 +260,7 @@ async def test_a_group_without_key_order_lets_a_key_go_on_past_a_failure() -> No
     assert kernel.store.faults.calls["append_parked"] == 0
     assert await kernel.drain_retries() == [P]
     assert done_seqs(kernel.outputs()) == [2, 3, 1]
-    assert len(kernel.store.processed(GROUP)) == 3
+    assert len(kernel.store.handled(GROUP)) == 3
 
 
 async def test_an_ordered_group_parks_the_key_behind_a_failure() -> None:

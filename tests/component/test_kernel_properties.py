@@ -461,7 +461,7 @@ def check_exact(built: Built, kernel: Kernel, first: dict[int, Outcome]) -> None
             expected = D if identity in processed else P
             assert first[offset] is expected, (offset, spec)
             processed.add(identity)
-    assert kernel.store.processed(GROUP) == processed
+    assert kernel.store.handled(GROUP) == processed
     assert set(kernel.sink.topics()) <= {OUTPUT, DLQ}
 
 
@@ -482,7 +482,7 @@ def check_eventual(built: Built, kernel: Kernel, outputs: dict[int, OutRecord]) 
     for retry in kernel.sink.records:
         if ".retry." in retry.topic:
             assert int(hub_headers(retry)["x-hub-attempts"]) < MAX_ATTEMPTS
-    assert kernel.store.processed(GROUP) == {built.identity[seq] for seq in outputs}
+    assert kernel.store.handled(GROUP) == {built.identity[seq] for seq in outputs}
 
 
 class QuietLog:

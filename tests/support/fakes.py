@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from hub.core.pipeline import is_chain_mark
 from hub.core.store.base import (
     BatchSnapshot,
     EventId,
@@ -285,6 +286,10 @@ class InMemoryStateStore:
     def processed(self, group: str) -> set[EventId]:
         """Every event `group` has recorded (no fault, no call counted)."""
         return set(self._inbox.get(group, {}))
+
+    def handled(self, group: str) -> set[EventId]:
+        """The events `group` has handled: its inbox without the rows of retry records read."""
+        return {event for event in self.processed(group) if not is_chain_mark(event)}
 
 
 class InMemorySink:

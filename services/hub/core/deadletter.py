@@ -18,6 +18,8 @@ REPLAY_PREFIX = "x-hub-replay-"
 DUE_AT = "x-hub-due-at"
 ATTEMPTS = "x-hub-attempts"
 FIRST_FAILURE_AT = "x-hub-first-failure-at"
+RETRY_OF = "x-hub-retry-of"
+"""On a retry record: where the record it was made from was read (topic:partition:offset)."""
 MAX_MESSAGE = 1_000
 MAX_STACKTRACE = 8_000
 

@@ -105,6 +105,10 @@ class _Read:
     """A known event of a family this service has no handler for: not even its body is read."""
     hop: str | None = None
     """The hop's traceparent, once asked for (`Pipeline._traceparent`)."""
+    position: str = ""
+    """Where this record was read (topic:partition:offset): a retry record made of it says so."""
+    retry_of: str | None = None
+    """On a retry record, where the record it was made from was read."""
     key: str | None = field(init=False)
     """The record key as text (decoded once: it is read five times a record)."""
 
@@ -114,6 +118,30 @@ class _Read:
     @property
     def identity(self) -> EventId | None:
         return EventId(self.envelope.source, self.envelope.id) if self.envelope else None
+
+    @property
+    def chain_marks(self) -> tuple[EventId, EventId] | None:
+        """The inbox rows a retry record takes when read: its hop of the chain, and itself.
+
+        Its twin (the same record made into a retry record twice, by a batch read again after
+        a crash) finds the hop taken but not itself, and stops: one retry chain per event.
+        The record read again after a crash finds both and goes on as any record read again.
+        """
+        if self.retry_of is None or self.envelope is None:
+            return None
+        source, event_id = self.envelope.source, self.envelope.id
+        return (
+            EventId(source, f"{event_id}{_HOP_MARK}{self.retry_of}"),
+            EventId(source, f"{event_id}{_READ_MARK}{self.position}"),
+        )
+
+
+_HOP_MARK, _READ_MARK = " retry-of ", " read-at "
+
+
+def is_chain_mark(event: EventId) -> bool:
+    """Whether an inbox row stands for a retry record read, not for an event handled."""
+    return _HOP_MARK in event.id or _READ_MARK in event.id
 
 
 class _StageTracker:
@@ -221,7 +249,12 @@ class Pipeline:
         self.metrics.batch(len(every))
         work = UnitOfWork(self.service, self._store, self._sink)
         await work.preload(
-            events=[identity for read in every if (identity := read.identity) is not None],
+            events=[
+                identity
+                for read in every
+                for identity in (read.identity, *(read.chain_marks or ()))
+                if identity is not None
+            ],
             keys={key for read in every for key in (read.key, read.state_key) if key is not None},
         )
         try:
@@ -287,6 +320,13 @@ class Pipeline:
 
     def _read(self, record: KafkaRecord) -> _Read:
         """Read a record; never raises: whatever fails here makes the record a dead letter."""
+        read = self._read_as_first(record)
+        read.position = f"{record.topic}:{record.partition}:{record.offset}"
+        if read.tier is not None:
+            read.retry_of = deadletter.header(record.headers, deadletter.RETRY_OF)
+        return read
+
+    def _read_as_first(self, record: KafkaRecord) -> _Read:
         tier = self._tier_of.get(record.topic)
         if tier is None and record.topic in self._inputs and not _has_hub_headers(record.headers):
             # As its producer sent it (most records): its own origin, no history, no copy.
@@ -401,11 +441,33 @@ class Pipeline:
             self._dead_letter(work, original, failure, handler_name="-", envelope=read.envelope)
             await self._release_if_head(read, work)
             return Outcome.DEAD_LETTERED
-        envelope, event, key = read.envelope, read.event, read.key
+        if await self._is_duplicate(read, work, check_park=check_park):
+            return Outcome.DUPLICATE
+        key = read.key
+        if check_park and key is not None:
+            head = await work.park_head(key)
+            if head is not None and await work.append_parked(key, original):
+                log.info("message_parked", behind=head)
+                return Outcome.PARKED
         # Read only when the service handles its family (see _read).
-        handler = self.service.handlers[event.event_type]
-        identity = EventId(envelope.source, envelope.id)
-        if await work.is_processed(identity):
+        handler = self.service.handlers[read.event.event_type]
+        outcome = await self._attempt(read, handler, work)
+        if outcome in {Outcome.PROCESSED, Outcome.DEAD_LETTERED}:
+            await self._release_if_head(read, work)
+        return outcome
+
+    async def _is_duplicate(self, read: _Read, work: UnitOfWork, *, check_park: bool) -> bool:
+        """Whether a decoded record was handled already, or is on its way in another copy."""
+        envelope, key = read.envelope, read.key
+        assert envelope is not None  # noqa: S101 - only decoded records get here
+        if (marks := read.chain_marks) is not None:
+            hop, itself = marks
+            if await work.is_processed(hop) and not await work.is_processed(itself):
+                # Its twin carries the chain (and the key's park): this copy only stops.
+                log.info("duplicate_skipped", reason="a twin of this retry record was read")
+                return True
+            work.take(hop, itself)
+        if await work.is_processed(EventId(envelope.source, envelope.id)):
             log.info("duplicate_skipped", reason="already processed")
             # Not from _release (a follower, neither checked for a park nor from a retry
             # topic): a parked copy of the key's head would start the release it is in again.
@@ -415,20 +477,11 @@ class Pipeline:
                 and _is_head(await work.park_head(key), envelope)
             ):
                 await self._release(key, work)
-            return Outcome.DUPLICATE
-        if check_park and key is not None:
-            head = await work.park_head(key)
-            if _is_head(head, envelope):
-                log.info("duplicate_skipped", reason="already waiting in a retry topic")
-                return Outcome.DUPLICATE
-            if head is not None and await work.append_parked(key, original):
-                log.info("message_parked", behind=head)
-                return Outcome.PARKED
-
-        outcome = await self._attempt(read, handler, work)
-        if outcome in {Outcome.PROCESSED, Outcome.DEAD_LETTERED}:
-            await self._release_if_head(read, work)
-        return outcome
+            return True
+        if check_park and key is not None and _is_head(await work.park_head(key), envelope):
+            log.info("duplicate_skipped", reason="already waiting in a retry topic")
+            return True
+        return False
 
     async def _release_if_head(self, read: _Read, work: UnitOfWork) -> None:
         """A retry record done with (handled or dead-lettered) lets its key's followers go."""
@@ -602,7 +655,8 @@ class Pipeline:
         headers = self._failure_headers(
             original, failure, handler_name, read.envelope, due=self._clock() + delay
         )
-        work.send(OutRecord(topic, original.key, original.value, headers))
+        retry_of = ((deadletter.RETRY_OF, read.position.encode()),)
+        work.send(OutRecord(topic, original.key, original.value, (*headers, *retry_of)))
         self.metrics.retry_scheduled(original.topic)
         log.warning(
             "message_retry_scheduled",
@@ -775,6 +829,13 @@ class UnitOfWork:
         if key is not None and state is not None:
             self._carried[key] = state
             self._new_states[key] = state
+
+    def take(self, *marks: EventId) -> None:
+        """Buffer inbox rows that stand for no output (a retry record read)."""
+        for mark in marks:
+            if mark not in self._processed:
+                self._processed.add(mark)
+                self._new_events.append(mark)
 
     async def park(self, key: str, head_event_id: str) -> None:
         """Park `key` behind `head_event_id`, after what is buffered is safe."""
