@@ -154,7 +154,9 @@ class _Example:
         )  # fmt: skip
         dispatch = declaration_of("dispatch", settings, table).service
         self.order_envelope = self.request_envelope.caused(
-            event_id=derive_event_id(self.request_envelope.id, f"pickup/{self.order_id}"),
+            event_id=derive_event_id(
+                self.request_envelope.source, self.request_envelope.id, f"pickup/{self.order_id}"
+            ),
             source=dispatch.source,
             type_=self.order.ce_type(),
             dataschema=self.order.dataschema(),

@@ -83,7 +83,7 @@ async def test_a_transient_failure_waits_in_the_first_tier_and_is_handled_when_d
     assert (await kernel.feed([read])).outcomes == (P,)
     assert kernel.plan.seen == [1, 1]
     (output,) = kernel.outputs()
-    assert header_map(output)["ce_id"] == derive_event_id("evt-7", "done")
+    assert header_map(output)["ce_id"] == derive_event_id(SOURCE, "evt-7", "done")
     assert await kernel.store.park_head(GROUP, "case-1") is None
     # The event, and the retry record read: its hop (a second copy of it would stop there)
     # and where it was read (the same record read again goes on).

@@ -160,12 +160,8 @@ async def test_an_event_of_another_source_with_the_head_id_is_not_dropped() -> N
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="envelope.derive_event_id derives an output id from the input id alone: two inputs "
-    "that are different events (same ce_id, different ce_source) emit outputs with the same "
-    "(source, id), and the next service drops the second as a duplicate",
-)
+# Was: an output id was derived from the input id alone, and the next service dropped the
+# output of the second of two events sharing an id as a duplicate of the first.
 async def test_outputs_of_two_events_sharing_an_id_have_distinct_identities() -> None:
     kernel = Kernel()
     first = probe_record(0, 1, key=b"k1", event_id="order-1")

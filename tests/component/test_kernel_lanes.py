@@ -210,7 +210,9 @@ class WatchingStore(InMemoryStateStore):
         read_versions: Mapping[str, int] | None = None,
     ) -> None:
         sent = {header_map(record)["ce_id"] for record in self.sink.records}
-        self.early_rows += [e.id for e in events if derive_event_id(e.id, "done") not in sent]
+        self.early_rows += [
+            e.id for e in events if derive_event_id(e.source, e.id, "done") not in sent
+        ]
         super()._commit(group, events, states, read_versions)
 
 

@@ -435,8 +435,8 @@ def check_effects(built: Built, kernel: Kernel, *, repeats: bool = False) -> dic
             assert output == outputs[seq], f"event {seq} was produced again, differently"
             continue
         outputs[seq] = output
-        input_id = built.identity[seq].id
-        assert header_map(output)["ce_id"] == derive_event_id(input_id, "done")
+        source, input_id = built.identity[seq]
+        assert header_map(output)["ce_id"] == derive_event_id(source, input_id, "done")
     first_offset = {seq: min(o for o, s in built.seq.items() if s == seq) for seq in outputs}
     by_key: dict[bytes | None, list[int]] = defaultdict(list)
     for seq in outputs:  # in the order they were produced

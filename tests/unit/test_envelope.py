@@ -48,10 +48,12 @@ def test_the_bare_extension_names_of_the_first_release_are_still_read() -> None:
     assert Envelope.from_headers(headers) == envelope
 
 
-def test_derived_ids_are_deterministic_and_differ_by_role() -> None:
-    assert derive_event_id("evt-1", "case") == derive_event_id("evt-1", "case")
-    assert derive_event_id("evt-1", "case") != derive_event_id("evt-1", "notify")
-    assert derive_event_id("evt-1", "case") != derive_event_id("evt-2", "case")
+def test_derived_ids_are_deterministic_and_differ_by_role_id_and_source() -> None:
+    shop, courier = "urn:shop", "urn:courier:sf"
+    assert derive_event_id(shop, "evt-1", "case") == derive_event_id(shop, "evt-1", "case")
+    assert derive_event_id(shop, "evt-1", "case") != derive_event_id(shop, "evt-1", "notify")
+    assert derive_event_id(shop, "evt-1", "case") != derive_event_id(shop, "evt-2", "case")
+    assert derive_event_id(shop, "evt-1", "case") != derive_event_id(courier, "evt-1", "case")
 
 
 def test_caused_envelope_keeps_trace_and_time_and_points_at_its_cause() -> None:

@@ -41,9 +41,13 @@ def uuid5_hex(namespace: uuid.UUID, name: str) -> str:
     return digest.hex()
 
 
-def derive_event_id(input_id: str, role: str) -> str:
-    """The id of the output playing `role` for input `input_id`: the same on every reprocessing."""
-    text = uuid5_hex(HUB_ID_NAMESPACE, f"{input_id}/{role}")
+def derive_event_id(input_source: str, input_id: str, role: str) -> str:
+    """The id of the output playing `role` for an input: the same on every reprocessing.
+
+    The input's source is part of it: two sources may use one id for two different events.
+    """
+    # A source is a URI reference, which has no space: the name stays one to one.
+    text = uuid5_hex(HUB_ID_NAMESPACE, f"{input_source} {input_id}/{role}")
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 

@@ -608,7 +608,7 @@ class Pipeline:
         if emit.delay is not None:
             extra = ((deadletter.DUE_AT, (envelope.time + emit.delay).isoformat().encode()),)
         out = envelope.caused(
-            event_id=derive_event_id(envelope.id, emit.role),
+            event_id=derive_event_id(envelope.source, envelope.id, emit.role),
             source=self.service.source,
             type_=emit.event.ce_type(),
             dataschema=emit.event.dataschema(),
