@@ -947,10 +947,21 @@ def _has_hub_headers(headers: Headers) -> bool:
     return False
 
 
+_BINARY_KEY = "\ufffd"
+"""Starts the text of a key that is not UTF-8 text, its bytes in hex after it."""
+
+
 def _text(key: bytes | None) -> str | None:
-    # backslashreplace, not replace: two different non-UTF-8 keys stay two keys (one state
-    # document and one park each), and the text can still be stored and logged.
-    return key.decode(errors="backslashreplace") if key is not None else None
+    # One to one, so that two keys never share a state document or a park: a UTF-8 key is
+    # itself unless it starts with the mark, and every other key is the mark and its hex.
+    # The text is still stored and logged as it is (PostgreSQL takes no lone surrogates).
+    if key is None:
+        return None
+    try:
+        text = key.decode()
+    except UnicodeDecodeError:
+        return _BINARY_KEY + key.hex()
+    return _BINARY_KEY + key.hex() if text.startswith(_BINARY_KEY) else text
 
 
 def _handler_name(handler: Handler) -> str:
