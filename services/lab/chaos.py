@@ -91,6 +91,8 @@ EXCEPTION = CaseExceptionRaisedV1.ce_type()
 UNKILLED = frozenset({Adapter.COURIER_API, Adapter.CENTER_API})
 RETRY_TIERS = ("2s", "5s")
 SETTLE_S = 3.0
+QUIET_S = 30.0
+"""With only cases raised to an operator left open, how long nothing may move before the end."""
 CAUGHT_UP_LAG = 200
 """Records behind, over every group, that count as caught up after a broker restart."""
 LAG_EVERY_S = 1.0
@@ -171,9 +173,14 @@ class ChaosReport:
         ]
 
     @property
+    def for_a_person(self) -> int:
+        """Cases that never ended because the hub raised them to an operator (their last event)."""
+        return sum(1 for last in self.unended.values() if last == EXCEPTION)
+
+    @property
     def lost(self) -> int:
-        """Cases that never reached closed, rejected or cancelled."""
-        return self.cases - sum(self.ended.values())
+        """Cases that neither reached closed, rejected or cancelled nor went to an operator."""
+        return self.cases - sum(self.ended.values()) - self.for_a_person
 
     @property
     def duplicate_pickups(self) -> int:
@@ -207,6 +214,7 @@ class ChaosReport:
             f"cases                 {self.cases} in {self.seconds:.0f}s",
             f"ended                 {dict(self.ended)}",
             f"lost                  {self.lost}",
+            f"for a person          {self.for_a_person} (an exception raised, its last event)",
             (
                 f"pickup legs accepted  {len(self.accepted_pickups)}, duplicated "
                 f"{self.duplicate_pickups}, taken by two couriers {self.legs_with_two_couriers}"
@@ -440,6 +448,10 @@ class Ledger:
         self._took: dict[str, float] = {}
         self.all_ended = asyncio.Event()
         """Set once every published case has reached a terminal state."""
+        self._raised: set[str] = set()
+        """Cases whose last case event is an exception raised for an operator."""
+        self.all_settled = asyncio.Event()
+        """Set while every case has ended or waits for an operator (`last_news` says since when)."""
         self.last_news = time.monotonic()
         """When a notification or a case end last arrived."""
 
@@ -491,12 +503,21 @@ class Ledger:
         """The last event of a case, and its end."""
         if topic == CASES:
             self._last_case_event[case] = ce_type
+            if ce_type == EXCEPTION and case not in self._ended:
+                self._raised.add(case)
+                self.last_news = time.monotonic()
+            else:
+                self._raised.discard(case)
         if ce_type in TERMINAL:
             self._ended[case] = ce_type.split(".")[2]
             self._took.setdefault(case, time.monotonic() - self.offered_at.get(case, 0.0))
             self.last_news = time.monotonic()
             if len(self._ended) == self.report.cases:
                 self.all_ended.set()
+        if len(self._ended) + len(self._raised) == self.report.cases:
+            self.all_settled.set()
+        else:
+            self.all_settled.clear()
 
     def _take_courier_record(self, courier: str, event: object) -> None:
         """A courier's acceptance, or the hub withdrawing an order from it."""
@@ -722,6 +743,19 @@ async def watch_lag(
         await admin.close()
 
 
+async def _until_settled(ledger: Ledger) -> None:
+    """Until every case ended, or ended or went to an operator and nothing moved for QUIET_S.
+
+    A case raised to an operator waits for a person, whom the run does not play: without the
+    quiet spell the run would wait for such cases until its timeout.
+    """
+    # Polling: "settled, and for a while" is no event anyone could set.
+    while not ledger.all_ended.is_set() and not (  # noqa: ASYNC110
+        ledger.all_settled.is_set() and time.monotonic() - ledger.last_news >= QUIET_S
+    ):
+        await asyncio.sleep(1.0)
+
+
 async def _settle(ledger: Ledger, *, deadline: float) -> None:
     """Wait until every planned notification was sent and nothing new came for a while.
 
@@ -829,7 +863,7 @@ async def _run(
             )
             say(f"published {plan.cases} requests")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ledger.all_ended.wait(), timeout=plan.timeout_s)
+                await asyncio.wait_for(_until_settled(ledger), timeout=plan.timeout_s)
             stop.set()
             await asyncio.gather(kills, outage)
             await _settle(ledger, deadline=started + plan.timeout_s)

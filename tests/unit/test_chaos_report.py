@@ -91,14 +91,21 @@ def test_cases_left_in_exception_are_counted_by_code_with_their_reasons() -> Non
             case_id=case, code=code, reason=reason, raised_at=datetime.now(UTC)
         )
         ledger.take(case_record(exception, case, offset))
+    assert ledger.all_settled.is_set()  # each ended or raised: the run need not wait for them
+    ledger.take(case_record(accepted("AS3-inbound-2", "AS3"), "AS3", 3))  # AS3 goes on
+    assert not ledger.all_settled.is_set()
     ledger.take(
         case_record(
-            CaseClosedV1(case_id="AS3", outcome="repaired", closed_at=datetime.now(UTC)), "AS3", 3
+            CaseClosedV1(case_id="AS3", outcome="repaired", closed_at=datetime.now(UTC)), "AS3", 4
         )
     )
+    assert ledger.all_settled.is_set()
+    assert not ledger.all_ended.is_set()
     ledger.settle()
 
     lines = report.lines()
+    assert "lost                  0" in lines  # went to an operator: not lost
+    assert "for a person          2 (an exception raised, its last event)" in lines
     assert "never ended           2 by last event {'aftersales.case.exception.v1': 2}" in lines
     assert "  in exception by code {'no_courier_left': 1, 'no_courier': 1}" in lines
     assert "  reason: no_courier: no courier covers 西藏 for phone worth ¥99" in lines
