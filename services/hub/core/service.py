@@ -260,6 +260,7 @@ class ServiceRuntime(AsyncResource):
             batch=True,
             max_records=settings.batch_max_records,
             batch_timeout_ms=settings.batch_wait_ms,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
             max_partition_fetch_bytes=settings.batch_max_bytes,
             fetch_max_bytes=settings.batch_max_bytes,
             # Acknowledged by the handler: only after every partition of the poll is settled.

@@ -60,6 +60,8 @@ Variant = Literal[
     "e2e",
 ]
 PRODUCER_OPTIONS: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
+PROBE_FETCH_MAX_WAIT_MS = 5
+"""How long the e2e load's consumer of the courier topics lets a fetch wait for records."""
 """The client's limit: acks=all and idempotence as the hub, otherwise aiokafka's defaults."""
 TAIL_POLL_S = 0.002
 EARLY_POLL_S = 0.5
@@ -509,7 +511,11 @@ class _Load:
         self.spec = spec
         self.producer = AIOKafkaProducer(bootstrap_servers=spec.bootstrap, **PRODUCER_OPTIONS)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=spec.bootstrap, group_id=None, auto_offset_reset="latest"
+            bootstrap_servers=spec.bootstrap,
+            group_id=None,
+            auto_offset_reset="latest",
+            # The instrument adds no wait of its own (see HubSettings.fetch_max_wait_ms).
+            fetch_max_wait_ms=PROBE_FETCH_MAX_WAIT_MS,
         )
         self.clock = _CaseClock()
         self.loop = asyncio.get_running_loop()
