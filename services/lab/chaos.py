@@ -147,7 +147,7 @@ class ChaosReport:
     unended: dict[str, str] = field(default_factory=dict)
     """Cases that never ended: the last case event each one got (none if not even opened)."""
     exceptions: dict[str, str] = field(default_factory=dict)
-    """Of the cases that never ended, those last raised for an operator: code and reason."""
+    """Of the cases that never ended, those raised to an operator: code and reason."""
     lag_by_group: dict[str, int] = field(default_factory=dict)
     """The last lag reading, per group that was behind at all."""
     unended_log: list[str] = field(default_factory=list)
@@ -174,8 +174,8 @@ class ChaosReport:
 
     @property
     def for_a_person(self) -> int:
-        """Cases that never ended because the hub raised them to an operator (their last event)."""
-        return sum(1 for last in self.unended.values() if last == EXCEPTION)
+        """Cases that never ended and were raised to an operator (they stay in exception)."""
+        return len(self.exceptions)
 
     @property
     def lost(self) -> int:
@@ -214,7 +214,7 @@ class ChaosReport:
             f"cases                 {self.cases} in {self.seconds:.0f}s",
             f"ended                 {dict(self.ended)}",
             f"lost                  {self.lost}",
-            f"for a person          {self.for_a_person} (an exception raised, its last event)",
+            f"for a person          {self.for_a_person} (raised to an operator, never closed)",
             (
                 f"pickup legs accepted  {len(self.accepted_pickups)}, duplicated "
                 f"{self.duplicate_pickups}, taken by two couriers {self.legs_with_two_couriers}"
@@ -503,12 +503,13 @@ class Ledger:
         """The last event of a case, and its end."""
         if topic == CASES:
             self._last_case_event[case] = ce_type
+            # The tracker keeps a raised case in exception until it closes, whatever comes
+            # after (late tracking of an order withdrawn meanwhile): it is an operator's.
             if ce_type == EXCEPTION and case not in self._ended:
                 self._raised.add(case)
                 self.last_news = time.monotonic()
-            else:
-                self._raised.discard(case)
         if ce_type in TERMINAL:
+            self._raised.discard(case)
             self._ended[case] = ce_type.split(".")[2]
             self._took.setdefault(case, time.monotonic() - self.offered_at.get(case, 0.0))
             self.last_news = time.monotonic()
@@ -541,15 +542,15 @@ class Ledger:
             for case in sorted(self.case_ids - self._ended.keys())
         }
         # The cases left for an operator say why in their reasons; the others are shown.
-        waiting = [c for c, last in self.report.unended.items() if last != EXCEPTION]
+        waiting = [c for c in self.report.unended if c not in self._raised]
         self.report.unended_history = {
             case: [f"{topic} {kind} @{at:.0f}s" for topic, kind, at in self._history.get(case, ())]
             for case in waiting[:LAST_WORDS_CASES]
         }
         self.report.exceptions = {
-            case: self._exceptions[case]
-            for case, last in self.report.unended.items()
-            if last == EXCEPTION and case in self._exceptions
+            case: self._exceptions.get(case, "?")
+            for case in self.report.unended
+            if case in self._raised
         }
 
 
