@@ -449,11 +449,11 @@ class Ledger:
         self.all_ended = asyncio.Event()
         """Set once every published case has reached a terminal state."""
         self._raised: set[str] = set()
-        """Cases whose last case event is an exception raised for an operator."""
+        """Cases raised to an operator and not ended since."""
         self.all_settled = asyncio.Event()
         """Set while every case has ended or waits for an operator (`last_news` says since when)."""
         self.last_news = time.monotonic()
-        """When a notification or a case end last arrived."""
+        """When a notification, a case end or a case raised to an operator last arrived."""
 
     @property
     def topics(self) -> tuple[str, ...]:

@@ -60,9 +60,9 @@ Variant = Literal[
     "e2e",
 ]
 PRODUCER_OPTIONS: dict[str, Any] = {"acks": "all", "enable_idempotence": True}
+"""The client's limit: acks=all and idempotence as the hub, otherwise aiokafka's defaults."""
 PROBE_FETCH_MAX_WAIT_MS = 5
 """How long the e2e load's consumer of the courier topics lets a fetch wait for records."""
-"""The client's limit: acks=all and idempotence as the hub, otherwise aiokafka's defaults."""
 TAIL_POLL_S = 0.002
 EARLY_POLL_S = 0.5
 DRAIN_S = 15.0
