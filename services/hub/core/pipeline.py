@@ -105,12 +105,12 @@ class _Read:
     """A known event of a family this service has no handler for: not even its body is read."""
     hop: str | None = None
     """The hop's traceparent, once asked for (`Pipeline._traceparent`)."""
-    position: str = ""
-    """Where this record was read (topic:partition:offset): a retry record made of it says so."""
     retry_of: str | None = None
     """On a retry record, where the record it was made from was read."""
     key: str | None = field(init=False)
     """The record key as text (decoded once: it is read five times a record)."""
+    raw: KafkaRecord = field(init=False)
+    """The record as read, before `original` took its origin's place (`Pipeline._read`)."""
 
     def __post_init__(self) -> None:
         self.key = _text(self.original.key)
@@ -118,6 +118,12 @@ class _Read:
     @property
     def identity(self) -> EventId | None:
         return EventId(self.envelope.source, self.envelope.id) if self.envelope else None
+
+    @property
+    def position(self) -> str:
+        """Where this record was read (topic:partition:offset), for a retry record made of it."""
+        raw = self.raw
+        return f"{raw.topic}:{raw.partition}:{raw.offset}"
 
     @property
     def chain_marks(self) -> tuple[EventId, EventId] | None:
@@ -248,13 +254,11 @@ class Pipeline:
         every = [read for read in ordered if not read.ignored]
         self.metrics.batch(len(every))
         work = UnitOfWork(self.service, self._store, self._sink)
+        events = [identity for read in every if (identity := read.identity) is not None]
+        # Retry records also take the rows of their hop (`_Read.chain_marks`).
+        events += [mark for read in every if read.retry_of for mark in read.chain_marks or ()]
         await work.preload(
-            events=[
-                identity
-                for read in every
-                for identity in (read.identity, *(read.chain_marks or ()))
-                if identity is not None
-            ],
+            events=events,
             keys={key for read in every for key in (read.key, read.state_key) if key is not None},
         )
         try:
@@ -321,7 +325,7 @@ class Pipeline:
     def _read(self, record: KafkaRecord) -> _Read:
         """Read a record; never raises: whatever fails here makes the record a dead letter."""
         read = self._read_as_first(record)
-        read.position = f"{record.topic}:{record.partition}:{record.offset}"
+        read.raw = record  # its position is spelled only for a retry record made of it
         if read.tier is not None:
             read.retry_of = deadletter.header(record.headers, deadletter.RETRY_OF)
         return read
@@ -824,18 +828,17 @@ class UnitOfWork:
     ) -> None:
         """Buffer an event's outputs, its inbox row and its key's new state."""
         self._buffer(outputs)
-        self._processed.add(event)
-        self._new_events.append(event)
+        self.take(event)
         if key is not None and state is not None:
             self._carried[key] = state
             self._new_states[key] = state
 
-    def take(self, *marks: EventId) -> None:
-        """Buffer inbox rows that stand for no output (a retry record read)."""
-        for mark in marks:
-            if mark not in self._processed:
-                self._processed.add(mark)
-                self._new_events.append(mark)
+    def take(self, *events: EventId) -> None:
+        """Buffer the inbox rows of `events` not yet taken (alone: a retry record's marks)."""
+        for event in events:
+            if event not in self._processed:
+                self._processed.add(event)
+                self._new_events.append(event)
 
     async def park(self, key: str, head_event_id: str) -> None:
         """Park `key` behind `head_event_id`, after what is buffered is safe."""
