@@ -450,10 +450,13 @@ class Ledger:
         """Set once every published case has reached a terminal state."""
         self._raised: set[str] = set()
         """Cases raised to an operator and not ended since."""
-        self.all_settled = asyncio.Event()
-        """Set while every case has ended or waits for an operator (`last_news` says since when)."""
         self.last_news = time.monotonic()
         """When a notification, a case end or a case raised to an operator last arrived."""
+
+    @property
+    def all_settled(self) -> bool:
+        """Whether every case has ended or waits for an operator (`last_news` says since when)."""
+        return len(self._ended) + len(self._raised) == self.report.cases
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -515,10 +518,6 @@ class Ledger:
             self.last_news = time.monotonic()
             if len(self._ended) == self.report.cases:
                 self.all_ended.set()
-        if len(self._ended) + len(self._raised) == self.report.cases:
-            self.all_settled.set()
-        else:
-            self.all_settled.clear()
 
     def _take_courier_record(self, courier: str, event: object) -> None:
         """A courier's acceptance, or the hub withdrawing an order from it."""
@@ -752,7 +751,7 @@ async def _until_settled(ledger: Ledger) -> None:
     """
     # Polling: "settled, and for a while" is no event anyone could set.
     while not ledger.all_ended.is_set() and not (  # noqa: ASYNC110
-        ledger.all_settled.is_set() and time.monotonic() - ledger.last_news >= QUIET_S
+        ledger.all_settled and time.monotonic() - ledger.last_news >= QUIET_S
     ):
         await asyncio.sleep(1.0)
 

@@ -91,16 +91,16 @@ def test_cases_left_in_exception_are_counted_by_code_with_their_reasons() -> Non
             case_id=case, code=code, reason=reason, raised_at=datetime.now(UTC)
         )
         ledger.take(case_record(exception, case, offset))
-    assert ledger.all_settled.is_set()  # each ended or raised: the run need not wait for them
+    assert ledger.all_settled  # each ended or raised: the run need not wait for them
     # Late news of a raised case (an order withdrawn meanwhile) leaves it in exception.
     ledger.take(case_record(accepted("AS2-inbound-2", "AS2"), "AS2", 3))
-    assert ledger.all_settled.is_set()
+    assert ledger.all_settled
     ledger.take(
         case_record(
             CaseClosedV1(case_id="AS3", outcome="repaired", closed_at=datetime.now(UTC)), "AS3", 4
         )
     )
-    assert ledger.all_settled.is_set()
+    assert ledger.all_settled
     assert not ledger.all_ended.is_set()
     ledger.settle()
 
