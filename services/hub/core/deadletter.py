@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING
 from hub.core.errors import fingerprint
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping
+
     from hub.core.errors import Stage
     from hub.core.store.base import Headers, KafkaRecord
 
@@ -62,16 +64,40 @@ def header(headers: Headers, name: str) -> str | None:
     return None
 
 
-def origin_of(record: KafkaRecord) -> Origin:
-    """The origin a hub topic record carries, or the record itself when it is an original."""
-    topic = header(record.headers, "x-hub-origin-topic")
+def first_values(headers: Headers, names: Collection[str]) -> dict[str, str]:
+    """The first value of each of `names` present, as text: one pass where `header` takes many."""
+    found: dict[str, bytes] = {}
+    for key, value in headers:
+        if key in names and key not in found:
+            found[key] = value
+    return {key: value.decode(errors="replace") for key, value in found.items()}
+
+
+ORIGIN_HEADERS = frozenset(
+    (
+        "x-hub-origin-topic",
+        "x-hub-origin-partition",
+        "x-hub-origin-offset",
+        "x-hub-origin-timestamp",
+    )
+)
+
+
+def origin_of(record: KafkaRecord, values: Mapping[str, str] | None = None) -> Origin:
+    """The origin a hub topic record carries, or the record itself when it is an original.
+
+    `values` are the record's `first_values` when the caller has them already.
+    """
+    if values is None:
+        values = first_values(record.headers, ORIGIN_HEADERS)
+    topic = values.get("x-hub-origin-topic")
     if topic is None:
         return Origin(record.topic, record.partition, record.offset, record.timestamp_ms)
     return Origin(
         topic=topic,
-        partition=int(header(record.headers, "x-hub-origin-partition") or -1),
-        offset=int(header(record.headers, "x-hub-origin-offset") or -1),
-        timestamp_ms=int(header(record.headers, "x-hub-origin-timestamp") or 0),
+        partition=int(values.get("x-hub-origin-partition") or -1),
+        offset=int(values.get("x-hub-origin-offset") or -1),
+        timestamp_ms=int(values.get("x-hub-origin-timestamp") or 0),
     )
 
 

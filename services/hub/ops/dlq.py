@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from hub.core import deadletter
-from hub.core.deadletter import header
 from hub.core.settings import parse_duration
 
 if TYPE_CHECKING:
@@ -80,6 +79,8 @@ class DeadLetter:
     schema: str
     idempotency_key: str | None
     replay_count: int
+    origin: deadletter.Origin
+    """Where the original record was first read."""
 
     @property
     def ref(self) -> Ref:
@@ -90,11 +91,6 @@ class DeadLetter:
     def dead_lettered_at(self) -> datetime:
         """When it was written to the dead-letter topic (the record's timestamp)."""
         return _ms_to_time(self.record.timestamp_ms)
-
-    @property
-    def origin(self) -> deadletter.Origin:
-        """Where the original record was first read."""
-        return deadletter.origin_of(self.record)
 
     @property
     def identity(self) -> tuple[str, str, int, int]:
@@ -120,21 +116,38 @@ class DeadLetter:
     @classmethod
     def from_record(cls, record: KafkaRecord) -> DeadLetter:
         """Parse the contract headers; absent ones become `?` so a damaged letter still shows."""
-        headers = record.headers
+        # One pass over the headers: a replay parses every letter, and they carry dozens.
+        values = deadletter.first_values(record.headers, _LETTER_HEADERS)
         return cls(
             record=record,
-            group=header(headers, "x-hub-origin-group") or group_of_topic(record.topic),
-            error_class=header(headers, "x-hub-error-class") or "?",
-            error_message=header(headers, "x-hub-error-message") or "",
-            stage=header(headers, "x-hub-error-stage") or "?",
-            fingerprint=header(headers, "x-hub-error-fingerprint") or "?",
-            attempts=int(header(headers, deadletter.ATTEMPTS) or 0),
-            code_version=header(headers, "x-hub-code-version") or "?",
-            schema=header(headers, "x-hub-schema") or "?",
+            group=values.get("x-hub-origin-group") or group_of_topic(record.topic),
+            error_class=values.get("x-hub-error-class") or "?",
+            error_message=values.get("x-hub-error-message") or "",
+            stage=values.get("x-hub-error-stage") or "?",
+            fingerprint=values.get("x-hub-error-fingerprint") or "?",
+            attempts=int(values.get(deadletter.ATTEMPTS) or 0),
+            code_version=values.get("x-hub-code-version") or "?",
+            schema=values.get("x-hub-schema") or "?",
             # A letter that failed validation has no idempotency key yet, but still a ce_id.
-            idempotency_key=header(headers, "x-hub-idempotency-key") or header(headers, "ce_id"),
-            replay_count=int(header(headers, REPLAY_COUNT) or 0),
+            idempotency_key=values.get("x-hub-idempotency-key") or values.get("ce_id"),
+            replay_count=int(values.get(REPLAY_COUNT) or 0),
+            origin=deadletter.origin_of(record, values),
         )
+
+
+_LETTER_HEADERS = deadletter.ORIGIN_HEADERS | {
+    "x-hub-origin-group",
+    "x-hub-error-class",
+    "x-hub-error-message",
+    "x-hub-error-stage",
+    "x-hub-error-fingerprint",
+    deadletter.ATTEMPTS,
+    "x-hub-code-version",
+    "x-hub-schema",
+    "x-hub-idempotency-key",
+    "ce_id",
+    REPLAY_COUNT,
+}
 
 
 def is_dead_letter_topic(name: str, group: str | None = None) -> bool:
