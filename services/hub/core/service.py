@@ -71,6 +71,11 @@ def faststream_metrics() -> KafkaPrometheusMiddleware:
     return _faststream_metrics
 
 
+PRODUCER_BATCH_BYTES = 1024 * 1024
+"""aiokafka's default (16 KiB) holds a handful of hub records, and a partition has one batch in
+flight at a time: a poll's outputs would queue behind each other's round trips."""
+
+
 class KafkaSink(AsyncResource):
     """An idempotent aiokafka producer with acks=all; headers are produced byte for byte."""
 
@@ -89,6 +94,7 @@ class KafkaSink(AsyncResource):
             # No linger: records are produced one input at a time and awaited, so a linger
             # only delays each send (2 ms cost ~2.5 ms a record, most of the hop; `make bench`).
             linger_ms=0,
+            max_batch_size=PRODUCER_BATCH_BYTES,
             max_request_size=HUB_RECORD_MAX_BYTES + 64 * 1024,
             **kafka_security(self._settings),
         )
