@@ -244,9 +244,12 @@ class CrashingSink:
             raise RuntimeError("simulated crash after the broker acknowledged the chunk")
 
 
+@pytest.mark.parametrize("memory_mb", ["64", "0"], ids=["kept", "read-again"])
 async def test_an_interrupted_replay_resumes_without_sending_anything_twice(
-    settings: HubSettings, unique: str
+    settings: HubSettings, unique: str, memory_mb: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Both ways to the send pass: the letters the generations pass kept, or a second read.
+    monkeypatch.setenv("HUB_REPLAY_MEMORY_MB", memory_mb)
     total = 300
     topic = f"test.dlq-in.{unique}"
     group = Group(settings, f"fail-{unique}", topic, FaultPlan(permanent=set(range(total))))

@@ -197,10 +197,10 @@ async def test_the_rate_limiter_spreads_chunks_over_time(monkeypatch: pytest.Mon
 
 
 def test_chunks_are_a_tenth_of_a_second_of_the_rate() -> None:
-    assert chunk_size(None) == 200
+    assert chunk_size(None) == 1000
     assert chunk_size(500) == 50
     assert chunk_size(3) == 1
-    assert chunk_size(1_000_000) == 200
+    assert chunk_size(1_000_000) == 1000
 
 
 async def test_a_record_that_does_not_decode_is_not_logged_as_the_case_before_it(

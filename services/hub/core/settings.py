@@ -431,6 +431,14 @@ class OperatorSettings(BaseSettings):
         description="Name recorded as `actor` of `hub dlq` actions when `--by` is not given; "
         "unset: the login name.",
     )
+    replay_memory_mb: int = Field(
+        default=64,
+        ge=0,
+        description="A replay reads its dead letters twice (the newest generation of each "
+        "message first, then the letters to send) unless they fit in this many MiB of record "
+        "bytes: then they are kept from the first read. Python holds them in about three times "
+        "that; `0` always reads twice.",
+    )
 
 
 class HarnessSettings(BaseSettings):

@@ -14,6 +14,7 @@ from hub.core.envelope import Envelope
 from hub.core.errors import PermanentError
 from hub.core.lifecycle import AsyncResource
 from hub.core.service import KafkaSink
+from hub.core.settings import OperatorSettings
 from hub.core.topics import AUDIT
 from hub.messages.ops import FieldChange, OpsAction, OpsActionAuditedV1
 from hub.ops import edit as editing
@@ -321,6 +322,7 @@ class Ops(AsyncResource):
                     stop=stop,
                     progress=progress,
                     clock=self._clock,
+                    keep_bytes=OperatorSettings().replay_memory_mb * 1024 * 1024,
                 )
         finally:
             outcome = {

@@ -33,12 +33,11 @@ from hub.ops.dlq import (
 from hub.ops.kafka_io import parse_partition_key, partition_key
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import AsyncIterator, Callable, Mapping
 
     from aiokafka import TopicPartition
 
     from hub.core.outbound import RecordSink
-    from hub.core.store.base import KafkaRecord
     from hub.ops.kafka_io import TopicReader
 
 log = structlog.get_logger(__name__)
@@ -204,8 +203,8 @@ class RateLimiter:
 
 
 def chunk_size(rate: float | None) -> int:
-    """Records per acknowledged send: a tenth of a second's worth, between 1 and 200."""
-    return 200 if not rate else max(1, min(200, int(rate / 10)))
+    """Records per acknowledged send: a tenth of a second's worth, between 1 and 1000."""
+    return 1000 if not rate else max(1, min(1000, int(rate / 10)))
 
 
 def chunks_in_flight(rate: float | None) -> int:
@@ -247,6 +246,7 @@ class _ReplayRun:
         state_dir: Path,
         progress: Callable[[Checkpoint], None] | None,
         clock: Callable[[], datetime],
+        keep_bytes: int,
     ) -> None:
         self.checkpoint = checkpoint
         self.selection = Selection.from_description(checkpoint.selection)
@@ -269,18 +269,52 @@ class _ReplayRun:
         self._parked_before: set[tuple[str, str, int, int]] = set()
         self._newest: set[Ref] = set()
         """Where the newest generation of each message lives, once `learn_generations` ran."""
+        self._kept: list[list[DeadLetter]] | None = []
+        """The letters `learn_generations` read, batch by batch; None once they outgrew
+        `keep_bytes`: the send pass then reads them again."""
+        self._kept_bytes = 0
+        self._keep_bytes = keep_bytes
 
     async def learn_generations(self, reader: TopicReader) -> None:
         """Read every letter once to know the newest generation of each message."""
         first = {tp: self.checkpoint.start.get(partition_key(tp), 0) for tp in self.end}
         async for batch in reader.scan(first, self.end):
-            for record in batch:
-                self.generations.add(DeadLetter.from_record(record))
+            letters = [DeadLetter.from_record(record) for record in batch]
+            for letter in letters:
+                self.generations.add(letter)
+            self._keep(letters)
         self._newest = {ref for _, _, ref in self.generations.newest.values()}
         # A letter parked by an earlier run stays parked: parking it again would copy it twice.
         parking = sorted({parking_topic(group_of_topic(tp.topic)) for tp in self.end})
         for record in await reader.read_since(parking, 0):
             self._parked_before.add(DeadLetter.from_record(record).identity)
+
+    def _keep(self, letters: list[DeadLetter]) -> None:
+        if self._kept is None:
+            return
+        self._kept_bytes += sum(map(_size, letters))
+        if self._kept_bytes > self._keep_bytes:
+            self._kept = None
+        else:
+            self._kept.append(letters)
+
+    async def letters_from(
+        self, reader: TopicReader, start: Mapping[TopicPartition, int]
+    ) -> AsyncIterator[list[DeadLetter]]:
+        """The letters from `start` on, batch by batch: those kept, else read again."""
+        if self._kept is None:
+            async for batch in reader.scan(start, self.end):
+                yield [DeadLetter.from_record(record) for record in batch]
+            return
+        kept, self._kept = deque(self._kept), None
+        first = {partition_key(tp): offset for tp, offset in start.items()}
+        while kept:
+            letters = kept.popleft()  # sent letters are let go as the run goes on
+            yield [
+                letter
+                for letter in letters
+                if letter.record.offset >= first[f"{letter.record.topic}:{letter.record.partition}"]
+            ]
 
     async def reconcile(self, reader: TopicReader) -> None:
         """After a crash mid-chunk, learn which of that chunk's records did reach the broker.
@@ -307,9 +341,8 @@ class _ReplayRun:
             "replay_reconciled", replay_id=checkpoint.replay_id, delivered=len(self._delivered)
         )
 
-    def take(self, record: KafkaRecord) -> None:
-        """Look at one record: pending when selected and newest, else only scanned."""
-        letter = DeadLetter.from_record(record)
+    def take(self, letter: DeadLetter) -> None:
+        """Look at one letter: pending when selected and newest, else only scanned."""
         if not self.selection.matches(letter):
             pass
         # The set answers for nearly every letter; `is_newest` for the rest (it knows them all).
@@ -319,6 +352,7 @@ class _ReplayRun:
             self.pending.append(letter)
         else:
             self._take_after_earlier_runs(letter)
+        record = letter.record
         self._scanned[f"{record.topic}:{record.partition}"] = record.offset + 1
 
     def _take_after_earlier_runs(self, letter: DeadLetter) -> None:
@@ -424,6 +458,12 @@ class _ReplayRun:
         checkpoint.save(self._state_dir)
 
 
+def _size(letter: DeadLetter) -> int:
+    record = letter.record
+    headers = sum(len(name) + len(content) for name, content in record.headers)
+    return len(record.key or b"") + len(record.value or b"") + headers
+
+
 async def _interrupted(run: _ReplayRun) -> Checkpoint:
     """Stop at a chunk boundary: the chunks in flight are acknowledged and counted first."""
     await run.drain()
@@ -440,21 +480,29 @@ async def run_replay(
     stop: asyncio.Event | None = None,
     progress: Callable[[Checkpoint], None] | None = None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    keep_bytes: int = 0,
 ) -> Checkpoint:
     """Send the checkpoint's selection from its positions on; save progress after each chunk.
 
     Only the newest generation of each message is sent (see `Generations`). `stop` ends the
     run at the next chunk boundary (nothing in flight), ready to resume. Without a rate,
     a few chunks are in flight at once (`chunks_in_flight`); progress still moves chunk by
-    acknowledged chunk, in order.
+    acknowledged chunk, in order. Letters whose bytes fit in `keep_bytes` are read once.
     """
-    run = _ReplayRun(checkpoint, sink=sink, state_dir=state_dir, progress=progress, clock=clock)
+    run = _ReplayRun(
+        checkpoint,
+        sink=sink,
+        state_dir=state_dir,
+        progress=progress,
+        clock=clock,
+        keep_bytes=keep_bytes,
+    )
     await run.learn_generations(reader)
     await run.reconcile(reader)
     start = {tp: checkpoint.position.get(partition_key(tp), 0) for tp in run.end}
-    async for batch in reader.scan(start, run.end):
-        for record in batch:
-            run.take(record)
+    async for batch in run.letters_from(reader, start):
+        for letter in batch:
+            run.take(letter)
             if len(run.pending) >= run.size:
                 await run.flush()
                 if stop is not None and stop.is_set():
