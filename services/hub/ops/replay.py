@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -89,17 +91,23 @@ def replay_record(
             original.append((name, content))
         elif name.startswith(ORIGIN_PREFIX):
             origin.append((name, content))
-    lineage = (
-        (REPLAY_ID, replay_id.encode()),
-        (REPLAY_COUNT, str(letter.replay_count + 1).encode()),
-        (REPLAY_BY, by.encode()),
-        (REPLAY_AT, at.astimezone(UTC).isoformat().encode()),
-    )
+    run_id, *by_and_at = _run_lineage(replay_id, by, at)
+    lineage = (run_id, (REPLAY_COUNT, str(letter.replay_count + 1).encode()), *by_and_at)
     return OutRecord(
         topic=replay_topic(letter.group),
         key=letter.record.key,
         value=letter.record.value if value is None else value,
         headers=(*original, *origin, *lineage),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _run_lineage(replay_id: str, by: str, at: datetime) -> tuple[tuple[str, bytes], ...]:
+    """The lineage headers every letter of one chunk shares (made once a chunk, not a letter)."""
+    return (
+        (REPLAY_ID, replay_id.encode()),
+        (REPLAY_BY, by.encode()),
+        (REPLAY_AT, at.astimezone(UTC).isoformat().encode()),
     )
 
 
@@ -460,8 +468,11 @@ class _ReplayRun:
 
 def _size(letter: DeadLetter) -> int:
     record = letter.record
-    headers = sum(len(name) + len(content) for name, content in record.headers)
+    headers = sum(map(len, map(_CONTENT, record.headers)))
     return len(record.key or b"") + len(record.value or b"") + headers
+
+
+_CONTENT = itemgetter(1)
 
 
 async def _interrupted(run: _ReplayRun) -> Checkpoint:
