@@ -125,6 +125,24 @@ _MIGRATIONS = {
 }  # fmt: skip
 # Rows of one event id: its own source, or '' (recorded before the source was kept).
 _INBOX_MATCH = "grp = ? AND event_id = ? AND source IN (?, '')"
+# A batch's lookups as one statement each: the wanted values travel as one JSON array.
+_INBOX_AMONG = """
+SELECT DISTINCT wanted.source, wanted.event_id
+FROM (
+  SELECT json_extract(value, '$[0]') AS source, json_extract(value, '$[1]') AS event_id
+  FROM json_each(?)
+) AS wanted
+JOIN hub_inbox AS inbox
+  ON inbox.grp = ? AND inbox.event_id = wanted.event_id AND inbox.source IN (wanted.source, '')
+"""
+_STATES_OF_KEYS = (
+    "SELECT key, document, version FROM hub_state"
+    " WHERE grp = ? AND key IN (SELECT value FROM json_each(?))"
+)
+_PARK_HEADS_OF_KEYS = (
+    "SELECT key, head_event_id FROM hub_park"
+    " WHERE grp = ? AND key IN (SELECT value FROM json_each(?))"
+)
 
 
 def _statements(script: str) -> list[str]:
@@ -251,24 +269,17 @@ class SqliteStateStore(RecordsOneAsABatch):
         """Processed ids among `events`, and the states and park heads of `keys`, in one call."""
 
         def read(db: sqlite3.Connection) -> BatchSnapshot:
-            processed = frozenset(event for event in events if _is_processed(db, group, event))
+            wanted = json.dumps(list(keys))
             states: dict[str, JsonObject] = {}
             versions: dict[str, int] = {}
-            heads: dict[str, str] = {}
-            for key in keys:
-                row = db.execute(
-                    "SELECT document, version FROM hub_state WHERE grp = ? AND key = ?",
-                    (group, key),
-                ).fetchone()
-                if row is not None:
-                    states[key] = json.loads(row[0])
-                    versions[key] = int(row[1])
-                head = db.execute(
-                    "SELECT head_event_id FROM hub_park WHERE grp = ? AND key = ?", (group, key)
-                ).fetchone()
-                if head is not None:
-                    heads[key] = str(head[0])
-            return BatchSnapshot(processed, states, heads, versions)
+            for key, document, version in db.execute(_STATES_OF_KEYS, (group, wanted)):
+                states[key] = json.loads(document)
+                versions[key] = int(version)
+            heads = {
+                str(key): str(head)
+                for key, head in db.execute(_PARK_HEADS_OF_KEYS, (group, wanted))
+            }
+            return BatchSnapshot(_processed_among(db, group, events), states, heads, versions)
 
         # One read transaction: the states and parks are of one moment.
         return await self._call(lambda db: _read_transaction(db, read))
@@ -293,9 +304,10 @@ class SqliteStateStore(RecordsOneAsABatch):
             current = _versions(db, group, keys)
             if changed := changed_keys(expected, current):
                 raise stale_states(changed)
+            known = _processed_among(db, group, events)
             seen: set[EventId] = set()
             for event in events:
-                if event in seen or _is_processed(db, group, event):
+                if event in seen or event in known:
                     raise StaleBatchError(f"{event.source} {event.id} is already processed")
                 seen.add(event)
             return current
@@ -457,6 +469,18 @@ def _versions(db: sqlite3.Connection, group: str, keys: Sequence[str]) -> dict[s
 def _is_processed(db: sqlite3.Connection, group: str, event: EventId) -> bool:
     query = f"SELECT 1 FROM hub_inbox WHERE {_INBOX_MATCH}"  # noqa: S608 - a constant of ours
     return db.execute(query, (group, event.id, event.source)).fetchone() is not None
+
+
+def _processed_among(
+    db: sqlite3.Connection, group: str, events: Collection[EventId]
+) -> frozenset[EventId]:
+    """Those of `events` recorded as processed by `group`: one query for a whole batch."""
+    if not events:
+        return frozenset()
+    wanted = json.dumps([[event.source, event.id] for event in events])
+    return frozenset(
+        EventId(source, event_id) for source, event_id in db.execute(_INBOX_AMONG, (wanted, group))
+    )
 
 
 def _read_transaction(db: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
