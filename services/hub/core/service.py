@@ -31,6 +31,7 @@ from hub.core.connection import faststream_security, kafka_security, raise_if_re
 from hub.core.lifecycle import AsyncResource
 from hub.core.metrics import CONSUMING, observe_lag
 from hub.core.ops_http import OpsServer
+from hub.core.partitioner import KeyPartitioner
 from hub.core.pipeline import BatchResult, Pipeline
 from hub.core.progress import InputProgress
 from hub.core.store.base import EventId, KafkaRecord
@@ -73,7 +74,8 @@ def faststream_metrics() -> KafkaPrometheusMiddleware:
 
 PRODUCER_BATCH_BYTES = 1024 * 1024
 """aiokafka's default (16 KiB) holds a handful of hub records, and a partition has one batch in
-flight at a time: a poll's outputs would queue behind each other's round trips."""
+flight at a time: a poll's outputs would queue behind each other's round trips. A batch stays
+within a broker's default `message.max.bytes` (1 MiB and 12 bytes)."""
 
 
 class KafkaSink(AsyncResource):
@@ -95,6 +97,7 @@ class KafkaSink(AsyncResource):
             # only delays each send (2 ms cost ~2.5 ms a record, most of the hop; `make bench`).
             linger_ms=0,
             max_batch_size=PRODUCER_BATCH_BYTES,
+            partitioner=KeyPartitioner(),
             max_request_size=HUB_RECORD_MAX_BYTES + 64 * 1024,
             **kafka_security(self._settings),
         )
