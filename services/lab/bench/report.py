@@ -286,7 +286,8 @@ def write_json(run: BenchRun, summary: dict[str, Any], path: Path) -> None:
             "(x-hub-origin-*, x-hub-error-*, x-hub-replay-* headers) preloaded on "
             "`<group>.replay` and processed by the group",
             "dlq-replay": "Ops.plan_replay + Ops.replay, as `hub dlq replay --group G` (no "
-            "--rate) runs them: both scans of the dead-letter topic, the sends, every "
+            "--rate) runs them: the scan of the dead-letter topic (a second one when the letters "
+            "outgrow HUB_REPLAY_MEMORY_MB), the sends, every "
             "checkpoint and the audit event; the producer is connected before the clock starts",
             "e2e_latency": "from the scheduled send time of a storefront request to the arrival "
             "of its pickup order on courier.<code>.pickup-orders (no coordinated omission); "

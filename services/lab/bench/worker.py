@@ -430,8 +430,9 @@ class ReplayRate(BaseModel):
 async def run_dlq_replay(spec: WorkerSpec) -> ReplayRate:
     """What `hub dlq replay --group G` does (no --rate): plan, then replay with checkpoints.
 
-    The producer is connected before the clock starts; the two scans of the dead-letter topic
-    (generations, then the letters), the sends, checkpoints and the audit event are timed.
+    The producer is connected before the clock starts; the scans of the dead-letter topic (one
+    while the letters fit in HUB_REPLAY_MEMORY_MB), the sends, checkpoints and the audit event
+    are timed.
     """
     settings = HubSettings()
     configure_logging(settings.log_level, settings.log_format)
