@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
 
     from aiokafka import ConsumerRecord
+    from aiokafka.producer.message_accumulator import BatchBuilder
     from faststream.message import StreamMessage
 
     from hub.core.handler import Service
@@ -78,6 +79,12 @@ flight at a time: a poll's outputs would queue behind each other's round trips. 
 within a broker's default `message.max.bytes` (1 MiB and 12 bytes)."""
 
 
+BATCHED_SEND_MIN_RECORDS = 16
+"""From this many records, a send builds its producer batches itself (`_send_in_batches`);
+fewer go through `producer.send`, which joins concurrent callers' records in one batch (the
+ingress sends one record a request, many requests at once)."""
+
+
 class KafkaSink(AsyncResource):
     """An idempotent aiokafka producer with acks=all; headers are produced byte for byte."""
 
@@ -85,6 +92,7 @@ class KafkaSink(AsyncResource):
         self._settings = settings
         self._client_id = client_id
         self._producer: AIOKafkaProducer | None = None
+        self._partitioner = KeyPartitioner()
 
     async def start(self) -> None:
         """Connect to the cluster (aiokafka needs the running loop, so not in __init__)."""
@@ -97,7 +105,7 @@ class KafkaSink(AsyncResource):
             # only delays each send (2 ms cost ~2.5 ms a record, most of the hop; `make bench`).
             linger_ms=0,
             max_batch_size=PRODUCER_BATCH_BYTES,
-            partitioner=KeyPartitioner(),
+            partitioner=self._partitioner,
             max_request_size=HUB_RECORD_MAX_BYTES + 64 * 1024,
             **kafka_security(self._settings),
         )
@@ -131,13 +139,56 @@ class KafkaSink(AsyncResource):
         """Produce every record, then wait for all acknowledgements."""
         if self._producer is None:
             raise RuntimeError("KafkaSink.send before start")
-        pending = [
-            await self._producer.send(
-                record.topic, record.value, key=record.key, headers=list(record.headers)
-            )
-            for record in records
-        ]
+        producer = self._producer
+        if len(records) >= BATCHED_SEND_MIN_RECORDS:
+            pending = await self._send_in_batches(producer, records)
+        else:
+            pending = [
+                await producer.send(
+                    record.topic, record.value, key=record.key, headers=list(record.headers)
+                )
+                for record in records
+            ]
         await asyncio.gather(*pending)
+
+    async def _send_in_batches(
+        self, producer: AIOKafkaProducer, records: Sequence[OutRecord]
+    ) -> list[asyncio.Future[Any]]:
+        """Build each partition's producer batches here and submit them whole.
+
+        `producer.send` makes a future a record and resolves each with its metadata; a poll's
+        outputs or a replay chunk need one a batch. Records keep their order within a partition; a record that
+        no longer fits sends its partition's batch and opens the next (a first record always
+        fits, however large, as with `send`).
+        """
+        partitions: dict[str, list[int]] = {}
+        open_batches: dict[tuple[str, int], BatchBuilder] = {}
+        submitted: list[asyncio.Future[Any]] = []
+        for record in records:
+            topic = record.topic
+            known = partitions.get(topic)
+            if known is None:
+                known = partitions[topic] = sorted(await producer.partitions_for(topic))
+            if record.key is None:
+                available = list(producer.client.cluster.available_partitions_for_topic(topic))
+            else:
+                available = known  # a key's partition does not depend on availability
+            partition = self._partitioner(record.key, known, available)
+            batch = open_batches.get((topic, partition))
+            if batch is None:
+                batch = open_batches[topic, partition] = producer.create_batch()
+            headers = list(record.headers)
+            appended = batch.append(
+                key=record.key, value=record.value, timestamp=None, headers=headers
+            )
+            if appended is not None:
+                continue
+            submitted.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = open_batches[topic, partition] = producer.create_batch()
+            batch.append(key=record.key, value=record.value, timestamp=None, headers=headers)
+        for (topic, partition), batch in open_batches.items():
+            submitted.append(await producer.send_batch(batch, topic, partition=partition))
+        return submitted
 
 
 async def _the_message(message: StreamMessage[Any]) -> StreamMessage[Any]:
