@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 import httpx
 import pytest
-from aiohttp import web
 from aiokafka import AIOKafkaConsumer
 from kafka_io import create_topics, publish, settle_and_read
 
@@ -21,8 +19,6 @@ from gateway.sf_client import SfClient, SfCreateResult
 from gateway.sf_protocol import CREATE_ORDER, SEARCH_ORDER, request_form
 from gateway.webhook import RoutePushReceiver
 from hub.core.envelope import Envelope
-from hub.core.errors import PermanentError
-from hub.core.lifecycle import serve_http
 from hub.core.outbound import event_record
 from hub.core.service import KafkaSink, ServiceRuntime
 from hub.core.topics import (
@@ -224,45 +220,6 @@ async def test_the_sf_simulator_refuses_as_sf_does_and_the_client_reads_it() -> 
         limited = [r for r in results if isinstance(r, httpx.HTTPStatusError)]
         assert limited
         assert {r.response.status_code for r in limited} == {429}
-
-
-async def test_sf_cancels_an_order_before_its_pickup_scan_and_refuses_to_after() -> None:
-    pushed: list[tuple[str, str]] = []  # (orderid, opCode)
-    picked_up, tracked_to_end = asyncio.Event(), asyncio.Event()
-
-    async def receive(request: web.Request) -> web.Response:
-        form = await request.post()
-        (route,) = json.loads(str(form["msgData"]))["Body"]["WaybillRoute"]
-        pushed.append((route["orderid"], route["opCode"]))
-        if route["opCode"] == SF_ROUTES[0]:
-            picked_up.set()
-        if len(pushed) == len(SF_ROUTES):
-            tracked_to_end.set()
-        return web.Response(text="OK")
-
-    app = web.Application()
-    app.router.add_post("/push", receive)
-    receiver, port = await serve_http(app)
-    webhook = f"http://127.0.0.1:{port}/push"
-    try:
-        async with (
-            SfCourierSimulator("P1", "cw-1", webhook, SfKnobs(step_delay_s=0.05)) as sf,
-            SfClient(sf.url, "P1", "cw-1") as client,
-        ):
-            early, late = pickup_order("ASEARLY"), pickup_order("ASLATE")
-            await client.create_order(early)
-            await client.cancel_order(early.order_id)  # before the courier came: done
-            await client.create_order(late)
-            await asyncio.wait_for(picked_up.wait(), 5)
-            with pytest.raises(PermanentError, match=f"refused to cancel {late.order_id}"):
-                await client.cancel_order(late.order_id)
-            await asyncio.wait_for(tracked_to_end.wait(), 5)
-            await asyncio.sleep(0.2)  # what the cancelled order would push, it has by now
-    finally:
-        await receiver.cleanup()
-    assert sf.cancelled == {early.order_id}
-    # The collected parcel is tracked to the end; the cancelled order pushed nothing.
-    assert pushed == [(late.order_id, code) for code in SF_ROUTES]
 
 
 async def test_the_sf_gateway_creates_each_order_once_despite_faults_and_relays_routes(

@@ -42,9 +42,6 @@ log = structlog.get_logger(__name__)
 
 CHINA = ZoneInfo("Asia/Shanghai")
 PICKED_UP = 50
-CANCEL_AFTER_PICKUP = "SIM-PICKED-UP"
-"""The simulator's own code for a cancel refused because the parcel was collected: SF refuses
-such a cancel too, with a code its public documents do not name (the hub keys on none)."""
 ROUTES = ((50, "顺丰速运 已收取快件"), (30, "快件在转运中"), (44, "正在派送途中"), (80, "已签收"))
 
 
@@ -84,8 +81,6 @@ class SfCourierSimulator(AsyncResource):
     pushes: int = 0
     waybills: dict[str, str] = field(default_factory=dict)
     cancelled: set[str] = field(default_factory=set)
-    picked_up: set[str] = field(default_factory=set)
-    """Orders whose pickup was scanned: a cancel comes too late for them."""
 
     def __post_init__(self) -> None:
         self._random = random.Random(self.knobs.seed)  # noqa: S311 - a simulation
@@ -176,11 +171,8 @@ class SfCourierSimulator(AsyncResource):
     def _update(self, data: dict[str, Any]) -> web.Response:
         if str(data.get("dealType")) != "2":
             return _business(success=False, code="8019", message="unsupported dealType")
-        order_id = str(data.get("orderId", ""))
-        if order_id in self.picked_up:
-            return _business(success=False, code=CANCEL_AFTER_PICKUP, message="快件已收取,不能取消")
-        self.cancelled.add(order_id)
-        return _business(data={"orderId": order_id})
+        self.cancelled.add(data.get("orderId", ""))
+        return _business(data={"orderId": data.get("orderId")})
 
     def _create(self, data: dict[str, Any]) -> web.Response:
         order_id = str(data.get("orderId", ""))
@@ -210,8 +202,6 @@ class SfCourierSimulator(AsyncResource):
                 "remark": remark, "opCode": str(op_code),
             }  # fmt: skip
             copies = 2 if self._random.random() < self.knobs.duplicate_push_rate else 1
-            if op_code == PICKED_UP:
-                self.picked_up.add(order_id)
             for _ in range(copies):
                 await self._push(route)
 
