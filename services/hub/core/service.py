@@ -157,9 +157,9 @@ class KafkaSink(AsyncResource):
         """Build each partition's producer batches here and submit them whole.
 
         `producer.send` makes a future a record and resolves each with its metadata; a poll's
-        outputs or a replay chunk need one a batch. Records keep their order within a partition; a record that
-        no longer fits sends its partition's batch and opens the next (a first record always
-        fits, however large, as with `send`).
+        outputs or a replay chunk need one a batch. Records keep their order within a
+        partition; a record that no longer fits sends its partition's batch and opens the next
+        (a first record always fits, however large, as with `send`).
         """
         partitions: dict[str, list[int]] = {}
         open_batches: dict[tuple[str, int], BatchBuilder] = {}
