@@ -315,13 +315,13 @@ class _ReplayRun:
                 yield [DeadLetter.from_record(record) for record in batch]
             return
         kept, self._kept = deque(self._kept), None
-        first = {partition_key(tp): offset for tp, offset in start.items()}
+        first = {(tp.topic, tp.partition): offset for tp, offset in start.items()}
         while kept:
             letters = kept.popleft()  # sent letters are let go as the run goes on
             yield [
                 letter
                 for letter in letters
-                if letter.record.offset >= first[f"{letter.record.topic}:{letter.record.partition}"]
+                if letter.record.offset >= first[letter.record.topic, letter.record.partition]
             ]
 
     async def reconcile(self, reader: TopicReader) -> None:
