@@ -9,6 +9,7 @@ from rich.console import Console
 
 from lab.bench.report import summarise, table, write_json
 from lab.bench.runner import BenchOptions, BenchRun, Sample
+from lab.bench.worker import CaseClock
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -201,3 +202,21 @@ def test_without_an_ingress_sample_there_is_no_ingress_target() -> None:
     summary = summarise(a_run())
     assert summary["ingress"] is None
     assert not [name for name in summary["targets"] if name.startswith("ingress")]
+
+
+def test_e2e_latency_splits_into_legs_at_each_hops_send() -> None:
+    clock = CaseClock()
+    for number in range(100):
+        case = f"CASE-{number}"
+        clock.scheduled[case] = 10.0
+        clock.passed(case, 10.010)
+        clock.passed(case, 10.500)  # a later output of the same case: not the first hop's send
+        clock.ordered[case] = 10.050 + number / 1000
+        clock.seen(case, 10.052 + number / 1000)
+    clock.scheduled["CASE-lost"] = 10.0  # never arrived: no legs of its own
+
+    legs = clock.legs_ms([*clock.scheduled])
+
+    assert legs["to_first_send"] == {"p50": 10.0, "p99": 10.0}
+    assert legs["between_sends"] == {"p50": 89.0, "p99": 138.0}
+    assert legs["to_arrival"] == {"p50": 2.0, "p99": 2.0}

@@ -182,6 +182,17 @@ def _e2e_row(grid: Table, e2e: dict[str, Any]) -> None:
         f"/ max {e2e['max_ms']:,.0f} ms",
         rss,
     )
+    if legs := e2e.get("legs_ms"):
+        grid.add_row(
+            "  its legs (p50 / p99 ms)",
+            "",
+            "",
+            "; ".join(
+                f"{leg.replace('_', ' ')} {v['p50']:,.0f} / {v['p99']:,.0f}"
+                for leg, v in legs.items()
+            ),
+            "",
+        )
 
 
 def _ingress_row(grid: Table, ingress: dict[str, Any]) -> None:

@@ -24,6 +24,7 @@ from dispatch.partners import load_partners
 from hub.bootstrap import all_topics
 from hub.core.settings import HubSettings
 from hub.core.topics import (
+    CASES,
     Subscription,
     apply_topics,
     courier_orders_topic,
@@ -367,6 +368,7 @@ class Bench:
                 result_topics=tuple(
                     courier_orders_topic(courier.code) for courier in load_partners().couriers
                 ),
+                via_topic=CASES,
             )
             result, rss = _worker(spec, self.env, self.options.log_dir / f"e2e-{tag}-load.log")
         finally:

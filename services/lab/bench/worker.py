@@ -90,6 +90,8 @@ class WorkerSpec(BaseModel):
     warmup: int = 0
     first_number: int = 0
     result_topics: tuple[str, ...] = ()
+    via_topic: str = ""
+    """e2e: where the first hop's outputs go (their send times split the latency into legs)."""
 
 
 class Throughput(BaseModel):
@@ -119,6 +121,8 @@ class Latency(BaseModel):
     p95_ms: float
     p99_ms: float
     max_ms: float
+    legs_ms: dict[str, dict[str, float]] = {}
+    """p50 and p99 of each leg: to the first hop's send, between the hops' sends, to arrival."""
 
 
 class _Clock:
@@ -462,12 +466,18 @@ def percentile(values: list[float], fraction: float) -> float:
     return values[rank - 1]
 
 
-class _CaseClock:
-    """When each case was due to be sent, and when its pickup order arrived (loop time)."""
+class CaseClock:
+    """When each case was due to be sent, and when its pickup order arrived (loop time).
+
+    Also when each hop sent its output on (the records' create times, on the wall clock the
+    processes share): where the time of a case goes.
+    """
 
     def __init__(self) -> None:
         self.scheduled: dict[str, float] = {}
         self.arrived: dict[str, float] = {}
+        self.sent_on: dict[str, float] = {}
+        self.ordered: dict[str, float] = {}
         self._waiting: set[str] = set()
         self.all_in = asyncio.Event()
 
@@ -498,6 +508,27 @@ class _CaseClock:
             for case in cases
         )
 
+    def passed(self, case_id: str, sent_at: float) -> None:
+        """The first hop's output for `case_id` was sent at `sent_at` (loop time)."""
+        self.sent_on.setdefault(case_id, sent_at)
+
+    def legs_ms(self, cases: list[str]) -> dict[str, dict[str, float]]:
+        """p50 and p99 of each leg of the cases that went the whole way."""
+        whole = [c for c in cases if c in self.arrived and c in self.sent_on and c in self.ordered]
+        legs = {
+            "to_first_send": [self.sent_on[c] - self.scheduled[c] for c in whole],
+            "between_sends": [self.ordered[c] - self.sent_on[c] for c in whole],
+            "to_arrival": [self.arrived[c] - self.ordered[c] for c in whole],
+        }
+        return {
+            leg: {
+                "p50": round(percentile(sorted(values), 0.50) * 1000, 1),
+                "p99": round(percentile(sorted(values), 0.99) * 1000, 1),
+            }
+            for leg, values in legs.items()
+            if values
+        }
+
     def latencies_ms(self, cases: list[str], until: float) -> list[float]:
         """Sorted latencies; a case that never arrived counts as waiting `until` (a lower bound)."""
         return sorted(
@@ -518,14 +549,17 @@ class _Load:
             # The instrument adds no wait of its own (see HubSettings.fetch_max_wait_ms).
             fetch_max_wait_ms=PROBE_FETCH_MAX_WAIT_MS,
         )
-        self.clock = _CaseClock()
+        self.clock = CaseClock()
         self.loop = asyncio.get_running_loop()
+        # Create times are wall-clock milliseconds; the schedule runs on the loop's clock.
+        self._wall_minus_loop = time.time() - self.loop.time()
 
     async def start(self) -> None:
         await self.producer.start()
         await self.consumer.start()
         # Without a group, subscribe assigns every partition; read from their ends on.
-        self.consumer.subscribe(list(self.spec.result_topics))
+        via = [self.spec.via_topic] if self.spec.via_topic else []
+        self.consumer.subscribe([*self.spec.result_topics, *via])
         async with asyncio.timeout(30):
             while not self.consumer.assignment():  # noqa: ASYNC110 - aiokafka has no event for it
                 await asyncio.sleep(0.05)
@@ -539,9 +573,15 @@ class _Load:
         while True:
             batches = await self.consumer.getmany(timeout_ms=100)
             now = self.loop.time()
-            for batch in batches.values():
+            for partition, batch in batches.items():
                 for record in batch:
-                    self.clock.seen(record.key.decode() if record.key else "", now)
+                    case_id = record.key.decode() if record.key else ""
+                    sent_at = record.timestamp / 1000 - self._wall_minus_loop
+                    if partition.topic == self.spec.via_topic:
+                        self.clock.passed(case_id, sent_at)
+                        continue
+                    self.clock.seen(case_id, now)
+                    self.clock.ordered.setdefault(case_id, sent_at)
 
     async def offer(self, first: int, count: int, rate: float) -> list[str]:
         records = [storefront_request(first + i) for i in range(count)]
@@ -597,6 +637,7 @@ async def run_e2e(spec: WorkerSpec) -> Latency:
         p95_ms=round(percentile(latencies, 0.95), 1),
         p99_ms=round(percentile(latencies, 0.99), 1),
         max_ms=round(latencies[-1], 1) if latencies else math.nan,
+        legs_ms=load.clock.legs_ms(cases),
     )
 
 
