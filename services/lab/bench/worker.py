@@ -482,6 +482,7 @@ class CaseClock:
         self.all_in = asyncio.Event()
 
     def expect(self, cases: list[str]) -> None:
+        """Wait (see `all_in`) for those of `cases` that have not arrived."""
         self._waiting = {case for case in cases if case not in self.arrived}
         if self._waiting:
             self.all_in.clear()
@@ -489,6 +490,7 @@ class CaseClock:
             self.all_in.set()
 
     def seen(self, case_id: str, at: float) -> None:
+        """The pickup order of `case_id` arrived at `at` (loop time)."""
         if case_id in self.scheduled and case_id not in self.arrived:
             self.arrived[case_id] = at
             self._waiting.discard(case_id)
@@ -496,6 +498,7 @@ class CaseClock:
                 self.all_in.set()
 
     async def drain(self, cases: list[str], timeout_s: float) -> None:
+        """Until every one of `cases` arrived, or `timeout_s` passed."""
         self.expect(cases)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.all_in.wait(), timeout_s)
