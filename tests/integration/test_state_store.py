@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from hub.core.store import sqlite as sqlite_store
 from hub.core.store.base import EventId, KafkaRecord, StaleBatchError
 from hub.core.store.factory import open_store
 from hub.core.store.postgres import PostgresStateStore
@@ -287,6 +288,40 @@ async def test_the_inbox_is_purged_by_age(state_store: StateStore, store_group: 
     assert await state_store.is_processed(f"{store_group}-other", EventId("urn:test", "old-1"))
     with pytest.raises(ValueError, match="timezone-aware"):
         await state_store.purge_inbox(store_group, datetime.now())  # noqa: DTZ005 - the point
+
+
+async def test_sqlite_purges_in_chunks_and_lets_the_loop_run_between_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "PURGE_CHUNK_ROWS", 3)
+    store = SqliteStateStore(tmp_path / "purge.db")
+    await store.open()
+    try:
+        for number in range(10):
+            await store.record_processed("g", EventId("urn:test", f"old-{number}"))
+        await asyncio.sleep(0.01)
+        cutoff = datetime.now(UTC)
+        await store.record_processed("g", EventId("urn:test", "new"))
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0)
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0)
+        started = ticks
+        purged = await store.purge_inbox("g", cutoff)
+        ticker.cancel()
+
+        assert purged == 10
+        assert ticks - started >= 3  # ten rows in chunks of three: the loop ran in between
+        assert await store.inbox_size("g") == 1
+        assert await store.is_processed("g", EventId("urn:test", "new"))
+    finally:
+        await store.close()
 
 
 async def test_two_stores_recording_the_same_events_record_each_once(
