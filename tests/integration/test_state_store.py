@@ -755,7 +755,8 @@ async def test_a_store_waits_for_the_disk_at_each_commit_unless_told_it_need_not
     try:
         if isinstance(store, SqliteStateStore):
             pragma = "PRAGMA synchronous"
-            mode = await store._call(lambda db: db.execute(pragma).fetchone()[0])
+            # The writing connection's: its commits are what wait for the disk.
+            mode = await store._write(lambda db: db.execute(pragma).fetchone()[0])
             assert mode == (2 if durable else 1)  # FULL, NORMAL
         else:
             assert isinstance(store, PostgresStateStore)

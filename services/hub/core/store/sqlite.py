@@ -1,11 +1,12 @@
-"""SQLite state store (single instance): one WAL file, one connection, one transaction per call.
+"""SQLite state store (single instance): one WAL file, one transaction per call.
 
-Every call runs on the event loop's thread, as one function: a call's statements can never
-interleave with another task's. A call is index lookups and small writes (a fraction of a
-millisecond, an fsync at commit); handing it to a thread of its own cost more than the call
-itself: at 200 cases/s on two cores, the three hops of a poll's unit of work took 2 to 3 ms
-each, a third of the poll. Each call still yields to the loop's other tasks when it is done;
-the one call that may touch many rows (`purge_inbox`) goes in chunks, each a call.
+Two connections: reads run on the event loop's thread, writes on a thread of their own. A read
+is index lookups (a fraction of a millisecond) and a thread hop cost more than the read itself:
+at 200 cases/s on two cores, a hop took 2 to 3 ms, and a poll's unit of work makes two reads.
+A write ends in an fsync that under the broker's own disk load took 10 ms (p50) to 100 ms
+(p99): on the loop's thread it would stall fetches and acknowledgements. Each call runs as one
+function, so a call's statements never interleave with another task's; every call is a
+suspension point; reads see every write whose call returned (WAL: each read is a new snapshot).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 PURGE_CHUNK_ROWS = 2000
-"""Inbox rows one transaction of `purge_inbox` deletes: a few milliseconds of the loop's time."""
+"""Inbox rows one transaction of `purge_inbox` deletes: the write lock is held for milliseconds."""
 _PURGE_CHUNK = """
 DELETE FROM hub_inbox WHERE rowid IN (
     SELECT rowid FROM hub_inbox WHERE grp = ? AND processed_at < ? LIMIT ?
@@ -204,7 +206,9 @@ class SqliteStateStore(RecordsOneAsABatch):
     def __init__(self, path: Path | str, *, durable: bool = True) -> None:
         self._path = Path(path)
         self._durable = durable
-        self._db: sqlite3.Connection | None = None
+        self._db: sqlite3.Connection | None = None  # reads, on the loop's thread
+        self._writer: sqlite3.Connection | None = None  # writes, on `_thread`
+        self._thread: ThreadPoolExecutor | None = None
 
     @property
     def path(self) -> Path:
@@ -213,44 +217,59 @@ class SqliteStateStore(RecordsOneAsABatch):
 
     async def open(self) -> None:
         """Open the file, creating it and its schema when missing (idempotent)."""
-        if self._db is not None:
+        if self._writer is not None:
             return
+        thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hub-sqlite")
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
-            # On a thread: a migration of a large file must not stall the loop.
-            db, journal, migrated_from = await asyncio.to_thread(
-                _connect, self._path, self._durable
+            writer, journal, migrated_from = await asyncio.get_running_loop().run_in_executor(
+                thread, _connect, self._path, self._durable
             )
+            try:
+                reader = _connect_reader(self._path)
+            except BaseException:
+                await asyncio.get_running_loop().run_in_executor(thread, writer.close)
+                raise
         except (OSError, sqlite3.Error) as error:
+            thread.shutdown(wait=False)
             raise StoreUnavailableError(f"SQLite file {self._path}: {error}") from error
-        if self._db is not None:  # opened meanwhile by another task
-            db.close()
-            return
-        self._db = db
+        except BaseException:
+            thread.shutdown(wait=False)
+            raise
+        self._db, self._writer, self._thread = reader, writer, thread
         if migrated_from is not None:
             log.info("state_store_schema_migrated", backend="sqlite",
                      from_version=migrated_from, to_version=SCHEMA_VERSION)  # fmt: skip
         log.info("state_store_opened", backend="sqlite", path=str(self._path), journal_mode=journal)
 
     async def close(self) -> None:
-        """Close the connection (idempotent)."""
-        db, self._db = self._db, None
-        if db is not None:
-            db.close()
+        """Close both connections (idempotent); writes already queued finish first."""
+        if self._db is None or self._writer is None or self._thread is None:
+            return
+        reader, writer, thread = self._db, self._writer, self._thread
+        self._db = self._writer = self._thread = None
+        reader.close()
+        await asyncio.get_running_loop().run_in_executor(thread, writer.close)
+        thread.shutdown(wait=True)
 
     async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` on the connection (reads: one implicit transaction each)."""
+        """Run the read `work` on the loop's thread (one implicit transaction a statement)."""
         if self._db is None:
             raise RuntimeError("the state store is not open")
         result = work(self._db)
-        # Still a suspension point, as a call to a thread was: a task that loops over store
-        # calls (a key's release) lets the loop's other tasks run between them.
+        # A suspension point, as a write is: a task that loops over store calls (a key's
+        # release) lets the loop's other tasks run between them.
         await asyncio.sleep(0)
         return result
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` as one write transaction, its lock taken up front."""
-        return await self._call(lambda db: _transaction(db, work))
+        """Run `work` as one write transaction on the writer's thread, its lock taken up front."""
+        if self._writer is None or self._thread is None:
+            raise RuntimeError("the state store is not open")
+        # A cancelled caller stops waiting; the call itself runs to its end (or its rollback).
+        return await asyncio.get_running_loop().run_in_executor(
+            self._thread, _transaction, self._writer, work
+        )
 
     # --- inbox and per-key state -------------------------------------------------------
     async def is_processed(self, group: str, event: EventId) -> bool:
@@ -417,9 +436,8 @@ class SqliteStateStore(RecordsOneAsABatch):
 
 
 def _connect(path: Path, durable: bool) -> tuple[sqlite3.Connection, str, int | None]:
-    """On the store's thread: open, set the pragmas, migrate; (connection, journal, from)."""
-    # Opened on a thread, used on the loop's: never two at once (see the module's docstring).
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    """On the writer's thread: open, set the pragmas, migrate; (connection, journal, from)."""
+    db = sqlite3.connect(path, isolation_level=None)
     try:
         # First: switching to WAL needs a lock another process may hold for a moment.
         db.execute("PRAGMA busy_timeout = 10000")
@@ -433,6 +451,18 @@ def _connect(path: Path, durable: bool) -> tuple[sqlite3.Connection, str, int | 
         db.close()
         raise
     return db, journal, migrated_from
+
+
+def _connect_reader(path: Path) -> sqlite3.Connection:
+    """The reading connection (after `_connect`: the file is in WAL mode and migrated)."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("PRAGMA busy_timeout = 10000")
+        db.execute("PRAGMA query_only = ON")  # every write goes through the writer's thread
+    except BaseException:
+        db.close()
+        raise
+    return db
 
 
 def _migrate(db: sqlite3.Connection) -> int | None:
