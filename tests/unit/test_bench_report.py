@@ -211,8 +211,7 @@ def test_e2e_latency_splits_into_legs_at_each_hops_send() -> None:
         clock.scheduled[case] = 10.0
         clock.passed(case, 10.010)
         clock.passed(case, 10.500)  # a later output of the same case: not the first hop's send
-        clock.ordered[case] = 10.050 + number / 1000
-        clock.seen(case, 10.052 + number / 1000)
+        clock.seen(case, 10.052 + number / 1000, sent_at=10.050 + number / 1000)
     clock.scheduled["CASE-lost"] = 10.0  # never arrived: no legs of its own
 
     legs = clock.legs_ms([*clock.scheduled])

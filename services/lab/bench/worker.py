@@ -489,10 +489,11 @@ class CaseClock:
         else:
             self.all_in.set()
 
-    def seen(self, case_id: str, at: float) -> None:
-        """The pickup order of `case_id` arrived at `at` (loop time)."""
+    def seen(self, case_id: str, at: float, *, sent_at: float) -> None:
+        """The pickup order of `case_id`, sent at `sent_at`, arrived at `at` (loop time)."""
         if case_id in self.scheduled and case_id not in self.arrived:
             self.arrived[case_id] = at
+            self.ordered[case_id] = sent_at
             self._waiting.discard(case_id)
             if not self._waiting:
                 self.all_in.set()
@@ -523,14 +524,15 @@ class CaseClock:
             "between_sends": [self.ordered[c] - self.sent_on[c] for c in whole],
             "to_arrival": [self.arrived[c] - self.ordered[c] for c in whole],
         }
-        return {
-            leg: {
-                "p50": round(percentile(sorted(values), 0.50) * 1000, 1),
-                "p99": round(percentile(sorted(values), 0.99) * 1000, 1),
-            }
-            for leg, values in legs.items()
-            if values
-        }
+        summary: dict[str, dict[str, float]] = {}
+        for leg, values in legs.items():
+            if values:
+                values.sort()
+                summary[leg] = {
+                    "p50": round(percentile(values, 0.50) * 1000, 1),
+                    "p99": round(percentile(values, 0.99) * 1000, 1),
+                }
+        return summary
 
     def latencies_ms(self, cases: list[str], until: float) -> list[float]:
         """Sorted latencies; a case that never arrived counts as waiting `until` (a lower bound)."""
@@ -583,8 +585,7 @@ class _Load:
                     if partition.topic == self.spec.via_topic:
                         self.clock.passed(case_id, sent_at)
                         continue
-                    self.clock.seen(case_id, now)
-                    self.clock.ordered.setdefault(case_id, sent_at)
+                    self.clock.seen(case_id, now, sent_at=sent_at)
 
     async def offer(self, first: int, count: int, rate: float) -> list[str]:
         records = [storefront_request(first + i) for i in range(count)]
